@@ -1,0 +1,42 @@
+# Two commands do everything on a fresh clone:
+#   make run   - create/reuse the environment, run the whole pipeline (dvc repro), print the results
+#   make test  - create/reuse the environment, run the test suite
+# VENV=/path/to/env reuses an existing environment instead of ./.venv.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.r2kd-installed
+export PATH := $(BIN):$(PATH)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: run test test-fast faults snakemake env clean
+
+env: $(STAMP)
+
+# Reinstall only when the dependency spec changed or the environment lost what it needs.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c "import sys; assert sys.version_info >= (3, 10), sys.version" 
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+run: env
+	$(BIN)/r2kd check
+	$(BIN)/dvc repro
+	$(BIN)/r2kd show
+
+snakemake: env
+	$(BIN)/snakemake --cores 2
+
+test: env
+	$(BIN)/python -m pytest -q
+
+test-fast: env
+	$(BIN)/python -m pytest -q -m "not slow"
+
+faults: env
+	$(BIN)/python -m pytest -q -m faults
+
+clean:
+	rm -rf .r2kd .snakemake runs reports data/prepared

@@ -1,0 +1,5 @@
+import sys
+
+from r2kd.cli import main
+
+sys.exit(main())

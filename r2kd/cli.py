@@ -1,0 +1,107 @@
+"""`r2kd <stage>`: one subcommand per pipeline stage, plus `check` (validate params.yaml) and `stages`.
+
+Arguments only select which expanded stage instance to run (a teacher, a run of the matrix); every
+setting comes from params.yaml, which is validated before any compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Callable
+
+from rich.console import Console
+
+from r2kd.errors import UserError
+
+err = Console(stderr=True)
+
+
+def _check(args: argparse.Namespace) -> None:
+    from r2kd.config import load_params
+    from r2kd.runs import student_runs
+
+    params = load_params(args.params)
+    err.print(f"[green]{args.params} is valid[/]: {len(params.teachers)} teacher(s), "
+              f"{len(student_runs(params))} student run(s)")
+
+
+def _show(args: argparse.Namespace) -> None:
+    from r2kd.stages.report import show
+
+    show()
+
+
+def _stages(args: argparse.Namespace) -> None:
+    from r2kd.dag import load_stages
+
+    for stage in load_stages("."):
+        print(f"{stage.name}\t{stage.cmd}")
+
+
+def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], None]:
+    def call(args: argparse.Namespace) -> None:
+        import importlib
+
+        from r2kd.config import load_params
+
+        params = load_params(args.params)  # validated before anything heavy happens
+        importlib.import_module(f"r2kd.stages.{module}").run(params, *(getattr(args, n) for n in names))
+
+    return call
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r2kd", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help=argparse.SUPPRESS)  # tests use a copy
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("check", help="validate params.yaml and exit").set_defaults(func=_check)
+    sub.add_parser("stages", help="list the expanded DAG (from dvc.yaml)").set_defaults(func=_stages)
+    sub.add_parser("prepare", help="materialise the dataset under data/prepared").set_defaults(func=_stage("prepare"))
+
+    p = sub.add_parser("train-teacher", help="train (or import) one teacher")
+    p.add_argument("teacher", help="a key of `teachers` in params.yaml")
+    p.set_defaults(func=_stage("train_teacher", "teacher"))
+
+    p = sub.add_parser("prune", help="prune one trained teacher")
+    p.add_argument("teacher", help="a key of `teachers` in params.yaml")
+    p.set_defaults(func=_stage("prune", "teacher"))
+
+    p = sub.add_parser("distill", help="train one student run of the experiment matrix")
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--student", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--augment", required=True)
+    p.add_argument("--seed", required=True, type=int)
+    p.set_defaults(func=_stage("distill", "teacher", "student", "method", "augment", "seed"))
+
+    sub.add_parser("evaluate", help="score every final model on the test set").set_defaults(func=_stage("evaluate"))
+    sub.add_parser("report", help="aggregate runs into reports/").set_defaults(func=_stage("report"))
+    sub.add_parser("show", help="print the results table of reports/summary.json").set_defaults(func=_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    try:
+        args.func(args)
+    except UserError as exc:
+        err.print("[bold red]error:[/] " + _escape(str(exc)), highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]; rerun the same command to resume from the last completed epoch")
+        return 130
+    return 0
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""User-facing errors.
+
+Anything a user can cause (bad params, missing data, a corrupt checkpoint) raises a subclass of
+:class:`UserError`; the CLI prints its message and exits with code 2, without a traceback.
+Anything else is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback, exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """params.yaml is invalid."""
+
+
+class DataError(UserError):
+    """A dataset is missing, corrupt or not in the expected format."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, corrupt, foreign or of the wrong architecture."""
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

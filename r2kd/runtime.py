@@ -1,0 +1,51 @@
+"""Device choice, threads and seeding: everything that makes a run reproducible."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import torch
+
+from r2kd.errors import ConfigError
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; ``cuda[:N]`` fails clearly without a GPU."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"runtime.device: {spec!r} asked for, but no CUDA device is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"runtime.device: {spec!r} asked for, but only {torch.cuda.device_count()} CUDA devices exist"
+            )
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
+    """Seed every RNG and return a CPU generator for the run's own random draws."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # numpy is optional for the package itself
+        pass
+    # CPU kernels are deterministic already; the switch matters (and costs a ~5 s torch._dynamo
+    # import) only on CUDA.
+    if deterministic and torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def set_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)

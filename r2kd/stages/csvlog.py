@@ -1,0 +1,26 @@
+"""Per-epoch logs as CSV, the format `dvc plots` reads."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from r2kd.io import write_text
+
+
+def write_log(path: Path, rows: list[dict[str, float]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(path, buffer.getvalue())
+
+
+def read_log(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="") as fh:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]

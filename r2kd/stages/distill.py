@@ -1,0 +1,133 @@
+"""Stage `distill`: train one student run (pair x method x augment x seed) from the frozen teachers."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from r2kd import paths
+from r2kd.config import Params
+from r2kd.distillers import DISTILLERS
+from r2kd.errors import ConfigError
+from r2kd.io import write_json
+from r2kd.objective import DistillObjective
+from r2kd.pruning import load_pruned, set_bn_mode
+from r2kd.runtime import resolve_device, seed_everything, set_threads
+from r2kd.stages.common import (
+    arch_spec,
+    build,
+    complexity,
+    fingerprint,
+    input_hashes,
+    load_data,
+    load_model,
+    provenance,
+    save_model,
+)
+from r2kd.stages.csvlog import write_log
+from r2kd.train import Trainer
+
+VIEW_STREAM = 0x5EED  # the augmented view draws from its own stream, so toggling it keeps data order
+
+
+def check_selection(params: Params, teacher: str, student: str, method: str, augment: str, seed: int) -> None:
+    """The CLI arguments select one expanded run of params.yaml; they never override it."""
+    if not any(p.teacher == teacher and p.student == student for p in params.pairs):
+        raise ConfigError(f"distill: pair {teacher} -> {student} is not listed in `pairs` of params.yaml")
+    for key, value, allowed in (("methods", method, params.methods), ("augments", augment, params.augments), ("seeds", seed, params.seeds)):
+        if value not in allowed:
+            raise ConfigError(f"distill: {value!r} is not in `{key}` of params.yaml ({allowed})")
+
+
+def run(params: Params, teacher: str, student: str, method: str, augment: str, seed: int) -> None:
+    check_selection(params, teacher, student, method, augment, seed)
+    hparams = params.method_hparams(method, augment)
+    distiller_cls = DISTILLERS[method]
+    recipe = params.distill
+    set_threads(params.runtime.threads)
+    device = resolve_device(params.runtime.device)
+    data_generator = seed_everything(seed, params.runtime.deterministic)
+    view_generator = torch.Generator().manual_seed(seed * 1_000_003 + VIEW_STREAM)
+    data = load_data(recipe.batch_size, device, data_generator)
+
+    teacher_file = paths.teacher_dir(teacher) / "model.pt"
+    pruned_file = paths.pruned_dir(teacher) / "model.pt"
+    teacher_model = pruned_model = None
+    if distiller_cls.uses_teacher:
+        teacher_model = _frozen(load_model(teacher_file, arch_spec(teacher, data.meta), device)).eval()
+    if distiller_cls.uses_pruned_teacher:
+        pruned_model, _ = load_pruned(pruned_file, map_location=device)
+        pruned_model = _frozen(pruned_model.to(device))
+        set_bn_mode(pruned_model, params.prune.bn_mode)
+
+    torch.manual_seed(seed)  # student initialisation depends on the seed only
+    spec = arch_spec(student, data.meta)
+    model = build(spec).to(device)
+    inputs = input_hashes([*data.files, teacher_file, pruned_file])
+    out_dir = paths.student_dir(teacher, student, method, augment, seed)
+    objective = DistillObjective(
+        distiller=distiller_cls(hparams),
+        teacher=teacher_model,
+        pruned=pruned_model,
+        aug_view=hparams.aug_view,
+        view_generator=view_generator,
+        mean=data.meta["mean"],
+        std=data.meta["std"],
+    )
+    trainer = Trainer(
+        model=model,
+        recipe=recipe,
+        train_batches=data.train,
+        test_batches=data.test,
+        objective=objective,
+        generators={"data": data_generator, "view": view_generator},
+        state_path=paths.state_file(out_dir),
+        fingerprint=fingerprint(spec, recipe.model_dump(), hparams.model_dump(), inputs, seed,
+                                params.prune.bn_mode, params.runtime.model_dump()),
+        label=f"{method}/{augment} s{seed}",
+        amp=params.runtime.amp,
+        modules_to_save={"pruned": pruned_model} if pruned_model is not None else {},
+    )
+    began = time.perf_counter()
+    result = trainer.fit()
+
+    save_model(out_dir / "model.pt", model, spec)
+    write_log(out_dir / "log.csv", result.history)
+    write_json(
+        out_dir / "metrics.json",
+        {
+            "role": "student",
+            "dataset": data.meta["name"],
+            "teacher": teacher,
+            "student": student,
+            "method": method,
+            "augment": augment,
+            "aug_view": hparams.aug_view,
+            "seed": seed,
+            "best_top1": result.best_top1,
+            "best_epoch": result.best_epoch,
+            "last_top1": result.last["test_top1"],
+            "last_top5": result.last["test_top5"],
+            **complexity(model, data.input_shape),
+            "timing": {
+                "wall_seconds": time.perf_counter() - began,
+                "train_seconds": result.train_seconds,
+                "resumed_from_epoch": result.resumed_from_epoch,
+            },
+            "provenance": {
+                **provenance(params, ["data", "distill", f"method_params.{method}", "prune.bn_mode", "runtime"],
+                             inputs, seed, device),
+                "method_hparams": hparams.model_dump(mode="json"),
+            },
+        },
+    )
+    trainer.discard_state()
+
+
+def _frozen(model: torch.nn.Module) -> torch.nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+

@@ -1,0 +1,55 @@
+"""Stage `prune <arch>`: prune a deep copy of the trained teacher once (never retrained)."""
+
+from __future__ import annotations
+
+from r2kd import paths
+from r2kd.config import Params
+from r2kd.errors import ConfigError
+from r2kd.io import write_json
+from r2kd.pruning import nonzero_weight_fraction, prune_teacher, save_pruned
+from r2kd.runtime import resolve_device, seed_everything, set_threads
+from r2kd.stages.common import arch_spec, complexity, input_hashes, load_data, load_model, provenance
+from r2kd.train import evaluate
+
+
+def run(params: Params, arch: str) -> None:
+    if arch not in params.teachers:
+        raise ConfigError(f"prune: {arch!r} is not a key of `teachers` in params.yaml ({sorted(params.teachers)})")
+    set_threads(params.runtime.threads)
+    device = resolve_device(params.runtime.device)
+    seed_everything(params.train_teacher.seed, params.runtime.deterministic)
+    data = load_data(params.distill.batch_size, device, generator=None)
+    spec = arch_spec(arch, data.meta)
+    teacher_file = paths.teacher_dir(arch) / "model.pt"
+    teacher = load_model(teacher_file, spec, device).eval()
+
+    example = next(iter(data.test))[0][:2]
+    result = prune_teacher(teacher, example, params.prune)
+    pruned = result.model.eval()
+    before = evaluate(teacher, data.test, params.runtime.amp)
+    after = evaluate(pruned, data.test, params.runtime.amp)
+
+    out_dir = paths.pruned_dir(arch)
+    stats = result.stats.as_dict()
+    save_pruned(out_dir / "model.pt", pruned.cpu(), arch=spec, structure=result.structure, stats=stats)
+    write_json(
+        out_dir / "prune.json",
+        {
+            "role": "pruned_teacher",
+            "arch": arch,
+            "method": params.prune.method,
+            "ratio": params.prune.ratio,
+            "top1_before": before["top1"],
+            "top1_after": after["top1"],
+            "top5_after": after["top5"],
+            **complexity(pruned, data.input_shape),
+            "params_before": stats["params_before"],
+            "macs_before": stats["macs_before"],
+            "nonzero_fraction_before": stats["nonzero_weight_fraction_before"],
+            "nonzero_fraction_after": nonzero_weight_fraction(pruned),
+            "timing": {"prune_seconds": stats["seconds"]},
+            "provenance": provenance(
+                params, ["prune"], input_hashes([teacher_file, *data.files]), params.train_teacher.seed, device
+            ),
+        },
+    )

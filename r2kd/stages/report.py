@@ -1,0 +1,211 @@
+"""Stage `report`: aggregate every run into reports/summary.{json,md}, plots and a compact metrics file.
+
+Accuracy is reported honestly: the best epoch's test top-1 (the paper's convention) AND the last
+epoch's, each as mean ± sample std over seeds, with n; every table says which number it shows.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from r2kd import paths
+from r2kd.config import Params
+from r2kd.io import read_json, write_json, write_text, atomic_path
+from r2kd.published import PUBLISHED_TOP1
+from r2kd.runs import student_runs
+from r2kd.stages.csvlog import read_log
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def run(params: Params) -> None:
+    evaluation = read_json(paths.REPORTS / "eval.json")
+    dataset = evaluation["dataset"]
+    scored = {rec["path"]: rec for rec in evaluation["models"]}
+
+    records, logs = [], defaultdict(list)
+    for run_ in student_runs(params):
+        metrics = read_json(run_.dir / "metrics.json")
+        ev = scored[str(run_.dir / "model.pt")]
+        records.append({
+            "dataset": dataset, "pair": run_.pair, "teacher": run_.teacher, "student": run_.student,
+            "method": run_.method, "augment": run_.augment, "aug_view": metrics["aug_view"], "seed": run_.seed,
+            "best_top1": metrics["best_top1"], "best_epoch": metrics["best_epoch"], "last_top1": metrics["last_top1"],
+            "last_top5": metrics["last_top5"], "ece": ev["ece"], "noisy_top1": ev["noisy_top1"],
+            "params": metrics["params"], "macs": metrics["macs"],
+        })
+        logs[(run_.pair, run_.method, run_.augment)].append(read_log(run_.dir / "log.csv"))
+
+    teachers = []
+    for arch in params.teachers:
+        metrics = read_json(paths.teacher_dir(arch) / "metrics.json")
+        prune = read_json(paths.pruned_dir(arch) / "prune.json")
+        ev_t = scored[str(paths.teacher_dir(arch) / "model.pt")]
+        ev_p = scored[str(paths.pruned_dir(arch) / "model.pt")]
+        teachers.append({
+            "dataset": dataset, "arch": arch, "best_top1": metrics["best_top1"], "last_top1": metrics["last_top1"],
+            "params": metrics["params"], "macs": metrics["macs"], "ece": ev_t["ece"], "noisy_top1": ev_t["noisy_top1"],
+            "pruned": {"method": prune["method"], "ratio": prune["ratio"], "top1": prune["top1_after"],
+                       "params": prune["params"], "macs": prune["macs"], "ece": ev_p["ece"],
+                       "nonzero_fraction": prune["nonzero_fraction_after"]},
+        })
+
+    groups = aggregate(records)
+    write_json(paths.REPORTS / "summary.json", {"dataset": dataset, "runs": records, "teachers": teachers, "groups": groups})
+    write_text(paths.REPORTS / "summary.md", markdown(dataset, groups, teachers))
+    write_json(paths.REPORTS / "metrics.json", compact_metrics(groups, teachers))
+    plot_epochs(paths.REPORTS / "accuracy_per_epoch.png", logs, teachers)
+    plot_methods(paths.REPORTS / "accuracy_per_method.png", groups, teachers)
+
+
+def show() -> None:
+    """Print the results of the last `report` run (what `make run` ends with)."""
+    summary = read_json(paths.REPORTS / "summary.json")
+    print_table(summary["dataset"], summary["groups"], summary["teachers"])
+
+
+def aggregate(records: list[dict]) -> list[dict]:
+    by_group: dict[tuple, list[dict]] = defaultdict(list)
+    for rec in records:
+        by_group[(rec["dataset"], rec["teacher"], rec["student"], rec["method"], rec["augment"])].append(rec)
+    groups = []
+    for (dataset, teacher, student, method, augment), recs in by_group.items():
+        row = {"dataset": dataset, "pair": f"{teacher}-{student}", "teacher": teacher, "student": student,
+               "method": method, "augment": augment, "aug_view": recs[0]["aug_view"], "n": len(recs),
+               "seeds": [r["seed"] for r in recs], "params": recs[0]["params"], "macs": recs[0]["macs"]}
+        for key in ("best_top1", "last_top1", "noisy_top1", "ece"):
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std([r[key] for r in recs])
+        row["published_top1"] = PUBLISHED_TOP1.get((dataset, teacher, student, method))
+        groups.append(row)
+    return groups
+
+
+def compact_metrics(groups: list[dict], teachers: list[dict]) -> dict:
+    """A small file for `dvc exp show`: one column per group and number."""
+    out = {f"teacher/{t['arch']}": {"top1": t["best_top1"], "pruned_top1": t["pruned"]["top1"]} for t in teachers}
+    for g in groups:
+        out[f"{g['pair']}/{g['method']}-{g['augment']}"] = {
+            "best_top1": round(g["best_top1_mean"], 3), "best_top1_std": round(g["best_top1_std"], 3),
+            "last_top1": round(g["last_top1_mean"], 3),
+        }
+    return out
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def markdown(dataset: str, groups: list[dict], teachers: list[dict]) -> str:
+    lines = [
+        f"# r2kd results — {dataset}", "",
+        "Test top-1 (%) as mean ± sample std over seeds (n = number of seeds). *Best* is the best epoch's "
+        "test top-1 (the paper's convention, selected on the test set); *last* is the final epoch's, the "
+        "honest number. *Noisy* is last-epoch top-1 under Gaussian pixel noise (σ = 0.1); ECE is the "
+        "last model's expected calibration error (15 bins). *Published* is mdistiller's CIFAR-100 number "
+        "where the setting matches.", "",
+        "## Teachers", "",
+        "| teacher | best top-1 | last top-1 | params | MACs | pruned (method, ratio) | pruned top-1 | pruned params | pruned MACs |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in teachers:
+        p = t["pruned"]
+        lines.append(f"| {t['arch']} | {t['best_top1']:.2f} | {t['last_top1']:.2f} | {t['params']:,} | {t['macs']:,} | "
+                     f"{p['method']}, {p['ratio']} | {p['top1']:.2f} | {p['params']:,} | {p['macs']:,} |")
+    lines += ["", "## Students", "",
+              "| pair | method | augment (view) | n | best top-1 | last top-1 | noisy top-1 | ECE | published | params | MACs |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for g in groups:
+        pub = f"{g['published_top1']:.2f}" if g["published_top1"] is not None else "—"
+        lines.append(
+            f"| {g['pair']} | {g['method']} | {g['augment']} ({g['aug_view']}) | {g['n']} | "
+            f"{_pm(g['best_top1_mean'], g['best_top1_std'])} | {_pm(g['last_top1_mean'], g['last_top1_std'])} | "
+            f"{_pm(g['noisy_top1_mean'], g['noisy_top1_std'])} | {g['ece_mean']:.3f} | {pub} | {g['params']:,} | {g['macs']:,} |")
+    lines += ["", "![test accuracy per epoch](accuracy_per_epoch.png)", "",
+              "![accuracy per method](accuracy_per_method.png)", ""]
+    return "\n".join(lines)
+
+
+def print_table(dataset: str, groups: list[dict], teachers: list[dict]) -> None:
+    console = Console()
+    for t in teachers:
+        console.print(f"teacher [bold]{t['arch']}[/]: best top-1 {t['best_top1']:.2f}, last {t['last_top1']:.2f}; "
+                      f"pruned ({t['pruned']['method']}, {t['pruned']['ratio']}): {t['pruned']['top1']:.2f}, "
+                      f"params {t['params']:,} -> {t['pruned']['params']:,}")
+    table = Table(title=f"{dataset}: student test top-1 (%), mean ± std over seeds")
+    for col in ("pair", "method", "augment", "n", "best top-1", "last top-1", "noisy top-1", "ECE"):
+        table.add_column(col, justify="right" if col not in ("pair", "method", "augment") else "left")
+    for g in groups:
+        table.add_row(g["pair"], g["method"], f"{g['augment']} ({g['aug_view']})", str(g["n"]),
+                      _pm(g["best_top1_mean"], g["best_top1_std"]), _pm(g["last_top1_mean"], g["last_top1_std"]),
+                      _pm(g["noisy_top1_mean"], g["noisy_top1_std"]), f"{g['ece_mean']:.3f}")
+    console.print(table)
+    console.print("[dim]best = best epoch (selected on test, the paper's convention); last = final epoch. "
+                  "Full report: reports/summary.md[/]")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_epochs(path: Path, logs: dict, teachers: list[dict]) -> None:
+    plt = _pyplot()
+    pairs = sorted({key[0] for key in logs})
+    fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4), squeeze=False)
+    for ax, pair in zip(axes[0], pairs):
+        for (p, method, augment), runs in sorted(logs.items()):
+            if p != pair:
+                continue
+            epochs = [row["epoch"] for row in runs[0]]
+            per_epoch = list(zip(*[[row["test_top1"] for row in log] for log in runs]))
+            means = [statistics.fmean(v) for v in per_epoch]
+            stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per_epoch]
+            line = ax.plot(epochs, means, label=f"{method} ({augment})")[0]
+            ax.fill_between(epochs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                            color=line.get_color(), alpha=0.15)
+        ax.set(title=f"{pair}: student test top-1 (mean ± std over seeds)", xlabel="epoch", ylabel="top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    _save_figure(fig, path)
+
+
+def plot_methods(path: Path, groups: list[dict], teachers: list[dict]) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(groups) + 2), 4))
+    labels = [f"{g['pair']}\n{g['method']} ({g['augment']})" for g in groups]
+    xs = range(len(groups))
+    ax.bar([x - 0.2 for x in xs], [g["best_top1_mean"] for g in groups], 0.4,
+           yerr=[g["best_top1_std"] for g in groups], capsize=3, label="best epoch")
+    ax.bar([x + 0.2 for x in xs], [g["last_top1_mean"] for g in groups], 0.4,
+           yerr=[g["last_top1_std"] for g in groups], capsize=3, label="last epoch")
+    for t in teachers:
+        ax.axhline(t["best_top1"], linestyle="--", color="gray", linewidth=1)
+        ax.text(len(groups) - 0.5, t["best_top1"], f"teacher {t['arch']}", va="bottom", ha="right", fontsize=8)
+    low = min(min(g["last_top1_mean"] - g["last_top1_std"] for g in groups), min(g["best_top1_mean"] for g in groups))
+    ax.set_ylim(max(0, low - 5), 100)
+    ax.set_xticks(list(xs), labels, fontsize=7)
+    ax.set(ylabel="test top-1 (%)", title="Student test top-1, mean ± std over seeds")
+    ax.legend(fontsize=8)
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+    _pyplot().close(fig)

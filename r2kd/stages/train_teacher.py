@@ -1,0 +1,106 @@
+"""Stage `train_teacher <arch>`: train (or import and verify) one teacher, shared by every pair using it."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from r2kd import paths
+from r2kd.config import Params
+from r2kd.errors import CheckpointError, ConfigError
+from r2kd.io import load_checkpoint, sha256_file, write_json
+from r2kd.runtime import resolve_device, seed_everything, set_threads
+from r2kd.stages.common import (
+    arch_spec,
+    build,
+    complexity,
+    fingerprint,
+    input_hashes,
+    load_data,
+    load_state_strict,
+    provenance,
+    save_model,
+)
+from r2kd.stages.csvlog import write_log
+from r2kd.train import Trainer, cross_entropy_objective, evaluate
+
+
+def run(params: Params, arch: str) -> None:
+    if arch not in params.teachers:
+        raise ConfigError(f"train-teacher: {arch!r} is not a key of `teachers` in params.yaml ({sorted(params.teachers)})")
+    source = params.teachers[arch]
+    recipe = params.train_teacher
+    set_threads(params.runtime.threads)
+    device = resolve_device(params.runtime.device)
+    generator = seed_everything(recipe.seed, params.runtime.deterministic)
+    data = load_data(recipe.batch_size, device, generator)
+    spec = arch_spec(arch, data.meta)
+    model = build(spec).to(device)
+    out_dir = paths.teacher_dir(arch)
+    inputs = input_hashes(data.files)
+    began = time.perf_counter()
+
+    if source.checkpoint:
+        history = [_import_checkpoint(model, source.checkpoint, source.checkpoint_sha256, data, params.runtime.amp)]
+        inputs[source.checkpoint] = source.checkpoint_sha256.lower()
+        best_top1, best_epoch, last, resumed = history[0]["test_top1"], 0, history[0], 0
+    else:
+        trainer = Trainer(
+            model=model,
+            recipe=recipe,
+            train_batches=data.train,
+            test_batches=data.test,
+            objective=cross_entropy_objective,
+            generators={"data": generator},
+            state_path=paths.state_file(out_dir),
+            fingerprint=fingerprint(spec, recipe.model_dump(), inputs, params.runtime.model_dump()),
+            label=f"teacher {arch}",
+            amp=params.runtime.amp,
+        )
+        result = trainer.fit()
+        history, best_top1, best_epoch, last, resumed = (
+            result.history, result.best_top1, result.best_epoch, result.last, result.resumed_from_epoch
+        )
+
+    save_model(out_dir / "model.pt", model, spec)
+    write_log(out_dir / "log.csv", history)
+    write_json(
+        out_dir / "metrics.json",
+        {
+            "role": "teacher",
+            "arch": arch,
+            "best_top1": best_top1,
+            "best_epoch": best_epoch,
+            "last_top1": last["test_top1"],
+            "last_top5": last["test_top5"],
+            **complexity(model, data.input_shape),
+            "imported": bool(source.checkpoint),
+            "timing": {"wall_seconds": time.perf_counter() - began, "resumed_from_epoch": resumed},
+            "provenance": provenance(
+                params, ["data", f"teachers.{arch}", "train_teacher", "runtime"], inputs, recipe.seed, device
+            ),
+        },
+    )
+    if not source.checkpoint:
+        trainer.discard_state()
+
+
+def _import_checkpoint(model: torch.nn.Module, path: str, sha256: str, data, amp: str) -> dict[str, float]:
+    """Load a published {"model": state_dict} (or plain state-dict) file after checking its SHA-256."""
+    actual = sha256_file(path) if _exists(path) else None
+    if actual is None:
+        raise CheckpointError(f"teacher checkpoint {path} does not exist")
+    if actual.lower() != sha256.lower():
+        raise CheckpointError(f"teacher checkpoint {path}: SHA-256 is {actual}, params.yaml expects {sha256}")
+    blob = load_checkpoint(path)
+    state = blob.get("model", blob) if isinstance(blob, dict) else blob
+    load_state_strict(model, state, path)
+    scores = evaluate(model, data.test, amp)
+    return {"epoch": 0, "test_top1": scores["top1"], "test_top5": scores["top5"], "test_loss": scores["loss"]}
+
+
+def _exists(path: str) -> bool:
+    from pathlib import Path
+
+    return Path(path).is_file()

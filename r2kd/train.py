@@ -1,0 +1,251 @@
+"""The training loop shared by teachers and students: SGD with step decay, per-epoch evaluation,
+resume from the last completed epoch, and a NaN guard.
+
+Resume: after every epoch the full state (weights, optimiser, RNG states, history) is written
+atomically to a state file outside the stage's outputs. A rerun with the same fingerprint (params,
+inputs, seed) continues from there and ends with exactly the numbers of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from r2kd.config import TrainRecipe
+from r2kd.errors import CheckpointError, TrainingDiverged
+from r2kd.io import load_checkpoint, save_checkpoint
+
+# objective(model, images, labels, epoch) -> named loss terms; the loss is their sum.
+Objective = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, int], dict[str, torch.Tensor]]
+
+console = Console(stderr=True)
+
+
+def cross_entropy_objective(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
+    return {"ce": F.cross_entropy(model(x), y)}
+
+
+def lr_at(recipe: TrainRecipe, epoch: int) -> float:
+    """Step decay by `gamma` at each milestone (epochs counted from 1), as MultiStepLR does.
+
+    Computed, not stored, so the resume state holds no scheduler object.
+    """
+    passed = sum(1 for m in recipe.milestones if epoch > m)
+    return recipe.lr * recipe.gamma**passed
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], amp: str = "none") -> dict[str, float]:
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy on a fixed-order test iterator."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = total = 0
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    for x, y in batches:
+        with autocast(x.device, amp):
+            logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double().cpu()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hit = top == y[:, None]
+        correct1 += int(hit[:, 0].sum())
+        correct5 += int(hit.any(dim=1).sum())
+        total += y.numel()
+    model.train(was_training)
+    return {
+        "top1": 100.0 * correct1 / total,
+        "top5": 100.0 * correct5 / total,
+        "loss": float(loss_sum) / total,
+    }
+
+
+def autocast(device: torch.device, amp: str):
+    if amp == "none" or device.type == "cpu":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]]
+    best_top1: float
+    best_epoch: int
+    last: dict[str, float]
+    train_seconds: float
+    resumed_from_epoch: int = 0
+    extra_state: dict = field(default_factory=dict)
+
+
+@dataclass
+class Trainer:
+    """Fits ``model`` with ``objective``; ``modules_to_save`` are extra stateful modules (e.g. a
+    pruned teacher with train-mode BatchNorm) whose state must survive a resume."""
+
+    model: torch.nn.Module
+    recipe: TrainRecipe
+    train_batches: object  # r2kd.data.loader.BatchIterator (train mode, seeded)
+    test_batches: object  # r2kd.data.loader.BatchIterator (eval mode)
+    objective: Objective
+    generators: dict[str, torch.Generator]  # every seeded random stream the run draws from
+    state_path: Path
+    fingerprint: str
+    label: str
+    amp: str = "none"
+    modules_to_save: dict[str, torch.nn.Module] = field(default_factory=dict)
+
+    def fit(self) -> FitResult:
+        device = next(self.model.parameters()).device
+        optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=self.recipe.lr,
+            momentum=self.recipe.momentum,
+            weight_decay=self.recipe.weight_decay,
+        )
+        scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16" and device.type == "cuda")
+        history: list[dict[str, float]] = []
+        start_epoch = self._resume(optimizer, history)
+        best = max(history, key=lambda row: row["test_top1"], default=None)
+        train_seconds = sum(row["seconds"] for row in history)
+        steps_per_epoch = len(self.train_batches)
+
+        with _progress() as progress:
+            task = progress.add_task(
+                self.label, total=self.recipe.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch
+            )
+            for epoch in range(start_epoch + 1, self.recipe.epochs + 1):
+                began = time.perf_counter()
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(self.recipe, epoch)
+                self.model.train()
+                term_sums: dict[str, torch.Tensor] = {}
+                # First non-finite step, tracked on the device: no host sync per step.
+                first_bad = torch.full((), -1, dtype=torch.long, device=device)
+                for step, (x, y) in enumerate(self.train_batches):
+                    with autocast(device, self.amp):
+                        terms = self.objective(self.model, x, y, epoch)
+                    loss = sum(terms.values())
+                    bad = ~torch.isfinite(loss.detach())
+                    first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    for name, value in terms.items():
+                        term_sums[name] = term_sums.get(name, 0.0) + value.detach().float()
+                    progress.advance(task)
+                bad_step = int(first_bad)
+                if bad_step >= 0:
+                    raise TrainingDiverged(
+                        f"{self.label}: the loss became NaN or infinite at epoch {epoch}, step {bad_step + 1}; "
+                        f"the last good state (epoch {epoch - 1}) is kept in {self.state_path}. "
+                        "Lower the learning rate or check the data."
+                    )
+                scores = evaluate(self.model, self.test_batches, self.amp)
+                seconds = time.perf_counter() - began
+                train_seconds += seconds
+                row = {
+                    "epoch": epoch,
+                    "lr": lr_at(self.recipe, epoch),
+                    **{f"train_{k}": float(v) / steps_per_epoch for k, v in term_sums.items()},
+                    "test_top1": scores["top1"],
+                    "test_top5": scores["top5"],
+                    "test_loss": scores["loss"],
+                    "seconds": seconds,
+                }
+                history.append(row)
+                if best is None or row["test_top1"] > best["test_top1"]:
+                    best = row
+                progress.console.print(
+                    f"[dim]{self.label}[/] epoch {epoch}/{self.recipe.epochs}  "
+                    f"loss {sum(float(v) for v in term_sums.values()) / steps_per_epoch:.4f}  "
+                    f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {seconds:.1f}s"
+                )
+                self._save_state(epoch, optimizer, history)
+
+        assert best is not None
+        return FitResult(
+            history=history,
+            best_top1=best["test_top1"],
+            best_epoch=int(best["epoch"]),
+            last=history[-1],
+            train_seconds=train_seconds,
+            resumed_from_epoch=start_epoch,
+        )
+
+    # --- resume state -------------------------------------------------------------------------
+    def _save_state(self, epoch: int, optimizer: torch.optim.Optimizer, history: list[dict]) -> None:
+        save_checkpoint(
+            self.state_path,
+            {
+                "format": "r2kd-resume-v1",
+                "fingerprint": self.fingerprint,
+                "epoch": epoch,
+                "model": self.model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "generators": {name: g.get_state() for name, g in self.generators.items()},
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "modules": {name: m.state_dict() for name, m in self.modules_to_save.items()},
+                "history": history,
+            },
+        )
+
+    def _resume(self, optimizer: torch.optim.Optimizer, history: list[dict]) -> int:
+        if not self.state_path.exists():
+            return 0
+        try:
+            state = load_checkpoint(self.state_path)
+            if not isinstance(state, dict) or state.get("format") != "r2kd-resume-v1":
+                raise CheckpointError(f"{self.state_path} is not an r2kd resume state")
+        except CheckpointError as exc:
+            console.print(f"[yellow]ignoring unusable resume state[/]: {exc}")
+            return 0
+        if state["fingerprint"] != self.fingerprint:
+            console.print(f"[yellow]{self.label}: params or inputs changed since the interrupted run; starting over[/]")
+            return 0
+        epoch = int(state["epoch"])
+        if epoch > self.recipe.epochs:
+            return 0
+        self.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        for name, generator in self.generators.items():
+            generator.set_state(state["generators"][name])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        for name, module in self.modules_to_save.items():
+            module.load_state_dict(state["modules"][name])
+        history.extend(state["history"])
+        console.print(f"[green]{self.label}: resuming after epoch {epoch}[/] (state {self.state_path})")
+        return epoch
+
+    def discard_state(self) -> None:
+        """Called once the stage's outputs are written: the result supersedes the resume state."""
+        self.state_path.unlink(missing_ok=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def check_finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"{what} is not finite ({value})")
+    return value
