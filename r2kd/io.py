@@ -85,24 +85,31 @@ def read_json(path: str | os.PathLike) -> Any:
 def save_checkpoint(path: str | os.PathLike, obj: Any) -> None:
     """Save tensors / plain containers atomically (loadable with weights_only=True)."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        # Through a file object: given a path, torch names the archive after the (random) temp
+        # file, and identical content would hash differently on every run.
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """Load a checkpoint with the weights-only unpickler; refuse anything else with a clear error."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt/foreign files
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        text = str(exc)
+        if "allowed global" in text or "Unsupported global" in text:
+            culprit = next((line for line in text.splitlines() if "global" in line), text[:200])
             raise CheckpointError(
                 f"{path} contains pickled Python objects, not just tensors; refusing to load it "
-                f"(only weights-only checkpoints are accepted): {msg}"
-            ) from exc
-        raise CheckpointError(f"{path} is corrupt or not a PyTorch checkpoint: {msg}") from exc
+                f"(only weights-only checkpoints are accepted): {culprit.strip()}"
+            ) from None
+        raise CheckpointError(
+            f"{path} is corrupt, truncated or not a PyTorch checkpoint ({type(exc).__name__}); "
+            "delete it and rerun the stage that writes it"
+        ) from None
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
