@@ -121,6 +121,13 @@ class Params(_Strict):
         unused = set(self.teachers) - {p.teacher for p in self.pairs}
         if unused:
             raise ValueError(f"teachers: {sorted(unused)} used by no pair; remove them or add a pair")
+        for pair in self.pairs:
+            sizes = {arch: models.count_parameters(models.create(arch, 100)) for arch in (pair.teacher, pair.student)}
+            if sizes[pair.teacher] < sizes[pair.student]:
+                warnings.warn(
+                    f"pairs: teacher {pair.teacher} ({sizes[pair.teacher]:,} params) is smaller than its student "
+                    f"{pair.student} ({sizes[pair.student]:,}); allowed, but unusual"
+                )
         if len({p.id for p in self.pairs}) != len(self.pairs):
             raise ValueError("pairs: the same teacher -> student pair is listed twice")
         for key, values in (("methods", self.methods), ("augments", self.augments), ("seeds", self.seeds)):
@@ -173,8 +180,11 @@ def _format_errors(exc: ValidationError, prefix: str = "") -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see params.yaml for the allowed keys)"
+        if not err["loc"]:  # a cross-field rule: its message already names the keys
+            lines.append(f"  {msg}")
+            continue
         shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {err.get('input')!r})"
-        lines.append(f"  {loc or '<top level>'}: {msg}{shown}")
+        lines.append(f"  {loc}: {msg}{shown}")
     return "\n".join(lines)
 
 

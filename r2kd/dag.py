@@ -52,8 +52,8 @@ def load_stages(root: str | Path = ".") -> list[Stage]:
             cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
             stages.append(
                 Stage(
-                    name=stage.addressing,
-                    group=stage.addressing.split("@")[0],
+                    name=stage.name,
+                    group=stage.name.split("@")[0],
                     cmd=cmd,
                     deps=tuple(deps),
                     outs=tuple(outs),

@@ -7,7 +7,8 @@
 import os
 import sys
 
-sys.path.insert(0, workflow.basedir)  # run from a source checkout even without `pip install -e`
+ROOT = workflow.basedir  # the directory of the top-level Snakefile
+sys.path.insert(0, ROOT)  # run from a source checkout even without `pip install -e`
 
 from r2kd.config import load_params
 from r2kd.dag import load_stages, upstream_outputs
@@ -18,15 +19,11 @@ if config:
         "Edit params.yaml (or use `dvc exp run -S key=value`) instead."
     )
 
-PARAMS = load_params(os.path.join(workflow.basedir, "params.yaml"))
-STAGES = load_stages(workflow.basedir)
+PARAMS = load_params(os.path.join(ROOT, "params.yaml"))
+STAGES = load_stages(ROOT)
 THREADS = max(PARAMS.runtime.threads, 1)
 
-
-rule all:
-    default_target: True
-    input:
-        [out for stage in STAGES for out in stage.outs],
+ALL_OUTPUTS = [out for stage in STAGES for out in stage.outs]
 
 
 for _stage in STAGES:

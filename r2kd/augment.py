@@ -1,0 +1,239 @@
+"""The extra augmented view of every batch (METHOD.md §6), built on the *normalised* batch.
+
+Every view is a function of the batch and a CPU ``torch.Generator``: all random numbers are drawn
+on the CPU from that generator (never from the global RNGs, never on the GPU), so the same seed
+gives the same view whatever device the batch lives on, and the training loop's other random
+streams (data order, dropout) are not shifted by turning a view on or off.
+
+:func:`make_view` returns a :class:`View`. ``cutmixpick`` may keep fewer rows than the batch has:
+``View.index`` then lists the kept rows of the clean batch (ascending, on the batch's device) and
+the loop must subset labels and teacher logits with it; ``index is None`` means every row is kept
+in its original order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
+
+AugViewName = Literal["none", "mixup", "cutmix", "cutout", "autoaugment", "cutmixpick"]
+
+MIXUP_ALPHA = 0.2  # λ ~ Beta(0.2, 0.2)  [REF]
+CUTMIX_ALPHA = 1.0  # λ ~ Beta(1, 1)     [REF]
+CUTMIXPICK_K = 64  # keep the k highest-entropy samples; k = min(B, 64)  [REF]
+AUTOAUGMENT_SMALL_MAX_SIDE = 32  # CIFAR10 policy up to 32 px, IMAGENET policy above  [REF]
+
+TeacherLogitsFn = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class View:
+    """One augmented view of a batch.
+
+    x:     the view, same dtype and device as the input batch; N' ≤ N rows.
+    index: rows of the clean batch that ``x`` corresponds to (LongTensor on x's device), or None
+           when all N rows are kept in order.
+    lam:   for mixup/cutmix(pick), the weight of the original sample (cutmix: 1 − box area
+           fraction after clipping); None for the other views. Kept so a mixed-label CE could be
+           added later; the R2KD loss does not use labels on this view.
+    perm:  for mixup/cutmix(pick), the partner of each *original* row (x[perm] was mixed in);
+           None otherwise.
+    """
+
+    x: Tensor
+    index: Tensor | None = None
+    lam: float | None = None
+    perm: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    generator: torch.Generator
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    teacher_logits_fn: TeacherLogitsFn | None
+    pick_entropy_on: Literal["clean", "view"]
+
+
+ViewFn = Callable[[Tensor, _Ctx], View]
+VIEWS: dict[str, ViewFn] = {}
+
+
+def register_view(name: str) -> Callable[[ViewFn], ViewFn]:
+    def deco(fn: ViewFn) -> ViewFn:
+        if name in VIEWS:
+            raise ValueError(f"view {name!r} registered twice")
+        VIEWS[name] = fn
+        return fn
+
+    return deco
+
+
+# --- random draws: all from the CPU generator -------------------------------------------------
+
+
+def _randint(high: int, g: torch.Generator) -> int:
+    return int(torch.randint(high, (1,), generator=g).item())
+
+
+def _beta(a: float, b: float, g: torch.Generator) -> float:
+    """One Beta(a, b) draw. torch's Beta/Gamma samplers take no generator, so a numpy generator
+    is seeded from ``g``: still a pure function of the torch generator's state."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=g).item())
+    return float(np.random.default_rng(seed).beta(a, b))
+
+
+def _randperm(n: int, g: torch.Generator, device: torch.device) -> Tensor:
+    return torch.randperm(n, generator=g).to(device)
+
+
+def _square_box(cy: int, cx: int, half_h: int, half_w: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """[y1, y2) × [x1, x2) centred at (cy, cx), clipped to the image (as the reference)."""
+    y1, y2 = min(max(cy - half_h, 0), h), min(max(cy + half_h, 0), h)
+    x1, x2 = min(max(cx - half_w, 0), w), min(max(cx + half_w, 0), w)
+    return y1, y2, x1, x2
+
+
+# --- the views ---------------------------------------------------------------------------------
+
+
+@register_view("none")
+def _none(x: Tensor, ctx: _Ctx) -> View:
+    return View(x)
+
+
+@register_view("mixup")
+def _mixup(x: Tensor, ctx: _Ctx) -> View:
+    lam = _beta(MIXUP_ALPHA, MIXUP_ALPHA, ctx.generator)
+    perm = _randperm(x.shape[0], ctx.generator, x.device)
+    return View(lam * x + (1.0 - lam) * x[perm], lam=lam, perm=perm)
+
+
+def cutmix_box(h: int, w: int, lam: float, cy: int, cx: int) -> tuple[int, int, int, int]:
+    """Box of side ⌊√(1 − λ)·side⌋ centred at (cy, cx), half-sides by floor division, clipped."""
+    cut = math.sqrt(1.0 - lam)
+    cut_h, cut_w = int(h * cut), int(w * cut)
+    return _square_box(cy, cx, cut_h // 2, cut_w // 2, h, w)
+
+
+@register_view("cutmix")
+def _cutmix(x: Tensor, ctx: _Ctx) -> View:
+    h, w = x.shape[-2:]
+    lam = _beta(CUTMIX_ALPHA, CUTMIX_ALPHA, ctx.generator)
+    perm = _randperm(x.shape[0], ctx.generator, x.device)
+    cy, cx = _randint(h, ctx.generator), _randint(w, ctx.generator)
+    y1, y2, x1, x2 = cutmix_box(h, w, lam, cy, cx)
+    out = x.clone()
+    out[:, :, y1:y2, x1:x2] = x[perm, :, y1:y2, x1:x2]
+    area_lam = 1.0 - (y2 - y1) * (x2 - x1) / (h * w)
+    return View(out, lam=area_lam, perm=perm)
+
+
+def cutout_length(h: int, w: int) -> int:
+    """Hole side: 8 px at 32×32 and 16 px at 64×64 [REF], i.e. a quarter of the side; ≥ 1 px."""
+    return max(1, min(h, w) // 4)
+
+
+@register_view("cutout")
+def _cutout(x: Tensor, ctx: _Ctx) -> View:
+    h, w = x.shape[-2:]
+    length = cutout_length(h, w)
+    cy, cx = _randint(h, ctx.generator), _randint(w, ctx.generator)
+    y1, y2, x1, x2 = _square_box(cy, cx, length // 2, length // 2, h, w)
+    out = x.clone()
+    # 0 in normalised space = the dataset mean colour; the reference multiplies by a 0/1 mask.
+    out[:, :, y1:y2, x1:x2] = 0
+    return View(out)
+
+
+def _stats(values: Sequence[float], x: Tensor) -> Tensor:
+    if len(values) != x.shape[1]:
+        raise ValueError(f"normalisation has {len(values)} channels, the batch has {x.shape[1]}")
+    return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
+
+
+def autoaugment_policy(h: int, w: int) -> "v2.AutoAugmentPolicy":
+    """CIFAR10 policy for images up to 32 px (CIFAR, digits), IMAGENET above (Tiny-ImageNet)."""
+    from torchvision.transforms import v2
+
+    small = max(h, w) <= AUTOAUGMENT_SMALL_MAX_SIDE
+    return v2.AutoAugmentPolicy.CIFAR10 if small else v2.AutoAugmentPolicy.IMAGENET
+
+
+@register_view("autoaugment")
+def _autoaugment(x: Tensor, ctx: _Ctx) -> View:
+    from torchvision.transforms import v2
+
+    h, w = x.shape[-2:]
+    policy = autoaugment_policy(h, w)
+    mean, std = _stats(ctx.mean, x), _stats(ctx.std, x)
+    # The ops run on the CPU: 32-64 px images are launch-bound on a GPU, and CPU uint8 kernels
+    # make the view bit-identical whatever device the batch came from.
+    pixels = (x.detach().float().cpu() * std + mean).mul(255.0).round().clamp(0, 255).to(torch.uint8)
+    seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator).item())
+    augment = v2.AutoAugment(policy)
+    # torchvision draws its sub-policy and magnitudes from the global CPU RNG; fork it so that
+    # the draws come from our seed and the caller's global stream is left untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = torch.stack([augment(img) for img in pixels])  # per sample: its own sub-policy
+    view = (out.float().div(255.0) - mean) / std
+    return View(view.to(device=x.device, dtype=x.dtype))
+
+
+def _entropy(logits: Tensor) -> Tensor:
+    log_p = F.log_softmax(logits.float(), dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1)
+
+
+@register_view("cutmixpick")
+def _cutmixpick(x: Tensor, ctx: _Ctx) -> View:
+    if ctx.teacher_logits_fn is None:
+        raise ValueError("cutmixpick needs teacher_logits_fn (teacher logits for a batch)")
+    mixed = _cutmix(x, ctx)
+    k = min(x.shape[0], CUTMIXPICK_K)
+    if k == x.shape[0]:
+        return mixed  # every row kept: no teacher pass needed
+    with torch.no_grad():
+        # [REF] ranks the *clean* batch by teacher entropy; "view" ranks the mixed samples.
+        source = x if ctx.pick_entropy_on == "clean" else mixed.x
+        entropy = _entropy(ctx.teacher_logits_fn(source))
+    keep = torch.topk(entropy, k).indices.sort().values.to(x.device)
+    return View(mixed.x[keep], index=keep, lam=mixed.lam, perm=mixed.perm)
+
+
+def make_view(
+    name: str,
+    x: Tensor,
+    *,
+    generator: torch.Generator,
+    mean: Sequence[float],
+    std: Sequence[float],
+    teacher_logits_fn: TeacherLogitsFn | None = None,
+    pick_entropy_on: Literal["clean", "view"] = "clean",
+) -> View:
+    """Build view ``name`` of the normalised batch ``x`` (N, C, H, W).
+
+    ``generator`` must be a CPU generator; it is the only source of randomness. ``mean``/``std``
+    are the per-channel normalisation of ``x`` (used by ``autoaugment``). ``teacher_logits_fn``
+    maps a batch to teacher logits and is required by ``cutmixpick``.
+    """
+    if name not in VIEWS:
+        raise ValueError(f"unknown augmented view {name!r}; known: {', '.join(sorted(VIEWS))}")
+    if generator.device.type != "cpu":
+        raise ValueError("make_view needs a CPU torch.Generator (views must not depend on the device)")
+    if x.dim() != 4:
+        raise ValueError(f"expected a (N, C, H, W) batch, got shape {tuple(x.shape)}")
+    ctx = _Ctx(generator, tuple(mean), tuple(std), teacher_logits_fn, pick_entropy_on)
+    return VIEWS[name](x, ctx)
+

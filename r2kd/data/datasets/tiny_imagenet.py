@@ -1,0 +1,131 @@
+"""Tiny-ImageNet-200 from the official ``tiny-imagenet-200.zip``.
+
+The zip is read in place (its MD5 checked first; nothing is extracted, so nothing can be left half
+extracted). Layout inside: ``tiny-imagenet-200/wnids.txt`` (the 200 class ids),
+``words.txt`` (id -> names), ``train/<wnid>/images/*.JPEG`` (500 per class) and
+``val/images/*.JPEG`` with ``val/val_annotations.txt`` (file, wnid, box) giving their classes; the
+unlabelled ``test/`` is ignored. Classes are the sorted wnids (the order ImageFolder gives the
+train tree, as in the mdistiller/R2KD loaders); the 10,000 validation images are the test split.
+Images are 64x64; the few greyscale ones are converted to RGB. Crop padding is 8, CIFAR's 4/32
+kept at 64 px, plus horizontal flips.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from r2kd.data.config import DataConfig
+from r2kd.data.registry import RawDataset, register
+from r2kd.data.sources import check_file, fetch
+from r2kd.errors import DataError
+
+ARCHIVE = "tiny-imagenet-200.zip"
+URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+TINY_IMAGENET_MD5 = {ARCHIVE: "90528d7ca1a48142e341f4ef8d21d0de"}
+TOP = "tiny-imagenet-200/"
+SIZE = 64
+
+
+def _decode(zf: zipfile.ZipFile, member: str, archive: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(zf.read(member))) as img:
+            arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise DataError(f"{archive}: member {member} is corrupt: {exc}") from exc
+    except Exception as exc:  # PIL.UnidentifiedImageError, OSError (truncated JPEG), ...
+        raise DataError(f"{archive}: member {member} is not a readable image: {exc}") from exc
+    if arr.shape != (SIZE, SIZE, 3):
+        raise DataError(f"{archive}: member {member} is {arr.shape[1]}x{arr.shape[0]}, expected {SIZE}x{SIZE}")
+    return arr.transpose(2, 0, 1)
+
+
+def _text(zf: zipfile.ZipFile, member: str, archive: Path) -> str:
+    try:
+        return zf.read(member).decode("utf-8")
+    except KeyError:
+        raise DataError(f"{archive} has no {member}; not the official Tiny-ImageNet archive") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError) as exc:
+        raise DataError(f"{archive}: member {member} is corrupt: {exc}") from exc
+
+
+def _stack(images: list[np.ndarray]) -> torch.Tensor:
+    if not images:
+        return torch.empty((0, 3, SIZE, SIZE), dtype=torch.uint8)
+    return torch.from_numpy(np.stack(images))
+
+
+@register("tiny_imagenet", checksums=TINY_IMAGENET_MD5)
+def build_tiny_imagenet(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
+    root = Path(cfg.root)
+    archive = fetch("tiny_imagenet", root, ARCHIVE, [URL], cfg.download, checksums.get(ARCHIVE))
+    sha = check_file(archive, ARCHIVE, checksums)
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"{archive} is corrupt or truncated: {exc}") from exc
+    with zf:
+        wnids = sorted({w.strip() for w in _text(zf, TOP + "wnids.txt", archive).splitlines() if w.strip()})
+        index = {w: i for i, w in enumerate(wnids)}
+        words = {}
+        for line in _text(zf, TOP + "words.txt", archive).splitlines():
+            wnid, _, name = line.partition("\t")
+            words[wnid.strip()] = name.strip()
+
+        train_members: dict[str, list[str]] = {w: [] for w in wnids}
+        for member in zf.namelist():
+            parts = member.split("/")
+            # tiny-imagenet-200/train/<wnid>/images/<file>.JPEG
+            if len(parts) == 5 and parts[1] == "train" and parts[3] == "images" and parts[4]:
+                if parts[2] not in index:
+                    raise DataError(f"{archive}: {member} is in class {parts[2]}, which wnids.txt does not list")
+                train_members[parts[2]].append(member)
+
+        train_images, train_labels = [], []
+        for wnid in wnids:
+            if not train_members[wnid]:
+                raise DataError(f"{archive}: no training images for class {wnid}")
+            members = sorted(train_members[wnid])
+            if cfg.train_limit is not None:  # decode only what is kept: the full set is 100k JPEGs
+                members = members[: cfg.train_limit]
+            for member in members:
+                train_images.append(_decode(zf, member, archive))
+                train_labels.append(index[wnid])
+
+        val_images, val_labels = [], []
+        per_class = dict.fromkeys(wnids, 0)
+        for line in _text(zf, TOP + "val/val_annotations.txt", archive).splitlines():
+            fields = line.split("\t")
+            if len(fields) < 2 or not fields[0].strip():
+                continue
+            filename, wnid = fields[0].strip(), fields[1].strip()
+            if wnid not in index:
+                raise DataError(f"{archive}: val_annotations.txt gives {filename} the unknown class {wnid}")
+            if cfg.test_limit is not None and per_class[wnid] >= cfg.test_limit:
+                continue
+            per_class[wnid] += 1
+            member = TOP + "val/images/" + filename
+            if member not in zf.NameToInfo:
+                raise DataError(f"{archive}: val_annotations.txt lists {filename}, but {member} is missing")
+            val_images.append(_decode(zf, member, archive))
+            val_labels.append(index[wnid])
+
+    return RawDataset(
+        train_images=_stack(train_images),
+        train_labels=torch.tensor(train_labels, dtype=torch.int64),
+        test_images=_stack(val_images),
+        test_labels=torch.tensor(val_labels, dtype=torch.int64),
+        class_names=[words.get(w, w) for w in wnids],
+        sources={ARCHIVE: sha},
+        crop_padding=8,
+        hflip=True,
+        extra={"class_ids": wnids},
+    )

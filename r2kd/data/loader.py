@@ -1,0 +1,130 @@
+"""A fast in-memory batch iterator with the base augmentation (random crop + horizontal flip).
+
+The whole uint8 dataset sits on the target device; a batch is one gather. Crop and flip are a
+single index computation for the whole batch: output pixel (i, j) of sample b comes from padded
+pixel (dy_b + i, dx_b + j), or (dy_b + i, dx_b + W - 1 - j) when b is flipped. Zero padding is
+applied to the uint8 image before normalisation, as torchvision's RandomCrop(padding=p) on the
+PIL image does in the standard CIFAR recipe (a black border, not a mean-coloured one).
+
+Every random number (permutation, offsets, flips) is drawn on the CPU from the caller's generator
+at the start of each epoch, in that order, so one seed gives the same batches on any device and
+however many batches a consumer actually takes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def crop_flip(images: Tensor, offsets: Tensor, flips: Tensor, padding: int) -> Tensor:
+    """Zero-pad by ``padding`` and cut an H x W window at ``offsets`` (B x 2: dy, dx in
+    [0, 2 * padding]), mirrored left-right where ``flips`` (B, bool) is true. Works on any dtype."""
+    b, c, h, w = images.shape
+    if padding > 0:
+        images = F.pad(images, (padding, padding, padding, padding))
+    hp, wp = images.shape[2], images.shape[3]
+    dev = images.device
+    rows = offsets[:, 0:1] + torch.arange(h, device=dev)  # B x H
+    cols_in_window = torch.arange(w, device=dev).expand(b, w)
+    cols_in_window = torch.where(flips[:, None], (w - 1) - cols_in_window, cols_in_window)
+    cols = offsets[:, 1:2] + cols_in_window  # B x W
+    flat = (rows[:, :, None] * wp + cols[:, None, :]).reshape(b, 1, h * w).expand(b, c, h * w)
+    return torch.gather(images.reshape(b, c, hp * wp), 2, flat).reshape(b, c, h, w)
+
+
+class BatchIterator:
+    """Iterate (normalised float32 images, int64 labels) batches on ``device``.
+
+    train=True: a fresh permutation each epoch and, per sample, a random crop (zero padding
+    ``crop_padding``) and a horizontal flip with p = 0.5 (if ``hflip``). ``generator`` supplies all
+    of that randomness (None: torch's global CPU generator). train=False: dataset order, no
+    augmentation.
+    """
+
+    def __init__(
+        self,
+        images_u8: Tensor,
+        labels: Tensor,
+        *,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        train: bool,
+        generator: torch.Generator | None,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        device: torch.device = torch.device("cpu"),
+        drop_last: bool = False,
+    ) -> None:
+        if images_u8.dtype != torch.uint8 or images_u8.ndim != 4:
+            raise ValueError("images_u8 must be a uint8 N x C x H x W tensor")
+        if labels.ndim != 1 or labels.shape[0] != images_u8.shape[0]:
+            raise ValueError("labels must be a 1-d tensor with one label per image")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if crop_padding < 0:
+            raise ValueError("crop_padding must be non-negative")
+        channels = images_u8.shape[1]
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean and std need {channels} values (one per channel)")
+        if any(s <= 0 for s in std):
+            raise ValueError("std values must be positive")
+        if generator is not None and generator.device.type != "cpu":
+            raise ValueError("the generator must be a CPU generator (draws are made on the CPU)")
+        self.device = torch.device(device)
+        self.images = images_u8.to(self.device)
+        self.labels = labels.to(self.device, dtype=torch.int64)
+        self.batch_size = batch_size
+        self.train = train
+        self.generator = generator
+        self.crop_padding = crop_padding
+        self.hflip = hflip
+        self.drop_last = drop_last
+        # (x / 255 - mean) / std  ==  x * scale + shift, one fused pass per batch
+        std_t = torch.tensor(std, dtype=torch.float32)
+        mean_t = torch.tensor(mean, dtype=torch.float32)
+        self._scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1).to(self.device)
+        self._shift = (-mean_t / std_t).view(1, -1, 1, 1).to(self.device)
+
+    def __len__(self) -> int:
+        n = self.images.shape[0]
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def _draw_epoch(self, n: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        g = self.generator
+        order = torch.randperm(n, generator=g)
+        offsets = flips = None
+        if self.crop_padding > 0:
+            offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g)
+        if self.hflip:
+            flips = torch.rand(n, generator=g) < 0.5
+        return order, offsets, flips
+
+    def normalise(self, images_u8: Tensor) -> Tensor:
+        return torch.addcmul(self._shift, images_u8.to(torch.float32), self._scale)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n = self.images.shape[0]
+        augment = self.train and (self.crop_padding > 0 or self.hflip)
+        if self.train:
+            order, offsets, flips = (t.to(self.device) if t is not None else None for t in self._draw_epoch(n))
+        else:
+            order, offsets, flips = torch.arange(n, device=self.device), None, None
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = self.images[idx]
+            if augment:
+                b = idx.shape[0]
+                off = offsets[start : start + b] if offsets is not None else torch.full(
+                    (b, 2), 0, dtype=torch.int64, device=self.device
+                )
+                flp = flips[start : start + b] if flips is not None else torch.zeros(
+                    b, dtype=torch.bool, device=self.device
+                )
+                batch = crop_flip(batch, off, flp, self.crop_padding)
+            yield self.normalise(batch), self.labels[idx]

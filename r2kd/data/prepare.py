@@ -1,0 +1,198 @@
+"""``prepare``: materialise a dataset once into a fixed on-disk format; ``load_prepared``: read it.
+
+Format (``out_dir``): ``train.pt`` and ``test.pt``, each ``{"images": uint8 N x C x H x W,
+"labels": int64 N}`` (weights-only loadable), and ``meta.json``. Later stages read only these, so
+they never need the network or the source archives. ``meta.json`` is written last and records a
+content hash of each split, so a crash part-way, or a mix of files from two runs, is detected by
+``load_prepared`` rather than trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from r2kd.data import datasets as _datasets  # noqa: F401  (fills the registry)
+from r2kd.data.config import DataConfig
+from r2kd.data.registry import DATASETS, RawDataset
+from r2kd.errors import CheckpointError, DataError, UserError
+from r2kd.io import load_checkpoint, read_json, save_checkpoint, sha256_state_dict, write_json
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "test")
+
+
+@dataclass
+class PreparedData:
+    train_images: torch.Tensor  # uint8 N x C x H x W
+    train_labels: torch.Tensor  # int64 N
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    meta: dict[str, Any]
+
+
+def first_per_class(labels: torch.Tensor, limit: int | None) -> torch.Tensor:
+    """Indices of the first ``limit`` samples of each class, in their original order."""
+    if limit is None:
+        return torch.arange(labels.numel())
+    keep = torch.zeros(labels.numel(), dtype=torch.bool)
+    for cls in labels.unique().tolist():
+        keep[torch.nonzero(labels == cls).flatten()[:limit]] = True
+    return torch.nonzero(keep).flatten()
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Exact per-channel mean and population std in [0, 1] units, from 256-bin pixel histograms.
+
+    Histograms keep the sums in exact integers, so no float accumulation error and no float64 copy
+    of a large uint8 set.
+    """
+    if images.shape[0] == 0:
+        raise DataError("the training split is empty; cannot compute normalisation statistics")
+    values = np.arange(256, dtype=np.int64)
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        counts = np.bincount(images[:, c].numpy().ravel(), minlength=256).astype(np.int64)
+        n = int(counts.sum())
+        s1 = int((counts * values).sum())
+        s2 = int((counts * values * values).sum())
+        mean = s1 / n
+        var = max(s2 / n - mean * mean, 0.0)
+        means.append(mean / 255.0)
+        stds.append(var**0.5 / 255.0)
+    return means, stds
+
+
+def _check_raw(raw: RawDataset, name: str) -> None:
+    for split in SPLITS:
+        images, labels = getattr(raw, f"{split}_images"), getattr(raw, f"{split}_labels")
+        if images.dtype != torch.uint8 or images.ndim != 4 or labels.dtype != torch.int64 or labels.ndim != 1:
+            raise DataError(f"{name}: {split} split is not uint8 N x C x H x W images with int64 labels")
+        if images.shape[0] != labels.shape[0]:
+            raise DataError(f"{name}: {split} has {images.shape[0]} images but {labels.shape[0]} labels")
+        if images.shape[0] == 0:
+            raise DataError(f"{name}: the {split} split is empty")
+    if raw.train_images.shape[1:] != raw.test_images.shape[1:]:
+        raise DataError(f"{name}: train and test images differ in shape")
+    if raw.train_images.shape[2] != raw.train_images.shape[3]:
+        raise DataError(f"{name}: images are not square")
+
+
+def _counts(labels: torch.Tensor, num_classes: int) -> list[int]:
+    return torch.bincount(labels, minlength=num_classes).tolist()
+
+
+def prepare(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read the configured dataset's source files and write ``out_dir/{train,test}.pt`` + ``meta.json``.
+
+    ``checksums`` (path relative to ``cfg.root`` -> MD5) override the published sums; tests use it
+    for small archives built in the official formats.
+    """
+    spec = DATASETS[cfg.name]
+    effective = {**spec.checksums, **(checksums or {})}
+    raw = spec.build(cfg, effective)  # all parsing and checking happens before anything is written
+    _check_raw(raw, cfg.name)
+
+    splits = {}
+    for split, limit in (("train", cfg.train_limit), ("test", cfg.test_limit)):
+        images, labels = getattr(raw, f"{split}_images"), getattr(raw, f"{split}_labels")
+        keep = first_per_class(labels, limit)
+        if limit is not None:
+            images, labels = images[keep], labels[keep]
+        splits[split] = {"images": images.contiguous(), "labels": labels.contiguous()}
+
+    if raw.mean is not None and raw.std is not None:
+        mean, std = list(raw.mean), list(raw.std)
+        stats_from = "published"
+    else:
+        mean, std = channel_stats(splits["train"]["images"])
+        stats_from = "train split"
+    num_classes = len(raw.class_names)
+    _, channels, size, _ = splits["train"]["images"].shape
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "name": cfg.name,
+        "num_classes": num_classes,
+        "class_names": list(raw.class_names),
+        "channels": int(channels),
+        "image_size": int(size),
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+        "stats_from": stats_from,
+        "crop_padding": int(raw.crop_padding),
+        "hflip": bool(raw.hflip),
+        "counts": {split: int(splits[split]["labels"].numel()) for split in SPLITS},
+        "class_counts": {split: _counts(splits[split]["labels"], num_classes) for split in SPLITS},
+        "train_limit": cfg.train_limit,
+        "test_limit": cfg.test_limit,
+        "sources": dict(sorted(raw.sources.items())),
+        "content_sha256": {split: sha256_state_dict(splits[split]) for split in SPLITS},
+        **raw.extra,
+    }
+
+    out_dir = Path(out_dir)
+    meta_path = out_dir / "meta.json"
+    written: list[Path] = []
+    try:
+        # Remove the old meta first: until the new one lands, the directory reads as unprepared.
+        meta_path.unlink(missing_ok=True)
+        for split in SPLITS:
+            path = out_dir / f"{split}.pt"
+            save_checkpoint(path, splits[split])
+            written.append(path)
+        write_json(meta_path, meta)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return meta
+
+
+def _load_split(out_dir: Path, split: str, meta: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    path = out_dir / f"{split}.pt"
+    try:
+        obj = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise DataError(f"prepared data: {exc}; rerun the prepare stage") from exc
+    if not isinstance(obj, dict) or set(obj) != {"images", "labels"}:
+        raise DataError(f"{path} is not a prepared split (expected keys 'images' and 'labels'); rerun prepare")
+    images, labels = obj["images"], obj["labels"]
+    expected_shape = (meta["counts"][split], meta["channels"], meta["image_size"], meta["image_size"])
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or tuple(images.shape) != expected_shape:
+        raise DataError(f"{path}: images are not uint8 {expected_shape} as meta.json says; rerun prepare")
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or tuple(labels.shape) != expected_shape[:1]:
+        raise DataError(f"{path}: labels are not int64 ({expected_shape[0]},) as meta.json says; rerun prepare")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= meta["num_classes"]):
+        raise DataError(f"{path}: labels outside 0..{meta['num_classes'] - 1}; rerun prepare")
+    if sha256_state_dict(obj) != meta["content_sha256"][split]:
+        raise DataError(f"{path} does not match meta.json (another run's file, or modified); rerun prepare")
+    return images, labels
+
+
+REQUIRED_META = ("format_version", "name", "num_classes", "class_names", "channels", "image_size",
+                 "mean", "std", "crop_padding", "hflip", "counts", "content_sha256")
+
+
+def load_prepared(out_dir: Path) -> PreparedData:
+    """Load what :func:`prepare` wrote, refusing missing, corrupt or mismatched files with DataError."""
+    out_dir = Path(out_dir)
+    meta_path = out_dir / "meta.json"
+    if not meta_path.is_file():
+        raise DataError(f"{meta_path} does not exist; run the prepare stage first")
+    try:
+        meta = read_json(meta_path)
+    except UserError as exc:
+        raise DataError(str(exc)) from exc
+    if not isinstance(meta, dict) or any(key not in meta for key in REQUIRED_META):
+        raise DataError(f"{meta_path} lacks required keys; rerun the prepare stage")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise DataError(
+            f"{meta_path} has format version {meta['format_version']}, expected {FORMAT_VERSION}; rerun prepare"
+        )
+    train_images, train_labels = _load_split(out_dir, "train", meta)
+    test_images, test_labels = _load_split(out_dir, "test", meta)
+    return PreparedData(train_images, train_labels, test_images, test_labels, meta)

@@ -1,0 +1,56 @@
+"""Dataset registry: one small module per dataset registers a builder under its params.yaml name.
+
+A builder turns the user's source files into :class:`RawDataset` (uint8 tensors in memory); it
+never writes into the prepared output directory, so a failure while parsing cannot leave a
+half-prepared dataset behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+
+from r2kd.data.config import DataConfig
+
+
+@dataclass
+class RawDataset:
+    train_images: torch.Tensor  # uint8 N x C x H x W
+    train_labels: torch.Tensor  # int64 N
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    class_names: list[str]
+    # relative path under data.root -> sha256 of every source file parsed
+    sources: dict[str, str]
+    crop_padding: int
+    hflip: bool
+    # Published per-channel statistics; None means "compute them on the train split".
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    extra: dict = field(default_factory=dict)  # dataset-specific meta entries (e.g. wnids)
+
+
+Builder = Callable[[DataConfig, Mapping[str, str]], RawDataset]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    build: Builder
+    # relative path under data.root -> published MD5 (overridable by prepare(checksums=...))
+    checksums: Mapping[str, str]
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register(name: str, checksums: Mapping[str, str] | None = None) -> Callable[[Builder], Builder]:
+    def decorate(build: Builder) -> Builder:
+        if name in DATASETS:
+            raise RuntimeError(f"dataset {name!r} registered twice")
+        DATASETS[name] = DatasetSpec(name=name, build=build, checksums=dict(checksums or {}))
+        return build
+
+    return decorate
