@@ -19,7 +19,7 @@ TINY = {
     "data": {"train_limit": 12, "test_limit": 8},
     "teachers": {"resnet14": {"checkpoint": None, "checkpoint_sha256": None}},
     "pairs": [{"teacher": "resnet14", "student": "resnet8"}],
-    "methods": ["ce", "kd", "r2kd"],
+    "methods": ["ce", "r2kd"],
     "seeds": [0, 1],
     "train_teacher": {"epochs": 2, "milestones": [1]},
     "distill": {"epochs": 2, "milestones": [1]},
@@ -28,7 +28,9 @@ TINY = {
 
 def tracked_files() -> list[str]:
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True)
-    return [line for line in out.stdout.splitlines() if line and (REPO / line).exists()]
+    generated = ("data/prepared/", "runs/", "reports/", "dvc.lock", ".r2kd/")
+    return [line for line in out.stdout.splitlines()
+            if line and (REPO / line).exists() and not line.startswith(generated) and not line.endswith("/.gitignore")]
 
 
 def merge(base: dict, override: dict) -> dict:

@@ -37,10 +37,12 @@ for _stage in STAGES:
             _stage.outs,
         params:
             values=_stage.params_json,
+            # via params: `shell:` is evaluated at run time, when `_stage` is the loop's last value
+            cmd=_stage.cmd,
         threads: THREADS
         resources:
             mem_mb=_res.mem_mb,
             runtime=_res.runtime,
             gpu=_res.gpu,
         shell:
-            _stage.cmd
+            "{params.cmd}"

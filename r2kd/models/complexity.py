@@ -1,0 +1,53 @@
+"""Parameter and multiply-accumulate counts.
+
+MACs are counted with forward hooks on ``Conv2d`` and ``Linear`` only, from the weight shapes
+actually present (so a pruned model is counted as pruned): a convolution costs
+``output elements x in_channels/groups x kh x kw``, a linear layer ``in x out``. BatchNorm,
+activations, pooling, additions and biases are not counted (the usual convention of the KD
+literature's "FLOPs" tables).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not; buffers such as BN running stats excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """MACs of one forward pass of a single sample of shape ``(C, H, W)`` (or ``(1, C, H, W)``)."""
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) == 3:
+        shape = (1, *shape)
+    if len(shape) != 4 or shape[0] != 1:
+        raise ValueError(f"input_shape must be (C, H, W) or (1, C, H, W), got {tuple(input_shape)}")
+
+    total = 0
+
+    def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        # weight[0] is one output unit's fan-in: in/groups * kh * kw for a conv, in for a linear.
+        per_output = module.weight[0].numel()
+        total += (output.numel() // output.shape[0]) * per_output
+
+    counted = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in counted]
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.float32
+    was_training = model.training
+    try:
+        model.eval()  # a single sample cannot go through train-mode BatchNorm
+        with torch.no_grad():
+            model(torch.zeros(shape, device=device, dtype=dtype))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return total

@@ -1,0 +1,114 @@
+"""MobileNetV2 (Sandler et al. 2018), the half-width CIFAR variant of the KD zoo.
+
+This is RepDistiller's ``mobile_half`` (expansion 6, width 0.5, last conv 1280), which mdistiller
+registers as ``MobileNetV2``; parameter names follow ``models/mobilenetv2.py``
+(``conv1.0``, ``blocks.i.j.conv.k``, ``conv2.0``, ``classifier.0``).
+
+Spatial size: the stem and four blocks stride by 2 (total 16), so 32 px ends at 2x2 and 64 px at
+4x4, both globally averaged as in the reference. Below 16 px the final map would be under one
+pixel, so there the stem uses stride 1 (8 px ends at 1x1); the parameters are unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from r2kd.models.registry import register
+
+WIDTH_MULT = 0.5
+EXPANSION = 6
+LAST_CHANNELS = 1280  # not scaled for width <= 1, as in the reference
+# (expansion, channels before width scaling, repeats, first stride)
+_SETTING = (
+    (1, 16, 1, 1),
+    (EXPANSION, 24, 2, 1),
+    (EXPANSION, 32, 3, 2),
+    (EXPANSION, 64, 4, 2),
+    (EXPANSION, 96, 3, 1),
+    (EXPANSION, 160, 3, 2),
+    (EXPANSION, 320, 1, 1),
+)
+
+
+def _conv_bn_relu(inp: int, oup: int, kernel: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(inp, oup, kernel, stride, kernel // 2, bias=False),
+        nn.BatchNorm2d(oup),
+        nn.ReLU(inplace=True),
+    )
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expand, 3x3 depthwise, 1x1 linear projection; residual when shapes allow."""
+
+    def __init__(self, inp: int, oup: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = inp * expansion
+        # Decided once from the architecture; torch-pruning keeps the summed channels aligned.
+        self.use_residual = stride == 1 and inp == oup
+        self.conv = nn.Sequential(
+            nn.Conv2d(inp, hidden, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, oup, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(oup),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        return x + out if self.use_residual else out
+
+
+def stem_stride(input_size: int) -> int:
+    return 2 if input_size >= 16 else 1
+
+
+class MobileNetV2(nn.Module):
+    classifier_path = "classifier.0"
+
+    def __init__(self, num_classes: int, in_channels: int = 3, input_size: int = 32) -> None:
+        super().__init__()
+        channels = int(32 * WIDTH_MULT)
+        self.conv1 = _conv_bn_relu(in_channels, channels, 3, stem_stride(input_size))
+        self.blocks = nn.ModuleList()
+        for expansion, base, repeats, stride in _SETTING:
+            out = int(base * WIDTH_MULT)
+            stage = []
+            for i in range(repeats):
+                stage.append(InvertedResidual(channels, out, stride if i == 0 else 1, expansion))
+                channels = out
+            self.blocks.append(nn.Sequential(*stage))
+        self.conv2 = _conv_bn_relu(channels, LAST_CHANNELS, 1, 1)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Linear(LAST_CHANNELS, num_classes))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        for stage in self.blocks:
+            x = stage(x)
+        x = self.conv2(x)
+        return self.classifier(self.avgpool(x).flatten(1))
+
+
+@register("MobileNetV2")
+def build(*, num_classes: int, in_channels: int, input_size: int) -> MobileNetV2:
+    return MobileNetV2(num_classes, in_channels, input_size)

@@ -1,0 +1,31 @@
+"""Name -> builder registry for the model zoo.
+
+Each family module registers its variants with :func:`register`; the public entry point
+:func:`r2kd.models.create` only looks names up here, so adding a network never touches an
+if/elif chain.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from torch import nn
+
+
+class Builder(Protocol):
+    def __call__(self, *, num_classes: int, in_channels: int, input_size: int) -> nn.Module: ...
+
+
+BUILDERS: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Register ``builder`` under ``name`` (the spelling used in params.yaml and checkpoints)."""
+
+    def decorate(builder: Builder) -> Builder:
+        if name in BUILDERS:
+            raise ValueError(f"model name {name!r} registered twice")
+        BUILDERS[name] = builder
+        return builder
+
+    return decorate

@@ -1,0 +1,119 @@
+"""CIFAR VGGs with batch norm, no hidden FC layers, as used by RepDistiller / mdistiller.
+
+Parameter names follow RepDistiller ``models/vgg.py`` (``vgg*_bn``): five ``blockK`` Sequentials
+of ``[conv, bn, relu]`` with the last relu dropped (so indices 0, 1, 3, 4, ... hold parameters),
+then ``classifier``.
+
+Pooling: the reference max-pools after blocks 0-2 always, and after block 3 only when the input
+is 64 px high, so block 4 sees 4x4 at both 32 px and 64 px. Here that decision is made once, from
+``input_size`` (pool 3 iff ``input_size >= 64``), and any max-pool that would shrink the map
+below 1x1 (tiny inputs such as the 8x8 digits) becomes a parameter-free ``nn.Identity``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from r2kd.models.registry import register
+
+_CONFIGS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "vgg8": ((64,), (128,), (256,), (512,), (512,)),
+    "vgg11": ((64,), (128,), (256, 256), (512, 512), (512, 512)),
+    "vgg13": ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
+    "vgg16": ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+    "vgg19": (
+        (64, 64),
+        (128, 128),
+        (256, 256, 256, 256),
+        (512, 512, 512, 512),
+        (512, 512, 512, 512),
+    ),
+}
+
+
+def _block(widths: tuple[int, ...], in_channels: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [
+            nn.Conv2d(in_channels, width, kernel_size=3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
+        in_channels = width
+    # The block ends on BN: the network applies the relu itself (the reference exposes the
+    # pre-activation there as a distillation feature).
+    return nn.Sequential(*layers[:-1])
+
+
+def pooling_plan(input_size: int) -> tuple[bool, bool, bool, bool]:
+    """Which of pool0..pool3 are real 2x2 max-pools for a square input of ``input_size`` px."""
+    plan = []
+    size = input_size
+    for k in range(4):
+        wanted = k < 3 or input_size >= 64
+        use = wanted and size // 2 >= 1
+        plan.append(use)
+        size = size // 2 if use else size
+    return tuple(plan)  # type: ignore[return-value]
+
+
+class VGG(nn.Module):
+    classifier_path = "classifier"
+
+    def __init__(
+        self,
+        cfg: tuple[tuple[int, ...], ...],
+        num_classes: int,
+        in_channels: int = 3,
+        input_size: int = 32,
+    ) -> None:
+        super().__init__()
+        self.block0 = _block(cfg[0], in_channels)
+        self.block1 = _block(cfg[1], cfg[0][-1])
+        self.block2 = _block(cfg[2], cfg[1][-1])
+        self.block3 = _block(cfg[3], cfg[2][-1])
+        self.block4 = _block(cfg[4], cfg[3][-1])
+        p0, p1, p2, p3 = (
+            nn.MaxPool2d(kernel_size=2, stride=2) if use else nn.Identity()
+            for use in pooling_plan(input_size)
+        )
+        self.pool0, self.pool1, self.pool2, self.pool3 = p0, p1, p2, p3
+        self.pool4 = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(cfg[4][-1], num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool0(F.relu(self.block0(x)))
+        x = self.pool1(F.relu(self.block1(x)))
+        x = self.pool2(F.relu(self.block2(x)))
+        x = self.pool3(F.relu(self.block3(x)))
+        x = F.relu(self.block4(x))
+        return self.classifier(self.pool4(x).flatten(1))
+
+
+def _builder(cfg: tuple[tuple[int, ...], ...]):
+    def build(*, num_classes: int, in_channels: int, input_size: int) -> VGG:
+        return VGG(cfg, num_classes, in_channels, input_size)
+
+    return build
+
+
+for _name, _cfg in _CONFIGS.items():
+    register(_name)(_builder(_cfg))
