@@ -9,15 +9,19 @@ from pathlib import Path
 from r2kd.io import write_text
 
 
+# Wall-clock columns stay out of the log: it is a result, and must be identical across reruns.
+NONDETERMINISTIC = ("seconds",)
+
+
 def write_log(path: Path, rows: list[dict[str, float]]) -> None:
     columns: list[str] = []
     for row in rows:
-        columns += [key for key in row if key not in columns]
+        columns += [key for key in row if key not in columns and key not in NONDETERMINISTIC]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items() if k in columns})
     write_text(path, buffer.getvalue())
 
 
