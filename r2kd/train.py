@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from r2kd.config import TrainRecipe
 from r2kd.errors import CheckpointError, TrainingDiverged
 from r2kd.io import load_checkpoint, save_checkpoint
+from r2kd.optim import SGD
 
 # objective(model, images, labels, epoch) -> named loss terms; the loss is their sum.
 Objective = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, int], dict[str, torch.Tensor]]
@@ -105,7 +106,7 @@ class Trainer:
 
     def fit(self) -> FitResult:
         device = next(self.model.parameters()).device
-        optimizer = torch.optim.SGD(
+        optimizer = SGD(
             self.model.parameters(),
             lr=self.recipe.lr,
             momentum=self.recipe.momentum,
@@ -124,8 +125,7 @@ class Trainer:
             )
             for epoch in range(start_epoch + 1, self.recipe.epochs + 1):
                 began = time.perf_counter()
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(self.recipe, epoch)
+                optimizer.lr = lr_at(self.recipe, epoch)
                 self.model.train()
                 term_sums: dict[str, torch.Tensor] = {}
                 # First non-finite step, tracked on the device: no host sync per step.
@@ -183,7 +183,7 @@ class Trainer:
         )
 
     # --- resume state -------------------------------------------------------------------------
-    def _save_state(self, epoch: int, optimizer: torch.optim.Optimizer, history: list[dict]) -> None:
+    def _save_state(self, epoch: int, optimizer: SGD, history: list[dict]) -> None:
         save_checkpoint(
             self.state_path,
             {
@@ -200,7 +200,7 @@ class Trainer:
             },
         )
 
-    def _resume(self, optimizer: torch.optim.Optimizer, history: list[dict]) -> int:
+    def _resume(self, optimizer: SGD, history: list[dict]) -> int:
         if not self.state_path.exists():
             return 0
         try:

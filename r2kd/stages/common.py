@@ -24,19 +24,15 @@ MODEL_FORMAT = "r2kd-model-v1"
 
 
 def versions() -> dict[str, str]:
-    import torchvision
+    # Read from package metadata: importing torchvision just for its version costs ~1.5 s.
+    from importlib.metadata import PackageNotFoundError, version
 
-    found = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "r2kd": r2kd.__version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-    }
-    for name in ("torch_pruning", "numpy"):
+    found = {"python": sys.version.split()[0], "platform": platform.platform(), "r2kd": r2kd.__version__,
+             "torch": torch.__version__}
+    for dist in ("torchvision", "torch-pruning", "numpy", "dvc", "snakemake"):
         try:
-            found[name] = __import__(name).__version__
-        except Exception:  # optional at this point; record what is there
+            found[dist] = version(dist)
+        except PackageNotFoundError:
             pass
     return found
 
