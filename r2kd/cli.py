@@ -33,6 +33,24 @@ def _show(args: argparse.Namespace) -> None:
     show()
 
 
+def _preset(args: argparse.Namespace) -> None:
+    """Validate presets/NAME.yaml, then make it the params.yaml that DVC and Snakemake read."""
+    from pathlib import Path
+
+    from r2kd.config import load_params
+    from r2kd.errors import ConfigError
+    from r2kd.io import write_text
+
+    source = Path("presets") / f"{args.name}.yaml"
+    if not source.is_file():
+        known = sorted(p.stem for p in Path("presets").glob("*.yaml"))
+        raise ConfigError(f"no preset {args.name!r}; known presets: {known}")
+    load_params(source)
+    write_text(args.params, source.read_text())
+    err.print(f"[green]{args.params} now holds preset {args.name}[/]. Next: `dvc exp run` (or `dvc repro`), "
+              "or `snakemake --cores N` / `snakemake --workflow-profile workflow/profiles/slurm`.")
+
+
 def _stages(args: argparse.Namespace) -> None:
     from r2kd.dag import load_stages
 
@@ -58,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("check", help="validate params.yaml and exit").set_defaults(func=_check)
+    p = sub.add_parser("preset", help="replace params.yaml by a validated preset from presets/")
+    p.add_argument("name", help="e.g. cifar100, tiny_imagenet")
+    p.set_defaults(func=_preset)
     sub.add_parser("stages", help="list the expanded DAG (from dvc.yaml)").set_defaults(func=_stages)
     sub.add_parser("prepare", help="materialise the dataset under data/prepared").set_defaults(func=_stage("prepare"))
 

@@ -137,7 +137,7 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict]) -> str:
 
 
 def print_table(dataset: str, groups: list[dict], teachers: list[dict]) -> None:
-    console = Console()
+    console = Console(width=max(Console().width, 120))  # a table, not a wrapped mess, in logs and CI
     for t in teachers:
         console.print(f"teacher [bold]{t['arch']}[/]: best top-1 {t['best_top1']:.2f}, last {t['last_top1']:.2f}; "
                       f"pruned ({t['pruned']['method']}, {t['pruned']['ratio']}): {t['pruned']['top1']:.2f}, "
