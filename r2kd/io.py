@@ -124,7 +124,7 @@ def sha256_state_dict(state: dict[str, torch.Tensor]) -> str:
     """Hash of tensor contents (not of the pickle bytes, which embed storage ids)."""
     digest = hashlib.sha256()
     for key in sorted(state):
-        tensor = state[key].detach().cpu().contiguous()
+        tensor = state[key].detach().cpu().contiguous().reshape(-1)  # 0-d tensors cannot be viewed as bytes
         digest.update(key.encode())
         digest.update(str(tensor.dtype).encode())
         digest.update(str(tuple(tensor.shape)).encode())

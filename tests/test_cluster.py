@@ -43,7 +43,6 @@ def test_slurm_profile_dry_run_resolves_every_job(tmp_path):
     assert blocks, text[-2000:]
     for _, block in blocks:
         assert re.search(r"resources: .*gpu=1", block) and "runtime=720" in block and "mem_mb=16000" in block
-        assert "threads: 4" in block
 
 
 def test_local_resources_come_from_params(tiny_repo):

@@ -230,6 +230,8 @@ def test_sigkill_mid_training_then_rerun_resumes(repo, tmp_path, tool):
     _kill_when(repo / paths.state_file(paths.teacher_dir("resnet14")), proc)
     assert not (out / "model.pt").exists() and not (out / "metrics.json").exists()  # nothing half-written
 
+    if tool == "snakemake":  # Snakemake itself was killed too: its documented recovery is --unlock
+        run(["snakemake", "--unlock"], repo)
     rerun = ["dvc", "repro", "train_teacher@resnet14"] if tool == "dvc" else [
         "snakemake", "--cores", "1", "--rerun-incomplete", "runs/teachers/resnet14/model.pt"]
     log = run(rerun, repo)
