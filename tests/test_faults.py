@@ -259,3 +259,30 @@ def test_corrupt_teacher_checkpoint_via_cli(repo):
     assert result.returncode == 2
     assert "runs/teachers/resnet14/model.pt" in result.stderr and "corrupt" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_import_pretrained_teacher_verified_by_sha256(repo, tmp_path):
+    import yaml
+
+    from r2kd import models
+
+    run(["dvc", "repro", "prepare"], repo)
+    torch.manual_seed(3)
+    published = models.create("resnet14", 10, in_channels=1, input_size=8)
+    ckpt = tmp_path / "ckpt_epoch_240.pth"
+    torch.save({"model": published.state_dict()}, ckpt)  # the RepDistiller / mdistiller layout
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+
+    params["teachers"]["resnet14"] = {"checkpoint": str(ckpt), "checkpoint_sha256": "0" * 64}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    wrong = run(["r2kd", "train-teacher", "resnet14"], repo, check=False)
+    assert wrong.returncode == 2 and "SHA-256" in wrong.stderr and "Traceback" not in wrong.stderr
+
+    params["teachers"]["resnet14"]["checkpoint_sha256"] = sha256_file(ckpt)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    run(["r2kd", "train-teacher", "resnet14"], repo)
+    metrics = json.loads((repo / "runs/teachers/resnet14/metrics.json").read_text())
+    assert metrics["imported"] is True and str(ckpt) in metrics["provenance"]["inputs_sha256"]
+    saved = load_checkpoint(repo / "runs/teachers/resnet14/model.pt")["model"]
+    assert all(torch.equal(saved[k], v) for k, v in published.state_dict().items())
