@@ -124,9 +124,10 @@ def sha256_state_dict(state: dict[str, torch.Tensor]) -> str:
     """Hash of tensor contents (not of the pickle bytes, which embed storage ids)."""
     digest = hashlib.sha256()
     for key in sorted(state):
-        tensor = state[key].detach().cpu().contiguous().reshape(-1)  # 0-d tensors cannot be viewed as bytes
+        tensor = state[key].detach().cpu().contiguous()
         digest.update(key.encode())
         digest.update(str(tensor.dtype).encode())
         digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        flat = tensor.reshape(-1)  # a 0-d tensor cannot be viewed as bytes
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return digest.hexdigest()

@@ -66,11 +66,12 @@ def run(params: Params, teacher: str, student: str, method: str, augment: str, s
     model = build(spec).to(device)
     inputs = input_hashes([*data.files, teacher_file, pruned_file])
     out_dir = paths.student_dir(teacher, student, method, augment, seed)
+    distiller = distiller_cls(hparams)
     objective = DistillObjective(
-        distiller=distiller_cls(hparams),
+        distiller=distiller,
         teacher=teacher_model,
         pruned=pruned_model,
-        aug_view=hparams.aug_view,
+        aug_view=distiller.aug_view,  # "none" for a method with no term on the view (ce)
         view_generator=view_generator,
         mean=data.meta["mean"],
         std=data.meta["std"],
@@ -103,7 +104,7 @@ def run(params: Params, teacher: str, student: str, method: str, augment: str, s
             "student": student,
             "method": method,
             "augment": augment,
-            "aug_view": hparams.aug_view,
+            "aug_view": distiller.aug_view,
             "seed": seed,
             "best_top1": result.best_top1,
             "best_epoch": result.best_epoch,
