@@ -18,7 +18,8 @@ BIN = Path(sys.executable).parent
 TINY = {
     "data": {"train_limit": 12, "test_limit": 8},
     "teachers": {"resnet14": {"checkpoint": None, "checkpoint_sha256": None}},
-    "pairs": [{"teacher": "resnet14", "student": "resnet8"}],
+    # two pairs sharing one teacher: it must be trained once and used by both
+    "pairs": [{"teacher": "resnet14", "student": "resnet8"}, {"teacher": "resnet14", "student": "wrn_16_1"}],
     "methods": ["ce", "r2kd"],
     "seeds": [0, 1],
     "train_teacher": {"epochs": 2, "milestones": [1]},

@@ -63,7 +63,12 @@ def test_dvc_and_snakemake_give_identical_outputs(both_runs):
 def test_outputs_have_required_content(both_runs):
     dvc_repo, *_ = both_runs
     summary = json.loads((dvc_repo / "reports/summary.json").read_text())
-    assert {(r["method"], r["seed"]) for r in summary["runs"]} == {("ce", 0), ("ce", 1), ("r2kd", 0), ("r2kd", 1)}
+    assert {(r["student"], r["method"], r["seed"]) for r in summary["runs"]} == {
+        (s, m, seed) for s in ("resnet8", "wrn_16_1") for m in ("ce", "r2kd") for seed in (0, 1)}
+    assert {(g["pair"], g["method"], g["n"]) for g in summary["groups"]} == {
+        (p, m, 2) for p in ("resnet14-resnet8", "resnet14-wrn_16_1") for m in ("ce", "r2kd")}
+    for group in summary["groups"]:
+        assert group["best_top1_std"] >= 0 and group["best_top1_mean"] >= group["last_top1_mean"] - 1e-9
     for rec in summary["runs"]:
         for key in ("dataset", "teacher", "student", "method", "seed", "best_top1", "last_top1", "best_epoch", "params", "macs"):
             assert key in rec
@@ -80,6 +85,12 @@ def test_outputs_have_required_content(both_runs):
 
     blob = torch.load(dvc_repo / "runs/students/resnet14-resnet8/ce-default/s0/model.pt", weights_only=True)
     assert blob["arch"]["name"] == "resnet8"
+
+
+def test_shared_teacher_is_trained_once(both_runs):
+    _, _, dvc_log, smk_log = both_runs
+    assert dvc_log.stdout.count("Running stage 'train_teacher@resnet14'") == 1
+    assert (smk_log.stdout + smk_log.stderr).count("rule train_teacher__resnet14:") == 1
 
 
 def test_unchanged_rerun_does_nothing(both_runs):
