@@ -9,7 +9,6 @@ inputs, seed) continues from there and ends with exactly the numbers of an unint
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +83,6 @@ class FitResult:
     last: dict[str, float]
     train_seconds: float
     resumed_from_epoch: int = 0
-    extra_state: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -243,9 +241,3 @@ def _progress() -> Progress:
         console=console,
         transient=True,
     )
-
-
-def check_finite(value: float, what: str) -> float:
-    if not math.isfinite(value):
-        raise TrainingDiverged(f"{what} is not finite ({value})")
-    return value
