@@ -2,7 +2,7 @@
 
 Structured pruning changes the shapes of Conv / Linear / BatchNorm layers, so a pruned state dict
 no longer fits the architecture it came from. Instead of pickling the pruned module (which would
-need ``weights_only=False`` to load), a checkpoint records, for every such layer by qualified name,
+need the unsafe full unpickler to load), a checkpoint records, for every such layer by qualified name,
 its channel counts and groups. Loading builds the *unpruned* architecture and swaps each layer for
 a resized one of the same class with the same remaining hyper-parameters (kernel, stride,
 padding, eps, ...). Nothing in here knows about particular architectures.
