@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
@@ -88,9 +89,9 @@ def run(params: Params, arch: str) -> None:
 
 def _import_checkpoint(model: torch.nn.Module, path: str, sha256: str, data, amp: str) -> dict[str, float]:
     """Load a published {"model": state_dict} (or plain state-dict) file after checking its SHA-256."""
-    actual = sha256_file(path) if _exists(path) else None
-    if actual is None:
+    if not Path(path).is_file():
         raise CheckpointError(f"teacher checkpoint {path} does not exist")
+    actual = sha256_file(path)
     if actual.lower() != sha256.lower():
         raise CheckpointError(f"teacher checkpoint {path}: SHA-256 is {actual}, params.yaml expects {sha256}")
     blob = load_checkpoint(path)
@@ -99,8 +100,3 @@ def _import_checkpoint(model: torch.nn.Module, path: str, sha256: str, data, amp
     scores = evaluate(model, data.test, amp)
     return {"epoch": 0, "test_top1": scores["top1"], "test_top5": scores["top5"], "test_loss": scores["loss"]}
 
-
-def _exists(path: str) -> bool:
-    from pathlib import Path
-
-    return Path(path).is_file()
