@@ -26,7 +26,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from torchvision.transforms import v2
 
-AugViewName = Literal["none", "mixup", "cutmix", "cutout", "autoaugment", "cutmixpick"]
+from r2kd.config import ViewName as AugViewName  # noqa: E402  (declared with the schema)
 
 MIXUP_ALPHA = 0.2  # λ ~ Beta(0.2, 0.2)  [REF]
 CUTMIX_ALPHA = 1.0  # λ ~ Beta(1, 1)     [REF]

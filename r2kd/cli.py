@@ -25,6 +25,20 @@ def _check(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     err.print(f"[green]{args.params} is valid[/]: {len(params.teachers)} teacher(s), "
               f"{len(student_runs(params))} student run(s)")
+    if args.stamp:
+        from r2kd import paths
+        from r2kd.io import write_text
+
+        # Constant content: a valid change of params.yaml must not make every later stage stale.
+        write_text(paths.CHECKED, "params.yaml validated by `r2kd check`\n")
+
+
+def _schema(args: argparse.Namespace) -> None:
+    import json
+
+    from r2kd.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
 
 
 def _show(args: argparse.Namespace) -> None:
@@ -70,12 +84,22 @@ def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], None]:
     return call
 
 
+def _seed(text: str) -> int:
+    # strict: "00" or "+1" would name another run's directory than the one params.yaml lists
+    if not text.isdigit() or (len(text) > 1 and text.startswith("0")):
+        raise argparse.ArgumentTypeError(f"seed must be a plain decimal integer, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r2kd", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help=argparse.SUPPRESS)  # tests use a copy
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("check", help="validate params.yaml and exit").set_defaults(func=_check)
+    p = sub.add_parser("check", help="validate params.yaml and exit")
+    p.add_argument("--stamp", action="store_true", help="also write runs/checked.txt (the pipeline's first stage)")
+    p.set_defaults(func=_check)
+    sub.add_parser("schema", help="print the params.yaml schema as JSON Schema").set_defaults(func=_schema)
     p = sub.add_parser("preset", help="replace params.yaml by a validated preset from presets/")
     p.add_argument("name", help="e.g. cifar100, tiny_imagenet")
     p.set_defaults(func=_preset)
@@ -90,13 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("teacher", help="a key of `teachers` in params.yaml")
     p.set_defaults(func=_stage("prune", "teacher"))
 
+    p = sub.add_parser("pair", help="pin the teacher files one pair's students use")
+    p.add_argument("pair", help="a key of `pairs` in params.yaml")
+    p.set_defaults(func=_stage("pair", "pair"))
+
     p = sub.add_parser("distill", help="train one student run of the experiment matrix")
-    p.add_argument("--teacher", required=True)
-    p.add_argument("--student", required=True)
-    p.add_argument("--method", required=True)
-    p.add_argument("--augment", required=True)
-    p.add_argument("--seed", required=True, type=int)
-    p.set_defaults(func=_stage("distill", "teacher", "student", "method", "augment", "seed"))
+    p.add_argument("pair", help="a key of `pairs` in params.yaml")
+    p.add_argument("method", help="one of `methods`")
+    p.add_argument("augment", help="one of `augments`")
+    p.add_argument("seed", type=_seed, help="one of `seeds`")
+    p.set_defaults(func=_stage("distill", "pair", "method", "augment", "seed"))
 
     sub.add_parser("evaluate", help="score every final model on the test set").set_defaults(func=_stage("evaluate"))
     sub.add_parser("report", help="aggregate runs into reports/").set_defaults(func=_stage("report"))

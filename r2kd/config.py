@@ -1,8 +1,13 @@
-"""Typed, validated parameters: params.yaml is read once into a :class:`Params` object.
+"""The params.yaml schema: every parameter a user may change, typed and validated, in one module.
 
-Each subsystem owns the model of its own section (data, prune, each distiller's hyper-parameters);
-this module composes them and adds the cross-field rules. Any violation raises ConfigError naming the
-key, the value and what is allowed, before any compute starts.
+This module is a leaf: it imports pydantic and the YAML reader, never torch, torch-pruning or the
+implementations, so `r2kd check`, the pipeline's first stage and Snakemake's parse stay fast and can
+run before anything heavy. Names that select an implementation (methods, views, models, datasets)
+are literals declared here; tests/test_config.py keeps them equal to the registries.
+
+Every value that ends up in a shell command or a path (pair ids, architecture names, method and
+augment names, seeds) is restricted to a strict character set or a literal here, and the pipeline's
+`check` stage runs this validation before DVC or Snakemake runs any other stage.
 """
 
 from __future__ import annotations
@@ -10,30 +15,70 @@ from __future__ import annotations
 import functools
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from r2kd.augment import VIEWS
-from r2kd.data.config import DataConfig
-from r2kd.distillers import DISTILLERS
 from r2kd.errors import ConfigError
-from r2kd.pruning.config import PruneConfig
+from r2kd.yamlfile import read_yaml
 
 PARAMS_FILE = "params.yaml"
 DEFAULT_AUGMENT = "default"  # in `augments`: each method's own aug_view
 
+ModelName = Literal[
+    "MobileNetV2", "ShuffleV1", "ShuffleV2", "resnet110", "resnet14", "resnet20", "resnet32", "resnet32x4",
+    "resnet44", "resnet56", "resnet8", "resnet8x4", "vgg11", "vgg13", "vgg16", "vgg19", "vgg8", "wrn_16_1",
+    "wrn_16_2", "wrn_40_1", "wrn_40_2",
+]
+DatasetName = Literal["digits", "cifar10", "cifar100", "tiny_imagenet", "imagefolder", "mnist", "kmnist", "fashion_mnist"]
+ViewName = Literal["none", "mixup", "cutmix", "cutout", "autoaugment", "cutmixpick"]
+MethodName = Literal["ce", "kd", "dist", "dkd", "r2kd"]
+AugmentName = Literal["default", "none", "mixup", "cutmix", "cutout", "autoaugment", "cutmixpick"]
+PruneMethod = Literal["l1_unstructured", "torch_pruning"]
+
+MAX_SEED = 2**32 - 1  # seeds are mixed into other seeds; larger values overflow torch's 64-bit seed
+PAIR_ID = r"^[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*$"  # becomes a stage name, a path and an argument
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `epochs: true`, `seeds: ["0"]` or `lr: "0.1"` are errors, not silently coerced
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+# --- data ---------------------------------------------------------------------------------------
+class DataConfig(_Strict):
+    """Which dataset ``prepare`` materialises, where its source files are, and how much of it.
+
+    ``train_limit`` / ``test_limit`` cap the number of images *per class* (the first ones in the
+    source's order, after the digits split), so a capped set stays class-balanced and is the same
+    on every run; they exist to make CPU smoke runs small, not to subsample for science.
+    """
+
+    name: DatasetName = "digits"
+    # Where archives are (or will be downloaded to); for imagefolder, the folder holding train/ and val/.
+    root: str = Field("data/raw", min_length=1, pattern=r"^[^\x00]+$")
+    download: bool = False  # only with download: true is the network ever touched
+    test_fraction: float = Field(0.3, gt=0.0, lt=1.0)  # digits only: it ships as one set
+    split_seed: int = Field(0, ge=0, le=MAX_SEED)
+    train_limit: int | None = Field(None, ge=1)
+    test_limit: int | None = Field(None, ge=1)
+    image_size: int | None = Field(None, ge=4, le=1024, validate_default=True)  # imagefolder only
+
+    @model_validator(mode="after")
+    def _image_size_only_for_imagefolder(self) -> "DataConfig":
+        if self.name == "imagefolder" and self.image_size is None:
+            raise ValueError("data.image_size is required for name 'imagefolder' (images are resized to it)")
+        if self.name != "imagefolder" and self.image_size is not None:
+            raise ValueError(f"data.image_size only applies to name 'imagefolder'; {self.name!r} has a fixed size")
+        return self
+
+
+# --- training recipes ---------------------------------------------------------------------------
 class TrainRecipe(_Strict):
     """SGD with step decay, METHOD.md §7."""
 
-    epochs: int = Field(gt=0)
-    batch_size: int = Field(gt=0)
+    epochs: int = Field(gt=0, le=100_000)
+    batch_size: int = Field(gt=0, le=1_000_000)
     lr: float = Field(gt=0)
     momentum: float = Field(ge=0, lt=1)
     weight_decay: float = Field(ge=0)
@@ -49,13 +94,13 @@ class TrainRecipe(_Strict):
 
 
 class TeacherRecipe(TrainRecipe):
-    seed: int = Field(default=42, ge=0, description="teachers are trained once per (data, arch, seed)")
+    seed: int = Field(default=42, ge=0, le=MAX_SEED, description="teachers are trained once per (data, arch, seed)")
 
 
 class TeacherSource(_Strict):
     """Train the teacher, or import a pretrained {"model": state_dict} file verified by SHA-256."""
 
-    checkpoint: str | None = None
+    checkpoint: str | None = Field(None, min_length=1, pattern=r"^[^\x00]+$")
     checkpoint_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
 
     @model_validator(mode="after")
@@ -65,116 +110,173 @@ class TeacherSource(_Strict):
         return self
 
 
-class Pair(_Strict):
-    teacher: str
-    student: str
+# --- the pruned (second) teacher ----------------------------------------------------------------
+class PruneConfig(_Strict):
+    """How the second (pruned) teacher is made from the trained teacher (METHOD.md §5, docs/prune.md)."""
 
-    @property
-    def id(self) -> str:
-        return f"{self.teacher}-{self.student}"
+    method: PruneMethod = "torch_pruning"
+    # Fraction of channels (torch_pruning) or of weights per layer (l1_unstructured) removed.
+    ratio: float = Field(0.1, gt=0.0, lt=1.0)
+    # The reference keeps the pruned copy in BatchNorm train mode (it only sets the teacher to eval).
+    bn_mode: Literal["train", "eval"] = "train"
+    importance_p: Literal[1, 2] = 2  # norm of torch_pruning's channel-magnitude importance
+
+
+# --- methods: the hyper-parameters of each distiller (r2kd/methods/<name>.py) ---------------------
+class MethodParams(_Strict):
+    """Fields every method shares. ``aug_view`` lets a baseline train under R2KD's augmentation."""
+
+    aug_view: ViewName = "none"
+
+
+class CEParams(MethodParams):
+    ce_weight: float = Field(1.0, gt=0)
+
+
+class KDParams(MethodParams):
+    """Hinton KD with mdistiller's CIFAR-100 weights: 0.1·CE + 0.9·KD, T = 4."""
+
+    temperature: float = Field(4.0, gt=0)
+    ce_weight: float = Field(0.1, ge=0)
+    kd_weight: float = Field(0.9, ge=0)
+
+
+class DISTParams(MethodParams):
+    temperature: float = Field(4.0, gt=0)
+    beta: float = Field(2.0, ge=0, description="weight of the inter-class (per sample) term")
+    gamma: float = Field(2.0, ge=0, description="weight of the intra-class (per class) term")
+    ce_weight: float = Field(1.0, ge=0)
+
+
+class DKDParams(MethodParams):
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(1.0, ge=0, description="TCKD weight")
+    beta: float = Field(8.0, ge=0, description="NCKD weight (mdistiller uses 2-8 depending on the pair)")
+    warmup: int = Field(20, ge=0, description="epochs of linear warm-up of the DKD term; 0 disables")
+    ce_weight: float = Field(1.0, ge=0)
+
+
+class R2KDParams(MethodParams):
+    aug_view: ViewName = "cutmix"
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(2.0, ge=0, description="weight of the value (correlation distance) term")
+    beta: float = Field(2.0, ge=0, description="weight of the rank (Spearman) term")
+    teacher_weight: float = Field(0.7, ge=0, le=1, description="w in w·z_t + (1 − w)·z_p")
+    rank: Literal["hard", "soft"] = "hard"
+    rank_sharpness: float = Field(10.0, gt=0, description="soft-rank sharpness, in row standard deviations")
+    ce_weight: float = Field(1.0, ge=0)
+
+
+METHOD_PARAMS: dict[str, type[MethodParams]] = {
+    "ce": CEParams, "kd": KDParams, "dist": DISTParams, "dkd": DKDParams, "r2kd": R2KDParams,
+}
+
+
+# --- the experiment matrix ----------------------------------------------------------------------
+class Pair(_Strict):
+    teacher: ModelName
+    student: ModelName
+    # Per-pair overrides of method_params (e.g. DKD's β per pair, as in mdistiller's configs).
+    method_params: dict[MethodName, dict[str, Any]] = Field(default_factory=dict)
 
 
 class Runtime(_Strict):
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d{1,3})?)$")
     amp: Literal["none", "bf16", "fp16"] = "none"
-    threads: int = Field(default=1, ge=0)
+    # Torch threads per job. Results on CPU depend on it (reductions split differently), so it is a
+    # tracked parameter with a machine-independent default, not "all cores".
+    threads: int = Field(default=1, ge=1, le=256)
     deterministic: bool = True
 
 
 class Resources(_Strict):
-    """Snakemake scheduling hints (threads come from runtime.threads)."""
+    """Snakemake scheduling hints (threads come from runtime.threads); DVC does not read them."""
 
     mem_mb: int = Field(default=4000, gt=0)
     runtime: int = Field(default=60, gt=0, description="minutes")
-    gpu: int = Field(default=0, ge=0)
+    gpu: int = Field(default=0, ge=0, le=64)
 
 
 class Params(_Strict):
     data: DataConfig = DataConfig()
-    teachers: dict[str, TeacherSource]
-    pairs: list[Pair] = Field(min_length=1)
-    methods: list[str] = Field(min_length=1)
-    augments: list[str] = Field(default_factory=lambda: [DEFAULT_AUGMENT], min_length=1)
+    teachers: dict[ModelName, TeacherSource] = Field(min_length=1)
+    pairs: dict[str, Pair] = Field(min_length=1)
+    methods: list[MethodName] = Field(min_length=1)
+    augments: list[AugmentName] = Field(default_factory=lambda: [DEFAULT_AUGMENT], min_length=1)
     seeds: list[int] = Field(min_length=1)
     train_teacher: TeacherRecipe
     prune: PruneConfig = PruneConfig()
     distill: TrainRecipe
-    method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    method_params: dict[MethodName, dict[str, Any]] = Field(default_factory=dict)
     runtime: Runtime = Runtime()
-    resources: dict[str, Resources] = Field(default_factory=lambda: {"default": Resources()})
+    resources: dict[Literal["default", "prepare", "train_teacher", "prune", "distill", "evaluate", "report"], Resources] = (
+        Field(default_factory=lambda: {"default": Resources()})
+    )
+
+    @field_validator("pairs")
+    @classmethod
+    def _pair_ids(cls, pairs: dict[str, Pair]) -> dict[str, Pair]:
+        import re
+
+        for key in pairs:
+            if not re.match(PAIR_ID, key) or len(key) > 80:
+                raise ValueError(f"pair id {key!r} may use only letters, digits, '_' and single '-' (it becomes a path)")
+        return pairs
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_range(cls, seeds: list[int]) -> list[int]:
+        bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+        if bad:
+            raise ValueError(f"seeds must be integers in [0, {MAX_SEED}], got {bad}")
+        return seeds
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Params":
-        from r2kd import models
-
-        known_models = set(models.available())
-        for name in self.teachers:
-            if name not in known_models:
-                raise ValueError(f"teachers: unknown architecture {name!r}; known: {sorted(known_models)}")
-        for i, pair in enumerate(self.pairs):
+        for key, pair in self.pairs.items():
             if pair.teacher not in self.teachers:
-                raise ValueError(
-                    f"pairs[{i}].teacher: {pair.teacher!r} is not a key of `teachers` ({sorted(self.teachers)})"
-                )
-            if pair.student not in known_models:
-                raise ValueError(f"pairs[{i}].student: unknown architecture {pair.student!r}; known: {sorted(known_models)}")
-        unused = set(self.teachers) - {p.teacher for p in self.pairs}
+                raise ValueError(f"pairs.{key}.teacher: {pair.teacher!r} is not a key of `teachers` ({sorted(self.teachers)})")
+        unused = set(self.teachers) - {p.teacher for p in self.pairs.values()}
         if unused:
             raise ValueError(f"teachers: {sorted(unused)} used by no pair; remove them or add a pair")
-        for pair in self.pairs:
-            sizes = {arch: models.count_parameters(models.create(arch, 100)) for arch in (pair.teacher, pair.student)}
-            if sizes[pair.teacher] < sizes[pair.student]:
-                warnings.warn(
-                    f"pairs: teacher {pair.teacher} ({sizes[pair.teacher]:,} params) is smaller than its student "
-                    f"{pair.student} ({sizes[pair.student]:,}); allowed, but unusual"
-                )
-        if len({p.id for p in self.pairs}) != len(self.pairs):
+        if len({(p.teacher, p.student) for p in self.pairs.values()}) != len(self.pairs):
             raise ValueError("pairs: the same teacher -> student pair is listed twice")
         for key, values in (("methods", self.methods), ("augments", self.augments), ("seeds", self.seeds)):
             if len(set(values)) != len(values):
                 raise ValueError(f"{key}: duplicate entries in {values}")
         for name in self.methods:
-            if name not in DISTILLERS:
-                raise ValueError(f"methods: unknown method {name!r}; known: {sorted(DISTILLERS)}")
-        for name in self.method_params:
-            if name not in DISTILLERS:
-                raise ValueError(f"method_params: unknown method {name!r}; known: {sorted(DISTILLERS)}")
-        for name in self.methods:
             # DVC tracks `method_params.<name>` per stage, so the entry must exist (even if empty).
             if name not in self.method_params:
                 raise ValueError(f"method_params.{name}: missing; add `{name}: {{}}` for the published defaults")
-        allowed_augments = {DEFAULT_AUGMENT, *VIEWS}
-        for aug in self.augments:
-            if aug not in allowed_augments:
-                raise ValueError(f"augments: unknown augment {aug!r}; allowed: {sorted(allowed_augments)}")
-        for name, recipe in (("train_teacher", self.train_teacher), ("distill", self.distill)):
-            late = [m for m in recipe.milestones if m >= recipe.epochs]
-            if late:
-                warnings.warn(f"{name}.milestones {late} are >= {name}.epochs ({recipe.epochs}) and never apply")
         if "default" not in self.resources:
             raise ValueError("resources: a `default` entry is required")
         return self
 
-    def method_hparams(self, method: str, augment: str = DEFAULT_AUGMENT) -> BaseModel:
-        """The validated hyper-parameters of one method, with the run's augment applied."""
+    def method_hparams(self, method: str, augment: str = DEFAULT_AUGMENT, pair: str | None = None) -> MethodParams:
+        """The validated hyper-parameters of one run: method_params, the pair's overrides, the augment."""
         raw = dict(self.method_params.get(method, {}))
+        where = f"method_params.{method}"
+        if pair is not None and method in self.pairs[pair].method_params:
+            raw.update(self.pairs[pair].method_params[method])
+            where = f"pairs.{pair}.method_params.{method}"
         if augment != DEFAULT_AUGMENT:
             raw["aug_view"] = augment
-        return _validate_section(DISTILLERS[method].Params, raw, f"method_params.{method}")
+        return _validate_section(METHOD_PARAMS[method], raw, where)
 
     def resources_for(self, stage_group: str) -> Resources:
         return self.resources.get(stage_group, self.resources["default"])
 
 
-def _validate_section(model: type[BaseModel], raw: Any, where: str) -> BaseModel:
+# --- loading ------------------------------------------------------------------------------------
+def _validate_section(model: type[BaseModel], raw: Any, where: str, source: str = PARAMS_FILE) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, prefix=where)) from None
+        raise ConfigError(_format_errors(exc, prefix=where, source=source)) from None
 
 
-def _format_errors(exc: ValidationError, prefix: str = "") -> str:
-    lines = [f"invalid parameters in {PARAMS_FILE}:"]
+def _format_errors(exc: ValidationError, prefix: str = "", source: str = PARAMS_FILE) -> str:
+    lines = [f"invalid parameters in {source}:"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
         msg = err["msg"].removeprefix("Value error, ")
@@ -183,39 +285,66 @@ def _format_errors(exc: ValidationError, prefix: str = "") -> str:
         if not err["loc"]:  # a cross-field rule: its message already names the keys
             lines.append(f"  {msg}")
             continue
-        shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {err.get('input')!r})"
+        shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {_short(err.get('input'))})"
         lines.append(f"  {loc}: {msg}{shown}")
     return "\n".join(lines)
 
 
-def parse_params(raw: Any) -> Params:
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _warn_ineffective(params: Params) -> None:
+    """Settings that validate but cannot do what the user expects: warn, do not refuse."""
+    for name, recipe in (("train_teacher", params.train_teacher), ("distill", params.distill)):
+        late = [m for m in recipe.milestones if m >= recipe.epochs]
+        if late:
+            warnings.warn(f"{name}.milestones {late} are >= {name}.epochs ({recipe.epochs}) and never apply")
+    for pair in [None, *params.pairs]:
+        if "dkd" in params.methods:
+            dkd = params.method_hparams("dkd", pair=pair)
+            if dkd.warmup > params.distill.epochs:
+                where = "method_params.dkd" if pair is None else f"pairs.{pair}.method_params.dkd"
+                share = params.distill.epochs / dkd.warmup
+                warnings.warn(f"{where}.warmup ({dkd.warmup}) exceeds distill.epochs ({params.distill.epochs}): "
+                              f"the DKD term never exceeds {share:.2f} of its weight")
+                break
+    if params.prune.ratio > 0.5:
+        warnings.warn(f"prune.ratio {params.prune.ratio} removes most of the teacher without retraining; "
+                      "expect a near-chance second teacher (the reference uses 0.1)")
+
+
+def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{PARAMS_FILE} must be a mapping of sections, got {type(raw).__name__}")
-    params = _validate_section(Params, raw, "")
-    for method in params.methods:  # validate every method's section now, not when its stage runs
-        for augment in params.augments:
-            params.method_hparams(method, augment)
+        raise ConfigError(f"{source} must be a mapping of sections, got {type(raw).__name__}")
+    params = _validate_section(Params, raw, "", source)
+    for key, pair in params.pairs.items():  # every run's hyper-parameters, now rather than in its stage
+        for method in params.methods:
+            for augment in params.augments:
+                params.method_hparams(method, augment, key)
+        unknown = set(pair.method_params) - set(params.methods)
+        if unknown:
+            warnings.warn(f"pairs.{key}.method_params: {sorted(unknown)} not in `methods`; ignored")
+    _warn_ineffective(params)
     return params
 
 
 @functools.lru_cache(maxsize=None)
-def _load_cached(path: str, mtime_ns: int) -> Params:
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path} not found; run from the repository root") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    return parse_params(raw)
+def _load_cached(path: str, mtime_ns: int, size: int) -> Params:
+    return parse_params(read_yaml(Path(path)), source=path)
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     """Read and validate params.yaml once per process (re-read only if the file changed)."""
     path = Path(path)
-    mtime = path.stat().st_mtime_ns if path.exists() else 0
-    return _load_cached(str(path), mtime)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found; run from the repository root") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return _load_cached(str(path), stat.st_mtime_ns, stat.st_size)
 
 
 def section(params: Params, dotted: str) -> Any:
@@ -224,3 +353,12 @@ def section(params: Params, dotted: str) -> Any:
     for part in dotted.split("."):
         node = node[part]
     return node
+
+
+def json_schema() -> dict:
+    """The schema of params.yaml as JSON Schema (for editors; workflow/schemas/params.schema.json)."""
+    return Params.model_json_schema()
+
+
+def literal_values(alias: Any) -> tuple[str, ...]:
+    return get_args(alias)

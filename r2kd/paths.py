@@ -1,4 +1,5 @@
-"""Where every artefact lives. dvc.yaml declares the same paths; tests/test_dag.py checks both agree."""
+"""Where every artefact lives. dvc.yaml and workflow/rules declare the same paths; tests/test_dag.py
+checks that both tools agree with this module."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ from pathlib import Path
 PREPARED = Path("data/prepared")
 RUNS = Path("runs")
 REPORTS = Path("reports")
+# Written by the `check` stage once params.yaml validates; every other stage depends on it, so
+# neither tool runs a stage (or deletes its outputs) for a params.yaml that did not validate.
+CHECKED = RUNS / "checked.txt"
 # Resume state lives outside every declared output: DVC deletes outputs before rerunning a stage,
 # and a checkpoint there would be lost exactly when it is needed.
 STATE = Path(".r2kd/state")
+TIMING = Path(".r2kd/timing")  # wall-clock times: not results, so outside every output
+LOCK = Path(".r2kd/lock")
 
 
 def teacher_dir(arch: str) -> Path:
@@ -20,10 +26,18 @@ def pruned_dir(arch: str) -> Path:
     return RUNS / "pruned" / arch
 
 
-def student_dir(teacher: str, student: str, method: str, augment: str, seed: int) -> Path:
-    return RUNS / "students" / f"{teacher}-{student}" / f"{method}-{augment}" / f"s{seed}"
+def pair_file(pair: str) -> Path:
+    return RUNS / "pairs" / f"{pair}.json"
+
+
+def student_dir(pair: str, method: str, augment: str, seed: int) -> Path:
+    return RUNS / "students" / pair / f"{method}-{augment}" / f"s{seed}"
 
 
 def state_file(run_dir: Path) -> Path:
     """Resume checkpoint of the run writing to ``run_dir`` (unique per run: no two jobs share one)."""
     return STATE / run_dir.relative_to(RUNS) / "resume.pt"
+
+
+def timing_file(run_dir: Path) -> Path:
+    return TIMING / run_dir.relative_to(RUNS) / "timing.json"

@@ -1,4 +1,4 @@
-"""The runs params.yaml asks for: the same expansion as dvc.yaml's matrix, as Python objects."""
+"""The runs params.yaml asks for: the same expansion as dvc.yaml's matrix and the Snakemake rules."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from r2kd.config import Params
 
 @dataclass(frozen=True)
 class StudentRun:
+    pair: str  # the key of `pairs` in params.yaml
     teacher: str
     student: str
     method: str
@@ -19,17 +20,32 @@ class StudentRun:
     seed: int
 
     @property
-    def pair(self) -> str:
-        return f"{self.teacher}-{self.student}"
+    def dir(self) -> Path:
+        return paths.student_dir(self.pair, self.method, self.augment, self.seed)
 
     @property
-    def dir(self) -> Path:
-        return paths.student_dir(self.teacher, self.student, self.method, self.augment, self.seed)
+    def stage(self) -> str:
+        """DVC's name for this run's stage: built from content, so editing a list renames nothing."""
+        return f"distill@{self.pair}-{self.method}-{self.augment}-{self.seed}"
 
 
 def student_runs(params: Params) -> list[StudentRun]:
     """In dvc.yaml's matrix order: pair, method, augment, seed."""
     return [
-        StudentRun(pair.teacher, pair.student, method, augment, seed)
-        for pair, method, augment, seed in itertools.product(params.pairs, params.methods, params.augments, params.seeds)
+        StudentRun(key, pair.teacher, pair.student, method, augment, seed)
+        for (key, pair), method, augment, seed in itertools.product(
+            params.pairs.items(), params.methods, params.augments, params.seeds
+        )
     ]
+
+
+def find_run(params: Params, pair: str, method: str, augment: str, seed: int) -> StudentRun:
+    """The run these CLI arguments select; arguments select a run of params.yaml, never override it."""
+    from r2kd.errors import ConfigError
+
+    for run in student_runs(params):
+        if (run.pair, run.method, run.augment, run.seed) == (pair, method, augment, seed):
+            return run
+    raise ConfigError(f"distill: no run {pair} {method} {augment} {seed} in params.yaml "
+                      f"(pairs {sorted(params.pairs)}, methods {params.methods}, augments {params.augments}, "
+                      f"seeds {params.seeds})")

@@ -16,20 +16,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
-from r2kd.augment import AugViewName
+from r2kd.config import MethodParams as DistillerParams, ViewName as AugViewName
 
 AUG_SUFFIX = "_aug"
-
-
-class DistillerParams(BaseModel):
-    """Fields every method shares. ``aug_view`` lets a baseline train under R2KD's augmentation."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    aug_view: AugViewName = "none"
 
 
 class Distiller(ABC):

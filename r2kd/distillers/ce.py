@@ -10,16 +10,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
 from torch import Tensor
 
-from r2kd.distillers.base import Distiller, DistillerParams
+from r2kd.config import CEParams
+from r2kd.distillers.base import Distiller
 from r2kd.distillers.registry import register_distiller
 from r2kd.losses import cross_entropy
-
-
-class CEParams(DistillerParams):
-    ce_weight: float = Field(1.0, gt=0)
 
 
 @register_distiller

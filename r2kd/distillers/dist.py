@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
 from torch import Tensor
 
-from r2kd.distillers.base import Distiller, DistillerParams
+from r2kd.config import DISTParams
+from r2kd.distillers.base import Distiller
 from r2kd.distillers.registry import register_distiller
 from r2kd.losses import cross_entropy, dist_loss
-
-
-class DISTParams(DistillerParams):
-    temperature: float = Field(4.0, gt=0)
-    beta: float = Field(2.0, ge=0, description="weight of the inter-class (per sample) term")
-    gamma: float = Field(2.0, ge=0, description="weight of the intra-class (per class) term")
-    ce_weight: float = Field(1.0, ge=0)
 
 
 @register_distiller

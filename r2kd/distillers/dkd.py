@@ -9,20 +9,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
 from torch import Tensor
 
-from r2kd.distillers.base import Distiller, DistillerParams
+from r2kd.config import DKDParams
+from r2kd.distillers.base import Distiller
 from r2kd.distillers.registry import register_distiller
 from r2kd.losses import cross_entropy, dkd_loss, dkd_warmup_factor
-
-
-class DKDParams(DistillerParams):
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(1.0, ge=0, description="TCKD weight")
-    beta: float = Field(8.0, ge=0, description="NCKD weight (mdistiller uses 2-8 depending on the pair)")
-    warmup: int = Field(20, ge=0, description="epochs of linear warm-up of the DKD term; 0 disables")
-    ce_weight: float = Field(1.0, ge=0)
 
 
 @register_distiller

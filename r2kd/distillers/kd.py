@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
 from torch import Tensor
 
-from r2kd.distillers.base import Distiller, DistillerParams
+from r2kd.config import KDParams
+from r2kd.distillers.base import Distiller
 from r2kd.distillers.registry import register_distiller
 from r2kd.losses import cross_entropy, kd_loss
-
-
-class KDParams(DistillerParams):
-    temperature: float = Field(4.0, gt=0)
-    ce_weight: float = Field(0.1, ge=0)
-    kd_weight: float = Field(0.9, ge=0)
 
 
 @register_distiller

@@ -3,26 +3,14 @@ mix of the teacher's and the pruned teacher's logits."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
-from pydantic import Field
 from torch import Tensor
 
-from r2kd.augment import AugViewName
-from r2kd.distillers.base import Distiller, DistillerParams
+from r2kd.config import R2KDParams
+from r2kd.distillers.base import Distiller
 from r2kd.distillers.registry import register_distiller
 from r2kd.losses import cross_entropy, mix_teacher_logits, rank_loss, value_loss
-
-
-class R2KDParams(DistillerParams):
-    aug_view: AugViewName = "cutmix"
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(2.0, ge=0, description="weight of the value (correlation distance) term")
-    beta: float = Field(2.0, ge=0, description="weight of the rank (Spearman) term")
-    teacher_weight: float = Field(0.7, ge=0, le=1, description="w in w·z_t + (1 − w)·z_p")
-    rank: Literal["hard", "soft"] = "hard"
-    rank_sharpness: float = Field(10.0, gt=0, description="soft-rank sharpness, in row standard deviations")
-    ce_weight: float = Field(1.0, ge=0)
 
 
 @register_distiller

@@ -1,62 +1,20 @@
-"""What several stages share: provenance records, model checkpoints, data iterators."""
+"""What several stages share: model checkpoints and data iterators (provenance: record.py)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import platform
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-import r2kd
 from r2kd import models, paths
-from r2kd.config import Params
 from r2kd.data import load_prepared
 from r2kd.data.loader import BatchIterator
 from r2kd.errors import CheckpointError
-from r2kd.io import load_checkpoint, save_checkpoint, sha256_file
+from r2kd.io import load_checkpoint, save_checkpoint
 
 MODEL_FORMAT = "r2kd-model-v1"
-
-
-def versions() -> dict[str, str]:
-    # Read from package metadata: importing torchvision just for its version costs ~1.5 s.
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": sys.version.split()[0], "platform": platform.platform(), "r2kd": r2kd.__version__,
-             "torch": torch.__version__}
-    for dist in ("torchvision", "torch-pruning", "numpy", "dvc", "snakemake"):
-        try:
-            found[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return found
-
-
-def input_hashes(files: list[Path]) -> dict[str, str]:
-    return {str(f): sha256_file(f) for f in files}
-
-
-def fingerprint(*parts: Any) -> str:
-    """A stable hash of params and input hashes: decides whether resume state still applies."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def provenance(params: Params, keys: list[str], inputs: dict[str, str], seed: int | None, device: torch.device) -> dict:
-    from r2kd.config import section
-
-    return {
-        "seed": seed,
-        "params": {key: section(params, key) for key in keys},
-        "inputs_sha256": inputs,
-        "versions": versions(),
-        "device": str(device),
-        "command": " ".join(["r2kd", *sys.argv[1:]]),
-    }
 
 
 # --- data -------------------------------------------------------------------------------------

@@ -9,40 +9,24 @@ import torch
 from r2kd import paths
 from r2kd.config import Params
 from r2kd.distillers import DISTILLERS
-from r2kd.errors import ConfigError
 from r2kd.io import write_json
 from r2kd.objective import DistillObjective
 from r2kd.pruning import load_pruned, set_bn_mode
 from r2kd.runtime import resolve_device, seed_everything, set_threads
-from r2kd.stages.common import (
-    arch_spec,
-    build,
-    complexity,
-    fingerprint,
-    input_hashes,
-    load_data,
-    load_model,
-    provenance,
-    save_model,
-)
+from r2kd.runs import find_run
+from r2kd.stages.common import arch_spec, build, complexity, load_data, load_model, save_model
+from r2kd.stages.pair import read_pair
+from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
 from r2kd.stages.csvlog import write_log
 from r2kd.train import Trainer
 
 VIEW_STREAM = 0x5EED  # the augmented view draws from its own stream, so toggling it keeps data order
 
 
-def check_selection(params: Params, teacher: str, student: str, method: str, augment: str, seed: int) -> None:
-    """The CLI arguments select one expanded run of params.yaml; they never override it."""
-    if not any(p.teacher == teacher and p.student == student for p in params.pairs):
-        raise ConfigError(f"distill: pair {teacher} -> {student} is not listed in `pairs` of params.yaml")
-    for key, value, allowed in (("methods", method, params.methods), ("augments", augment, params.augments), ("seeds", seed, params.seeds)):
-        if value not in allowed:
-            raise ConfigError(f"distill: {value!r} is not in `{key}` of params.yaml ({allowed})")
-
-
-def run(params: Params, teacher: str, student: str, method: str, augment: str, seed: int) -> None:
-    check_selection(params, teacher, student, method, augment, seed)
-    hparams = params.method_hparams(method, augment)
+def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None:
+    selected = find_run(params, pair, method, augment, seed)
+    teacher, student = selected.teacher, selected.student
+    hparams = params.method_hparams(method, augment, pair)
     distiller_cls = DISTILLERS[method]
     recipe = params.distill
     set_threads(params.runtime.threads)
@@ -51,8 +35,10 @@ def run(params: Params, teacher: str, student: str, method: str, augment: str, s
     view_generator = torch.Generator().manual_seed(seed * 1_000_003 + VIEW_STREAM)
     data = load_data(recipe.batch_size, device, data_generator)
 
-    teacher_file = paths.teacher_dir(teacher) / "model.pt"
-    pruned_file = paths.pruned_dir(teacher) / "model.pt"
+    # The pair file pins the exact teacher files (by SHA-256) that this pair's students learn from.
+    verify = tuple(role for role, used in (("teacher", distiller_cls.uses_teacher),
+                                           ("pruned", distiller_cls.uses_pruned_teacher)) if used)
+    teacher_file, pruned_file = read_pair(pair, teacher, verify=verify)
     teacher_model = pruned_model = None
     if distiller_cls.uses_teacher:
         teacher_model = _frozen(load_model(teacher_file, arch_spec(teacher, data.meta), device)).eval()
@@ -64,8 +50,8 @@ def run(params: Params, teacher: str, student: str, method: str, augment: str, s
     torch.manual_seed(seed)  # student initialisation depends on the seed only
     spec = arch_spec(student, data.meta)
     model = build(spec).to(device)
-    inputs = input_hashes([*data.files, teacher_file, pruned_file])
-    out_dir = paths.student_dir(teacher, student, method, augment, seed)
+    inputs = input_hashes([*data.files, paths.pair_file(pair)])
+    out_dir = selected.dir
     distiller = distiller_cls(hparams)
     objective = DistillObjective(
         distiller=distiller,
@@ -95,34 +81,22 @@ def run(params: Params, teacher: str, student: str, method: str, augment: str, s
 
     save_model(out_dir / "model.pt", model, spec)
     write_log(out_dir / "log.csv", result.history)
-    write_json(
-        out_dir / "metrics.json",
-        {
-            "role": "student",
-            "dataset": data.meta["name"],
-            "teacher": teacher,
-            "student": student,
-            "method": method,
-            "augment": augment,
-            "aug_view": distiller.aug_view,
-            "seed": seed,
-            "best_top1": result.best_top1,
-            "best_epoch": result.best_epoch,
-            "last_top1": result.last["test_top1"],
-            "last_top5": result.last["test_top5"],
-            **complexity(model, data.input_shape),
-            "timing": {
-                "wall_seconds": time.perf_counter() - began,
-                "train_seconds": result.train_seconds,
-                "resumed_from_epoch": result.resumed_from_epoch,
-            },
-            "provenance": {
-                **provenance(params, ["data", "distill", f"method_params.{method}", "prune.bn_mode", "runtime"],
-                             inputs, seed, device),
-                "method_hparams": hparams.model_dump(mode="json"),
-            },
-        },
-    )
+    # metrics.json holds numbers only, accuracy first: it is what `dvc exp show` and `dvc metrics` list.
+    write_json(out_dir / "metrics.json", {
+        "best_top1": result.best_top1,
+        "last_top1": result.last["test_top1"],
+        "best_epoch": result.best_epoch,
+        "last_top5": result.last["test_top5"],
+        **complexity(model, data.input_shape),
+    })
+    keys = ["data", "distill", f"method_params.{method}", f"pairs.{pair}", "prune.bn_mode", "runtime"]
+    write_json(out_dir / "provenance.json", provenance(
+        params, keys, inputs, seed, device, role="student", dataset=data.meta["name"], pair=pair, teacher=teacher,
+        student=student, method=method, augment=augment, aug_view=distiller.aug_view,
+        method_hparams=hparams.model_dump(mode="json"),
+    ))
+    write_timing(out_dir, wall_seconds=time.perf_counter() - began, train_seconds=result.train_seconds,
+                 resumed_from_epoch=result.resumed_from_epoch)
     trainer.discard_state()
 
 

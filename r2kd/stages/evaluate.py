@@ -84,6 +84,6 @@ def run(params: Params) -> None:
     for run_ in student_runs(params):
         path = run_.dir / "model.pt"
         model = load_model(path, arch_spec(run_.student, data.meta), device)
-        add("student", model, path, arch=run_.student, teacher=run_.teacher, method=run_.method,
+        add("student", model, path, arch=run_.student, pair=run_.pair, teacher=run_.teacher, method=run_.method,
             augment=run_.augment, seed=run_.seed)
     write_json(paths.REPORTS / "eval.json", {"dataset": data.meta["name"], "noise_std": NOISE_STD, "models": records})

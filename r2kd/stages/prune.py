@@ -8,7 +8,8 @@ from r2kd.errors import ConfigError
 from r2kd.io import write_json
 from r2kd.pruning import nonzero_weight_fraction, prune_teacher, save_pruned
 from r2kd.runtime import resolve_device, seed_everything, set_threads
-from r2kd.stages.common import arch_spec, complexity, input_hashes, load_data, load_model, provenance
+from r2kd.stages.common import arch_spec, complexity, load_data, load_model
+from r2kd.stages.record import input_hashes, provenance, write_timing
 from r2kd.train import evaluate
 
 
@@ -37,10 +38,6 @@ def run(params: Params, arch: str) -> None:
     write_json(
         out_dir / "prune.json",
         {
-            "role": "pruned_teacher",
-            "arch": arch,
-            "method": params.prune.method,
-            "ratio": params.prune.ratio,
             "top1_before": before["top1"],
             "top1_after": after["top1"],
             "top5_after": after["top5"],
@@ -49,9 +46,10 @@ def run(params: Params, arch: str) -> None:
             "macs_before": stats["macs_before"],
             "nonzero_fraction_before": stats["nonzero_weight_fraction_before"],
             "nonzero_fraction_after": nonzero_weight_fraction(pruned),
-            "timing": {"prune_seconds": stats["seconds"]},
-            "provenance": provenance(
-                params, ["prune"], input_hashes([teacher_file, *data.files]), params.train_teacher.seed, device
-            ),
         },
     )
+    write_json(out_dir / "provenance.json", provenance(
+        params, ["prune"], input_hashes([teacher_file, *data.files]), params.train_teacher.seed, device,
+        role="pruned_teacher", arch=arch, method=params.prune.method, ratio=params.prune.ratio,
+    ))
+    write_timing(out_dir, prune_seconds=stats["seconds"])

@@ -40,12 +40,13 @@ def run(params: Params) -> None:
         ev = scored[str(run_.dir / "model.pt")]
         records.append({
             "dataset": dataset, "pair": run_.pair, "teacher": run_.teacher, "student": run_.student,
-            "method": run_.method, "augment": run_.augment, "aug_view": metrics["aug_view"], "seed": run_.seed,
+            "method": run_.method, "augment": run_.augment, "aug_view": read_json(run_.dir / "provenance.json")["aug_view"], "seed": run_.seed,
             "best_top1": metrics["best_top1"], "best_epoch": metrics["best_epoch"], "last_top1": metrics["last_top1"],
             "last_top5": metrics["last_top5"], "ece": ev["ece"], "noisy_top1": ev["noisy_top1"],
             "params": metrics["params"], "macs": metrics["macs"],
         })
-        logs[(run_.pair, run_.method, run_.augment)].append(read_log(run_.dir / "log.csv"))
+        logs[(run_.pair, run_.method, run_.augment)].append(
+            [{**row, "seed": run_.seed} for row in read_log(run_.dir / "log.csv")])
 
     teachers = []
     for arch in params.teachers:
@@ -56,7 +57,7 @@ def run(params: Params) -> None:
         teachers.append({
             "dataset": dataset, "arch": arch, "best_top1": metrics["best_top1"], "last_top1": metrics["last_top1"],
             "params": metrics["params"], "macs": metrics["macs"], "ece": ev_t["ece"], "noisy_top1": ev_t["noisy_top1"],
-            "pruned": {"method": prune["method"], "ratio": prune["ratio"], "top1": prune["top1_after"],
+            "pruned": {"method": params.prune.method, "ratio": params.prune.ratio, "top1": prune["top1_after"],
                        "params": prune["params"], "macs": prune["macs"], "ece": ev_p["ece"],
                        "nonzero_fraction": prune["nonzero_fraction_after"]},
         })
@@ -65,6 +66,7 @@ def run(params: Params) -> None:
     write_json(paths.REPORTS / "summary.json", {"dataset": dataset, "runs": records, "teachers": teachers, "groups": groups})
     write_text(paths.REPORTS / "summary.md", markdown(dataset, groups, teachers))
     write_json(paths.REPORTS / "metrics.json", compact_metrics(groups, teachers))
+    write_text(paths.REPORTS / "curves.csv", curves_csv(logs))
     plot_epochs(paths.REPORTS / "accuracy_per_epoch.png", logs, teachers)
     plot_methods(paths.REPORTS / "accuracy_per_method.png", groups, teachers)
 
@@ -81,7 +83,7 @@ def aggregate(records: list[dict]) -> list[dict]:
         by_group[(rec["dataset"], rec["teacher"], rec["student"], rec["method"], rec["augment"])].append(rec)
     groups = []
     for (dataset, teacher, student, method, augment), recs in by_group.items():
-        row = {"dataset": dataset, "pair": f"{teacher}-{student}", "teacher": teacher, "student": student,
+        row = {"dataset": dataset, "pair": recs[0]["pair"], "teacher": teacher, "student": student,
                "method": method, "augment": augment, "aug_view": recs[0]["aug_view"], "n": len(recs),
                "seeds": [r["seed"] for r in recs], "params": recs[0]["params"], "macs": recs[0]["macs"]}
         for key in ("best_top1", "last_top1", "noisy_top1", "ece"):
@@ -89,6 +91,17 @@ def aggregate(records: list[dict]) -> list[dict]:
         row["published_top1"] = PUBLISHED_TOP1.get((dataset, teacher, student, method))
         groups.append(row)
     return groups
+
+
+def curves_csv(logs: dict) -> str:
+    """Long-format test top-1 per epoch, a `run` column per line: what `dvc plots show` draws."""
+    lines = ["epoch,test_top1,run"]
+    for (pair, method, augment), runs in sorted(logs.items()):
+        for seed_log in runs:
+            seed = int(seed_log[0].get("seed", -1)) if seed_log and "seed" in seed_log[0] else None
+            label = f"{pair} {method}/{augment}" + (f" s{seed}" if seed is not None else "")
+            lines += [f"{int(row['epoch'])},{row['test_top1']:.4f},{label}" for row in seed_log]
+    return "\n".join(lines) + "\n"
 
 
 def compact_metrics(groups: list[dict], teachers: list[dict]) -> dict:

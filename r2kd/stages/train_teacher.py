@@ -12,17 +12,8 @@ from r2kd.config import Params
 from r2kd.errors import CheckpointError, ConfigError
 from r2kd.io import load_checkpoint, sha256_file, write_json
 from r2kd.runtime import resolve_device, seed_everything, set_threads
-from r2kd.stages.common import (
-    arch_spec,
-    build,
-    complexity,
-    fingerprint,
-    input_hashes,
-    load_data,
-    load_state_strict,
-    provenance,
-    save_model,
-)
+from r2kd.stages.common import arch_spec, build, complexity, load_data, load_state_strict, save_model
+from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
 from r2kd.stages.csvlog import write_log
 from r2kd.train import Trainer, cross_entropy_objective, evaluate
 
@@ -66,23 +57,18 @@ def run(params: Params, arch: str) -> None:
 
     save_model(out_dir / "model.pt", model, spec)
     write_log(out_dir / "log.csv", history)
-    write_json(
-        out_dir / "metrics.json",
-        {
-            "role": "teacher",
-            "arch": arch,
-            "best_top1": best_top1,
-            "best_epoch": best_epoch,
-            "last_top1": last["test_top1"],
-            "last_top5": last["test_top5"],
-            **complexity(model, data.input_shape),
-            "imported": bool(source.checkpoint),
-            "timing": {"wall_seconds": time.perf_counter() - began, "resumed_from_epoch": resumed},
-            "provenance": provenance(
-                params, ["data", f"teachers.{arch}", "train_teacher", "runtime"], inputs, recipe.seed, device
-            ),
-        },
-    )
+    write_json(out_dir / "metrics.json", {
+        "best_top1": best_top1,
+        "last_top1": last["test_top1"],
+        "best_epoch": best_epoch,
+        "last_top5": last["test_top5"],
+        **complexity(model, data.input_shape),
+    })
+    write_json(out_dir / "provenance.json", provenance(
+        params, ["data", f"teachers.{arch}", "train_teacher", "runtime"], inputs, recipe.seed, device,
+        role="teacher", arch=arch, imported=bool(source.checkpoint),
+    ))
+    write_timing(out_dir, wall_seconds=time.perf_counter() - began, resumed_from_epoch=resumed)
     if not source.checkpoint:
         trainer.discard_state()
 

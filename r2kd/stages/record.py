@@ -1,0 +1,88 @@
+"""What every result carries: its provenance (resolved params, seed, versions, input hashes) in a
+file of its own, and its wall-clock timing outside every declared output.
+
+Provenance is not a metric (it would flood `dvc exp show`), and timing is not a result: a forced,
+bit-identical rerun must leave every output, and so every downstream stage, unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import r2kd
+from r2kd import paths
+from r2kd.config import Params, section
+from r2kd.errors import UserError
+from r2kd.io import sha256_file, write_json
+
+
+def versions() -> dict[str, str]:
+    # Read from package metadata: importing torchvision just for its version costs ~1.5 s.
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    found = {"python": sys.version.split()[0], "platform": platform.platform(), "r2kd": r2kd.__version__,
+             "torch": torch.__version__}
+    for dist in ("torchvision", "torch-pruning", "numpy", "dvc", "snakemake"):
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def input_hashes(files: list[Path], made_by: dict[str, str] | None = None) -> dict[str, str]:
+    """SHA-256 of each input; a missing one is the user's error, named with the stage that makes it."""
+    hashes = {}
+    for f in files:
+        if not Path(f).is_file():
+            maker = (made_by or {}).get(str(f), "the stage that writes it")
+            raise UserError(f"{f} is missing; run {maker} first (`dvc repro` or `snakemake` runs it for you)")
+        hashes[str(f)] = sha256_file(f)
+    return hashes
+
+
+def code_hash() -> str:
+    """SHA-256 over the source of every r2kd module loaded in this process, plus library versions.
+
+    Resume state is keyed on it: a run killed, then resumed after a code edit, starts over instead
+    of mixing epochs trained by two versions of the code.
+    """
+    digest = hashlib.sha256()
+    root = Path(r2kd.__file__).resolve().parent
+    files = sorted({Path(m.__file__).resolve() for name, m in list(sys.modules.items())
+                    if name.startswith("r2kd") and getattr(m, "__file__", None)})
+    for f in files:
+        if f.is_relative_to(root) and f.suffix == ".py":
+            digest.update(f.relative_to(root).as_posix().encode())
+            digest.update(f.read_bytes())
+    digest.update(json.dumps({k: v for k, v in versions().items() if k != "platform"}, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of params, input hashes and code: decides whether resume state still applies."""
+    return hashlib.sha256(json.dumps([*parts, code_hash()], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def provenance(params: Params, keys: list[str], inputs: dict[str, str], seed: int | None, device: Any,
+               **identity: Any) -> dict:
+    return {
+        **identity,
+        "seed": seed,
+        "params": {key: section(params, key) for key in keys},
+        "inputs_sha256": inputs,
+        "versions": versions(),
+        "device": str(device),
+        "command": " ".join(["r2kd", *sys.argv[1:]]),
+    }
+
+
+def write_timing(out_dir: Path, **timing: Any) -> None:
+    write_json(paths.timing_file(out_dir), timing)
