@@ -6,20 +6,24 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.r2kd-installed
-export PATH := $(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
 
 .PHONY: run test test-fast faults snakemake env clean
 
-env: $(STAMP)
+env: $(STAMP) .r2kd/python
 
 # Reinstall only when the dependency spec changed or the environment lost what it needs.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -c "import sys; assert sys.version_info >= (3, 10), sys.version" 
+	@$(BIN)/python -c "import sys; assert sys.version_info >= (3, 11), 'r2kd needs Python >= 3.11 (Snakemake 9 does), got ' + sys.version"
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	@touch $@
+
+# The interpreter the pipeline's stage commands use (workflow/scripts/r2kd), venv activated or not.
+.r2kd/python: $(STAMP)
+	@mkdir -p .r2kd
+	@echo "$(BIN)/python" > $@
 
 run: env
 	$(BIN)/r2kd check
@@ -39,4 +43,4 @@ faults: env
 	$(BIN)/python -m pytest -q -m faults
 
 clean:
-	rm -rf .r2kd .snakemake runs reports data/prepared
+	rm -rf .r2kd/state .r2kd/timing .snakemake logs runs reports data/prepared

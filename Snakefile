@@ -1,9 +1,26 @@
-# Snakemake entry point: `snakemake --cores 2` runs the same DAG as `dvc repro`.
-# The rules are generated from dvc.yaml (the single source of truth) in workflow/rules/stages.smk.
-include: "workflow/rules/stages.smk"
+# The pipeline for Snakemake: `snakemake --cores 2` runs the same DAG, the same commands and the same
+# files as `dvc repro` (tests/test_dag.py fails if they differ). Rules live in workflow/rules/, one
+# file per part of the DAG; every parameter comes from params.yaml (see workflow/rules/common.smk).
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+# Every rule runs in this environment under `--use-conda`; with `--use-singularity` too, inside this
+# image (Snakemake builds the conda environment in it).
+container: "docker://condaforge/miniforge3:24.9.2-0"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/teachers.smk"
+include: "workflow/rules/students.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        ALL_OUTPUTS,
+        ALL_TARGETS,

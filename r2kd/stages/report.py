@@ -66,6 +66,7 @@ def run(params: Params) -> None:
     write_json(paths.REPORTS / "summary.json", {"dataset": dataset, "runs": records, "teachers": teachers, "groups": groups})
     write_text(paths.REPORTS / "summary.md", markdown(dataset, groups, teachers))
     write_json(paths.REPORTS / "metrics.json", compact_metrics(groups, teachers))
+    write_text(paths.REPORTS / "summary.csv", summary_csv(groups))
     write_text(paths.REPORTS / "curves.csv", curves_csv(logs))
     plot_epochs(paths.REPORTS / "accuracy_per_epoch.png", logs, teachers)
     plot_methods(paths.REPORTS / "accuracy_per_method.png", groups, teachers)
@@ -91,6 +92,15 @@ def aggregate(records: list[dict]) -> list[dict]:
         row["published_top1"] = PUBLISHED_TOP1.get((dataset, teacher, student, method))
         groups.append(row)
     return groups
+
+
+def summary_csv(groups: list[dict]) -> str:
+    """The students table as CSV (Snakemake's report shows it as a table)."""
+    lines = ["pair,method,augment,view,n,best_top1_mean,best_top1_std,last_top1_mean,last_top1_std"]
+    for g in groups:
+        lines.append(f"{g['pair']},{g['method']},{g['augment']},{g['aug_view']},{g['n']},{g['best_top1_mean']:.2f},"
+                     f"{g['best_top1_std']:.2f},{g['last_top1_mean']:.2f},{g['last_top1_std']:.2f}")
+    return "\n".join(lines) + "\n"
 
 
 def curves_csv(logs: dict) -> str:

@@ -1,0 +1,83 @@
+# Shared set-up: params.yaml is read and validated here, at parse time, before any job runs: an
+# invalid file stops Snakemake with the same one-line-per-key message as `r2kd check`. (DVC cannot
+# validate at parse time, so its DAG has a `check` stage first instead.)
+#
+# Parsing imports only the torch-free schema (r2kd.config), so `snakemake -n` stays fast.
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = workflow.basedir  # the directory of the top-level Snakefile
+sys.path.insert(0, ROOT)  # run from a source checkout even without `pip install -e`
+
+from r2kd import paths
+from r2kd.config import load_params, section
+from r2kd.errors import UserError
+from r2kd.runs import student_runs
+
+if config:
+    raise WorkflowError(
+        "r2kd reads every parameter from params.yaml; --config/--configfile would be ignored. "
+        "Edit params.yaml (or use `dvc exp run -S key=value`) instead."
+    )
+
+try:
+    PARAMS = load_params(os.path.join(ROOT, "params.yaml"))
+except UserError as exc:
+    raise WorkflowError(str(exc)) from None
+
+ENV = "../envs/r2kd.yaml"
+THREADS = PARAMS.runtime.threads
+PREPARED = [str(paths.PREPARED / name) for name in ("train.pt", "test.pt", "meta.json")]
+RUNS = student_runs(PARAMS)
+
+
+wildcard_constraints:
+    teacher="[A-Za-z0-9_]+",
+    pair="[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*",
+    method="[a-z0-9_]+",
+    augment="[a-z0-9_]+",
+    seed="0|[1-9][0-9]*",
+
+
+# Each stage's code: its import closure, as in dvc.yaml (tests/test_dag.py checks both). Listed as
+# files, so an edit in place reruns the stage and an editor's swap file does not.
+CLI_CODE = ["workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
+            "r2kd/errors.py", "r2kd/io.py", "r2kd/paths.py", "r2kd/yamlfile.py", "r2kd/stages/__init__.py"]
+TRAIN_CODE = ["r2kd/optim.py", "r2kd/runtime.py", "r2kd/train.py", "r2kd/data", "r2kd/models",
+              "r2kd/stages/common.py"]
+CODE = {
+    "prepare": [*CLI_CODE, "r2kd/data", "r2kd/stages/prepare.py"],
+    "train_teacher": [*CLI_CODE, *TRAIN_CODE, "r2kd/stages/csvlog.py", "r2kd/stages/record.py",
+                      "r2kd/stages/train_teacher.py"],
+    "prune": [*CLI_CODE, *TRAIN_CODE, "r2kd/pruning", "r2kd/stages/record.py", "r2kd/stages/prune.py"],
+    "pair": [*CLI_CODE, "r2kd/stages/pair.py", "r2kd/stages/record.py"],
+    "distill": [*CLI_CODE, *TRAIN_CODE, "r2kd/augment.py", "r2kd/objective.py", "r2kd/runs.py", "r2kd/distillers",
+                "r2kd/losses", "r2kd/pruning", "r2kd/stages/csvlog.py", "r2kd/stages/distill.py",
+                "r2kd/stages/pair.py", "r2kd/stages/record.py"],
+    "evaluate": [*CLI_CODE, *TRAIN_CODE, "r2kd/runs.py", "r2kd/pruning", "r2kd/stages/evaluate.py"],
+    "report": [*CLI_CODE, "r2kd/published.py", "r2kd/runs.py", "r2kd/stages/csvlog.py", "r2kd/stages/report.py"],
+}
+
+
+def code(stage):
+    """The source files of ``stage`` (directories expanded to their .py files)."""
+    files = set()
+    for entry in CODE[stage]:
+        path = Path(ROOT, entry)
+        files.update(sorted(str(p.relative_to(ROOT)) for p in path.rglob("*.py")) if path.is_dir() else [entry])
+    return sorted(files)
+
+
+def params_of(*keys):
+    """The values of these params.yaml keys, as Snakemake `params:`: a change reruns the rule."""
+    return json.dumps({key: section(PARAMS, key) for key in keys}, sort_keys=True)
+
+
+def resources(stage):
+    res = PARAMS.resources_for(stage)
+    return {"mem_mb": res.mem_mb, "runtime": res.runtime, "gpu": res.gpu}
+
+
+RUNTIME_KEYS = ["runtime.device", "runtime.amp", "runtime.threads", "runtime.deterministic"]

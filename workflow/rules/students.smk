@@ -1,0 +1,25 @@
+# One job per student run: pair x method x augment x seed, as listed in params.yaml.
+
+
+rule distill:
+    input:
+        PREPARED,
+        pair="runs/pairs/{pair}.json",
+        code=code("distill"),
+    output:
+        model="runs/students/{pair}/{method}-{augment}/s{seed}/model.pt",
+        provenance="runs/students/{pair}/{method}-{augment}/s{seed}/provenance.json",
+        metrics="runs/students/{pair}/{method}-{augment}/s{seed}/metrics.json",
+        log_csv="runs/students/{pair}/{method}-{augment}/s{seed}/log.csv",
+    params:
+        values=lambda w: params_of("data", "distill", f"method_params.{w.method}", f"pairs.{w.pair}",
+                                   "prune.bn_mode", *RUNTIME_KEYS),
+    log:
+        "logs/distill/{pair}-{method}-{augment}-{seed}.log",
+    threads: THREADS
+    resources:
+        **resources("distill"),
+    conda:
+        ENV
+    shell:
+        "workflow/scripts/r2kd distill {wildcards.pair} {wildcards.method} {wildcards.augment} {wildcards.seed} > {log} 2>&1"
