@@ -115,13 +115,19 @@ def curves_csv(logs: dict) -> str:
 
 
 def compact_metrics(groups: list[dict], teachers: list[dict]) -> dict:
-    """A small file for `dvc exp show`: one column per group and number."""
-    out = {f"teacher/{t['arch']}": {"top1": t["best_top1"], "pruned_top1": t["pruned"]["top1"]} for t in teachers}
+    """The one metrics file (`dvc exp show`, `dvc metrics diff`): accuracy first, short keys.
+
+    Mean test top-1 over seeds per method (best and last epoch), then the teachers; DVC sorts keys,
+    so the method columns come before `teacher`.
+    """
+    several_pairs = len({g["pair"] for g in groups}) > 1
+    out: dict = {}
     for g in groups:
-        out[f"{g['pair']}/{g['method']}-{g['augment']}"] = {
-            "best_top1": round(g["best_top1_mean"], 3), "best_top1_std": round(g["best_top1_std"], 3),
-            "last_top1": round(g["last_top1_mean"], 3),
-        }
+        name = f"{g['method']}-{g['augment']}"
+        key = f"{g['pair']}/{name}" if several_pairs else name
+        out[key] = {"best": round(g["best_top1_mean"], 2), "last": round(g["last_top1_mean"], 2)}
+    out["teacher"] = {t["arch"]: {"top1": round(t["best_top1"], 2), "pruned": round(t["pruned"]["top1"], 2)}
+                      for t in teachers}
     return out
 
 
