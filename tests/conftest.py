@@ -19,7 +19,8 @@ TINY = {
     "data": {"train_limit": 12, "test_limit": 8},
     "teachers": {"resnet14": {"checkpoint": None, "checkpoint_sha256": None}},
     # two pairs sharing one teacher: it must be trained once and used by both
-    "pairs": [{"teacher": "resnet14", "student": "resnet8"}, {"teacher": "resnet14", "student": "wrn_16_1"}],
+    "pairs": {"resnet14-resnet8": {"teacher": "resnet14", "student": "resnet8"},
+              "resnet14-wrn_16_1": {"teacher": "resnet14", "student": "wrn_16_1"}},
     "methods": ["ce", "r2kd"],
     "seeds": [0, 1],
     "train_teacher": {"epochs": 2, "milestones": [1]},
@@ -29,7 +30,7 @@ TINY = {
 
 def tracked_files() -> list[str]:
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True)
-    generated = ("data/prepared/", "runs/", "reports/", "dvc.lock", ".r2kd/")
+    generated = ("data/prepared/", "runs/", "reports/", "dvc.lock", ".r2kd/", "logs/", ".snakemake/")
     return [line for line in out.stdout.splitlines()
             if line and (REPO / line).exists() and not line.startswith(generated) and not line.endswith("/.gitignore")]
 
@@ -37,7 +38,7 @@ def tracked_files() -> list[str]:
 def merge(base: dict, override: dict) -> dict:
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in ("teachers", "method_params"):
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in ("teachers", "pairs", "method_params"):
             merged[key] = merge(merged[key], value)
         else:
             merged[key] = value
@@ -51,14 +52,22 @@ def write_params(root: Path, override: dict) -> dict:
 
 
 def env() -> dict[str, str]:
-    environment = dict(os.environ)
-    environment["PATH"] = f"{BIN}{os.pathsep}{environment.get('PATH', '')}"
+    """A user's shell: the venv is NOT activated (not on PATH), as after `make env` in a new terminal.
+
+    Tools are called by path (`.venv/bin/dvc`), exactly as the README shows; stage commands must find
+    the environment themselves (workflow/scripts/r2kd).
+    """
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("VIRTUAL_ENV", "PYTHONPATH", "CUDA_VISIBLE_DEVICES", "R2KD_PYTHON")}
+    environment["PATH"] = os.pathsep.join(p for p in environment.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+                                          if Path(p).resolve() != BIN.resolve())
     environment["PYTHONUNBUFFERED"] = "1"
-    environment.pop("CUDA_VISIBLE_DEVICES", None)
     return environment
 
 
 def run(cmd: list[str] | str, cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    if isinstance(cmd, list) and cmd[0] in ("dvc", "snakemake", "r2kd"):
+        cmd = [f".venv/bin/{cmd[0]}", *cmd[1:]]  # as the README writes them, from the repo root
     result = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout,
                             shell=isinstance(cmd, str))
     if check and result.returncode != 0:
@@ -73,6 +82,9 @@ def make_repo(dest: Path, override: dict | None = None, git: bool = True) -> Pat
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, target)
     write_params(dest, TINY if override is None else merge(TINY, override))
+    # what `make env` leaves in a checkout: the environment at .venv (here a link to the one running
+    # the tests); nothing else, so the stage commands must find it on their own
+    (dest / ".venv").symlink_to(BIN.parent, target_is_directory=True)
     if git:
         run(["git", "init", "-q"], dest)
         run(["git", "add", "-A"], dest)

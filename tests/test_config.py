@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,16 +57,36 @@ def test_default_params_are_valid():
         ("prune.bn_mode", "frozen", "prune.bn_mode"),
         ("data.name", "imagenet", "data.name"),
         ("data.test_fraction", 1.5, "data.test_fraction"),
-        ("methods", ["ce", "fitnet"], "unknown method 'fitnet'"),
+        ("methods", ["ce", "fitnet"], "methods.1"),
         ("methods", ["kd", "kd"], "methods: duplicate"),
-        ("augments", ["default", "rotate"], "unknown augment 'rotate'"),
+        ("augments", ["default", "rotate"], "augments.1"),
         ("seeds", [], "seeds"),
         ("method_params.r2kd.rank", "fuzzy", "method_params.r2kd.rank"),
         ("method_params.r2kd.temprature", 4, "method_params.r2kd.temprature: unknown key"),
         ("method_params.kd.temperature", -1, "method_params.kd.temperature"),
         ("method_params.dist", _DELETE, "method_params.dist: missing"),
-        ("pairs", [{"teacher": "wrn_16_2", "student": "resnet9000"}], "resnet9000"),
-        ("pairs", [{"teacher": "resnet56", "student": "resnet8"}], "pairs[0].teacher"),
+        ("pairs", {"p": {"teacher": "wrn_16_2", "student": "resnet9000"}}, "pairs.p.student"),
+        ("pairs", {"p": {"teacher": "resnet56", "student": "resnet8"}}, "pairs.p.teacher"),
+        ("pairs", {"p; touch PWNED #": {"teacher": "wrn_16_2", "student": "resnet8"}}, "pair id"),
+        ("pairs", {"../../x": {"teacher": "wrn_16_2", "student": "resnet8"}}, "pair id"),
+        ("pairs", {"p": {"teacher": "wrn_16_2", "student": "resnet8 --method ce; touch PWNED #"}}, "pairs.p.student"),
+        ("pairs.wrn_16_2-resnet8.method_params", {"dkd": {"beta": -1.0}}, "pairs.wrn_16_2-resnet8.method_params.dkd.beta"),
+        ("pairs.wrn_16_2-resnet8.method_params", {"fitnet": {}}, "pairs.wrn_16_2-resnet8.method_params.fitnet"),
+        ("seeds", ["0; touch PWNED #"], "seeds.0"),
+        ("seeds", ["0/../../../../../../victim"], "seeds.0"),
+        ("seeds", ["00"], "seeds.0"),
+        ("seeds", [1.0], "seeds.0"),
+        ("seeds", [True], "seeds.0"),
+        ("seeds", [2**64], "seeds must be integers in"),
+        ("seeds", [-1], "seeds must be integers in"),
+        ("distill.epochs", True, "distill.epochs"),
+        ("distill.epochs", 2.0, "distill.epochs"),
+        ("runtime.threads", 0, "runtime.threads"),
+        ("runtime.threads", 100000, "runtime.threads"),
+        ("runtime.device", "mps", "runtime.device"),
+        ("runtime.device", "cuda:0; rm -rf /", "runtime.device"),
+        ("methods", ["kd; touch PWNED"], "methods.0"),
+        ("augments", ["../x"], "augments.0"),
         ("runtime.device", "tpu", "runtime.device"),
         ("runtime.amp", "fp8", "runtime.amp"),
         ("teachers.wrn_16_2.checkpoint", "t.pth", "checkpoint_sha256 is required"),
@@ -80,7 +101,7 @@ def test_bad_value_names_the_key(path, value, expected):
 
 def test_unknown_teacher_lists_known_models():
     raw = with_change("teachers", {"wrn_99": {"checkpoint": None, "checkpoint_sha256": None}})
-    raw["pairs"] = [{"teacher": "wrn_99", "student": "resnet8"}]
+    raw["pairs"] = {"p": {"teacher": "wrn_99", "student": "resnet8"}}
     with pytest.raises(ConfigError, match="resnet32x4"):
         parse_params(raw)
 
@@ -89,8 +110,7 @@ def test_cli_reports_bad_params_with_exit_code_2_and_no_traceback(tmp_path):
     bad = with_change("distill.lr", -1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
     result = subprocess.run([sys.executable, "-m", "r2kd", "--params", str(tmp_path / "params.yaml"), "distill",
-                             "--teacher", "wrn_16_2", "--student", "resnet8", "--method", "kd", "--augment",
-                             "default", "--seed", "0"], capture_output=True, text=True, cwd=tmp_path)
+                             "wrn_16_2-resnet8", "kd", "default", "0"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
     assert "distill.lr" in result.stderr and "-1" in result.stderr
     assert "Traceback" not in result.stderr
@@ -104,18 +124,135 @@ def test_invalid_yaml_is_a_config_error(tmp_path):
 
 
 def test_cli_selection_must_be_in_params():
-    from r2kd.stages.distill import check_selection
+    from r2kd.runs import find_run
 
     params = load_params(REPO / "params.yaml")
-    check_selection(params, "wrn_16_2", "resnet8", "kd", "default", 0)
+    assert find_run(params, "wrn_16_2-resnet8", "kd", "default", 0).student == "resnet8"
     with pytest.raises(ConfigError, match="seeds"):
-        check_selection(params, "wrn_16_2", "resnet8", "kd", "default", 99)
-    with pytest.raises(ConfigError, match="pair"):
-        check_selection(params, "wrn_16_2", "resnet20", "kd", "default", 0)
+        find_run(params, "wrn_16_2-resnet8", "kd", "default", 99)
+    with pytest.raises(ConfigError, match="pairs"):
+        find_run(params, "wrn_16_2-resnet20", "kd", "default", 0)
 
 
 def test_teacher_smaller_than_student_is_a_warning_not_an_error():
+    from r2kd.stages.pair import warn_if_teacher_smaller
+
     raw = with_change("teachers", {"resnet8": {"checkpoint": None, "checkpoint_sha256": None}})
-    raw["pairs"] = [{"teacher": "resnet8", "student": "wrn_16_2"}]
+    raw["pairs"] = {"p": {"teacher": "resnet8", "student": "wrn_16_2"}}
+    parse_params(raw)  # valid
     with pytest.warns(UserWarning, match="smaller than its student"):
-        parse_params(raw)
+        warn_if_teacher_smaller("resnet8", "wrn_16_2")
+
+
+@pytest.mark.parametrize("seed_arg", ["00", "+1", "1.0", "0; touch PWNED"])
+def test_cli_seed_argument_is_strict(tmp_path, seed_arg):
+    result = subprocess.run([sys.executable, "-m", "r2kd", "--params", str(REPO / "params.yaml"), "distill",
+                             "wrn_16_2-resnet8", "kd", "default", seed_arg], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "seed must be a plain decimal integer" in result.stderr
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_per_pair_override_applies_to_that_pair_only():
+    raw = copy.deepcopy(DEFAULT)
+    raw["teachers"]["resnet56"] = {"checkpoint": None, "checkpoint_sha256": None}
+    raw["pairs"]["resnet56-resnet20"] = {"teacher": "resnet56", "student": "resnet20", "method_params": {"dkd": {"beta": 2.0}}}
+    params = parse_params(raw)
+    assert params.method_hparams("dkd", pair="resnet56-resnet20").beta == 2.0
+    assert params.method_hparams("dkd", pair="wrn_16_2-resnet8").beta == 8.0
+    assert params.method_hparams("dkd", "mixup", "resnet56-resnet20").aug_view == "mixup"
+
+
+def test_warnings_for_settings_that_cannot_take_effect():
+    with pytest.warns(UserWarning, match="warmup"):
+        parse_params(with_change("method_params.dkd", {"warmup": 20}))
+    with pytest.warns(UserWarning, match="near-chance"):
+        parse_params(with_change("prune.ratio", 0.9))
+
+
+# --- YAML: one meaning for both tools ----------------------------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ("seeds: [010]\n", "read differently by YAML 1.1 and 1.2"),
+    ("seeds: [1_000]\n", "read differently by YAML 1.1 and 1.2"),
+    ("data:\n  download: yes\n", "boolean in YAML 1.1"),
+    ("data:\n  download: off\n", "boolean in YAML 1.1"),
+    ("distill:\n  lr: 5e-4\n", "number in YAML 1.2"),
+    ("seeds: [08]\n", "number in YAML 1.2"),
+    ("seeds: [0]\nseeds: [1]\n", "duplicate key 'seeds'"),
+    ("a: &x [1, 2]\nb: *x\n", "anchors"),
+])
+def test_yaml_constructs_the_two_tools_read_differently_are_refused(text, expected):
+    from r2kd.yamlfile import parse_yaml
+
+    with pytest.raises(ConfigError, match=expected):
+        parse_yaml(text)
+
+
+def test_yaml_alias_bomb_is_refused_quickly_and_small(tmp_path):
+    """A 1 KB file of nested aliases expands to gigabytes; refused before any expansion."""
+    import resource
+    import time
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}]" for i in range(1, 12)]
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    before, began = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    with pytest.raises(ConfigError, match="anchors|aliases"):
+        load_params(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
+    assert time.perf_counter() - began < 5
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: (p.write_text("seeds: [0]\n"), p.chmod(0)), "cannot read|valid"),
+    (lambda p: p.write_bytes(b"\xff\xfe\x00bad"), "not UTF-8"),
+])
+def test_unreadable_params_file_is_one_line(tmp_path, make, expected):
+    path = tmp_path / "params.yaml"
+    make(path)
+    result = subprocess.run([sys.executable, "-m", "r2kd", "--params", str(path), "check"], capture_output=True, text=True,
+                            cwd=tmp_path)
+    path.chmod(0o644) if path.is_file() else None
+    assert "Traceback" not in result.stderr
+    if "valid" in expected and result.returncode == 0:  # root reads a chmod-0 file: nothing to refuse
+        return
+    assert result.returncode == 2 and re.search(expected, result.stderr), result.stderr
+
+
+def test_errors_name_the_file_given_with_params(tmp_path):
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump(with_change("distill.lr", -1)))
+    with pytest.raises(ConfigError, match=re.escape(str(path))):
+        load_params(path)
+
+
+# --- the schema is a leaf ------------------------------------------------------------------------
+def test_schema_and_check_import_no_torch():
+    code = ("import sys; import r2kd.config, r2kd.runs, r2kd.cli; "
+            "r2kd.cli.main(['--params', sys.argv[1], 'check']); "
+            "heavy = [m for m in ('torch', 'torch_pruning', 'torchvision', 'dvc') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code, str(REPO / "params.yaml")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_literals_equal_the_registries():
+    from typing import get_args
+
+    from r2kd import config, models
+    from r2kd.augment import VIEWS
+
+    assert set(get_args(config.ModelName)) == set(models.available())
+    assert set(get_args(config.ViewName)) == set(VIEWS)
+    assert set(get_args(config.AugmentName)) == {config.DEFAULT_AUGMENT, *VIEWS}
+    assert set(get_args(config.MethodName)) == set(config.METHOD_PARAMS)
+
+
+def test_json_schema_file_is_current():
+    import json
+
+    from r2kd.config import json_schema
+
+    committed = json.loads((REPO / "workflow/schemas/params.schema.json").read_text())
+    assert committed == json.loads(json.dumps(json_schema())), "run: r2kd schema > workflow/schemas/params.schema.json"

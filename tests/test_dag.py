@@ -1,61 +1,79 @@
 """DVC and Snakemake must run the same DAG: same stages, commands, inputs and outputs.
 
-The DVC side comes from DVC's own resolver (dvc.yaml + params.yaml); the Snakemake side from
-`snakemake --dry-run --forceall --printshellcmds`, parsed. Both are built for the default params
-and for changed pair/method/augment/seed lists.
+DVC's side comes from DVC's own resolver (dvc.yaml + params.yaml); Snakemake's from
+`snakemake --dry-run --forceall --printshellcmds`, parsed. Jobs are matched by their outputs. The only
+deliberate difference: DVC's DAG starts with a `check` stage (Snakemake validates params.yaml when it
+parses the workflow, before any job), and Snakemake's commands send their output to a log file.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from pathlib import Path
 
 import pytest
 import yaml
 
+from closure import STAGE_MODULES, stage_closure
 from conftest import REPO, make_repo, run
 from r2kd import paths
 from r2kd.config import load_params
 from r2kd.dag import load_stages, upstream_outputs
 from r2kd.runs import student_runs
 
+LOG_REDIRECT = re.compile(r"\s*>\s*logs/\S+\s+2>&1\s*$")
 
-def snakemake_jobs(root) -> dict[str, dict]:
+
+def snakemake_jobs(root) -> list[dict]:
     out = run(["snakemake", "--dry-run", "--forceall", "--printshellcmds", "--cores", "1"], root).stdout
-    jobs: dict[str, dict] = {}
-    current = None
+    jobs: list[dict] = []
     for line in out.splitlines():
         match = re.match(r"^(?:local)?rule (\S+):$", line)
         if match:
-            current = jobs.setdefault(match.group(1), {"input": [], "output": [], "cmd": None})
+            jobs.append({"rule": match.group(1), "input": [], "output": [], "cmd": None})
             continue
-        if current is None:
+        if not jobs:
             continue
         stripped = line.strip()
         for key in ("input", "output"):
             if stripped.startswith(f"{key}: "):
-                current[key] = [p.strip() for p in stripped[len(key) + 2:].split(",")]
+                jobs[-1][key] = [p.strip() for p in stripped[len(key) + 2:].split(",")]
         if stripped.startswith("Shell command: "):
-            current["cmd"] = stripped[len("Shell command: "):]
+            jobs[-1]["cmd"] = LOG_REDIRECT.sub("", stripped[len("Shell command: "):])
     return jobs
 
 
-def assert_same_dag(root) -> None:
-    stages = load_stages(root)
-    jobs = snakemake_jobs(root)
-    assert set(jobs) - {"all"} == {s.rule_name for s in stages}
+def expand_dep(dep: str, stages, root: Path) -> list[str]:
+    """What a DVC dep stands for as files: outputs of other stages inside it, or source files."""
+    if dep == str(paths.CHECKED) or dep == "params.yaml":
+        return []  # DVC's validation gate; Snakemake validates at parse time
+    inside = upstream_outputs(dep, stages)
+    if inside != [dep]:
+        return inside
+    full = root / dep
+    if full.is_dir():
+        return sorted(str(p.relative_to(root)) for p in full.rglob("*.py"))
+    return [dep]
+
+
+def assert_same_dag(root: Path) -> None:
+    stages = [s for s in load_stages(root) if s.group != "check"]
+    jobs = {tuple(sorted(job["output"])): job for job in snakemake_jobs(root) if job["rule"] != "all"}
+    assert len(jobs) == len(stages)
     for stage in stages:
-        job = jobs[stage.rule_name]
-        assert sorted(job["output"]) == sorted(stage.outs), stage.name
-        expected_inputs = sorted(p for dep in stage.deps for p in upstream_outputs(dep, stages))
-        assert sorted(job["input"]) == expected_inputs, stage.name
+        job = jobs.get(tuple(sorted(stage.outs)))
+        assert job is not None, f"no Snakemake job writes the outputs of {stage.name}: {stage.outs}"
+        assert job["rule"] == stage.group, stage.name
+        expected = sorted({p for dep in stage.deps for p in expand_dep(dep, stages, root)})
+        assert sorted(set(job["input"])) == expected, stage.name
         assert " ".join(job["cmd"].split()) == " ".join(stage.cmd.split()), stage.name
 
 
 @pytest.mark.slow
 def test_default_dag_agrees(tmp_path):
     root = make_repo(tmp_path / "repo", override={}, git=True)
-    # the default params.yaml, untouched
-    (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (root / "params.yaml").write_text((REPO / "params.yaml").read_text())  # the default, untouched
     assert_same_dag(root)
 
 
@@ -64,8 +82,9 @@ def test_changed_lists_dag_agrees(tmp_path):
     root = make_repo(tmp_path / "repo", override={
         "teachers": {"resnet14": {"checkpoint": None, "checkpoint_sha256": None},
                      "wrn_16_2": {"checkpoint": None, "checkpoint_sha256": None}},
-        "pairs": [{"teacher": "resnet14", "student": "resnet8"}, {"teacher": "wrn_16_2", "student": "resnet8"},
-                  {"teacher": "wrn_16_2", "student": "wrn_16_1"}],
+        "pairs": {"r14-r8": {"teacher": "resnet14", "student": "resnet8"},
+                  "w162-r8": {"teacher": "wrn_16_2", "student": "resnet8"},
+                  "w162-w161": {"teacher": "wrn_16_2", "student": "wrn_16_1", "method_params": {"kd": {"temperature": 2.0}}}},
         "methods": ["kd", "dist", "r2kd"],
         "augments": ["default", "mixup"],
         "seeds": [3, 7],
@@ -74,19 +93,44 @@ def test_changed_lists_dag_agrees(tmp_path):
     stages = load_stages(root)
     assert sum(s.group == "distill" for s in stages) == 3 * 3 * 2 * 2
     assert sum(s.group == "train_teacher" for s in stages) == 2  # each teacher once, shared by its pairs
+    assert "distill@w162-w161-kd-mixup-7" in {s.name for s in stages}  # names from content
+
+
+def test_stage_names_come_from_content_so_inserting_a_pair_renames_nothing(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    before = {s.name for s in load_stages(REPO) if s.group == "distill"}
+    params["teachers"]["resnet56"] = {"checkpoint": None, "checkpoint_sha256": None}
+    params["pairs"] = {"resnet56-resnet20": {"teacher": "resnet56", "student": "resnet20"}, **params["pairs"]}
+    root = make_repo(tmp_path / "repo", override={}, git=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    after = {s.name for s in load_stages(root) if s.group == "distill"}
+    assert before < after
+    assert {r.stage for r in student_runs(load_params(REPO / "params.yaml"))} == before
 
 
 def test_paths_module_matches_dvc_outputs():
-    """r2kd/paths.py and dvc.yaml spell the same artefact paths."""
+    """r2kd/paths.py, r2kd/runs.py and dvc.yaml spell the same artefact paths and stage names."""
     params = load_params(REPO / "params.yaml")
-    outs = {out for stage in load_stages(REPO) for out in stage.outs}
+    stages = load_stages(REPO)
+    outs = {out for stage in stages for out in stage.outs}
     for arch in params.teachers:
         assert str(paths.teacher_dir(arch) / "model.pt") in outs
         assert str(paths.pruned_dir(arch) / "model.pt") in outs
+    for key in params.pairs:
+        assert str(paths.pair_file(key)) in outs
+    names = {s.name for s in stages}
     for run_ in student_runs(params):
-        for name in ("model.pt", "metrics.json", "log.csv"):
+        assert run_.stage in names
+        for name in ("model.pt", "metrics.json", "log.csv", "provenance.json"):
             assert str(run_.dir / name) in outs
     assert len({str(r.dir) for r in student_runs(params)}) == len(student_runs(params))  # no two runs share a path
+    assert str(paths.CHECKED) in outs
+
+
+def test_every_stage_depends_on_the_check_stage():
+    for stage in load_stages(REPO):
+        if stage.group != "check":
+            assert str(paths.CHECKED) in stage.deps, stage.name
 
 
 def test_every_declared_param_exists_and_is_read():
@@ -102,5 +146,47 @@ def test_every_declared_param_exists_and_is_read():
 
 def test_student_key_does_not_touch_teacher_stages():
     for stage in load_stages(REPO):
-        if stage.group in ("prepare", "train_teacher", "prune"):
-            assert not any(k.startswith(("distill", "method_params", "methods", "seeds")) for k in stage.params), stage.name
+        if stage.group in ("prepare", "train_teacher", "prune", "pair"):
+            assert not any(k.startswith(("distill.", "method_params", "methods", "seeds")) or k == "distill"
+                           for k in stage.params), stage.name
+
+
+def test_results_changing_runtime_settings_are_tracked():
+    """runtime.threads changes CPU results bit for bit, so every training stage must rerun on it."""
+    for stage in load_stages(REPO):
+        if stage.group in ("train_teacher", "prune", "distill", "evaluate"):
+            assert "runtime.threads" in stage.params, stage.name
+
+
+@pytest.mark.parametrize("group", sorted(set(STAGE_MODULES) - {"check"}) + ["check"])
+def test_code_deps_cover_each_stages_import_closure(group):
+    """Every file a stage can import is a dep (directly or through its directory), in both tools."""
+    stage = next(s for s in load_stages(REPO) if s.group == group)
+    covered = lambda f: any(f == d or f.startswith(d.rstrip("/") + "/") for d in stage.deps)  # noqa: E731
+    missing = sorted(f for f in stage_closure(group) if not covered(f))
+    assert not missing, f"{group}: dvc.yaml lacks code deps {missing}"
+    assert "workflow/scripts/r2kd" in stage.deps
+
+
+def test_dvcignore_keeps_bytecode_and_editor_files_out():
+    ignored = (REPO / ".dvcignore").read_text().split()
+    for pattern in ("__pycache__/", "*.pyc", "*.swp", "*~"):
+        assert pattern in ignored
+
+
+def test_snakemake_parses_fast_without_torch_or_dvc(tmp_path):
+    """`snakemake -n` imports only the schema: no torch, no DVC, and it works outside a git clone."""
+    root = make_repo(tmp_path / "repo", override={}, git=False)
+    (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (root / "workflow/rules/zz_probe.smk").write_text(
+        "import sys\nassert not [m for m in ('torch', 'dvc', 'torch_pruning') if m in sys.modules], 'heavy import'\n")
+    with open(root / "Snakefile", "a") as fh:
+        fh.write('\ninclude: "workflow/rules/zz_probe.smk"\n')
+    began = time.perf_counter()
+    run(["snakemake", "-n", "--cores", "1", "-q"], root)
+    assert time.perf_counter() - began < 15  # the budget is 1.5 s on a quiet machine: benchmarks/bench_startup.py
+
+
+def test_snakemake_lint_is_clean():
+    result = run(["snakemake", "--lint"], REPO, check=False)
+    assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr, result.stdout

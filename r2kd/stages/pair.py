@@ -21,6 +21,7 @@ def run(params: Params, pair: str) -> None:
     if pair not in params.pairs:
         raise ConfigError(f"pair: {pair!r} is not a key of `pairs` in params.yaml ({sorted(params.pairs)})")
     teacher = params.pairs[pair].teacher
+    warn_if_teacher_smaller(teacher, params.pairs[pair].student)
     files = [paths.teacher_dir(teacher) / "model.pt", paths.pruned_dir(teacher) / "model.pt"]
     makers = {str(files[0]): f"train_teacher@{teacher}", str(files[1]): f"prune@{teacher}"}
     write_json(paths.pair_file(pair), {"teacher": teacher, "student": params.pairs[pair].student,
@@ -44,3 +45,14 @@ def read_pair(pair: str, teacher: str, *, verify: tuple[str, ...] = ()) -> tuple
             raise CheckpointError(f"{path} is not the file pair {pair} was built with (SHA-256 differs); "
                                   f"rerun the pipeline so stage pair@{pair} and its students see the new teacher")
     return teacher_file, pruned_file
+
+
+def warn_if_teacher_smaller(teacher: str, student: str) -> None:
+    import warnings
+
+    from r2kd import models
+
+    sizes = {arch: models.count_parameters(models.create(arch, 100)) for arch in (teacher, student)}
+    if sizes[teacher] < sizes[student]:
+        warnings.warn(f"pairs: teacher {teacher} ({sizes[teacher]:,} params) is smaller than its student "
+                      f"{student} ({sizes[student]:,}); allowed, but unusual")

@@ -13,13 +13,16 @@ from r2kd.stages.record import input_hashes, provenance, write_timing
 from r2kd.train import evaluate
 
 
+EVAL_BATCH = 256  # scoring only: eval-mode networks give the same numbers at any batch size
+
+
 def run(params: Params, arch: str) -> None:
     if arch not in params.teachers:
         raise ConfigError(f"prune: {arch!r} is not a key of `teachers` in params.yaml ({sorted(params.teachers)})")
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
     seed_everything(params.train_teacher.seed, params.runtime.deterministic)
-    data = load_data(params.distill.batch_size, device, generator=None)
+    data = load_data(EVAL_BATCH, device, generator=None)
     spec = arch_spec(arch, data.meta)
     teacher_file = paths.teacher_dir(arch) / "model.pt"
     teacher = load_model(teacher_file, spec, device).eval()

@@ -52,7 +52,7 @@ CODE = {
     "train_teacher": [*CLI_CODE, *TRAIN_CODE, "r2kd/stages/csvlog.py", "r2kd/stages/record.py",
                       "r2kd/stages/train_teacher.py"],
     "prune": [*CLI_CODE, *TRAIN_CODE, "r2kd/pruning", "r2kd/stages/record.py", "r2kd/stages/prune.py"],
-    "pair": [*CLI_CODE, "r2kd/stages/pair.py", "r2kd/stages/record.py"],
+    "pair": [*CLI_CODE, "r2kd/models", "r2kd/stages/pair.py", "r2kd/stages/record.py"],
     "distill": [*CLI_CODE, *TRAIN_CODE, "r2kd/augment.py", "r2kd/objective.py", "r2kd/runs.py", "r2kd/distillers",
                 "r2kd/losses", "r2kd/pruning", "r2kd/stages/csvlog.py", "r2kd/stages/distill.py",
                 "r2kd/stages/pair.py", "r2kd/stages/record.py"],

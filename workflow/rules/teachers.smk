@@ -54,7 +54,7 @@ rule prune:
         metrics="runs/pruned/{teacher}/prune.json",
     params:
         values=params_of("data", "prune.method", "prune.ratio", "prune.importance_p", "train_teacher.seed",
-                         "distill.batch_size", *RUNTIME_KEYS),
+                         *RUNTIME_KEYS),
     log:
         "logs/prune/{teacher}.log",
     threads: THREADS
