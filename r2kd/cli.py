@@ -39,7 +39,7 @@ def _preset(args: argparse.Namespace) -> None:
 
     from r2kd.config import load_params
     from r2kd.errors import ConfigError
-    from r2kd.io import write_text
+    from r2kd.files import write_text
 
     source = Path("presets") / f"{args.name}.yaml"
     if not source.is_file():

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from r2kd.config import TrainRecipe
 from r2kd.errors import CheckpointError, TrainingDiverged
-from r2kd.io import load_checkpoint, save_checkpoint
+from r2kd.files import load_checkpoint, save_checkpoint
 from r2kd.optim import SGD
 
 # objective(model, images, labels, epoch) -> named loss terms; the loss is their sum.

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from conftest import env, make_repo, run
-from r2kd import io, paths
+from r2kd import files, paths
 from r2kd.config import TrainRecipe
 from r2kd.errors import CheckpointError, DataError, TrainingDiverged, UserError
-from r2kd.io import load_checkpoint, save_checkpoint, sha256_file
+from r2kd.files import load_checkpoint, save_checkpoint, sha256_file
 from r2kd.train import Trainer, cross_entropy_objective
 
 pytestmark = pytest.mark.faults
@@ -60,7 +60,7 @@ def make_trainer(tmp_path: Path, objective=cross_entropy_objective, epochs: int 
 
 
 def weights_hash(model: torch.nn.Module) -> str:
-    return io.sha256_state_dict(model.state_dict())
+    return files.sha256_state_dict(model.state_dict())
 
 
 def test_same_seed_same_weights(tmp_path):
@@ -120,7 +120,7 @@ def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
     save_checkpoint(target, {"w": torch.ones(2)})
     before = sha256_file(target)
     with pytest.raises(RuntimeError):
-        with io.atomic_path(target) as tmp:
+        with files.atomic_path(target) as tmp:
             tmp.write_bytes(b"half a fil")
             raise RuntimeError("killed")
     assert sha256_file(target) == before
@@ -129,14 +129,14 @@ def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
 
 def test_disk_full_is_a_clear_error_and_keeps_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "metrics.json"
-    io.write_json(target, {"ok": 1})
+    files.write_json(target, {"ok": 1})
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(io.os, "replace", full)
+    monkeypatch.setattr(files.os, "replace", full)
     with pytest.raises(UserError, match="No space left on device"):
-        io.write_json(target, {"ok": 2})
+        files.write_json(target, {"ok": 2})
     assert json.loads(target.read_text()) == {"ok": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
 
@@ -145,7 +145,7 @@ def test_permission_error_names_the_path(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(io.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(files.tempfile, "mkstemp", denied)
     with pytest.raises(UserError, match=r"cannot write .*model.pt: Permission denied"):
         save_checkpoint(tmp_path / "model.pt", {})
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from r2kd.errors import CheckpointError, ConfigError
-from r2kd.io import save_checkpoint
+from r2kd.files import save_checkpoint
 from r2kd.pruning import (
     PRUNERS,
     PruneConfig,

@@ -20,7 +20,7 @@ from r2kd.data import datasets as _datasets  # noqa: F401  (fills the registry)
 from r2kd.data.config import DataConfig
 from r2kd.data.registry import DATASETS, RawDataset
 from r2kd.errors import CheckpointError, DataError, UserError
-from r2kd.io import load_checkpoint, read_json, save_checkpoint, sha256_state_dict, write_json
+from r2kd.files import load_checkpoint, read_json, save_checkpoint, sha256_state_dict, write_json
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")

@@ -18,7 +18,7 @@ from r2kd.config import Params
 from r2kd.data import load_prepared
 from r2kd.data.loader import BatchIterator
 from r2kd.errors import CheckpointError
-from r2kd.io import load_checkpoint, save_checkpoint, sha256_file
+from r2kd.files import load_checkpoint, save_checkpoint, sha256_file
 
 MODEL_FORMAT = "r2kd-model-v1"
 

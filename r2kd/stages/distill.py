@@ -10,7 +10,7 @@ from r2kd import paths
 from r2kd.config import Params
 from r2kd.distillers import DISTILLERS
 from r2kd.errors import ConfigError
-from r2kd.io import write_json
+from r2kd.files import write_json
 from r2kd.objective import DistillObjective
 from r2kd.pruning import load_pruned, set_bn_mode
 from r2kd.runtime import resolve_device, seed_everything, set_threads

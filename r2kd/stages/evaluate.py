@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from r2kd import paths
 from r2kd.config import Params
-from r2kd.io import write_json
+from r2kd.files import write_json
 from r2kd.pruning import load_pruned
 from r2kd.runs import student_runs
 from r2kd.runtime import resolve_device, seed_everything, set_threads

@@ -5,7 +5,7 @@ from __future__ import annotations
 from r2kd import paths
 from r2kd.config import Params
 from r2kd.errors import ConfigError
-from r2kd.io import write_json
+from r2kd.files import write_json
 from r2kd.pruning import nonzero_weight_fraction, prune_teacher, save_pruned
 from r2kd.runtime import resolve_device, seed_everything, set_threads
 from r2kd.stages.common import arch_spec, complexity, input_hashes, load_data, load_model, provenance

@@ -10,7 +10,7 @@ import torch
 from r2kd import paths
 from r2kd.config import Params
 from r2kd.errors import CheckpointError, ConfigError
-from r2kd.io import load_checkpoint, sha256_file, write_json
+from r2kd.files import load_checkpoint, sha256_file, write_json
 from r2kd.runtime import resolve_device, seed_everything, set_threads
 from r2kd.stages.common import (
     arch_spec,
