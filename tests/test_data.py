@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from r2kd.data import BatchIterator, DataConfig, crop_flip, load_prepared, prepare
 from r2kd.data.datasets import cifar, mnist, tiny_imagenet
-from r2kd.data.prepare import channel_stats
+from r2kd.data.write import channel_stats
 from r2kd.errors import DataError
 
 torch.set_num_threads(1)
@@ -578,6 +578,35 @@ def test_load_prepared_refuses_missing_corrupt_and_mixed_files(tmp_path):
         load_prepared(tmp_path / "b")
     meta = json.loads((tmp_path / "a" / "meta.json").read_text())
     assert meta["name"] == "digits"
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda m: m.update(std=[0.0]), "std"),
+        (lambda m: m.update(std=[-0.2]), "std"),
+        (lambda m: m.pop("mean"), "mean"),
+        (lambda m: m.update(mean=[0.1, 0.2, 0.3]), "mean"),  # three channels for one-channel images
+        (lambda m: m.update(channels=3), "mean"),  # the tensors' channels no longer match mean/std
+        (lambda m: m.update(num_classes="ten"), "num_classes"),
+        (lambda m: m.update(hflip="yes"), "hflip"),
+        (lambda m: m.update(crop_padding=-1), "crop_padding"),
+        (lambda m: m.update(class_names=["a"]), "class_names"),
+        (lambda m: m.update(counts={"train": 5}), "counts"),
+        (lambda m: m.update(content_sha256={"train": "x", "test": "y"}), "content_sha256"),
+        (lambda m: m.update(format_version=2), "format_version"),
+    ],
+)
+def test_hand_edited_meta_json_is_refused_naming_the_file_and_key(tmp_path, edit, key):
+    prepare(DataConfig(train_limit=3, test_limit=1), tmp_path)
+    meta_path = tmp_path / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    edit(meta)
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError) as info:
+        load_prepared(tmp_path)
+    message = str(info.value)
+    assert str(meta_path) in message and repr(key) in message and "rerun the prepare stage" in message
 
 
 def test_channel_stats_match_float64_formula():

@@ -23,3 +23,24 @@ def test_no_module_shadows_the_stdlib_io():
     for name in ("atomic_path", "write_bytes", "write_text", "write_json", "read_json", "save_checkpoint",
                  "load_checkpoint", "sha256_file", "sha256_state_dict"):
         assert callable(getattr(files, name)), name
+
+
+def test_training_stages_import_the_prepared_reader_not_the_dataset_parsers():
+    # A fresh interpreter: this test process has imported the parsers already.
+    code = (
+        "import sys\n"
+        "import r2kd.stages.distill, r2kd.stages.train_teacher, r2kd.stages.prune, r2kd.stages.evaluate\n"
+        "assert 'r2kd.data.prepared' in sys.modules\n"
+        "print(sorted(m for m in sys.modules if m.startswith('r2kd.data.datasets') or m == 'r2kd.data.write'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_prepare_is_still_reachable_from_the_package():
+    from r2kd.data import DATASETS, prepare
+    from r2kd.data.write import prepare as written
+
+    assert prepare is written and {"digits", "cifar10", "mnist"} <= set(DATASETS)

@@ -15,7 +15,7 @@ import torch
 import r2kd
 from r2kd import models, paths
 from r2kd.config import Params
-from r2kd.data import load_prepared
+from r2kd.data.prepared import load_prepared
 from r2kd.data.loader import BatchIterator
 from r2kd.errors import CheckpointError
 from r2kd.files import load_checkpoint, save_checkpoint, sha256_file
