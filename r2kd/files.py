@@ -9,6 +9,7 @@ only, never arbitrary pickled objects.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -38,11 +39,41 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except (OSError, RuntimeError) as exc:
+        reason = write_failure(exc, path.parent)
+        if reason is None:
+            raise
+        raise UserError(f"cannot write {path}: {reason}") from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+# What torch's zip writer (PyTorchStreamWriter) says when the underlying write fails. On a full disk
+# it raises RuntimeError("[enforce fail at inline_container.cc:...] ...") and the OSError, if any,
+# is only its __context__.
+_ZIP_WRITER_FAILURES = ("inline_container.cc", "PytorchStreamWriter failed", "file write failed")
+
+
+def write_failure(exc: BaseException, directory: Path) -> str | None:
+    """Why a write failed, if ``exc`` is or wraps an I/O failure; None for any other error."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError):
+            return cause.strerror or str(cause)
+        cause = cause.__cause__ or cause.__context__
+    if not isinstance(exc, RuntimeError) or not any(s in str(exc) for s in _ZIP_WRITER_FAILURES):
+        return None
+    # No OSError survived (torch checks positions, not errno): ask the file system, while the
+    # temp file still holds the space it took.
+    try:
+        full = os.statvfs(directory).f_bavail == 0
+    except OSError:
+        full = False
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return os.strerror(errno.ENOSPC) if full else f"write failed ({detail})"
 
 
 def _umask() -> int:

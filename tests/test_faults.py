@@ -150,6 +150,85 @@ def test_permission_error_names_the_path(tmp_path, monkeypatch):
         save_checkpoint(tmp_path / "model.pt", {})
 
 
+def _mount_small_fs(directory: Path, size_kib: int) -> str | None:
+    """Mount a file system of ``size_kib`` KiB on ``directory``; return why not, or None when mounted."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmpfs = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(directory)],
+                           capture_output=True, text=True)
+    if tmpfs.returncode == 0:
+        return None
+    # Fallback: an ext2 image on a loop device (needs the same privilege, but some sandboxes allow one only).
+    image = directory.parent / f"{directory.name}.img"
+    with open(image, "wb") as fh:
+        fh.truncate(max(size_kib, 64) * 1024)
+    steps = [["mkfs.ext2", "-q", "-F", str(image)], ["mount", "-o", "loop", str(image), str(directory)]]
+    for cmd in steps:
+        try:
+            loop = subprocess.run(cmd, capture_output=True, text=True)
+        except FileNotFoundError as exc:
+            return f"tmpfs: {tmpfs.stderr.strip()}; loop: {exc}"
+        if loop.returncode != 0:
+            return f"tmpfs: {tmpfs.stderr.strip()}; loop: {loop.stderr.strip()}"
+    return None
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real, tiny file system (tmpfs, else a loop-mounted ext2 image): writes past it fail with ENOSPC."""
+    mounted: list[Path] = []
+
+    def make(directory: Path, size_kib: int = 64) -> Path:
+        why = _mount_small_fs(directory, size_kib)
+        if why is not None:
+            pytest.skip(f"cannot mount a small file system here: {why}")
+        mounted.append(directory)
+        return directory
+
+    yield make
+    for directory in mounted:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+
+
+def test_real_disk_full_during_checkpoint_write_is_a_one_line_error(tmp_path, small_fs):
+    disk = small_fs(tmp_path / "disk", size_kib=64)
+    target = disk / "model.pt"
+    save_checkpoint(target, {"w": torch.ones(4)})
+    before = sha256_file(target)
+    with pytest.raises(UserError) as info:
+        save_checkpoint(target, {"w": torch.randn(100_000)})  # 400 kB into 64 kB
+    assert str(info.value) == f"cannot write {target}: No space left on device"
+    assert sha256_file(target) == before
+    assert [p.name for p in disk.iterdir()] == ["model.pt"]  # the temp file is gone
+    with pytest.raises(UserError, match=r"cannot write .*metrics.json: No space left on device"):
+        files.write_json(disk / "metrics.json", {"x": "y" * 200_000})
+    assert [p.name for p in disk.iterdir()] == ["model.pt"]
+
+
+def test_torch_zip_writer_failure_without_an_oserror_is_a_user_error(tmp_path, monkeypatch):
+    def failing_save(obj, fh):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing "
+                           "file data/0: file write failed")
+
+    monkeypatch.setattr(files.torch, "save", failing_save)
+    with pytest.raises(UserError, match=r"cannot write .*model.pt: (No space left on device|write failed)"):
+        save_checkpoint(tmp_path / "model.pt", {"w": torch.ones(1)})
+    assert list(tmp_path.iterdir()) == []
+    # any other RuntimeError is a bug, and keeps its traceback
+    monkeypatch.setattr(files.torch, "save", lambda obj, fh: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        save_checkpoint(tmp_path / "model.pt", {"w": torch.ones(1)})
+
+
+def test_cli_prepare_on_a_full_disk_exits_2_without_traceback(tmp_path, small_fs):
+    repo = make_repo(tmp_path / "repo", override={"data": {"train_limit": None, "test_limit": None}}, git=False)
+    small_fs(repo / "data" / "prepared", size_kib=32)  # the full digits train split needs ~80 kB
+    result = run(["r2kd", "prepare"], repo, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "cannot write data/prepared/train.pt: No space left on device" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in (repo / "data" / "prepared").iterdir()) == []
+
+
 @pytest.mark.parametrize("kind", ["truncated", "garbage", "pickled_object", "missing"])
 def test_bad_checkpoint_files_are_refused(tmp_path, kind):
     path = tmp_path / "model.pt"
