@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import torch
 
 from r2kd.errors import CheckpointError, UserError
+from r2kd.pickle_scan import foreign_globals
 
 
 @contextlib.contextmanager
@@ -122,25 +123,35 @@ def save_checkpoint(path: str | os.PathLike, obj: Any) -> None:
             torch.save(obj, fh)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """Load a checkpoint with the weights-only unpickler; refuse anything else with a clear error."""
+REWRITE = "delete it and rerun the stage that writes it"
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", *, remedy: str = REWRITE
+) -> Any:
+    """Load a checkpoint with the weights-only unpickler; refuse anything else with a clear error.
+
+    ``remedy`` is the way out the error offers; an imported file that no stage writes needs another.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt/foreign files
-        text = str(exc)
-        if "allowed global" in text or "Unsupported global" in text:
-            culprit = next((line for line in text.splitlines() if "global" in line), text[:200])
-            raise CheckpointError(
-                f"{path} contains pickled Python objects, not just tensors; refusing to load it "
-                f"(only weights-only checkpoints are accepted): {culprit.strip()}"
-            ) from None
+        refused = exc
+    # Decide from the file's opcodes, not from torch's wording, which changes between versions.
+    foreign = foreign_globals(path)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise CheckpointError(
-            f"{path} is corrupt, truncated or not a PyTorch checkpoint ({type(exc).__name__}); "
-            "delete it and rerun the stage that writes it"
+            f"{path} contains pickled Python objects, not just tensors (it names {shown}); weights-only "
+            "loading refuses such objects because unpickling them can run code, and nothing in it was run. "
+            f"It may be a malicious file: do not load it with weights_only=False; {remedy}"
         ) from None
+    raise CheckpointError(
+        f"{path} is corrupt, truncated or not a PyTorch checkpoint ({type(refused).__name__}); {remedy}"
+    ) from None
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

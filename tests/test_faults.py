@@ -248,6 +248,65 @@ def test_bad_checkpoint_files_are_refused(tmp_path, kind):
         assert "pickled Python objects" in str(info.value)
 
 
+class RunsACommand:
+    """Unpickling this runs a shell command: what a malicious checkpoint does to a plain torch.load."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy", "raw_pickle"])
+def test_malicious_checkpoint_is_named_as_such_and_not_run(tmp_path, layout):
+    import pickle
+
+    marker = tmp_path / "PWNED_FILE"
+    payload = {"model": {"w": torch.ones(1)}, "extra": RunsACommand(f"touch {marker}")}
+    path = tmp_path / "model.pt"
+    if layout == "raw_pickle":
+        path.write_bytes(pickle.dumps(payload, protocol=4))
+    else:
+        torch.save(payload, path, _use_new_zipfile_serialization=layout == "zip")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    message = str(info.value).replace(str(path), "")
+    assert not marker.exists()
+    assert "pickled Python objects" in message and "system" in message
+    assert "malicious" in message and "weights-only" in message and "corrupt" not in message
+    assert "\n" not in message
+
+
+def test_corrupt_and_malicious_checkpoints_get_different_messages(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, {"w": torch.randn(50, 50)})
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(truncated)
+    message = str(info.value).replace(str(truncated), "")  # the test's directory name has both words
+    assert "corrupt, truncated" in message and "malicious" not in message
+    assert "rerun the stage that writes it" in message
+
+
+def test_imported_teacher_holding_code_is_refused_without_rerun_advice(tmp_path):
+    from r2kd.stages.common import build
+    from r2kd.stages.train_teacher import _import_checkpoint
+
+    marker = tmp_path / "PWNED_FILE"
+    spec = {"name": "resnet8", "num_classes": 10, "in_channels": 1, "input_size": 8}
+    ckpt = tmp_path / "ckpt_epoch_240.pth"
+    torch.save({"model": build(spec).state_dict(), "opt": RunsACommand(f"touch {marker}")}, ckpt)
+    with pytest.raises(CheckpointError) as info:
+        _import_checkpoint(build(spec), str(ckpt), sha256_file(ckpt), data=None, amp="none")
+    message = str(info.value)
+    assert not marker.exists()
+    assert "pickled Python objects" in message and "malicious" in message
+    assert "rerun the stage" not in message and "weights-only state dict" in message
+
+
 def test_wrong_architecture_is_refused(tmp_path):
     from r2kd.stages.common import load_model, save_model, build
 

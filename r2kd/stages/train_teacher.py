@@ -87,6 +87,13 @@ def run(params: Params, arch: str) -> None:
         trainer.discard_state()
 
 
+# No stage writes an imported teacher, so "rerun the stage" would be no way out.
+IMPORT_REMEDY = (
+    "no stage writes an imported teacher: obtain a weights-only state dict (a file of tensors only, "
+    "{'model': state_dict} or a plain state dict) and set its path and SHA-256 under `teachers` in params.yaml"
+)
+
+
 def _import_checkpoint(model: torch.nn.Module, path: str, sha256: str, data, amp: str) -> dict[str, float]:
     """Load a published {"model": state_dict} (or plain state-dict) file after checking its SHA-256."""
     if not Path(path).is_file():
@@ -94,7 +101,7 @@ def _import_checkpoint(model: torch.nn.Module, path: str, sha256: str, data, amp
     actual = sha256_file(path)
     if actual.lower() != sha256.lower():
         raise CheckpointError(f"teacher checkpoint {path}: SHA-256 is {actual}, params.yaml expects {sha256}")
-    blob = load_checkpoint(path)
+    blob = load_checkpoint(path, remedy=IMPORT_REMEDY)
     state = blob.get("model", blob) if isinstance(blob, dict) else blob
     load_state_strict(model, state, path)
     scores = evaluate(model, data.test, amp)
