@@ -27,3 +27,15 @@ def student_dir(teacher: str, student: str, method: str, augment: str, seed: int
 def state_file(run_dir: Path) -> Path:
     """Resume checkpoint of the run writing to ``run_dir`` (unique per run: no two jobs share one)."""
     return STATE / run_dir.relative_to(RUNS) / "resume.pt"
+
+
+def producer(path: Path) -> str | None:
+    """The command (and DVC stage) that writes ``path``: the way out when an input is missing."""
+    parts = Path(path).parts
+    if Path(path).parent == PREPARED:
+        return "`r2kd prepare` (DVC stage prepare)"
+    if len(parts) >= 3 and parts[:2] == ("runs", "teachers"):
+        return f"`r2kd train-teacher {parts[2]}` (DVC stage train_teacher@{parts[2]})"
+    if len(parts) >= 3 and parts[:2] == ("runs", "pruned"):
+        return f"`r2kd prune {parts[2]}` (DVC stage prune@{parts[2]})"
+    return None

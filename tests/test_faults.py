@@ -343,6 +343,25 @@ def test_cli_user_errors_exit_2_without_traceback(repo):
     assert "data/prepared" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_distill_ce_with_the_teacher_deleted_names_the_file_and_its_stage(repo):
+    run(["r2kd", "prepare"], repo)
+    (repo / "runs/teachers/resnet14/model.pt").unlink(missing_ok=True)
+    result = run(["r2kd", "distill", "--teacher", "resnet14", "--student", "resnet8", "--method", "ce",
+                  "--augment", "default", "--seed", "0"], repo, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "runs/teachers/resnet14/model.pt does not exist" in result.stderr
+    assert "r2kd train-teacher resnet14" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_input_hashes_name_the_producing_stage(tmp_path, monkeypatch):
+    from r2kd.stages.common import input_hashes
+
+    monkeypatch.chdir(tmp_path)
+    for missing, stage in (("data/prepared/meta.json", "r2kd prepare"), ("runs/pruned/vgg13/model.pt", "r2kd prune vgg13")):
+        with pytest.raises(UserError, match=f"{missing} does not exist.*{stage}"):
+            input_hashes([Path(missing)])
+
+
 def _kill_when(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while not path.exists():

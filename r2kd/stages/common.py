@@ -17,7 +17,7 @@ from r2kd import models, paths
 from r2kd.config import Params
 from r2kd.data.prepared import load_prepared
 from r2kd.data.loader import BatchIterator
-from r2kd.errors import CheckpointError
+from r2kd.errors import CheckpointError, UserError
 from r2kd.files import load_checkpoint, save_checkpoint, sha256_file
 
 MODEL_FORMAT = "r2kd-model-v1"
@@ -38,7 +38,20 @@ def versions() -> dict[str, str]:
 
 
 def input_hashes(files: list[Path]) -> dict[str, str]:
-    return {str(f): sha256_file(f) for f in files}
+    """SHA-256 of every declared input; a missing one is a user error naming the stage that makes it."""
+    hashes = {}
+    for f in files:
+        try:
+            hashes[str(f)] = sha256_file(f)
+        except FileNotFoundError:
+            # Declared inputs are hashed even where the method does not read them (the teachers of a
+            # `ce` run): DVC and Snakemake track them, so the run is keyed by them.
+            made_by = paths.producer(Path(f))
+            way_out = f"run {made_by} first" if made_by else "restore it"
+            raise UserError(f"{f} does not exist (an input of this stage); {way_out}") from None
+        except OSError as exc:
+            raise UserError(f"cannot read {f}: {exc.strerror or exc}") from exc
+    return hashes
 
 
 def fingerprint(*parts: Any) -> str:
