@@ -114,6 +114,59 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_state(tmp_path
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+def test_nan_in_the_first_epoch_does_not_point_to_a_state_that_does_not_exist(tmp_path):
+    def diverging(model, x, y, epoch):
+        terms = cross_entropy_objective(model, x, y, epoch)
+        terms["ce"] = terms["ce"] * float("nan")
+        return terms
+
+    trainer = make_trainer(tmp_path, objective=diverging)
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.fit()
+    message = str(info.value)
+    assert "epoch 1, step 1" in message and "no earlier good state exists" in message
+    assert "epoch 0" not in message and str(trainer.state_path) not in message
+    assert not trainer.state_path.exists()
+
+
+def test_bf16_on_cpu_is_applied_when_asked_and_none_is_untouched(tmp_path):
+    from r2kd.train import evaluate
+
+    seen = []
+
+    def recording(model, x, y, epoch):
+        logits = model(x)
+        seen.append(logits.dtype)
+        return {"ce": torch.nn.functional.cross_entropy(logits.float(), y)}
+
+    trainer = make_trainer(tmp_path / "bf16", objective=recording, epochs=1)
+    trainer.amp = "bf16"
+    trainer.fit()
+    assert set(seen) == {torch.bfloat16}
+    seen.clear()
+    make_trainer(tmp_path / "none", objective=recording, epochs=1).fit()
+    assert set(seen) == {torch.float32}
+    model = make_trainer(tmp_path / "eval").model
+    assert evaluate(model, Batches(None), "bf16") != evaluate(model, Batches(None), "none")
+
+
+def test_effective_amp_is_recorded_and_fp16_on_cpu_warns(tmp_path):
+    from conftest import write_params
+    from r2kd.config import load_params
+    from r2kd.runtime import effective_amp, resolve_amp
+    from r2kd.stages.common import provenance
+
+    cpu = torch.device("cpu")
+    assert [effective_amp(a, cpu) for a in ("none", "bf16", "fp16")] == ["none", "bf16", "none"]
+    assert effective_amp("fp16", torch.device("cuda")) == "fp16"
+    with pytest.warns(UserWarning, match="runtime.amp: 'fp16' needs a CUDA device"):
+        assert resolve_amp("fp16", cpu) == "none"
+    for asked, ran in (("none", "none"), ("bf16", "bf16"), ("fp16", "none")):
+        write_params(tmp_path, {"runtime": {"amp": asked}})
+        record = provenance(load_params(tmp_path / "params.yaml"), ["runtime"], {}, 0, cpu)
+        assert (record["params"]["runtime"]["amp"], record["amp"]) == (asked, ran)
+
+
 # --- files ------------------------------------------------------------------------------------
 def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
     target = tmp_path / "out" / "model.pt"

@@ -19,6 +19,7 @@ from r2kd.data.prepared import load_prepared
 from r2kd.data.loader import BatchIterator
 from r2kd.errors import CheckpointError, UserError
 from r2kd.files import load_checkpoint, save_checkpoint, sha256_file
+from r2kd.runtime import effective_amp
 
 MODEL_FORMAT = "r2kd-model-v1"
 
@@ -68,6 +69,8 @@ def provenance(params: Params, keys: list[str], inputs: dict[str, str], seed: in
         "inputs_sha256": inputs,
         "versions": versions(),
         "device": str(device),
+        # What ran, which can differ from runtime.amp (fp16 on a CPU runs in float32).
+        "amp": effective_amp(params.runtime.amp, device),
         "command": " ".join(["r2kd", *sys.argv[1:]]),
     }
 

@@ -13,7 +13,7 @@ from r2kd.errors import ConfigError
 from r2kd.files import write_json
 from r2kd.objective import DistillObjective
 from r2kd.pruning import load_pruned, set_bn_mode
-from r2kd.runtime import resolve_device, seed_everything, set_threads
+from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
 from r2kd.stages.common import (
     arch_spec,
     build,
@@ -47,6 +47,7 @@ def run(params: Params, teacher: str, student: str, method: str, augment: str, s
     recipe = params.distill
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
+    amp = resolve_amp(params.runtime.amp, device)
     data_generator = seed_everything(seed, params.runtime.deterministic)
     view_generator = torch.Generator().manual_seed(seed * 1_000_003 + VIEW_STREAM)
     data = load_data(recipe.batch_size, device, data_generator)
@@ -87,7 +88,7 @@ def run(params: Params, teacher: str, student: str, method: str, augment: str, s
         fingerprint=fingerprint(spec, recipe.model_dump(), hparams.model_dump(), inputs, seed,
                                 params.prune.bn_mode, params.runtime.model_dump()),
         label=f"{method}/{augment} s{seed}",
-        amp=params.runtime.amp,
+        amp=amp,
         modules_to_save={"pruned": pruned_model} if pruned_model is not None else {},
     )
     began = time.perf_counter()

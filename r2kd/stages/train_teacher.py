@@ -11,7 +11,7 @@ from r2kd import paths
 from r2kd.config import Params
 from r2kd.errors import CheckpointError, ConfigError
 from r2kd.files import load_checkpoint, sha256_file, write_json
-from r2kd.runtime import resolve_device, seed_everything, set_threads
+from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
 from r2kd.stages.common import (
     arch_spec,
     build,
@@ -34,6 +34,7 @@ def run(params: Params, arch: str) -> None:
     recipe = params.train_teacher
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
+    amp = resolve_amp(params.runtime.amp, device)
     generator = seed_everything(recipe.seed, params.runtime.deterministic)
     data = load_data(recipe.batch_size, device, generator)
     spec = arch_spec(arch, data.meta)
@@ -43,7 +44,7 @@ def run(params: Params, arch: str) -> None:
     began = time.perf_counter()
 
     if source.checkpoint:
-        history = [_import_checkpoint(model, source.checkpoint, source.checkpoint_sha256, data, params.runtime.amp)]
+        history = [_import_checkpoint(model, source.checkpoint, source.checkpoint_sha256, data, amp)]
         inputs[source.checkpoint] = source.checkpoint_sha256.lower()
         best_top1, best_epoch, last, resumed = history[0]["test_top1"], 0, history[0], 0
     else:
@@ -57,7 +58,7 @@ def run(params: Params, arch: str) -> None:
             state_path=paths.state_file(out_dir),
             fingerprint=fingerprint(spec, recipe.model_dump(), inputs, params.runtime.model_dump()),
             label=f"teacher {arch}",
-            amp=params.runtime.amp,
+            amp=amp,
         )
         result = trainer.fit()
         history, best_top1, best_epoch, last, resumed = (
