@@ -476,6 +476,55 @@ def test_bad_gz_md5_and_truncated_gz(tmp_path):
     assert leftovers(tmp_path / "out") == []
 
 
+def official_idx_sums(built: dict, folder: str = "MNIST") -> dict:
+    """gz sums of the files as built (the 'official' .gz) plus the MD5s of their decompressed contents."""
+    sums = {f"{folder}/raw/{n}": md5(idx_bytes(a)) for n, a in built["arrays"].items()}
+    sums.update({f"{folder}/raw/{n}.gz": md5(gzip.compress(idx_bytes(a), mtime=0)) for n, a in built["arrays"].items()})
+    return sums
+
+
+def test_regzipped_idx_files_are_verified_by_their_decompressed_contents(tmp_path):
+    built = make_idx(tmp_path / "raw", compress=True)
+    sums = official_idx_sums(built)
+    for name, array in built["arrays"].items():  # a mirror that re-gzips: other .gz bytes, same contents
+        (built["raw"] / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(array), compresslevel=1, mtime=12345))
+        assert md5((built["raw"] / f"{name}.gz").read_bytes()) != sums[f"MNIST/raw/{name}.gz"]
+    meta = prepare(DataConfig(name="mnist", root=str(tmp_path / "raw")), tmp_path / "out", checksums=sums)
+    data = load_prepared(tmp_path / "out")
+    assert np.array_equal(data.train_images[:, 0].numpy(), built["arrays"]["train-images-idx3-ubyte"])
+    assert set(meta["sources"]) == {f"MNIST/raw/{n}.gz" for n in mnist.FILES}
+
+
+def test_plain_idx_files_are_checked_against_the_uncompressed_sums(tmp_path):
+    built = make_idx(tmp_path / "raw", compress=False)
+    sums = official_idx_sums(built)
+    prepare(DataConfig(name="mnist", root=str(tmp_path / "raw")), tmp_path / "ok", checksums=sums)
+    images = built["arrays"]["t10k-images-idx3-ubyte"].copy()
+    images[0, 0, 0] ^= 1  # still a well-formed IDX file, but not the official one
+    path = built["raw"] / "t10k-images-idx3-ubyte"
+    path.write_bytes(idx_bytes(images))
+    with pytest.raises(DataError) as info:
+        prepare(DataConfig(name="mnist", root=str(tmp_path / "raw")), tmp_path / "out", checksums=sums)
+    message = str(info.value)
+    assert f"{path} is corrupt or not the official file" in message
+    assert sums["MNIST/raw/t10k-images-idx3-ubyte"] in message and sums["MNIST/raw/t10k-images-idx3-ubyte.gz"] in message
+    assert f"Place the official t10k-images-idx3-ubyte.gz at {path.parent.resolve()}/t10k-images-idx3-ubyte.gz" in message
+    assert "data.download" not in message and "download it again" not in message
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_idx_refusals_name_the_offline_fix_when_no_uncompressed_sum_is_published(tmp_path):
+    built = make_idx(tmp_path / "raw", compress=False)  # the published table: gz sums only
+    assert all(key.endswith(".gz") for key in mnist.MNIST_MD5)
+    with pytest.raises(DataError) as info:
+        prepare(DataConfig(name="mnist", root=str(tmp_path / "raw")), tmp_path / "out")
+    message = str(info.value)
+    official = mnist.MNIST_MD5["MNIST/raw/train-images-idx3-ubyte.gz"]
+    assert f"Place the official train-images-idx3-ubyte.gz (MD5 {official}) at " \
+           f"{built['raw'].resolve()}/train-images-idx3-ubyte.gz" in message
+    assert "cannot be verified" in message and "data.download" not in message
+
+
 # --------------------------------------------------------------------------------------------
 # Tiny-ImageNet
 
