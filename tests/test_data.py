@@ -329,6 +329,29 @@ def test_cifar_wrong_md5_refused_before_extracting(tmp_path):
     assert leftovers(tmp_path / "out") == []
 
 
+def test_cifar_repacked_archive_with_identical_members_is_accepted(tmp_path):
+    root = tmp_path / "raw"
+    built = make_cifar10(root)
+    archive = root / "cifar-10-python.tar.gz"
+    members = {f"cifar-10-batches-py/{k}": v for k, v in reversed(list(built["members"].items()))}
+    tar_gz(archive, members)  # another order, another gzip header: another archive MD5
+    assert md5(archive.read_bytes()) != built["checksums"]["cifar-10-python.tar.gz"]
+    prepare(DataConfig(name="cifar10", root=str(root)), tmp_path / "out", checksums=built["checksums"])
+    assert load_prepared(tmp_path / "out").train_images.shape[0] == 15
+
+    other = tmp_path / "other"
+    built = make_cifar10(other)
+    tampered = dict(members, **{"cifar-10-batches-py/test_batch": built["members"]["data_batch_1"]})
+    tar_gz(other / "cifar-10-python.tar.gz", tampered)
+    with pytest.raises(DataError) as info:
+        prepare(DataConfig(name="cifar10", root=str(other)), tmp_path / "out2", checksums=built["checksums"])
+    message = str(info.value)
+    assert "cifar-10-python.tar.gz is corrupt or not the official file" in message and "test_batch" in message
+    assert f"at {(other / 'cifar-10-python.tar.gz').resolve()}" in message
+    assert built["checksums"]["cifar-10-python.tar.gz"] in message
+    assert leftovers(other) == ["cifar-10-python.tar.gz"]  # nothing installed
+
+
 def test_cifar_truncated_archive_leaves_nothing(tmp_path):
     root = tmp_path / "raw"
     built = make_cifar10(root)
