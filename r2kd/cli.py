@@ -27,7 +27,7 @@ def _check(args: argparse.Namespace) -> None:
               f"{len(student_runs(params))} student run(s)")
     if args.stamp:
         from r2kd import paths
-        from r2kd.io import write_text
+        from r2kd.files import write_text
 
         # Constant content: a valid change of params.yaml must not make every later stage stale.
         write_text(paths.CHECKED, "params.yaml validated by `r2kd check`\n")
@@ -53,7 +53,7 @@ def _preset(args: argparse.Namespace) -> None:
 
     from r2kd.config import load_params
     from r2kd.errors import ConfigError
-    from r2kd.io import write_text
+    from r2kd.files import write_text
 
     source = Path("presets") / f"{args.name}.yaml"
     if not source.is_file():

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from r2kd.errors import ConfigError
 from r2kd.yamlfile import read_yaml
@@ -64,13 +64,15 @@ class DataConfig(_Strict):
     test_limit: int | None = Field(None, ge=1)
     image_size: int | None = Field(None, ge=4, le=1024, validate_default=True)  # imagefolder only
 
-    @model_validator(mode="after")
-    def _image_size_only_for_imagefolder(self) -> "DataConfig":
-        if self.name == "imagefolder" and self.image_size is None:
+    @field_validator("image_size", mode="after")
+    @classmethod
+    def _image_size_only_for_imagefolder(cls, value: int | None, info: ValidationInfo) -> int | None:
+        name = info.data.get("name")
+        if name == "imagefolder" and value is None:
             raise ValueError("data.image_size is required for name 'imagefolder' (images are resized to it)")
-        if self.name != "imagefolder" and self.image_size is not None:
-            raise ValueError(f"data.image_size only applies to name 'imagefolder'; {self.name!r} has a fixed size")
-        return self
+        if name is not None and name != "imagefolder" and value is not None:
+            raise ValueError(f"data.image_size only applies to name 'imagefolder'; {name!r} has a fixed size")
+        return value
 
 
 # --- training recipes ---------------------------------------------------------------------------
@@ -114,7 +116,7 @@ class TeacherSource(_Strict):
 class PruneConfig(_Strict):
     """How the second (pruned) teacher is made from the trained teacher (METHOD.md §5, docs/prune.md)."""
 
-    method: PruneMethod = "torch_pruning"
+    method: PruneMethod = "l1_unstructured"  # the reference's second teacher
     # Fraction of channels (torch_pruning) or of weights per layer (l1_unstructured) removed.
     ratio: float = Field(0.1, gt=0.0, lt=1.0)
     # The reference keeps the pruned copy in BatchNorm train mode (it only sets the teacher to eval).

@@ -41,3 +41,17 @@ def state_file(run_dir: Path) -> Path:
 
 def timing_file(run_dir: Path) -> Path:
     return TIMING / run_dir.relative_to(RUNS) / "timing.json"
+
+
+def producer(path: Path) -> str | None:
+    """The command (and DVC stage) that writes ``path``: the way out when an input is missing."""
+    parts = Path(path).parts
+    if Path(path).parent == PREPARED:
+        return "`r2kd prepare` (DVC stage prepare)"
+    if len(parts) >= 3 and parts[:2] == ("runs", "teachers"):
+        return f"`r2kd train-teacher {parts[2]}` (DVC stage train_teacher@{parts[2]})"
+    if len(parts) >= 3 and parts[:2] == ("runs", "pruned"):
+        return f"`r2kd prune {parts[2]}` (DVC stage prune@{parts[2]})"
+    if len(parts) >= 3 and parts[:2] == ("runs", "pairs"):
+        return f"`r2kd pair {Path(parts[2]).stem}` (DVC stage pair@{Path(parts[2]).stem})"
+    return None

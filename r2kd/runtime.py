@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 
 import torch
 
@@ -49,3 +50,22 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
 def set_threads(threads: int) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+def effective_amp(amp: str, device: torch.device) -> str:
+    """The mixed precision a run actually uses on ``device``.
+
+    bf16 autocast works on CPU and GPU, and users opt in to it, so it is applied everywhere. fp16
+    needs a GPU (loss scaling, fp16 kernels): on the CPU it falls back to float32, recorded as
+    ``none``.
+    """
+    return "none" if amp == "fp16" and device.type == "cpu" else amp
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """:func:`effective_amp`, with a warning when the requested mode is not what runs."""
+    effective = effective_amp(amp, device)
+    if effective != amp:
+        warnings.warn(f"runtime.amp: {amp!r} needs a CUDA device; running in float32 on {device} "
+                      f"(provenance records amp {effective!r})")
+    return effective

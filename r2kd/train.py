@@ -21,8 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from r2kd.config import TrainRecipe
 from r2kd.errors import CheckpointError, TrainingDiverged
-from r2kd.io import load_checkpoint, save_checkpoint
+from r2kd.files import load_checkpoint, save_checkpoint
 from r2kd.optim import SGD
+from r2kd.runtime import effective_amp
 
 # objective(model, images, labels, epoch) -> named loss terms; the loss is their sum.
 Objective = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, int], dict[str, torch.Tensor]]
@@ -71,7 +72,8 @@ def evaluate(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch
 
 
 def autocast(device: torch.device, amp: str):
-    if amp == "none" or device.type == "cpu":
+    amp = effective_amp(amp, device)
+    if amp == "none":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -145,10 +147,14 @@ class Trainer:
                     progress.advance(task)
                 bad_step = int(first_bad)
                 if bad_step >= 0:
+                    kept = (
+                        f"the last good state (epoch {epoch - 1}) is kept in {self.state_path}"
+                        if epoch > 1
+                        else "no earlier good state exists (it diverged in the first epoch), so nothing was kept"
+                    )
                     raise TrainingDiverged(
                         f"{self.label}: the loss became NaN or infinite at epoch {epoch}, step {bad_step + 1}; "
-                        f"the last good state (epoch {epoch - 1}) is kept in {self.state_path}. "
-                        "Lower the learning rate or check the data."
+                        f"{kept}. Lower the learning rate or check the data."
                     )
                 scores = evaluate(self.model, self.test_batches, self.amp)
                 seconds = time.perf_counter() - began

@@ -59,7 +59,7 @@ def closure(*modules: str) -> set[str]:
 
 CLI = ["r2kd.__main__", "r2kd.cli", "r2kd.config"]  # what every stage command runs before its own code
 STAGE_MODULES = {
-    "check": ["r2kd.runs", "r2kd.io"],
+    "check": ["r2kd.runs", "r2kd.files"],
     "prepare": ["r2kd.stages.prepare"],
     "train_teacher": ["r2kd.stages.train_teacher"],
     "prune": ["r2kd.stages.prune"],

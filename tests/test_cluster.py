@@ -49,9 +49,9 @@ def test_local_resources_come_from_params(tiny_repo):
     (tiny_repo / "params.yaml").write_text((tiny_repo / "params.yaml").read_text().replace(
         "resources:\n  default:", "resources:\n  distill:\n    gpu: 1\n    mem_mb: 1234\n    runtime: 5\n  default:"))
     text = run(["snakemake", "--dry-run", "--forceall", "--cores", "4", "--resources", "gpu=1"], tiny_repo).stdout
-    distill = re.findall(r"^rule distill__\S+:\n(.*?)\n\n", text, re.M | re.S)
+    distill = re.findall(r"^rule distill:\n(.*?)\n\n", text, re.M | re.S)
     assert distill and all("gpu=1" in b and "mem_mb=1234" in b for b in distill)
-    teacher = re.findall(r"^rule train_teacher__\S+:\n(.*?)\n\n", text, re.M | re.S)
+    teacher = re.findall(r"^rule train_teacher:\n(.*?)\n\n", text, re.M | re.S)
     assert teacher and all("gpu=0" in b for b in teacher)
 
 

@@ -21,9 +21,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from r2kd.data import BatchIterator, DataConfig, crop_flip, load_prepared, prepare
+from r2kd.config import DataConfig
+from r2kd.data.loader import BatchIterator, crop_flip
+from r2kd.data.prepared import load_prepared
+from r2kd.data.write import prepare
 from r2kd.data.datasets import cifar, mnist, tiny_imagenet
-from r2kd.data.prepare import channel_stats
+from r2kd.data.write import channel_stats
 from r2kd.errors import DataError
 
 torch.set_num_threads(1)
@@ -329,6 +332,29 @@ def test_cifar_wrong_md5_refused_before_extracting(tmp_path):
     assert leftovers(tmp_path / "out") == []
 
 
+def test_cifar_repacked_archive_with_identical_members_is_accepted(tmp_path):
+    root = tmp_path / "raw"
+    built = make_cifar10(root)
+    archive = root / "cifar-10-python.tar.gz"
+    members = {f"cifar-10-batches-py/{k}": v for k, v in reversed(list(built["members"].items()))}
+    tar_gz(archive, members)  # another order, another gzip header: another archive MD5
+    assert md5(archive.read_bytes()) != built["checksums"]["cifar-10-python.tar.gz"]
+    prepare(DataConfig(name="cifar10", root=str(root)), tmp_path / "out", checksums=built["checksums"])
+    assert load_prepared(tmp_path / "out").train_images.shape[0] == 15
+
+    other = tmp_path / "other"
+    built = make_cifar10(other)
+    tampered = dict(members, **{"cifar-10-batches-py/test_batch": built["members"]["data_batch_1"]})
+    tar_gz(other / "cifar-10-python.tar.gz", tampered)
+    with pytest.raises(DataError) as info:
+        prepare(DataConfig(name="cifar10", root=str(other)), tmp_path / "out2", checksums=built["checksums"])
+    message = str(info.value)
+    assert "cifar-10-python.tar.gz is corrupt or not the official file" in message and "test_batch" in message
+    assert f"at {(other / 'cifar-10-python.tar.gz').resolve()}" in message
+    assert built["checksums"]["cifar-10-python.tar.gz"] in message
+    assert leftovers(other) == ["cifar-10-python.tar.gz"]  # nothing installed
+
+
 def test_cifar_truncated_archive_leaves_nothing(tmp_path):
     root = tmp_path / "raw"
     built = make_cifar10(root)
@@ -476,6 +502,55 @@ def test_bad_gz_md5_and_truncated_gz(tmp_path):
     assert leftovers(tmp_path / "out") == []
 
 
+def official_idx_sums(built: dict, folder: str = "MNIST") -> dict:
+    """gz sums of the files as built (the 'official' .gz) plus the MD5s of their decompressed contents."""
+    sums = {f"{folder}/raw/{n}": md5(idx_bytes(a)) for n, a in built["arrays"].items()}
+    sums.update({f"{folder}/raw/{n}.gz": md5(gzip.compress(idx_bytes(a), mtime=0)) for n, a in built["arrays"].items()})
+    return sums
+
+
+def test_regzipped_idx_files_are_verified_by_their_decompressed_contents(tmp_path):
+    built = make_idx(tmp_path / "raw", compress=True)
+    sums = official_idx_sums(built)
+    for name, array in built["arrays"].items():  # a mirror that re-gzips: other .gz bytes, same contents
+        (built["raw"] / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(array), compresslevel=1, mtime=12345))
+        assert md5((built["raw"] / f"{name}.gz").read_bytes()) != sums[f"MNIST/raw/{name}.gz"]
+    meta = prepare(DataConfig(name="mnist", root=str(tmp_path / "raw")), tmp_path / "out", checksums=sums)
+    data = load_prepared(tmp_path / "out")
+    assert np.array_equal(data.train_images[:, 0].numpy(), built["arrays"]["train-images-idx3-ubyte"])
+    assert set(meta["sources"]) == {f"MNIST/raw/{n}.gz" for n in mnist.FILES}
+
+
+def test_plain_idx_files_are_checked_against_the_uncompressed_sums(tmp_path):
+    built = make_idx(tmp_path / "raw", compress=False)
+    sums = official_idx_sums(built)
+    prepare(DataConfig(name="mnist", root=str(tmp_path / "raw")), tmp_path / "ok", checksums=sums)
+    images = built["arrays"]["t10k-images-idx3-ubyte"].copy()
+    images[0, 0, 0] ^= 1  # still a well-formed IDX file, but not the official one
+    path = built["raw"] / "t10k-images-idx3-ubyte"
+    path.write_bytes(idx_bytes(images))
+    with pytest.raises(DataError) as info:
+        prepare(DataConfig(name="mnist", root=str(tmp_path / "raw")), tmp_path / "out", checksums=sums)
+    message = str(info.value)
+    assert f"{path} is corrupt or not the official file" in message
+    assert sums["MNIST/raw/t10k-images-idx3-ubyte"] in message and sums["MNIST/raw/t10k-images-idx3-ubyte.gz"] in message
+    assert f"Place the official t10k-images-idx3-ubyte.gz at {path.parent.resolve()}/t10k-images-idx3-ubyte.gz" in message
+    assert "data.download" not in message and "download it again" not in message
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_idx_refusals_name_the_offline_fix_when_no_uncompressed_sum_is_published(tmp_path):
+    built = make_idx(tmp_path / "raw", compress=False)  # the published table: gz sums only
+    assert all(key.endswith(".gz") for key in mnist.MNIST_MD5)
+    with pytest.raises(DataError) as info:
+        prepare(DataConfig(name="mnist", root=str(tmp_path / "raw")), tmp_path / "out")
+    message = str(info.value)
+    official = mnist.MNIST_MD5["MNIST/raw/train-images-idx3-ubyte.gz"]
+    assert f"Place the official train-images-idx3-ubyte.gz (MD5 {official}) at " \
+           f"{built['raw'].resolve()}/train-images-idx3-ubyte.gz" in message
+    assert "cannot be verified" in message and "data.download" not in message
+
+
 # --------------------------------------------------------------------------------------------
 # Tiny-ImageNet
 
@@ -578,6 +653,35 @@ def test_load_prepared_refuses_missing_corrupt_and_mixed_files(tmp_path):
         load_prepared(tmp_path / "b")
     meta = json.loads((tmp_path / "a" / "meta.json").read_text())
     assert meta["name"] == "digits"
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda m: m.update(std=[0.0]), "std"),
+        (lambda m: m.update(std=[-0.2]), "std"),
+        (lambda m: m.pop("mean"), "mean"),
+        (lambda m: m.update(mean=[0.1, 0.2, 0.3]), "mean"),  # three channels for one-channel images
+        (lambda m: m.update(channels=3), "mean"),  # the tensors' channels no longer match mean/std
+        (lambda m: m.update(num_classes="ten"), "num_classes"),
+        (lambda m: m.update(hflip="yes"), "hflip"),
+        (lambda m: m.update(crop_padding=-1), "crop_padding"),
+        (lambda m: m.update(class_names=["a"]), "class_names"),
+        (lambda m: m.update(counts={"train": 5}), "counts"),
+        (lambda m: m.update(content_sha256={"train": "x", "test": "y"}), "content_sha256"),
+        (lambda m: m.update(format_version=2), "format_version"),
+    ],
+)
+def test_hand_edited_meta_json_is_refused_naming_the_file_and_key(tmp_path, edit, key):
+    prepare(DataConfig(train_limit=3, test_limit=1), tmp_path)
+    meta_path = tmp_path / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    edit(meta)
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError) as info:
+        load_prepared(tmp_path)
+    message = str(info.value)
+    assert str(meta_path) in message and repr(key) in message and "rerun the prepare stage" in message
 
 
 def test_channel_stats_match_float64_formula():

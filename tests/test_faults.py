@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from conftest import env, make_repo, run
-from r2kd import io, paths
+from r2kd import files, paths
 from r2kd.config import TrainRecipe
 from r2kd.errors import CheckpointError, DataError, TrainingDiverged, UserError
-from r2kd.io import load_checkpoint, save_checkpoint, sha256_file
+from r2kd.files import load_checkpoint, save_checkpoint, sha256_file
 from r2kd.train import Trainer, cross_entropy_objective
 
 pytestmark = pytest.mark.faults
@@ -60,7 +60,7 @@ def make_trainer(tmp_path: Path, objective=cross_entropy_objective, epochs: int 
 
 
 def weights_hash(model: torch.nn.Module) -> str:
-    return io.sha256_state_dict(model.state_dict())
+    return files.sha256_state_dict(model.state_dict())
 
 
 def test_same_seed_same_weights(tmp_path):
@@ -114,13 +114,66 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_state(tmp_path
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+def test_nan_in_the_first_epoch_does_not_point_to_a_state_that_does_not_exist(tmp_path):
+    def diverging(model, x, y, epoch):
+        terms = cross_entropy_objective(model, x, y, epoch)
+        terms["ce"] = terms["ce"] * float("nan")
+        return terms
+
+    trainer = make_trainer(tmp_path, objective=diverging)
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.fit()
+    message = str(info.value)
+    assert "epoch 1, step 1" in message and "no earlier good state exists" in message
+    assert "epoch 0" not in message and str(trainer.state_path) not in message
+    assert not trainer.state_path.exists()
+
+
+def test_bf16_on_cpu_is_applied_when_asked_and_none_is_untouched(tmp_path):
+    from r2kd.train import evaluate
+
+    seen = []
+
+    def recording(model, x, y, epoch):
+        logits = model(x)
+        seen.append(logits.dtype)
+        return {"ce": torch.nn.functional.cross_entropy(logits.float(), y)}
+
+    trainer = make_trainer(tmp_path / "bf16", objective=recording, epochs=1)
+    trainer.amp = "bf16"
+    trainer.fit()
+    assert set(seen) == {torch.bfloat16}
+    seen.clear()
+    make_trainer(tmp_path / "none", objective=recording, epochs=1).fit()
+    assert set(seen) == {torch.float32}
+    model = make_trainer(tmp_path / "eval").model
+    assert evaluate(model, Batches(None), "bf16") != evaluate(model, Batches(None), "none")
+
+
+def test_effective_amp_is_recorded_and_fp16_on_cpu_warns(tmp_path):
+    from conftest import write_params
+    from r2kd.config import load_params
+    from r2kd.runtime import effective_amp, resolve_amp
+    from r2kd.stages.record import provenance
+
+    cpu = torch.device("cpu")
+    assert [effective_amp(a, cpu) for a in ("none", "bf16", "fp16")] == ["none", "bf16", "none"]
+    assert effective_amp("fp16", torch.device("cuda")) == "fp16"
+    with pytest.warns(UserWarning, match="runtime.amp: 'fp16' needs a CUDA device"):
+        assert resolve_amp("fp16", cpu) == "none"
+    for asked, ran in (("none", "none"), ("bf16", "bf16"), ("fp16", "none")):
+        write_params(tmp_path, {"runtime": {"amp": asked}})
+        record = provenance(load_params(tmp_path / "params.yaml"), ["runtime"], {}, 0, cpu)
+        assert (record["params"]["runtime"]["amp"], record["amp"]) == (asked, ran)
+
+
 # --- files ------------------------------------------------------------------------------------
 def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
     target = tmp_path / "out" / "model.pt"
     save_checkpoint(target, {"w": torch.ones(2)})
     before = sha256_file(target)
     with pytest.raises(RuntimeError):
-        with io.atomic_path(target) as tmp:
+        with files.atomic_path(target) as tmp:
             tmp.write_bytes(b"half a fil")
             raise RuntimeError("killed")
     assert sha256_file(target) == before
@@ -129,14 +182,14 @@ def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
 
 def test_disk_full_is_a_clear_error_and_keeps_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "metrics.json"
-    io.write_json(target, {"ok": 1})
+    files.write_json(target, {"ok": 1})
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(io.os, "replace", full)
+    monkeypatch.setattr(files.os, "replace", full)
     with pytest.raises(UserError, match="No space left on device"):
-        io.write_json(target, {"ok": 2})
+        files.write_json(target, {"ok": 2})
     assert json.loads(target.read_text()) == {"ok": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
 
@@ -145,9 +198,88 @@ def test_permission_error_names_the_path(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(io.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(files.tempfile, "mkstemp", denied)
     with pytest.raises(UserError, match=r"cannot write .*model.pt: Permission denied"):
         save_checkpoint(tmp_path / "model.pt", {})
+
+
+def _mount_small_fs(directory: Path, size_kib: int) -> str | None:
+    """Mount a file system of ``size_kib`` KiB on ``directory``; return why not, or None when mounted."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmpfs = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(directory)],
+                           capture_output=True, text=True)
+    if tmpfs.returncode == 0:
+        return None
+    # Fallback: an ext2 image on a loop device (needs the same privilege, but some sandboxes allow one only).
+    image = directory.parent / f"{directory.name}.img"
+    with open(image, "wb") as fh:
+        fh.truncate(max(size_kib, 64) * 1024)
+    steps = [["mkfs.ext2", "-q", "-F", str(image)], ["mount", "-o", "loop", str(image), str(directory)]]
+    for cmd in steps:
+        try:
+            loop = subprocess.run(cmd, capture_output=True, text=True)
+        except FileNotFoundError as exc:
+            return f"tmpfs: {tmpfs.stderr.strip()}; loop: {exc}"
+        if loop.returncode != 0:
+            return f"tmpfs: {tmpfs.stderr.strip()}; loop: {loop.stderr.strip()}"
+    return None
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real, tiny file system (tmpfs, else a loop-mounted ext2 image): writes past it fail with ENOSPC."""
+    mounted: list[Path] = []
+
+    def make(directory: Path, size_kib: int = 64) -> Path:
+        why = _mount_small_fs(directory, size_kib)
+        if why is not None:
+            pytest.skip(f"cannot mount a small file system here: {why}")
+        mounted.append(directory)
+        return directory
+
+    yield make
+    for directory in mounted:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+
+
+def test_real_disk_full_during_checkpoint_write_is_a_one_line_error(tmp_path, small_fs):
+    disk = small_fs(tmp_path / "disk", size_kib=64)
+    target = disk / "model.pt"
+    save_checkpoint(target, {"w": torch.ones(4)})
+    before = sha256_file(target)
+    with pytest.raises(UserError) as info:
+        save_checkpoint(target, {"w": torch.randn(100_000)})  # 400 kB into 64 kB
+    assert str(info.value) == f"cannot write {target}: No space left on device"
+    assert sha256_file(target) == before
+    assert [p.name for p in disk.iterdir()] == ["model.pt"]  # the temp file is gone
+    with pytest.raises(UserError, match=r"cannot write .*metrics.json: No space left on device"):
+        files.write_json(disk / "metrics.json", {"x": "y" * 200_000})
+    assert [p.name for p in disk.iterdir()] == ["model.pt"]
+
+
+def test_torch_zip_writer_failure_without_an_oserror_is_a_user_error(tmp_path, monkeypatch):
+    def failing_save(obj, fh):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing "
+                           "file data/0: file write failed")
+
+    monkeypatch.setattr(files.torch, "save", failing_save)
+    with pytest.raises(UserError, match=r"cannot write .*model.pt: (No space left on device|write failed)"):
+        save_checkpoint(tmp_path / "model.pt", {"w": torch.ones(1)})
+    assert list(tmp_path.iterdir()) == []
+    # any other RuntimeError is a bug, and keeps its traceback
+    monkeypatch.setattr(files.torch, "save", lambda obj, fh: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        save_checkpoint(tmp_path / "model.pt", {"w": torch.ones(1)})
+
+
+def test_cli_prepare_on_a_full_disk_exits_2_without_traceback(tmp_path, small_fs):
+    repo = make_repo(tmp_path / "repo", override={"data": {"train_limit": None, "test_limit": None}}, git=False)
+    small_fs(repo / "data" / "prepared", size_kib=32)  # the full digits train split needs ~80 kB
+    result = run(["r2kd", "prepare"], repo, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "cannot write data/prepared/train.pt: No space left on device" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in (repo / "data" / "prepared").iterdir()) == []
 
 
 @pytest.mark.parametrize("kind", ["truncated", "garbage", "pickled_object", "missing"])
@@ -169,6 +301,65 @@ def test_bad_checkpoint_files_are_refused(tmp_path, kind):
         assert "pickled Python objects" in str(info.value)
 
 
+class RunsACommand:
+    """Unpickling this runs a shell command: what a malicious checkpoint does to a plain torch.load."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy", "raw_pickle"])
+def test_malicious_checkpoint_is_named_as_such_and_not_run(tmp_path, layout):
+    import pickle
+
+    marker = tmp_path / "PWNED_FILE"
+    payload = {"model": {"w": torch.ones(1)}, "extra": RunsACommand(f"touch {marker}")}
+    path = tmp_path / "model.pt"
+    if layout == "raw_pickle":
+        path.write_bytes(pickle.dumps(payload, protocol=4))
+    else:
+        torch.save(payload, path, _use_new_zipfile_serialization=layout == "zip")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    message = str(info.value).replace(str(path), "")
+    assert not marker.exists()
+    assert "pickled Python objects" in message and "system" in message
+    assert "malicious" in message and "weights-only" in message and "corrupt" not in message
+    assert "\n" not in message
+
+
+def test_corrupt_and_malicious_checkpoints_get_different_messages(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, {"w": torch.randn(50, 50)})
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(truncated)
+    message = str(info.value).replace(str(truncated), "")  # the test's directory name has both words
+    assert "corrupt, truncated" in message and "malicious" not in message
+    assert "rerun the stage that writes it" in message
+
+
+def test_imported_teacher_holding_code_is_refused_without_rerun_advice(tmp_path):
+    from r2kd.stages.common import build
+    from r2kd.stages.train_teacher import _import_checkpoint
+
+    marker = tmp_path / "PWNED_FILE"
+    spec = {"name": "resnet8", "num_classes": 10, "in_channels": 1, "input_size": 8}
+    ckpt = tmp_path / "ckpt_epoch_240.pth"
+    torch.save({"model": build(spec).state_dict(), "opt": RunsACommand(f"touch {marker}")}, ckpt)
+    with pytest.raises(CheckpointError) as info:
+        _import_checkpoint(build(spec), str(ckpt), sha256_file(ckpt), data=None, amp="none")
+    message = str(info.value)
+    assert not marker.exists()
+    assert "pickled Python objects" in message and "malicious" in message
+    assert "rerun the stage" not in message and "weights-only state dict" in message
+
+
 def test_wrong_architecture_is_refused(tmp_path):
     from r2kd.stages.common import load_model, save_model, build
 
@@ -186,7 +377,7 @@ def test_wrong_architecture_is_refused(tmp_path):
 
 
 def test_missing_prepared_data_is_a_data_error(tmp_path):
-    from r2kd.data import load_prepared
+    from r2kd.data.prepared import load_prepared
 
     with pytest.raises(DataError):
         load_prepared(tmp_path / "nothing-here")
@@ -203,6 +394,29 @@ def test_cli_user_errors_exit_2_without_traceback(repo):
     result = run(["r2kd", "train-teacher", "resnet14"], repo, check=False)  # nothing prepared yet
     assert result.returncode == 2
     assert "data/prepared" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_distill_ce_with_the_teacher_deleted_names_the_file_and_its_stage(repo):
+    """A `ce` student needs no teacher weights, but its pair file (which pins them) is an input."""
+    run(["r2kd", "prepare"], repo)
+    (repo / "runs/teachers/resnet14/model.pt").unlink(missing_ok=True)
+    result = run(["r2kd", "distill", "resnet14-resnet8", "ce", "default", "0"], repo, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "runs/pairs/resnet14-resnet8.json does not exist" in result.stderr
+    assert "r2kd pair resnet14-resnet8" in result.stderr and "Traceback" not in result.stderr
+    result = run(["r2kd", "pair", "resnet14-resnet8"], repo, check=False)  # the pair stage names the teacher
+    assert result.returncode == 2 and "runs/teachers/resnet14/model.pt does not exist" in result.stderr
+    assert "r2kd train-teacher resnet14" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_input_hashes_name_the_producing_stage(tmp_path, monkeypatch):
+    from r2kd.stages.record import input_hashes
+
+    monkeypatch.chdir(tmp_path)
+    for missing, stage in (("data/prepared/meta.json", "r2kd prepare"), ("runs/pruned/vgg13/model.pt", "r2kd prune vgg13"),
+                           ("runs/pairs/vgg13-vgg8.json", "r2kd pair vgg13-vgg8")):
+        with pytest.raises(UserError, match=f"{missing} does not exist.*{stage}"):
+            input_hashes([Path(missing)])
 
 
 def _kill_when(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:

@@ -13,7 +13,7 @@ from torch import nn
 
 from r2kd import models
 from r2kd.errors import ConfigError
-from r2kd.io import load_checkpoint, save_checkpoint
+from r2kd.files import load_checkpoint, save_checkpoint
 from r2kd.models import available, classifier_of, count_macs, count_parameters, create
 
 torch.set_num_threads(1)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_repo, run
-from r2kd.io import sha256_file
+from r2kd.files import sha256_file
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from r2kd.errors import CheckpointError, ConfigError
-from r2kd.io import save_checkpoint
+from r2kd.files import save_checkpoint
 from r2kd.pruning import (
     PRUNERS,
     PruneConfig,
@@ -159,7 +159,7 @@ def _params(model: nn.Module) -> int:
 
 def test_config_defaults() -> None:
     cfg = PruneConfig()
-    assert (cfg.method, cfg.ratio, cfg.bn_mode, cfg.importance_p) == ("torch_pruning", 0.1, "train", 2)
+    assert (cfg.method, cfg.ratio, cfg.bn_mode, cfg.importance_p) == ("l1_unstructured", 0.1, "train", 2)  # the reference is the default
     assert set(PRUNERS) == {"torch_pruning", "l1_unstructured"}
     for name in PRUNERS:
         assert build_pruner(PruneConfig(method=name)).name == name
@@ -188,7 +188,7 @@ def test_config_rejects_bad_values_naming_the_key(bad: dict, key: str) -> None:
 def test_torch_pruning_half_width_is_exactly_the_half_width_network() -> None:
     model = _tiny()
     x = torch.randn(2, 3, 8, 8)
-    result = prune_teacher(model, x, PruneConfig(ratio=0.5))
+    result = prune_teacher(model, x, PruneConfig(method="torch_pruning", ratio=0.5))
     # Independent reference: the same architecture built at half the width, classifier outputs kept.
     half = TinyResNet(width=8)
     got = {k: tuple(v.shape) for k, v in result.model.state_dict().items()}
@@ -221,7 +221,7 @@ def test_torch_pruning_keeps_whole_channels_consistently() -> None:
     original indexed by [kept outputs][:, kept inputs] and the classifier by [:, kept inputs].
     """
     model = _tiny()
-    pruned = prune_teacher(model, torch.randn(2, 3, 8, 8), PruneConfig(ratio=0.25)).model
+    pruned = prune_teacher(model, torch.randn(2, 3, 8, 8), PruneConfig(method="torch_pruning", ratio=0.25)).model
     orig = dict(model.named_modules())
     new = dict(pruned.named_modules())
 
@@ -262,7 +262,7 @@ def test_torch_pruning_leaves_input_alone_and_prunes_frozen_teachers() -> None:
         p.requires_grad_(False)
     model.stem_bn.train()  # mixed modes must survive too
     before = _snapshot(model)
-    result = prune_teacher(model, torch.randn(2, 3, 8, 8), PruneConfig(ratio=0.5))
+    result = prune_teacher(model, torch.randn(2, 3, 8, 8), PruneConfig(method="torch_pruning", ratio=0.5))
     _assert_same(before, _snapshot(model))
     assert result.stats.params_after < result.stats.params_before
     assert not any(p.requires_grad for p in result.model.parameters())
@@ -282,13 +282,13 @@ def test_torch_pruning_refuses_networks_it_would_get_wrong(net: type, reason: st
     model = _randomise_bn(net()).eval()
     before = _snapshot(model)
     with pytest.raises(ConfigError, match=f"{net.__name__}: .*{reason}.*l1_unstructured"):
-        prune_teacher(model, torch.randn(2, 3, 8, 8), PruneConfig(ratio=0.5))
+        prune_teacher(model, torch.randn(2, 3, 8, 8), PruneConfig(method="torch_pruning", ratio=0.5))
     _assert_same(before, _snapshot(model))
 
 
 @pytest.mark.parametrize("p", [1, 2])
 def test_importance_norm_is_used(p: int) -> None:
-    result = prune_teacher(_tiny(), torch.randn(2, 3, 8, 8), PruneConfig(ratio=0.5, importance_p=p))
+    result = prune_teacher(_tiny(), torch.randn(2, 3, 8, 8), PruneConfig(method="torch_pruning", ratio=0.5, importance_p=p))
     assert result.model.stem.out_channels == 8
 
 
@@ -357,7 +357,7 @@ def test_save_load_round_trip(tmp_path, method: str) -> None:
 
 
 def test_save_refuses_inconsistent_or_unpicklable_metadata(tmp_path) -> None:
-    result = prune_teacher(_tiny(), torch.randn(2, 3, 8, 8), PruneConfig(ratio=0.5))
+    result = prune_teacher(_tiny(), torch.randn(2, 3, 8, 8), PruneConfig(method="torch_pruning", ratio=0.5))
     with pytest.raises(TypeError, match="arch"):
         save_pruned(tmp_path / "a.pt", result.model, arch={"f": object()}, structure=result.structure, stats={})
     with pytest.raises(ValueError, match="structure"):
@@ -366,7 +366,7 @@ def test_save_refuses_inconsistent_or_unpicklable_metadata(tmp_path) -> None:
 
 @pytest.fixture()
 def saved(tmp_path):
-    result = prune_teacher(_tiny(), torch.randn(2, 3, 8, 8), PruneConfig(ratio=0.5))
+    result = prune_teacher(_tiny(), torch.randn(2, 3, 8, 8), PruneConfig(method="torch_pruning", ratio=0.5))
     path = tmp_path / "pruned.pt"
     save_pruned(path, result.model, arch=TINY_ARCH, structure=result.structure, stats={})
     return path
@@ -456,7 +456,7 @@ def test_zoo_structured_pruning_and_round_trip(tmp_path, name: str, shape: tuple
     torch.manual_seed(0)
     model = _randomise_bn(zoo.create(**arch)).eval()
     x = torch.randn(2, channels, size, size)
-    result = prune_teacher(model, x, PruneConfig(ratio=0.1))
+    result = prune_teacher(model, x, PruneConfig(method="torch_pruning", ratio=0.1))
     stats = result.stats
     # Every group loses ~10 % of its channels: weights scale with (1 - r)^2 = 0.81.
     assert stats.params_kept == pytest.approx(0.81, abs=0.05)
@@ -474,7 +474,7 @@ def test_zoo_structured_pruning_and_round_trip(tmp_path, name: str, shape: tuple
 def test_zoo_mobilenetv2_is_supported() -> None:
     torch.manual_seed(0)
     model = zoo.create("MobileNetV2", 10, in_channels=1, input_size=8).eval()
-    result = prune_teacher(model, torch.randn(2, 1, 8, 8), PruneConfig(ratio=0.1))
+    result = prune_teacher(model, torch.randn(2, 1, 8, 8), PruneConfig(method="torch_pruning", ratio=0.1))
     assert result.stats.params_after < result.stats.params_before
     assert zoo.classifier_of(result.model).out_features == 10
 
@@ -484,12 +484,12 @@ def test_zoo_shufflenets_are_refused_with_advice(name: str) -> None:
     torch.manual_seed(0)
     model = zoo.create(name, 10, in_channels=1, input_size=8).eval()
     with pytest.raises(ConfigError, match="not supported.*l1_unstructured"):
-        prune_teacher(model, torch.randn(2, 1, 8, 8), PruneConfig(ratio=0.1))
+        prune_teacher(model, torch.randn(2, 1, 8, 8), PruneConfig(method="torch_pruning", ratio=0.1))
 
 
 def test_zoo_load_refuses_wrong_architecture(tmp_path) -> None:
     arch = {"name": "resnet8x4", "num_classes": 10, "in_channels": 1, "input_size": 8}
-    result = prune_teacher(zoo.create(**arch), torch.randn(2, 1, 8, 8), PruneConfig(ratio=0.1))
+    result = prune_teacher(zoo.create(**arch), torch.randn(2, 1, 8, 8), PruneConfig(method="torch_pruning", ratio=0.1))
     path = tmp_path / "r8x4.pt"
     save_pruned(path, result.model, arch=arch, structure=result.structure, stats={})
     payload = torch.load(path, weights_only=True)

@@ -44,6 +44,13 @@ def parse_idx(data: bytes, source: str, ndim: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
+def decompress(packed: bytes, source: str) -> bytes:
+    try:
+        return gzip.decompress(packed)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{source}: corrupt or truncated gzip file: {exc}") from exc
+
+
 def read_idx(path: Path, ndim: int, source: str | None = None) -> np.ndarray:
     """Read a raw or gzip-compressed (by ``.gz`` suffix) IDX file."""
     source = source or str(path)
@@ -52,8 +59,5 @@ def read_idx(path: Path, ndim: int, source: str | None = None) -> np.ndarray:
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{source}: corrupt or truncated gzip file: {exc}") from exc
+        raw = decompress(raw, source)
     return parse_idx(raw, source, ndim)

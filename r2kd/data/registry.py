@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from r2kd.data.config import DataConfig
+from r2kd.config import DataConfig
 
 
 @dataclass

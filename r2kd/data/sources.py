@@ -36,9 +36,17 @@ def check_file(path: Path, rel: str, checksums: Mapping[str, str]) -> str:
     if expected is not None and md5 != expected.lower():
         raise DataError(
             f"{path} is corrupt or not the official file: MD5 {md5}, expected {expected}. "
-            f"Delete it and download it again (or set data.download: true)."
+            f"{offline_fix(path, expected)}"
         )
     return sha
+
+
+def offline_fix(path: Path, md5: str) -> str:
+    """The way out of a bad source file that needs no network here: which file, where, which sum."""
+    return (
+        f"Place the official file (MD5 {md5}) at {path.resolve()}, e.g. copied from a machine that has "
+        f"it; with data.download: true a *missing* file is fetched, so deleting this one also works online."
+    )
 
 
 def missing_file_error(dataset: str, filename: str, directory: Path, url: str | None) -> DataError:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from r2kd.errors import CheckpointError, UserError
-from r2kd.io import load_checkpoint, save_checkpoint
+from r2kd.files import load_checkpoint, save_checkpoint
 from r2kd.pruning.structure import StructureError, apply_structure, describe_structure
 
 FORMAT = "r2kd.pruned_teacher"

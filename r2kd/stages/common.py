@@ -9,10 +9,10 @@ from typing import Any
 import torch
 
 from r2kd import models, paths
-from r2kd.data import load_prepared
 from r2kd.data.loader import BatchIterator
+from r2kd.data.prepared import load_prepared
 from r2kd.errors import CheckpointError
-from r2kd.io import load_checkpoint, save_checkpoint
+from r2kd.files import load_checkpoint, save_checkpoint
 
 MODEL_FORMAT = "r2kd-model-v1"
 

@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from r2kd.io import write_text
+from r2kd.files import write_text
 
 
 # Wall-clock columns stay out of the log: it is a result, and must be identical across reruns.

@@ -9,10 +9,10 @@ import torch
 from r2kd import paths
 from r2kd.config import Params
 from r2kd.distillers import DISTILLERS
-from r2kd.io import write_json
+from r2kd.files import write_json
 from r2kd.objective import DistillObjective
 from r2kd.pruning import load_pruned, set_bn_mode
-from r2kd.runtime import resolve_device, seed_everything, set_threads
+from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
 from r2kd.runs import find_run
 from r2kd.stages.common import arch_spec, build, complexity, load_data, load_model, save_model
 from r2kd.stages.pair import read_pair
@@ -31,6 +31,7 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
     recipe = params.distill
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
+    amp = resolve_amp(params.runtime.amp, device)
     data_generator = seed_everything(seed, params.runtime.deterministic)
     view_generator = torch.Generator().manual_seed(seed * 1_000_003 + VIEW_STREAM)
     data = load_data(recipe.batch_size, device, data_generator)
@@ -73,7 +74,7 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
         fingerprint=fingerprint(spec, recipe.model_dump(), hparams.model_dump(), inputs, seed,
                                 params.prune.bn_mode, params.runtime.model_dump()),
         label=f"{method}/{augment} s{seed}",
-        amp=params.runtime.amp,
+        amp=amp,
         modules_to_save={"pruned": pruned_model} if pruned_model is not None else {},
     )
     began = time.perf_counter()

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 from r2kd import paths
 from r2kd.config import Params
-from r2kd.io import write_json
+from r2kd.files import write_json
 from r2kd.pruning import load_pruned
 from r2kd.runs import student_runs
-from r2kd.runtime import resolve_device, seed_everything, set_threads
+from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
 from r2kd.stages.common import arch_spec, complexity, load_data, load_model
 from r2kd.train import autocast
 
@@ -67,7 +67,7 @@ def run(params: Params) -> None:
     seed_everything(0, params.runtime.deterministic)
     data = load_data(256, device, generator=None)
     mean, std = data.meta["mean"], data.meta["std"]
-    amp = params.runtime.amp
+    amp = resolve_amp(params.runtime.amp, device)
     records = []
 
     def add(kind: str, model: torch.nn.Module, path, **fields) -> None:

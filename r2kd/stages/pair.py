@@ -13,7 +13,7 @@ from pathlib import Path
 from r2kd import paths
 from r2kd.config import Params
 from r2kd.errors import CheckpointError, ConfigError
-from r2kd.io import read_json, sha256_file, write_json
+from r2kd.files import read_json, sha256_file, write_json
 from r2kd.stages.record import input_hashes
 
 
@@ -23,9 +23,8 @@ def run(params: Params, pair: str) -> None:
     teacher = params.pairs[pair].teacher
     warn_if_teacher_smaller(teacher, params.pairs[pair].student)
     files = [paths.teacher_dir(teacher) / "model.pt", paths.pruned_dir(teacher) / "model.pt"]
-    makers = {str(files[0]): f"train_teacher@{teacher}", str(files[1]): f"prune@{teacher}"}
     write_json(paths.pair_file(pair), {"teacher": teacher, "student": params.pairs[pair].student,
-                                       "files": input_hashes(files, makers)})
+                                       "files": input_hashes(files)})
 
 
 def read_pair(pair: str, teacher: str, *, verify: tuple[str, ...] = ()) -> tuple[Path, Path]:

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from r2kd import paths
 from r2kd.config import Params
-from r2kd.data import prepare
+from r2kd.data.write import prepare
 
 
 def run(params: Params) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from r2kd import paths
 from r2kd.config import Params
 from r2kd.errors import ConfigError
-from r2kd.io import write_json
+from r2kd.files import write_json
 from r2kd.pruning import nonzero_weight_fraction, prune_teacher, save_pruned
-from r2kd.runtime import resolve_device, seed_everything, set_threads
+from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
 from r2kd.stages.common import arch_spec, complexity, load_data, load_model
 from r2kd.stages.record import input_hashes, provenance, write_timing
 from r2kd.train import evaluate
@@ -21,6 +21,7 @@ def run(params: Params, arch: str) -> None:
         raise ConfigError(f"prune: {arch!r} is not a key of `teachers` in params.yaml ({sorted(params.teachers)})")
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
+    amp = resolve_amp(params.runtime.amp, device)
     seed_everything(params.train_teacher.seed, params.runtime.deterministic)
     data = load_data(EVAL_BATCH, device, generator=None)
     spec = arch_spec(arch, data.meta)
@@ -30,8 +31,8 @@ def run(params: Params, arch: str) -> None:
     example = next(iter(data.test))[0][:2]
     result = prune_teacher(teacher, example, params.prune)
     pruned = result.model.eval()
-    before = evaluate(teacher, data.test, params.runtime.amp)
-    after = evaluate(pruned, data.test, params.runtime.amp)
+    before = evaluate(teacher, data.test, amp)
+    after = evaluate(pruned, data.test, amp)
 
     out_dir = paths.pruned_dir(arch)
     stats = result.stats.as_dict()

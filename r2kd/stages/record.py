@@ -18,7 +18,7 @@ import r2kd
 from r2kd import paths
 from r2kd.config import Params, section
 from r2kd.errors import UserError
-from r2kd.io import sha256_file, write_json
+from r2kd.files import sha256_file, write_json
 
 
 def versions() -> dict[str, str]:
@@ -37,14 +37,18 @@ def versions() -> dict[str, str]:
     return found
 
 
-def input_hashes(files: list[Path], made_by: dict[str, str] | None = None) -> dict[str, str]:
-    """SHA-256 of each input; a missing one is the user's error, named with the stage that makes it."""
+def input_hashes(files: list[Path]) -> dict[str, str]:
+    """SHA-256 of every declared input; a missing one is a user error naming the stage that makes it."""
     hashes = {}
     for f in files:
-        if not Path(f).is_file():
-            maker = (made_by or {}).get(str(f), "the stage that writes it")
-            raise UserError(f"{f} is missing; run {maker} first (`dvc repro` or `snakemake` runs it for you)")
-        hashes[str(f)] = sha256_file(f)
+        try:
+            hashes[str(f)] = sha256_file(f)
+        except FileNotFoundError:
+            made_by = paths.producer(Path(f))
+            way_out = f"run {made_by} first" if made_by else "restore it"
+            raise UserError(f"{f} does not exist (an input of this stage); {way_out}") from None
+        except OSError as exc:
+            raise UserError(f"cannot read {f}: {exc.strerror or exc}") from exc
     return hashes
 
 
@@ -71,6 +75,12 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps([*parts, code_hash()], sort_keys=True, default=str).encode()).hexdigest()
 
 
+def effective_amp(amp: str, device: Any) -> str:
+    from r2kd.runtime import effective_amp as resolve
+
+    return resolve(amp, device)
+
+
 def provenance(params: Params, keys: list[str], inputs: dict[str, str], seed: int | None, device: Any,
                **identity: Any) -> dict:
     return {
@@ -80,6 +90,8 @@ def provenance(params: Params, keys: list[str], inputs: dict[str, str], seed: in
         "inputs_sha256": inputs,
         "versions": versions(),
         "device": str(device),
+        # what ran, which can differ from runtime.amp (fp16 on a CPU runs in float32)
+        "amp": effective_amp(params.runtime.amp, device),
         "command": " ".join(["r2kd", *sys.argv[1:]]),
     }
 

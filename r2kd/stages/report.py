@@ -16,7 +16,7 @@ from rich.table import Table
 
 from r2kd import paths
 from r2kd.config import Params
-from r2kd.io import read_json, write_json, write_text, atomic_path
+from r2kd.files import read_json, write_json, write_text, atomic_path
 from r2kd.published import PUBLISHED_TOP1
 from r2kd.runs import student_runs
 from r2kd.stages.csvlog import read_log

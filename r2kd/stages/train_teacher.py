@@ -10,8 +10,8 @@ import torch
 from r2kd import paths
 from r2kd.config import Params
 from r2kd.errors import CheckpointError, ConfigError
-from r2kd.io import load_checkpoint, sha256_file, write_json
-from r2kd.runtime import resolve_device, seed_everything, set_threads
+from r2kd.files import load_checkpoint, sha256_file, write_json
+from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
 from r2kd.stages.common import arch_spec, build, complexity, load_data, load_state_strict, save_model
 from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
 from r2kd.stages.csvlog import write_log
@@ -25,6 +25,7 @@ def run(params: Params, arch: str) -> None:
     recipe = params.train_teacher
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
+    amp = resolve_amp(params.runtime.amp, device)
     generator = seed_everything(recipe.seed, params.runtime.deterministic)
     data = load_data(recipe.batch_size, device, generator)
     spec = arch_spec(arch, data.meta)
@@ -34,7 +35,7 @@ def run(params: Params, arch: str) -> None:
     began = time.perf_counter()
 
     if source.checkpoint:
-        history = [_import_checkpoint(model, source.checkpoint, source.checkpoint_sha256, data, params.runtime.amp)]
+        history = [_import_checkpoint(model, source.checkpoint, source.checkpoint_sha256, data, amp)]
         inputs[source.checkpoint] = source.checkpoint_sha256.lower()
         best_top1, best_epoch, last, resumed = history[0]["test_top1"], 0, history[0], 0
     else:
@@ -48,7 +49,7 @@ def run(params: Params, arch: str) -> None:
             state_path=paths.state_file(out_dir),
             fingerprint=fingerprint(spec, recipe.model_dump(), inputs, params.runtime.model_dump()),
             label=f"teacher {arch}",
-            amp=params.runtime.amp,
+            amp=amp,
         )
         result = trainer.fit()
         history, best_top1, best_epoch, last, resumed = (
@@ -73,6 +74,13 @@ def run(params: Params, arch: str) -> None:
         trainer.discard_state()
 
 
+# No stage writes an imported teacher, so "rerun the stage" would be no way out.
+IMPORT_REMEDY = (
+    "no stage writes an imported teacher: obtain a weights-only state dict (a file of tensors only, "
+    "{'model': state_dict} or a plain state dict) and set its path and SHA-256 under `teachers` in params.yaml"
+)
+
+
 def _import_checkpoint(model: torch.nn.Module, path: str, sha256: str, data, amp: str) -> dict[str, float]:
     """Load a published {"model": state_dict} (or plain state-dict) file after checking its SHA-256."""
     if not Path(path).is_file():
@@ -80,7 +88,7 @@ def _import_checkpoint(model: torch.nn.Module, path: str, sha256: str, data, amp
     actual = sha256_file(path)
     if actual.lower() != sha256.lower():
         raise CheckpointError(f"teacher checkpoint {path}: SHA-256 is {actual}, params.yaml expects {sha256}")
-    blob = load_checkpoint(path)
+    blob = load_checkpoint(path, remedy=IMPORT_REMEDY)
     state = blob.get("model", blob) if isinstance(blob, dict) else blob
     load_state_strict(model, state, path)
     scores = evaluate(model, data.test, amp)

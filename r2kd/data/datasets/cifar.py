@@ -7,9 +7,11 @@ of small archives they build in the same format.
 
 Unpacking is done here rather than by ``torchvision.datasets.CIFAR10`` for two reasons: torchvision
 extracts in place (a crash leaves a half tree that looks installed) and unpickles with
-``pickle.load`` (any callable). Here the archive MD5 is checked first, only the expected members are
-copied (regular files, names we choose: no path tricks) into a temporary directory, each member is
-checked against its published MD5, and only then is the directory renamed into place. Batches are
+``pickle.load`` (any callable). Here only the expected members are
+copied (regular files, names we choose: no path tricks, size-capped) into a temporary directory,
+each member is checked against its published MD5, and only then is the directory renamed into
+place. The members decide: an archive re-packed with identical members is accepted although its
+own MD5 differs. Batches are
 read with a restricted unpickler (:mod:`r2kd.data.safe_pickle`).
 """
 
@@ -25,10 +27,10 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from r2kd.data.config import DataConfig
+from r2kd.config import DataConfig
 from r2kd.data.registry import RawDataset, register
 from r2kd.data.safe_pickle import load_cifar_pickle
-from r2kd.data.sources import check_file, fetch, install_dir, make_tmp_dir
+from r2kd.data.sources import check_file, digests, fetch, install_dir, make_tmp_dir, offline_fix
 from r2kd.errors import DataError
 
 
@@ -101,8 +103,37 @@ CIFAR100_MD5 = {
 }
 
 
-def _extract(layout: CifarLayout, archive: Path, root: Path, checksums: Mapping[str, str]) -> None:
-    """Archive (MD5 already checked) -> members checked one by one -> folder renamed into place."""
+# Far above the largest official member (CIFAR-100 train, ~155 MB): a foreign archive cannot fill the disk.
+MAX_MEMBER_BYTES = 512 << 20
+
+
+def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dst: Path, archive: Path) -> None:
+    if member.size > MAX_MEMBER_BYTES:
+        raise DataError(f"{archive}: member {member.name} is {member.size} bytes; not the official archive")
+    src = tar.extractfile(member)
+    assert src is not None  # regular files only
+    with src, open(dst, "wb") as out:
+        while True:
+            try:
+                block = src.read(1 << 20)
+            except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+                raise DataError(f"{archive} is corrupt or truncated: {exc}") from exc
+            if not block:
+                break
+            try:
+                out.write(block)
+            except OSError as exc:  # a full disk is not a corrupt archive
+                raise DataError(f"cannot write {dst}: {exc.strerror or exc}") from exc
+
+
+def _extract(layout: CifarLayout, archive: Path, root: Path, checksums: Mapping[str, str], archive_md5: str) -> None:
+    """Archive -> members checked one by one -> folder renamed into place.
+
+    The members' published MD5s decide: an archive re-packed with identical members (another MD5)
+    is accepted, one with any other member is refused and nothing is installed.
+    """
+    expected_archive = checksums.get(layout.archive)
+    repacked = expected_archive is not None and archive_md5 != expected_archive.lower()
     tmp = make_tmp_dir(root, layout.folder)
     try:
         staged = tmp / layout.folder
@@ -117,13 +148,21 @@ def _extract(layout: CifarLayout, archive: Path, root: Path, checksums: Mapping[
                 for name in layout.members:
                     if name not in found:
                         raise DataError(f"{archive} has no member {layout.folder}/{name}; not the official archive")
-                    src = tar.extractfile(found[name])
-                    with src, open(staged / name, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
+                    _copy_member(tar, found[name], staged / name, archive)
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise DataError(f"{archive} is corrupt or truncated: {exc}") from exc
         for name in layout.members:
-            check_file(staged / name, f"{layout.folder}/{name}", checksums)
+            rel = f"{layout.folder}/{name}"
+            try:
+                check_file(staged / name, rel, checksums)
+            except DataError:
+                if not repacked:
+                    raise
+                raise DataError(
+                    f"{archive} is corrupt or not the official file: MD5 {archive_md5}, expected "
+                    f"{expected_archive}, and its member {rel} does not have its published MD5 "
+                    f"{checksums.get(rel)} either. {offline_fix(archive, expected_archive)}"
+                ) from None
         install_dir(staged, root / layout.folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -136,8 +175,7 @@ def _ensure_folder(layout: CifarLayout, cfg: DataConfig, checksums: Mapping[str,
         archive = fetch(
             layout.name, root, layout.archive, [layout.url], cfg.download, checksums.get(layout.archive)
         )
-        check_file(archive, layout.archive, checksums)  # before anything is unpacked
-        _extract(layout, archive, root, checksums)
+        _extract(layout, archive, root, checksums, digests(archive)[0])
     return folder
 
 

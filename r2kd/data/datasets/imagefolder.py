@@ -17,7 +17,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from r2kd.data.config import DataConfig
+from r2kd.config import DataConfig
 from r2kd.data.registry import RawDataset, register
 from r2kd.data.sources import digests
 from r2kd.errors import DataError

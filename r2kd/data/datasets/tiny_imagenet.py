@@ -21,7 +21,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from r2kd.data.config import DataConfig
+from r2kd.config import DataConfig
 from r2kd.data.registry import RawDataset, register
 from r2kd.data.sources import check_file, fetch
 from r2kd.errors import DataError

@@ -1,15 +1,15 @@
-"""``prepare``: materialise a dataset once into a fixed on-disk format; ``load_prepared``: read it.
+"""``prepare``: materialise a dataset once into a fixed on-disk format (read by :mod:`r2kd.data.prepared`).
 
 Format (``out_dir``): ``train.pt`` and ``test.pt``, each ``{"images": uint8 N x C x H x W,
 "labels": int64 N}`` (weights-only loadable), and ``meta.json``. Later stages read only these, so
 they never need the network or the source archives. ``meta.json`` is written last and records a
 content hash of each split, so a crash part-way, or a mix of files from two runs, is detected by
-``load_prepared`` rather than trained on.
+``load_prepared`` rather than trained on. Only the prepare stage imports this module: it pulls in
+every dataset parser.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -17,22 +17,11 @@ import numpy as np
 import torch
 
 from r2kd.data import datasets as _datasets  # noqa: F401  (fills the registry)
-from r2kd.data.config import DataConfig
+from r2kd.config import DataConfig
+from r2kd.data.prepared import FORMAT_VERSION, SPLITS
 from r2kd.data.registry import DATASETS, RawDataset
-from r2kd.errors import CheckpointError, DataError, UserError
-from r2kd.io import load_checkpoint, read_json, save_checkpoint, sha256_state_dict, write_json
-
-FORMAT_VERSION = 1
-SPLITS = ("train", "test")
-
-
-@dataclass
-class PreparedData:
-    train_images: torch.Tensor  # uint8 N x C x H x W
-    train_labels: torch.Tensor  # int64 N
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    meta: dict[str, Any]
+from r2kd.errors import DataError
+from r2kd.files import save_checkpoint, sha256_state_dict, write_json
 
 
 def first_per_class(labels: torch.Tensor, limit: int | None) -> torch.Tensor:
@@ -150,49 +139,3 @@ def prepare(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | No
             path.unlink(missing_ok=True)
         raise
     return meta
-
-
-def _load_split(out_dir: Path, split: str, meta: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    path = out_dir / f"{split}.pt"
-    try:
-        obj = load_checkpoint(path)
-    except CheckpointError as exc:
-        raise DataError(f"prepared data: {exc}; rerun the prepare stage") from exc
-    if not isinstance(obj, dict) or set(obj) != {"images", "labels"}:
-        raise DataError(f"{path} is not a prepared split (expected keys 'images' and 'labels'); rerun prepare")
-    images, labels = obj["images"], obj["labels"]
-    expected_shape = (meta["counts"][split], meta["channels"], meta["image_size"], meta["image_size"])
-    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or tuple(images.shape) != expected_shape:
-        raise DataError(f"{path}: images are not uint8 {expected_shape} as meta.json says; rerun prepare")
-    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or tuple(labels.shape) != expected_shape[:1]:
-        raise DataError(f"{path}: labels are not int64 ({expected_shape[0]},) as meta.json says; rerun prepare")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= meta["num_classes"]):
-        raise DataError(f"{path}: labels outside 0..{meta['num_classes'] - 1}; rerun prepare")
-    if sha256_state_dict(obj) != meta["content_sha256"][split]:
-        raise DataError(f"{path} does not match meta.json (another run's file, or modified); rerun prepare")
-    return images, labels
-
-
-REQUIRED_META = ("format_version", "name", "num_classes", "class_names", "channels", "image_size",
-                 "mean", "std", "crop_padding", "hflip", "counts", "content_sha256")
-
-
-def load_prepared(out_dir: Path) -> PreparedData:
-    """Load what :func:`prepare` wrote, refusing missing, corrupt or mismatched files with DataError."""
-    out_dir = Path(out_dir)
-    meta_path = out_dir / "meta.json"
-    if not meta_path.is_file():
-        raise DataError(f"{meta_path} does not exist; run the prepare stage first")
-    try:
-        meta = read_json(meta_path)
-    except UserError as exc:
-        raise DataError(str(exc)) from exc
-    if not isinstance(meta, dict) or any(key not in meta for key in REQUIRED_META):
-        raise DataError(f"{meta_path} lacks required keys; rerun the prepare stage")
-    if meta["format_version"] != FORMAT_VERSION:
-        raise DataError(
-            f"{meta_path} has format version {meta['format_version']}, expected {FORMAT_VERSION}; rerun prepare"
-        )
-    train_images, train_labels = _load_split(out_dir, "train", meta)
-    test_images, test_labels = _load_split(out_dir, "test", meta)
-    return PreparedData(train_images, train_labels, test_images, test_labels, meta)

@@ -9,6 +9,7 @@ only, never arbitrary pickled objects.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from typing import Any, Iterator
 import torch
 
 from r2kd.errors import CheckpointError, UserError
+from r2kd.pickle_scan import foreign_globals
 
 
 @contextlib.contextmanager
@@ -38,11 +40,41 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except (OSError, RuntimeError) as exc:
+        reason = write_failure(exc, path.parent)
+        if reason is None:
+            raise
+        raise UserError(f"cannot write {path}: {reason}") from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+# What torch's zip writer (PyTorchStreamWriter) says when the underlying write fails. On a full disk
+# it raises RuntimeError("[enforce fail at inline_container.cc:...] ...") and the OSError, if any,
+# is only its __context__.
+_ZIP_WRITER_FAILURES = ("inline_container.cc", "PytorchStreamWriter failed", "file write failed")
+
+
+def write_failure(exc: BaseException, directory: Path) -> str | None:
+    """Why a write failed, if ``exc`` is or wraps an I/O failure; None for any other error."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError):
+            return cause.strerror or str(cause)
+        cause = cause.__cause__ or cause.__context__
+    if not isinstance(exc, RuntimeError) or not any(s in str(exc) for s in _ZIP_WRITER_FAILURES):
+        return None
+    # No OSError survived (torch checks positions, not errno): ask the file system, while the
+    # temp file still holds the space it took.
+    try:
+        full = os.statvfs(directory).f_bavail == 0
+    except OSError:
+        full = False
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return os.strerror(errno.ENOSPC) if full else f"write failed ({detail})"
 
 
 def _umask() -> int:
@@ -77,7 +109,9 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise UserError(f"{path} does not exist; run the stage that produces it first") from exc
+        from r2kd.paths import producer
+
+        raise UserError(f"{path} does not exist; run {producer(path) or 'the stage that produces it'} first") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON ({exc}); delete it and rerun its stage") from exc
 
@@ -91,25 +125,35 @@ def save_checkpoint(path: str | os.PathLike, obj: Any) -> None:
             torch.save(obj, fh)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """Load a checkpoint with the weights-only unpickler; refuse anything else with a clear error."""
+REWRITE = "delete it and rerun the stage that writes it"
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", *, remedy: str = REWRITE
+) -> Any:
+    """Load a checkpoint with the weights-only unpickler; refuse anything else with a clear error.
+
+    ``remedy`` is the way out the error offers; an imported file that no stage writes needs another.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt/foreign files
-        text = str(exc)
-        if "allowed global" in text or "Unsupported global" in text:
-            culprit = next((line for line in text.splitlines() if "global" in line), text[:200])
-            raise CheckpointError(
-                f"{path} contains pickled Python objects, not just tensors; refusing to load it "
-                f"(only weights-only checkpoints are accepted): {culprit.strip()}"
-            ) from None
+        refused = exc
+    # Decide from the file's opcodes, not from torch's wording, which changes between versions.
+    foreign = foreign_globals(path)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise CheckpointError(
-            f"{path} is corrupt, truncated or not a PyTorch checkpoint ({type(exc).__name__}); "
-            "delete it and rerun the stage that writes it"
+            f"{path} contains pickled Python objects, not just tensors (it names {shown}); weights-only "
+            "loading refuses such objects because unpickling them can run code, and nothing in it was run. "
+            f"It may be a malicious file: do not load it with weights_only=False; {remedy}"
         ) from None
+    raise CheckpointError(
+        f"{path} is corrupt, truncated or not a PyTorch checkpoint ({type(refused).__name__}); {remedy}"
+    ) from None
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
