@@ -15,7 +15,7 @@ from rich.console import Console
 
 from r2kd.errors import UserError
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the terminal width
 
 
 def _check(args: argparse.Namespace) -> None:
