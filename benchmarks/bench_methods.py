@@ -19,10 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from r2kd import models
+from r2kd.config import PruneConfig
 from r2kd.methods import METHODS
 from r2kd.methods.objective import DistillObjective
 from r2kd.optim import SGD
-from r2kd.pruning import PruneConfig, prune_teacher, set_bn_mode
+from r2kd.pruning import prune_teacher, set_bn_mode
 from r2kd.runtime import resolve_device
 
 

@@ -1,7 +1,8 @@
-"""Device choice, threads and seeding: everything that makes a run reproducible."""
+"""Device choice, mixed precision, threads and seeding: everything that makes a run reproducible."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -49,3 +50,11 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
 def set_threads(threads: int) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+def autocast(device: torch.device, amp: str):
+    """The autocast context of ``runtime.amp`` on ``device`` (none on CPU)."""
+    if amp == "none" or device.type == "cpu":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

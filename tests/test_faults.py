@@ -170,19 +170,19 @@ def test_bad_checkpoint_files_are_refused(tmp_path, kind):
 
 
 def test_wrong_architecture_is_refused(tmp_path):
-    from r2kd.stages.common import load_model, save_model, build
+    from r2kd.modelfile import build, load_model, save_model
 
     spec = {"name": "resnet8", "num_classes": 10, "in_channels": 1, "input_size": 8}
     path = tmp_path / "model.pt"
     save_model(path, build(spec), spec)
     with pytest.raises(CheckpointError, match="holds"):
-        load_model(path, {**spec, "name": "resnet14"}, torch.device("cpu"))
+        load_model(path, {**spec, "name": "resnet14"})
     # a foreign state dict of the right format marker but the wrong shapes
     blob = load_checkpoint(path)
     blob["arch"] = {**spec, "name": "wrn_16_1"}
     save_checkpoint(path, blob)
-    with pytest.raises(CheckpointError, match="does not fit the architecture"):
-        load_model(path, {**spec, "name": "wrn_16_1"}, torch.device("cpu"))
+    with pytest.raises(CheckpointError, match="weights do not fit the architecture"):
+        load_model(path, {**spec, "name": "wrn_16_1"})
 
 
 def test_missing_prepared_data_is_a_data_error(tmp_path):

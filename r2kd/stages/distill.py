@@ -11,13 +11,15 @@ from r2kd.config import Params
 from r2kd.io import write_json
 from r2kd.methods import METHODS
 from r2kd.methods.objective import DistillObjective
-from r2kd.pruning import load_pruned, set_bn_mode
+from r2kd.modelfile import arch_spec, build, load_model, save_model
+from r2kd.models.complexity import complexity
+from r2kd.pruning import set_bn_mode
 from r2kd.runtime import resolve_device, seed_everything, set_threads
 from r2kd.runs import find_run
-from r2kd.stages.common import arch_spec, build, complexity, load_data, load_model, save_model
+from r2kd.stages.csvlog import write_log
+from r2kd.stages.dataset import load_data
 from r2kd.stages.pair import read_pair
 from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
-from r2kd.stages.csvlog import write_log
 from r2kd.train import Trainer
 
 VIEW_STREAM = 0x5EED  # the augmented view draws from its own stream, so toggling it keeps data order
@@ -39,13 +41,12 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
     verify = tuple(role for role, used in (("teacher", method_cls.uses_teacher),
                                            ("pruned", method_cls.uses_pruned_teacher)) if used)
     teacher_file, pruned_file = read_pair(pair, teacher, verify=verify)
+    teacher_spec = arch_spec(teacher, data.meta)  # a pruned file records its teacher's architecture
     teacher_model = pruned_model = None
-    if method_cls.uses_teacher:
-        teacher_model = _frozen(load_model(teacher_file, arch_spec(teacher, data.meta), device)).eval()
-    if method_cls.uses_pruned_teacher:
-        pruned_model, _ = load_pruned(pruned_file, map_location=device)
-        pruned_model = _frozen(pruned_model.to(device))
-        set_bn_mode(pruned_model, params.prune.bn_mode)
+    if method_cls.uses_teacher:  # frozen, in eval mode
+        teacher_model = set_bn_mode(load_model(teacher_file, teacher_spec, device=device), "eval")
+    if method_cls.uses_pruned_teacher:  # frozen, BatchNorm as prune.bn_mode says
+        pruned_model = set_bn_mode(load_model(pruned_file, teacher_spec, device=device), params.prune.bn_mode)
 
     torch.manual_seed(seed)  # student initialisation depends on the seed only
     spec = arch_spec(student, data.meta)
@@ -97,11 +98,3 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
     write_timing(out_dir, wall_seconds=time.perf_counter() - began, train_seconds=result.train_seconds,
                  resumed_from_epoch=result.resumed_from_epoch)
     trainer.discard_state()
-
-
-def _frozen(model: torch.nn.Module) -> torch.nn.Module:
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
