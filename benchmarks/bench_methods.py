@@ -19,10 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from r2kd import models
-from r2kd.distillers import DISTILLERS
-from r2kd.objective import DistillObjective
+from r2kd.config import PruneConfig
+from r2kd.methods import METHODS
+from r2kd.methods.objective import DistillObjective
 from r2kd.optim import SGD
-from r2kd.pruning import PruneConfig, prune_teacher, set_bn_mode
+from r2kd.pruning import prune_teacher, set_bn_mode
 from r2kd.runtime import resolve_device
 
 
@@ -64,11 +65,11 @@ def main() -> None:
     set_bn_mode(pruned, "train")
 
     rows = []
-    for name, cls in DISTILLERS.items():
+    for name, cls in METHODS.items():
         params = cls.Params()
         student = build(args.student).train()
         optimizer = SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        objective = DistillObjective(distiller=cls(params), teacher=teacher, pruned=pruned, aug_view=cls(params).aug_view,
+        objective = DistillObjective(method=cls(params), teacher=teacher, pruned=pruned,
                                      view_generator=torch.Generator().manual_seed(0), mean=[0.0] * args.channels,
                                      std=[1.0] * args.channels)
 

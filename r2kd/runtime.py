@@ -1,7 +1,8 @@
-"""Device choice, threads and seeding: everything that makes a run reproducible."""
+"""Device choice, mixed precision, threads and seeding: everything that makes a run reproducible."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import warnings
@@ -69,3 +70,12 @@ def resolve_amp(amp: str, device: torch.device) -> str:
         warnings.warn(f"runtime.amp: {amp!r} needs a CUDA device; running in float32 on {device} "
                       f"(provenance records amp {effective!r})")
     return effective
+
+
+def autocast(device: torch.device, amp: str):
+    """The autocast context of ``runtime.amp`` on ``device`` (bf16 applies on CPU too; fp16 needs CUDA)."""
+    amp = effective_amp(amp, device)
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -8,11 +8,10 @@ inputs, seed) continues from there and ends with exactly the numbers of an unint
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from r2kd.config import TrainRecipe
 from r2kd.errors import CheckpointError, TrainingDiverged
+from r2kd.evaluation import evaluate
 from r2kd.files import load_checkpoint, save_checkpoint
 from r2kd.optim import SGD
-from r2kd.runtime import effective_amp
+from r2kd.runtime import autocast
 
 # objective(model, images, labels, epoch) -> named loss terms; the loss is their sum.
 Objective = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, int], dict[str, torch.Tensor]]
@@ -42,41 +42,6 @@ def lr_at(recipe: TrainRecipe, epoch: int) -> float:
     """
     passed = sum(1 for m in recipe.milestones if epoch > m)
     return recipe.lr * recipe.gamma**passed
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], amp: str = "none") -> dict[str, float]:
-    """Top-1 / top-5 accuracy (%) and mean cross-entropy on a fixed-order test iterator."""
-    was_training = model.training
-    model.eval()
-    # Running sums stay on the device: one host sync per evaluation, not three per batch.
-    correct1 = correct5 = loss_sum = None
-    total = 0
-    for x, y in batches:
-        with autocast(x.device, amp):
-            logits = model(x).float()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hit = top == y[:, None]
-        batch = (hit[:, 0].sum(), hit.any(dim=1).sum(), F.cross_entropy(logits, y, reduction="sum").double())
-        if correct1 is None:
-            correct1, correct5, loss_sum = batch
-        else:
-            correct1, correct5, loss_sum = correct1 + batch[0], correct5 + batch[1], loss_sum + batch[2]
-        total += y.numel()
-    model.train(was_training)
-    return {
-        "top1": 100.0 * int(correct1) / total,
-        "top5": 100.0 * int(correct5) / total,
-        "loss": float(loss_sum) / total,
-    }
-
-
-def autocast(device: torch.device, amp: str):
-    amp = effective_amp(amp, device)
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @dataclass
@@ -165,7 +130,7 @@ class Trainer:
                     **{f"train_{k}": float(v) / steps_per_epoch for k, v in term_sums.items()},
                     "test_top1": scores["top1"],
                     "test_top5": scores["top5"],
-                    "test_loss": scores["loss"],
+                    "test_loss": scores["nll"],
                     "seconds": seconds,
                 }
                 history.append(row)

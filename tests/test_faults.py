@@ -345,7 +345,7 @@ def test_corrupt_and_malicious_checkpoints_get_different_messages(tmp_path):
 
 
 def test_imported_teacher_holding_code_is_refused_without_rerun_advice(tmp_path):
-    from r2kd.stages.common import build
+    from r2kd.modelfile import build
     from r2kd.stages.train_teacher import _import_checkpoint
 
     marker = tmp_path / "PWNED_FILE"
@@ -361,19 +361,19 @@ def test_imported_teacher_holding_code_is_refused_without_rerun_advice(tmp_path)
 
 
 def test_wrong_architecture_is_refused(tmp_path):
-    from r2kd.stages.common import load_model, save_model, build
+    from r2kd.modelfile import build, load_model, save_model
 
     spec = {"name": "resnet8", "num_classes": 10, "in_channels": 1, "input_size": 8}
     path = tmp_path / "model.pt"
     save_model(path, build(spec), spec)
     with pytest.raises(CheckpointError, match="holds"):
-        load_model(path, {**spec, "name": "resnet14"}, torch.device("cpu"))
+        load_model(path, {**spec, "name": "resnet14"})
     # a foreign state dict of the right format marker but the wrong shapes
     blob = load_checkpoint(path)
     blob["arch"] = {**spec, "name": "wrn_16_1"}
     save_checkpoint(path, blob)
-    with pytest.raises(CheckpointError, match="does not fit the architecture"):
-        load_model(path, {**spec, "name": "wrn_16_1"}, torch.device("cpu"))
+    with pytest.raises(CheckpointError, match="weights do not fit the architecture"):
+        load_model(path, {**spec, "name": "wrn_16_1"})
 
 
 def test_missing_prepared_data_is_a_data_error(tmp_path):

@@ -7,21 +7,11 @@ import math
 import pytest
 import torch
 
-from r2kd.losses import (
-    correlation_distance,
-    cross_entropy,
-    dist_loss,
-    dkd_loss,
-    dkd_warmup_factor,
-    hard_ranks,
-    kd_loss,
-    mix_teacher_logits,
-    nckd_loss,
-    rank_loss,
-    soft_ranks,
-    tckd_loss,
-    value_loss,
-)
+from r2kd.methods._common import cross_entropy
+from r2kd.methods.dist import dist_loss
+from r2kd.methods.dkd import dkd_loss, dkd_warmup_factor, nckd_loss, tckd_loss
+from r2kd.methods.kd import kd_loss
+from r2kd.methods.r2kd import correlation_distance, hard_ranks, mix_teacher_logits, rank_loss, soft_ranks, value_loss
 
 torch.set_num_threads(1)
 D = torch.float64

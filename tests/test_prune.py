@@ -1,8 +1,9 @@
-"""Pruning the teacher: both methods, weights-only save/load, BatchNorm mode (METHOD.md §5)."""
+"""Pruning the teacher: both methods, weights-only save/load with the pruned structure, BatchNorm mode (METHOD.md §5)."""
 
 from __future__ import annotations
 
 import copy
+from typing import get_args
 
 import pytest
 import torch
@@ -11,15 +12,10 @@ from torch import nn
 
 from r2kd.errors import CheckpointError, ConfigError
 from r2kd.files import save_checkpoint
-from r2kd.pruning import (
-    PRUNERS,
-    PruneConfig,
-    build_pruner,
-    load_pruned,
-    prune_teacher,
-    save_pruned,
-    set_bn_mode,
-)
+from r2kd.config import PruneConfig, PruneMethod
+from r2kd.modelfile import load_model, read_model_file, save_model
+from r2kd.pruning import prune_teacher, set_bn_mode
+from r2kd.pruning.methods import PRUNE_METHODS
 
 torch.set_num_threads(1)
 
@@ -159,10 +155,10 @@ def _params(model: nn.Module) -> int:
 
 def test_config_defaults() -> None:
     cfg = PruneConfig()
-    assert (cfg.method, cfg.ratio, cfg.bn_mode, cfg.importance_p) == ("l1_unstructured", 0.1, "train", 2)  # the reference is the default
-    assert set(PRUNERS) == {"torch_pruning", "l1_unstructured"}
-    for name in PRUNERS:
-        assert build_pruner(PruneConfig(method=name)).name == name
+    assert (cfg.method, cfg.ratio, cfg.bn_mode, cfg.importance_p) == ("l1_unstructured", 0.1, "train", 2)  # the reference
+    assert set(PRUNE_METHODS) == {"torch_pruning", "l1_unstructured"} == set(get_args(PruneMethod))
+    for name in PRUNE_METHODS:
+        assert prune_teacher(_tiny(), torch.randn(2, 3, 8, 8), PruneConfig(method=name)).stats.method == name
 
 
 @pytest.mark.parametrize(
@@ -345,9 +341,9 @@ def test_save_load_round_trip(tmp_path, method: str) -> None:
     x = torch.randn(3, 3, 8, 8)
     result = prune_teacher(_tiny(), x, PruneConfig(method=method, ratio=0.3))
     path = tmp_path / "pruned.pt"
-    save_pruned(path, result.model, arch=TINY_ARCH, structure=result.structure, stats=result.stats.as_dict())
+    save_model(path, result.model, TINY_ARCH, structure=result.structure, stats=result.stats.as_dict())
     torch.load(path, weights_only=True)  # the file itself is weights-only
-    loaded, meta = load_pruned(path, build=_build_tiny)
+    loaded, meta = load_model(path, build=_build_tiny), read_model_file(path)
     assert meta["arch"] == TINY_ARCH and meta["structure"] == result.structure
     assert meta["stats"] == result.stats.as_dict()
     assert not loaded.training
@@ -359,16 +355,16 @@ def test_save_load_round_trip(tmp_path, method: str) -> None:
 def test_save_refuses_inconsistent_or_unpicklable_metadata(tmp_path) -> None:
     result = prune_teacher(_tiny(), torch.randn(2, 3, 8, 8), PruneConfig(method="torch_pruning", ratio=0.5))
     with pytest.raises(TypeError, match="arch"):
-        save_pruned(tmp_path / "a.pt", result.model, arch={"f": object()}, structure=result.structure, stats={})
+        save_model(tmp_path / "a.pt", result.model, {"f": object()}, structure=result.structure, stats={})
     with pytest.raises(ValueError, match="structure"):
-        save_pruned(tmp_path / "b.pt", _tiny(), arch=TINY_ARCH, structure=result.structure, stats={})
+        save_model(tmp_path / "b.pt", _tiny(), TINY_ARCH, structure=result.structure, stats={})
 
 
 @pytest.fixture()
 def saved(tmp_path):
     result = prune_teacher(_tiny(), torch.randn(2, 3, 8, 8), PruneConfig(method="torch_pruning", ratio=0.5))
     path = tmp_path / "pruned.pt"
-    save_pruned(path, result.model, arch=TINY_ARCH, structure=result.structure, stats={})
+    save_model(path, result.model, TINY_ARCH, structure=result.structure, stats={})
     return path
 
 
@@ -376,26 +372,26 @@ def test_load_refuses_pickled_objects(tmp_path) -> None:
     path = tmp_path / "module.pt"
     torch.save(TinyResNet(), path)  # a whole pickled module
     with pytest.raises(CheckpointError, match="module.pt.*pickled"):
-        load_pruned(path, build=_build_tiny)
+        load_model(path, build=_build_tiny)
 
 
 def test_load_refuses_truncated_file(saved) -> None:
     data = saved.read_bytes()
     saved.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="pruned.pt.*corrupt"):
-        load_pruned(saved, build=_build_tiny)
+        load_model(saved, build=_build_tiny)
 
 
 def test_load_refuses_foreign_checkpoint(tmp_path) -> None:
     path = tmp_path / "teacher.pt"
     save_checkpoint(path, {"model": TinyResNet().state_dict()})
-    with pytest.raises(CheckpointError, match="teacher.pt.*not a pruned-teacher file"):
-        load_pruned(path, build=_build_tiny)
+    with pytest.raises(CheckpointError, match="teacher.pt.*not an r2kd model file"):
+        load_model(path, build=_build_tiny)
 
 
 def test_load_refuses_structure_of_another_architecture(saved) -> None:
     with pytest.raises(CheckpointError, match="pruned.pt.*does not fit.*b1_conv1"):
-        load_pruned(saved, build=lambda arch: ShuffleNet())
+        load_model(saved, build=lambda arch: ShuffleNet())
 
 
 def test_load_refuses_tampered_structure_and_weights(saved, tmp_path) -> None:
@@ -404,12 +400,12 @@ def test_load_refuses_tampered_structure_and_weights(saved, tmp_path) -> None:
     bad["structure"]["modules"]["b1_conv1"]["groups"] = 3
     save_checkpoint(tmp_path / "groups.pt", bad)
     with pytest.raises(CheckpointError, match="groups.pt.*divisible"):
-        load_pruned(tmp_path / "groups.pt", build=_build_tiny)
+        load_model(tmp_path / "groups.pt", build=_build_tiny)
     bad = copy.deepcopy(payload)
     bad["structure"]["modules"]["b1_bn1"]["num_features"] = 7
     save_checkpoint(tmp_path / "weights.pt", bad)
     with pytest.raises(CheckpointError, match="weights.pt.*weights do not fit"):
-        load_pruned(tmp_path / "weights.pt", build=_build_tiny)
+        load_model(tmp_path / "weights.pt", build=_build_tiny)
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,8 +460,8 @@ def test_zoo_structured_pruning_and_round_trip(tmp_path, name: str, shape: tuple
     assert stats.params_after == zoo.count_parameters(result.model)
     assert zoo.classifier_of(result.model).out_features == 100
     path = tmp_path / "pruned.pt"
-    save_pruned(path, result.model, arch=arch, structure=result.structure, stats=stats.as_dict())
-    loaded, _ = load_pruned(path)  # default build: r2kd.models.create(**arch)
+    save_model(path, result.model, arch, structure=result.structure, stats=stats.as_dict())
+    loaded = load_model(path)  # default build: r2kd.models.create(**arch)
     with torch.no_grad():
         assert torch.equal(loaded(x), result.model.eval()(x))
     assert loaded(x).shape == (2, 100)
@@ -491,13 +487,23 @@ def test_zoo_load_refuses_wrong_architecture(tmp_path) -> None:
     arch = {"name": "resnet8x4", "num_classes": 10, "in_channels": 1, "input_size": 8}
     result = prune_teacher(zoo.create(**arch), torch.randn(2, 1, 8, 8), PruneConfig(method="torch_pruning", ratio=0.1))
     path = tmp_path / "r8x4.pt"
-    save_pruned(path, result.model, arch=arch, structure=result.structure, stats={})
+    save_model(path, result.model, arch, structure=result.structure, stats={})
     payload = torch.load(path, weights_only=True)
     payload["arch"] = {**arch, "name": "resnet8"}
     save_checkpoint(path, payload)
     with pytest.raises(CheckpointError, match="r8x4.pt.*does not fit"):
-        load_pruned(path)
+        load_model(path)
     payload["arch"] = {**arch, "name": "no_such_net"}
     save_checkpoint(path, payload)
     with pytest.raises(CheckpointError, match="r8x4.pt.*cannot build"):
-        load_pruned(path)
+        load_model(path)
+
+
+def test_zoo_pruned_file_is_checked_against_the_teachers_architecture(tmp_path) -> None:
+    arch = {"name": "resnet8x4", "num_classes": 10, "in_channels": 1, "input_size": 8}
+    result = prune_teacher(zoo.create(**arch), torch.randn(2, 1, 8, 8), PruneConfig(method="torch_pruning", ratio=0.1))
+    path = tmp_path / "pruned.pt"
+    save_model(path, result.model, arch, structure=result.structure)
+    assert load_model(path, arch).fc.in_features == result.model.fc.in_features
+    with pytest.raises(CheckpointError, match="pruned.pt holds .* was expected"):
+        load_model(path, {**arch, "name": "resnet8"})

@@ -41,7 +41,8 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
-    was_training = model.training
+    # Every module's own flag is restored, not the root's: a pruned teacher mixes eval and train-mode BN.
+    modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()  # a single sample cannot go through train-mode BatchNorm
         with torch.no_grad():
@@ -49,5 +50,11 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
+        for module, training in modes:
+            module.train(training)
     return total
+
+
+def complexity(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
+    """``{"params", "macs"}`` of ``model`` for one sample of ``input_shape``, as the metrics files record them."""
+    return {"params": count_parameters(model), "macs": count_macs(model, input_shape)}

@@ -1,11 +1,17 @@
-"""The two ways of making the pruned second teacher (METHOD.md §5)."""
+"""The two ways of making the pruned second teacher (METHOD.md §5), keyed by ``prune.method``.
+
+``prune_teacher(model, example_inputs, config)`` makes a pruned deep copy with the method named in
+``config.method`` and measures it (:class:`PruneStats`); each method is a plain function
+``(deep copy, example inputs, config) -> pruned copy`` in :data:`PRUNE_METHODS`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import time
-from typing import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterator
 
 import torch
 import torch_pruning as tp
@@ -13,17 +19,125 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import prune as torch_prune
 
+from r2kd.config import PruneConfig
 from r2kd.errors import ConfigError
-from r2kd.pruning.base import (
-    PruneResult,
-    PruneStats,
-    TeacherPruner,
-    count_macs,
-    count_params,
-    nonzero_weight_fraction,
-    register_pruner,
-)
-from r2kd.pruning.structure import describe_structure, find_classifier, weighted_layers
+from r2kd.models import classifier_of
+from r2kd.models.complexity import count_macs, count_parameters
+from r2kd.models.structure import describe_structure, weighted_layers
+
+
+@dataclass(frozen=True)
+class PruneStats:
+    method: str
+    ratio: float
+    input_shape: list[int]  # one sample (C, H, W); MACs are per sample
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    nonzero_weight_fraction_before: float
+    nonzero_weight_fraction_after: float
+    seconds: float
+
+    @property
+    def params_kept(self) -> float:
+        return self.params_after / self.params_before
+
+    @property
+    def macs_kept(self) -> float:
+        return self.macs_after / self.macs_before
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain ints / floats / strings only: goes into weights-only model files and JSON."""
+        return {**asdict(self), "params_kept": self.params_kept, "macs_kept": self.macs_kept}
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    model: nn.Module
+    structure: dict[str, Any]  # see r2kd.models.structure.describe_structure
+    stats: PruneStats
+
+
+def prune_teacher(model: nn.Module, example_inputs: torch.Tensor, config: PruneConfig) -> PruneResult:
+    """A pruned deep copy of ``model``, never retrained; ``example_inputs`` is a small batch of the data's shape.
+
+    ``model`` itself is not modified; the copy keeps its train/eval modes and ``requires_grad`` flags.
+    """
+    if config.method not in PRUNE_METHODS:
+        raise ConfigError(f"prune.method: unknown method {config.method!r}; choose one of {sorted(PRUNE_METHODS)}")
+    start = time.perf_counter()
+    pruned = PRUNE_METHODS[config.method](copy.deepcopy(model), example_inputs, config)
+    seconds = time.perf_counter() - start
+    sample = tuple(example_inputs.shape[1:])
+    stats = PruneStats(
+        method=config.method,
+        ratio=config.ratio,
+        input_shape=list(sample),
+        params_before=count_parameters(model),
+        params_after=count_parameters(pruned),
+        macs_before=count_macs(model, sample),
+        macs_after=count_macs(pruned, sample),
+        nonzero_weight_fraction_before=nonzero_weight_fraction(model),
+        nonzero_weight_fraction_after=nonzero_weight_fraction(pruned),
+        seconds=seconds,
+    )
+    return PruneResult(model=pruned, structure=describe_structure(pruned), stats=stats)
+
+
+def nonzero_weight_fraction(model: nn.Module) -> float:
+    """Fraction of non-zero entries over all Conv and Linear weights together."""
+    total = nonzero = 0
+    for _, layer in weighted_layers(model):
+        total += layer.weight.numel()
+        nonzero += int(torch.count_nonzero(layer.weight.detach()))
+    return nonzero / total if total else 1.0
+
+
+def prune_l1_unstructured(model: nn.Module, example_inputs: torch.Tensor, config: PruneConfig) -> nn.Module:
+    """The reference: zero the ``ratio`` smallest-magnitude weights of every Conv and Linear layer.
+
+    Layer-wise (each layer loses the same fraction), stem and classifier included, biases and
+    BatchNorm untouched; the masks are folded into the weights so the result is a plain module
+    with no pruning hooks. Shapes do not change, so neither do parameter or MAC counts.
+    """
+    with torch.no_grad():
+        for _, layer in weighted_layers(model):
+            torch_prune.l1_unstructured(layer, name="weight", amount=config.ratio)
+            torch_prune.remove(layer, "weight")
+    return model
+
+
+def prune_torch_pruning(model: nn.Module, example_inputs: torch.Tensor, config: PruneConfig) -> nn.Module:
+    """Structured channel pruning with torch-pruning's dependency graph and magnitude importance.
+
+    Every layer group loses ``ratio`` of its channels (no global ranking), so parameters and MACs
+    fall by about 1 − (1 − ratio)². The classifier is ignored, so its outputs (the classes) stay.
+    The result is checked against the channel-masked original (:func:`_check_channel_pruning`).
+    """
+    original = copy.deepcopy(model)  # unpruned, for the check
+    try:
+        classifier = classifier_of(model)
+    except TypeError:
+        raise ConfigError(f"cannot find the classifier of {type(model).__name__}: it has no nn.Linear layer") from None
+    permuting = _permuting_ops(model, example_inputs)
+    if permuting:
+        raise _unsupported(
+            model,
+            f"its forward permutes tensor dimensions ({', '.join(permuting)}), e.g. a channel "
+            "shuffle, which torch-pruning's dependency graph cannot follow",
+        )
+    reference = _eval_forward(model, example_inputs)
+    removed = _prune_channels(model, example_inputs, classifier, config)
+    _check_channel_pruning(original, model, example_inputs, reference, removed)
+    return model
+
+
+PRUNE_METHODS: dict[str, Callable[[nn.Module, torch.Tensor, PruneConfig], nn.Module]] = {
+    "torch_pruning": prune_torch_pruning,
+    "l1_unstructured": prune_l1_unstructured,
+}
+
 
 # Relative tolerance of the check that the structurally pruned network computes exactly what the
 # original computes with the removed channels zeroed. Float32 summation-order noise is ~1e-6;
@@ -55,28 +169,6 @@ def _eval_forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     with _kept_modes_and_grads(model):
         model.eval()
         return model(inputs)
-
-
-def _stats(
-    method: str,
-    ratio: float,
-    before: nn.Module,
-    after: nn.Module,
-    inputs: torch.Tensor,
-    seconds: float,
-) -> PruneStats:
-    return PruneStats(
-        method=method,
-        ratio=ratio,
-        input_shape=list(inputs.shape[1:]),
-        params_before=count_params(before),
-        params_after=count_params(after),
-        macs_before=count_macs(before, inputs[:1]),
-        macs_after=count_macs(after, inputs[:1]),
-        nonzero_weight_fraction_before=nonzero_weight_fraction(before),
-        nonzero_weight_fraction_after=nonzero_weight_fraction(after),
-        seconds=seconds,
-    )
 
 
 def _unsupported(model: nn.Module, reason: str) -> ConfigError:
@@ -128,130 +220,77 @@ def _channel_coupled(module: nn.Module) -> bool:
     )
 
 
-@register_pruner("torch_pruning")
-class TorchPruningPruner(TeacherPruner):
-    """Structured channel pruning with torch-pruning's dependency graph and magnitude importance.
-
-    Every layer group loses ``ratio`` of its channels (no global ranking), so parameters and MACs
-    fall by about 1 − (1 − ratio)². The classifier is ignored, so its outputs (the classes) stay.
-    """
-
-    def prune(self, model: nn.Module, example_inputs: torch.Tensor) -> PruneResult:
-        start = time.perf_counter()
-        pruned = copy.deepcopy(model)
-        classifier = find_classifier(pruned)
-        permuting = _permuting_ops(pruned, example_inputs)
-        if permuting:
-            raise _unsupported(
-                model,
-                f"its forward permutes tensor dimensions ({', '.join(permuting)}), e.g. a channel "
-                "shuffle, which torch-pruning's dependency graph cannot follow",
-            )
-        reference = _eval_forward(pruned, example_inputs)
-        removed = self._prune_in_place(pruned, example_inputs, classifier)
-        seconds = time.perf_counter() - start
-        self._check(model, pruned, example_inputs, reference, removed)
-        stats = _stats(self.name, self.config.ratio, model, pruned, example_inputs, seconds)
-        return PruneResult(model=pruned, structure=describe_structure(pruned), stats=stats)
-
-    def _prune_in_place(
-        self, model: nn.Module, inputs: torch.Tensor, classifier: nn.Module
-    ) -> dict[str, set[int]]:
-        """Prune ``model``; return the output channels removed from each layer, by name."""
-        names = {id(m): name for name, m in model.named_modules()}
-        removed: dict[str, set[int]] = {}
-        with _kept_modes_and_grads(model):
-            # The dependency graph is read off the autograd graph of one forward pass: with frozen
-            # parameters (a typical teacher) there is none and torch-pruning silently prunes nothing.
-            for param in model.parameters():
-                param.requires_grad_(True)
-            try:
-                with torch.enable_grad():
-                    pruner = tp.pruner.BasePruner(
-                        model,
-                        inputs,
-                        importance=tp.importance.MagnitudeImportance(p=self.config.importance_p),
-                        pruning_ratio=self.config.ratio,
-                        ignored_layers=[classifier],
-                    )
-                    for group in pruner.step(interactive=True):
-                        for dep, idxs in group:
-                            module = dep.target.module
-                            name = names.get(id(module))
-                            is_out = pruner.DG.is_out_channel_pruning_fn(dep.handler)
-                            if name is not None and (is_out or _channel_coupled(module)):
-                                removed.setdefault(name, set()).update(_plain(idxs))
-                        group.prune()
-            except Exception as exc:  # torch-pruning fails in many ways on graphs it cannot follow
-                raise _unsupported(model, f"torch-pruning failed: {type(exc).__name__}: {exc}") from exc
-        return removed
-
-    def _check(
-        self,
-        original: nn.Module,
-        pruned: nn.Module,
-        inputs: torch.Tensor,
-        reference: torch.Tensor,
-        removed: dict[str, set[int]],
-    ) -> None:
-        """Refuse results that are not a sound channel pruning of ``original``.
-
-        Pruning channel c must equal zeroing channel c: the original network with every removed
-        output channel zeroed has to compute the same logits as the pruned one. This catches
-        couplings torch-pruning cannot see (channel shuffles, stored channel counts used in
-        reshapes) instead of handing distillation a scrambled teacher.
-        """
-        if not removed:
-            raise _unsupported(original, "torch-pruning found no channel it could remove")
+def _prune_channels(model: nn.Module, inputs: torch.Tensor, classifier: nn.Module, config: PruneConfig) -> dict[str, set[int]]:
+    """Prune ``model``; return the output channels removed from each layer, by name."""
+    names = {id(m): name for name, m in model.named_modules()}
+    removed: dict[str, set[int]] = {}
+    with _kept_modes_and_grads(model):
+        # The dependency graph is read off the autograd graph of one forward pass: with frozen
+        # parameters (a typical teacher) there is none and torch-pruning silently prunes nothing.
+        for param in model.parameters():
+            param.requires_grad_(True)
         try:
-            out = _eval_forward(pruned, inputs)
-        except Exception as exc:
-            raise _unsupported(
-                original, f"the pruned network no longer runs ({type(exc).__name__}: {exc})"
-            ) from exc
-        if out.shape != reference.shape:
-            raise _unsupported(
-                original, f"the pruned network outputs {tuple(out.shape)}, not {tuple(reference.shape)}"
-            )
-        masked = copy.deepcopy(original)
-        modules = dict(masked.named_modules())
-        for name, idxs in removed.items():
-            index = torch.tensor(sorted(idxs), dtype=torch.long)
-
-            def zero_channels(_m: nn.Module, _inp: object, output: torch.Tensor, index=index):
-                output = output.clone()
-                output[:, index.to(output.device)] = 0
-                return output
-
-            modules[name].register_forward_hook(zero_channels)
-        expected = _eval_forward(masked, inputs)
-        error = float((out - expected).abs().max())
-        scale = float(expected.abs().max().clamp_min(1e-12))
-        if error > _EQUIVALENCE_RTOL * scale:
-            raise _unsupported(
-                original,
-                "torch-pruning's dependency graph missed a channel coupling (the pruned network "
-                f"differs from the channel-masked original by {error / scale:.2g} relative; "
-                "typically a channel shuffle or a reshape to a stored channel count)",
-            )
+            with torch.enable_grad():
+                pruner = tp.pruner.BasePruner(
+                    model,
+                    inputs,
+                    importance=tp.importance.MagnitudeImportance(p=config.importance_p),
+                    pruning_ratio=config.ratio,
+                    ignored_layers=[classifier],
+                )
+                for group in pruner.step(interactive=True):
+                    for dep, idxs in group:
+                        module = dep.target.module
+                        name = names.get(id(module))
+                        is_out = pruner.DG.is_out_channel_pruning_fn(dep.handler)
+                        if name is not None and (is_out or _channel_coupled(module)):
+                            removed.setdefault(name, set()).update(_plain(idxs))
+                    group.prune()
+        except Exception as exc:  # torch-pruning fails in many ways on graphs it cannot follow
+            raise _unsupported(model, f"torch-pruning failed: {type(exc).__name__}: {exc}") from exc
+    return removed
 
 
-@register_pruner("l1_unstructured")
-class L1UnstructuredPruner(TeacherPruner):
-    """The reference: zero the ``ratio`` smallest-magnitude weights of every Conv and Linear layer.
+def _check_channel_pruning(
+    original: nn.Module, pruned: nn.Module, inputs: torch.Tensor, reference: torch.Tensor, removed: dict[str, set[int]]
+) -> None:
+    """Refuse results that are not a sound channel pruning of ``original``.
 
-    Layer-wise (each layer loses the same fraction), stem and classifier included, biases and
-    BatchNorm untouched; the masks are folded into the weights so the result is a plain module
-    with no pruning hooks. Shapes do not change, so neither do parameter or MAC counts.
+    Pruning channel c must equal zeroing channel c: the original network with every removed
+    output channel zeroed has to compute the same logits as the pruned one. This catches
+    couplings torch-pruning cannot see (channel shuffles, stored channel counts used in
+    reshapes) instead of handing distillation a scrambled teacher.
     """
+    if not removed:
+        raise _unsupported(original, "torch-pruning found no channel it could remove")
+    try:
+        out = _eval_forward(pruned, inputs)
+    except Exception as exc:
+        raise _unsupported(
+            original, f"the pruned network no longer runs ({type(exc).__name__}: {exc})"
+        ) from exc
+    if out.shape != reference.shape:
+        raise _unsupported(
+            original, f"the pruned network outputs {tuple(out.shape)}, not {tuple(reference.shape)}"
+        )
+    masked = original  # a private copy: the hooks below stay on it
+    modules = dict(masked.named_modules())
+    for name, idxs in removed.items():
+        index = torch.tensor(sorted(idxs), dtype=torch.long)
 
-    def prune(self, model: nn.Module, example_inputs: torch.Tensor) -> PruneResult:
-        start = time.perf_counter()
-        pruned = copy.deepcopy(model)
-        with torch.no_grad():
-            for _, layer in weighted_layers(pruned):
-                torch_prune.l1_unstructured(layer, name="weight", amount=self.config.ratio)
-                torch_prune.remove(layer, "weight")
-        seconds = time.perf_counter() - start
-        stats = _stats(self.name, self.config.ratio, model, pruned, example_inputs, seconds)
-        return PruneResult(model=pruned, structure=describe_structure(pruned), stats=stats)
+        def zero_channels(_m: nn.Module, _inp: object, output: torch.Tensor, index=index):
+            output = output.clone()
+            output[:, index.to(output.device)] = 0
+            return output
+
+        modules[name].register_forward_hook(zero_channels)
+    expected = _eval_forward(masked, inputs)
+    error = float((out - expected).abs().max())
+    scale = float(expected.abs().max().clamp_min(1e-12))
+    if error > _EQUIVALENCE_RTOL * scale:
+        raise _unsupported(
+            original,
+            "torch-pruning's dependency graph missed a channel coupling (the pruned network "
+            f"differs from the channel-masked original by {error / scale:.2g} relative; "
+            "typically a channel shuffle or a reshape to a stored channel count)",
+        )

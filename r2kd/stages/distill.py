@@ -8,16 +8,18 @@ import torch
 
 from r2kd import paths
 from r2kd.config import Params
-from r2kd.distillers import DISTILLERS
 from r2kd.files import write_json
-from r2kd.objective import DistillObjective
-from r2kd.pruning import load_pruned, set_bn_mode
+from r2kd.methods import METHODS
+from r2kd.methods.objective import DistillObjective
+from r2kd.modelfile import arch_spec, build, load_model, save_model
+from r2kd.models.complexity import complexity
+from r2kd.pruning import set_bn_mode
 from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
 from r2kd.runs import find_run
-from r2kd.stages.common import arch_spec, build, complexity, load_data, load_model, save_model
+from r2kd.stages.csvlog import write_log
+from r2kd.stages.dataset import load_data
 from r2kd.stages.pair import read_pair
 from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
-from r2kd.stages.csvlog import write_log
 from r2kd.train import Trainer
 
 VIEW_STREAM = 0x5EED  # the augmented view draws from its own stream, so toggling it keeps data order
@@ -27,7 +29,7 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
     selected = find_run(params, pair, method, augment, seed)
     teacher, student = selected.teacher, selected.student
     hparams = params.method_hparams(method, augment, pair)
-    distiller_cls = DISTILLERS[method]
+    method_cls = METHODS[method]
     recipe = params.distill
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
@@ -37,28 +39,26 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
     data = load_data(recipe.batch_size, device, data_generator)
 
     # The pair file pins the exact teacher files (by SHA-256) that this pair's students learn from.
-    verify = tuple(role for role, used in (("teacher", distiller_cls.uses_teacher),
-                                           ("pruned", distiller_cls.uses_pruned_teacher)) if used)
+    verify = tuple(role for role, used in (("teacher", method_cls.uses_teacher),
+                                           ("pruned", method_cls.uses_pruned_teacher)) if used)
     teacher_file, pruned_file = read_pair(pair, teacher, verify=verify)
+    teacher_spec = arch_spec(teacher, data.meta)  # a pruned file records its teacher's architecture
     teacher_model = pruned_model = None
-    if distiller_cls.uses_teacher:
-        teacher_model = _frozen(load_model(teacher_file, arch_spec(teacher, data.meta), device)).eval()
-    if distiller_cls.uses_pruned_teacher:
-        pruned_model, _ = load_pruned(pruned_file, map_location=device)
-        pruned_model = _frozen(pruned_model.to(device))
-        set_bn_mode(pruned_model, params.prune.bn_mode)
+    if method_cls.uses_teacher:  # frozen, in eval mode
+        teacher_model = set_bn_mode(load_model(teacher_file, teacher_spec, device=device), "eval")
+    if method_cls.uses_pruned_teacher:  # frozen, BatchNorm as prune.bn_mode says
+        pruned_model = set_bn_mode(load_model(pruned_file, teacher_spec, device=device), params.prune.bn_mode)
 
     torch.manual_seed(seed)  # student initialisation depends on the seed only
     spec = arch_spec(student, data.meta)
     model = build(spec).to(device)
     inputs = input_hashes([*data.files, paths.pair_file(pair)])
     out_dir = selected.dir
-    distiller = distiller_cls(hparams)
+    chosen = method_cls(hparams)
     objective = DistillObjective(
-        distiller=distiller,
+        method=chosen,
         teacher=teacher_model,
         pruned=pruned_model,
-        aug_view=distiller.aug_view,  # "none" for a method with no term on the view (ce)
         view_generator=view_generator,
         mean=data.meta["mean"],
         std=data.meta["std"],
@@ -93,17 +93,9 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
     keys = ["data", "distill", f"method_params.{method}", f"pairs.{pair}", "prune.bn_mode", "runtime"]
     write_json(out_dir / "provenance.json", provenance(
         params, keys, inputs, seed, device, role="student", dataset=data.meta["name"], pair=pair, teacher=teacher,
-        student=student, method=method, augment=augment, aug_view=distiller.aug_view,
+        student=student, method=method, augment=augment, aug_view=chosen.aug_view,
         method_hparams=hparams.model_dump(mode="json"),
     ))
     write_timing(out_dir, wall_seconds=time.perf_counter() - began, train_seconds=result.train_seconds,
                  resumed_from_epoch=result.resumed_from_epoch)
     trainer.discard_state()
-
-
-def _frozen(model: torch.nn.Module) -> torch.nn.Module:
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-

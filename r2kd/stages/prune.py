@@ -5,12 +5,13 @@ from __future__ import annotations
 from r2kd import paths
 from r2kd.config import Params
 from r2kd.errors import ConfigError
+from r2kd.evaluation import evaluate
 from r2kd.files import write_json
-from r2kd.pruning import nonzero_weight_fraction, prune_teacher, save_pruned
+from r2kd.modelfile import arch_spec, load_model, save_model
+from r2kd.pruning import prune_teacher
 from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
-from r2kd.stages.common import arch_spec, complexity, load_data, load_model
+from r2kd.stages.dataset import load_data
 from r2kd.stages.record import input_hashes, provenance, write_timing
-from r2kd.train import evaluate
 
 
 EVAL_BATCH = 256  # scoring only: eval-mode networks give the same numbers at any batch size
@@ -26,7 +27,7 @@ def run(params: Params, arch: str) -> None:
     data = load_data(EVAL_BATCH, device, generator=None)
     spec = arch_spec(arch, data.meta)
     teacher_file = paths.teacher_dir(arch) / "model.pt"
-    teacher = load_model(teacher_file, spec, device).eval()
+    teacher = load_model(teacher_file, spec, device=device)
 
     example = next(iter(data.test))[0][:2]
     result = prune_teacher(teacher, example, params.prune)
@@ -36,20 +37,21 @@ def run(params: Params, arch: str) -> None:
 
     out_dir = paths.pruned_dir(arch)
     stats = result.stats.as_dict()
-    # the artefact must be a pure function of its inputs: wall-clock time goes to prune.json only
+    # the artefact must be a pure function of its inputs: wall-clock time goes to timing only
     stable_stats = {k: v for k, v in stats.items() if k != "seconds"}
-    save_pruned(out_dir / "model.pt", pruned.cpu(), arch=spec, structure=result.structure, stats=stable_stats)
+    save_model(out_dir / "model.pt", pruned, spec, structure=result.structure, stats=stable_stats)
     write_json(
         out_dir / "prune.json",
         {
             "top1_before": before["top1"],
             "top1_after": after["top1"],
             "top5_after": after["top5"],
-            **complexity(pruned, data.input_shape),
+            "params": stats["params_after"],
+            "macs": stats["macs_after"],
             "params_before": stats["params_before"],
             "macs_before": stats["macs_before"],
             "nonzero_fraction_before": stats["nonzero_weight_fraction_before"],
-            "nonzero_fraction_after": nonzero_weight_fraction(pruned),
+            "nonzero_fraction_after": stats["nonzero_weight_fraction_after"],
         },
     )
     write_json(out_dir / "provenance.json", provenance(

@@ -19,6 +19,7 @@ from r2kd import paths
 from r2kd.config import Params, section
 from r2kd.errors import UserError
 from r2kd.files import sha256_file, write_json
+from r2kd.runtime import effective_amp
 
 
 def versions() -> dict[str, str]:
@@ -73,12 +74,6 @@ def code_hash() -> str:
 def fingerprint(*parts: Any) -> str:
     """A stable hash of params, input hashes and code: decides whether resume state still applies."""
     return hashlib.sha256(json.dumps([*parts, code_hash()], sort_keys=True, default=str).encode()).hexdigest()
-
-
-def effective_amp(amp: str, device: Any) -> str:
-    from r2kd.runtime import effective_amp as resolve
-
-    return resolve(amp, device)
 
 
 def provenance(params: Params, keys: list[str], inputs: dict[str, str], seed: int | None, device: Any,

@@ -10,12 +10,15 @@ import torch
 from r2kd import paths
 from r2kd.config import Params
 from r2kd.errors import CheckpointError, ConfigError
+from r2kd.evaluation import evaluate
 from r2kd.files import load_checkpoint, sha256_file, write_json
+from r2kd.modelfile import arch_spec, build, load_state, save_model
+from r2kd.models.complexity import complexity
 from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
-from r2kd.stages.common import arch_spec, build, complexity, load_data, load_state_strict, save_model
-from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
 from r2kd.stages.csvlog import write_log
-from r2kd.train import Trainer, cross_entropy_objective, evaluate
+from r2kd.stages.dataset import load_data
+from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
+from r2kd.train import Trainer, cross_entropy_objective
 
 
 def run(params: Params, arch: str) -> None:
@@ -90,7 +93,7 @@ def _import_checkpoint(model: torch.nn.Module, path: str, sha256: str, data, amp
         raise CheckpointError(f"teacher checkpoint {path}: SHA-256 is {actual}, params.yaml expects {sha256}")
     blob = load_checkpoint(path, remedy=IMPORT_REMEDY)
     state = blob.get("model", blob) if isinstance(blob, dict) else blob
-    load_state_strict(model, state, path)
+    load_state(model, state, path)
     scores = evaluate(model, data.test, amp)
-    return {"epoch": 0, "test_top1": scores["top1"], "test_top5": scores["top5"], "test_loss": scores["loss"]}
+    return {"epoch": 0, "test_top1": scores["top1"], "test_top5": scores["top5"], "test_loss": scores["nll"]}
 

@@ -43,22 +43,58 @@ wildcard_constraints:
 
 # Each stage's code: its import closure, as in dvc.yaml (tests/test_dag.py checks both). Listed as
 # files, so an edit in place reruns the stage and an editor's swap file does not.
-CLI_CODE = ["workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
-            "r2kd/errors.py", "r2kd/files.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/yamlfile.py", "r2kd/stages/__init__.py"]
-TRAIN_CODE = ["r2kd/optim.py", "r2kd/runtime.py", "r2kd/train.py", "r2kd/data/__init__.py", "r2kd/data/loader.py",
-              "r2kd/data/prepared.py", "r2kd/models",
-              "r2kd/stages/common.py"]
 CODE = {
-    "prepare": [*CLI_CODE, "r2kd/data", "r2kd/stages/prepare.py"],
-    "train_teacher": [*CLI_CODE, *TRAIN_CODE, "r2kd/stages/csvlog.py", "r2kd/stages/record.py",
-                      "r2kd/stages/train_teacher.py"],
-    "prune": [*CLI_CODE, *TRAIN_CODE, "r2kd/pruning", "r2kd/stages/record.py", "r2kd/stages/prune.py"],
-    "pair": [*CLI_CODE, "r2kd/models", "r2kd/runtime.py", "r2kd/stages/pair.py", "r2kd/stages/record.py"],
-    "distill": [*CLI_CODE, *TRAIN_CODE, "r2kd/augment.py", "r2kd/objective.py", "r2kd/runs.py", "r2kd/distillers",
-                "r2kd/losses", "r2kd/pruning", "r2kd/stages/csvlog.py", "r2kd/stages/distill.py",
-                "r2kd/stages/pair.py", "r2kd/stages/record.py"],
-    "evaluate": [*CLI_CODE, *TRAIN_CODE, "r2kd/runs.py", "r2kd/pruning", "r2kd/stages/evaluate.py"],
-    "report": [*CLI_CODE, "r2kd/published.py", "r2kd/runs.py", "r2kd/stages/csvlog.py", "r2kd/stages/report.py"],
+    "prepare": [
+        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
+        "r2kd/data/__init__.py", "r2kd/data/datasets", "r2kd/data/idx.py", "r2kd/data/prepared.py",
+        "r2kd/data/registry.py", "r2kd/data/safe_pickle.py", "r2kd/data/sources.py", "r2kd/data/write.py",
+        "r2kd/errors.py", "r2kd/files.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/stages/__init__.py",
+        "r2kd/stages/prepare.py", "r2kd/yamlfile.py"
+    ],
+    "train_teacher": [
+        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
+        "r2kd/data/__init__.py", "r2kd/data/loader.py", "r2kd/data/prepared.py", "r2kd/errors.py",
+        "r2kd/evaluation.py", "r2kd/files.py", "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py",
+        "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/runtime.py", "r2kd/stages/__init__.py",
+        "r2kd/stages/csvlog.py", "r2kd/stages/dataset.py", "r2kd/stages/record.py",
+        "r2kd/stages/train_teacher.py", "r2kd/train.py", "r2kd/yamlfile.py"
+    ],
+    "prune": [
+        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
+        "r2kd/data/__init__.py", "r2kd/data/loader.py", "r2kd/data/prepared.py", "r2kd/errors.py",
+        "r2kd/evaluation.py", "r2kd/files.py", "r2kd/modelfile.py", "r2kd/models", "r2kd/paths.py",
+        "r2kd/pickle_scan.py", "r2kd/pruning", "r2kd/runtime.py", "r2kd/stages/__init__.py",
+        "r2kd/stages/dataset.py", "r2kd/stages/prune.py", "r2kd/stages/record.py", "r2kd/yamlfile.py"
+    ],
+    "pair": [
+        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
+        "r2kd/errors.py", "r2kd/files.py", "r2kd/models/__init__.py", "r2kd/models/complexity.py",
+        "r2kd/models/layers.py", "r2kd/models/mobilenetv2.py", "r2kd/models/registry.py",
+        "r2kd/models/resnet.py", "r2kd/models/shufflenetv1.py", "r2kd/models/shufflenetv2.py",
+        "r2kd/models/vgg.py", "r2kd/models/wrn.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/runtime.py",
+        "r2kd/stages/__init__.py", "r2kd/stages/pair.py", "r2kd/stages/record.py", "r2kd/yamlfile.py"
+    ],
+    "distill": [
+        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/augment.py", "r2kd/cli.py",
+        "r2kd/config.py", "r2kd/data/__init__.py", "r2kd/data/loader.py", "r2kd/data/prepared.py",
+        "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/methods", "r2kd/modelfile.py",
+        "r2kd/models", "r2kd/optim.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/pruning", "r2kd/runs.py",
+        "r2kd/runtime.py", "r2kd/stages/__init__.py", "r2kd/stages/csvlog.py", "r2kd/stages/dataset.py",
+        "r2kd/stages/distill.py", "r2kd/stages/pair.py", "r2kd/stages/record.py", "r2kd/train.py",
+        "r2kd/yamlfile.py"
+    ],
+    "evaluate": [
+        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
+        "r2kd/data/__init__.py", "r2kd/data/loader.py", "r2kd/data/prepared.py", "r2kd/errors.py",
+        "r2kd/evaluation.py", "r2kd/files.py", "r2kd/modelfile.py", "r2kd/models", "r2kd/paths.py",
+        "r2kd/pickle_scan.py", "r2kd/runs.py", "r2kd/runtime.py", "r2kd/stages/__init__.py",
+        "r2kd/stages/dataset.py", "r2kd/stages/evaluate.py", "r2kd/yamlfile.py"
+    ],
+    "report": [
+        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
+        "r2kd/errors.py", "r2kd/files.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/runs.py",
+        "r2kd/stages/__init__.py", "r2kd/stages/csvlog.py", "r2kd/stages/report.py", "r2kd/yamlfile.py"
+    ],
 }
 
 

@@ -1,10 +1,10 @@
 """The distillation objective of one training step: student and frozen teachers on the clean batch
 and, when the method asks for it, on one augmented view of the same batch (METHOD.md §4).
 
-The distiller (r2kd/distillers) says which terms to compute from the logits; this module decides
-which networks run on which view. Views run as separate forward passes, never as one concatenated
-batch, so train-mode BatchNorm (student, and the pruned teacher in the reference) sees the same
-batch statistics as in the reference.
+The method says which terms to compute from the logits (and names them, suffix included); this
+module decides which networks run on which view. Views run as separate forward passes, never as
+one concatenated batch, so train-mode BatchNorm (student, and the pruned teacher in the
+reference) sees the same batch statistics as in the reference.
 """
 
 from __future__ import annotations
@@ -15,24 +15,23 @@ from typing import Sequence
 import torch
 
 from r2kd.augment import make_view
-from r2kd.distillers.base import Distiller
+from r2kd.methods.base import Method
 
 
 @dataclass
 class DistillObjective:
-    distiller: Distiller
+    method: Method
     teacher: torch.nn.Module | None
     pruned: torch.nn.Module | None
-    aug_view: str
     view_generator: torch.Generator
     mean: Sequence[float]
     std: Sequence[float]
 
     def __call__(self, student: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
         terms = self._terms(student, x, y, epoch, clean=True)
-        if self.aug_view != "none":
+        if self.method.aug_view != "none":  # "none" also for a method with no term on the view (ce)
             view = make_view(
-                self.aug_view,
+                self.method.aug_view,
                 x,
                 generator=self.view_generator,
                 mean=self.mean,
@@ -40,15 +39,14 @@ class DistillObjective:
                 teacher_logits_fn=self._teacher_logits if self.teacher is not None else None,
             )
             labels = y if view.index is None else y[view.index]
-            for name, value in self._terms(student, view.x, labels, epoch, clean=False).items():
-                terms[f"{name}_aug"] = value
+            terms.update(self._terms(student, view.x, labels, epoch, clean=False))
         return terms
 
     def _terms(self, student, x, y, epoch, *, clean: bool) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            teacher = self._teacher_logits(x) if self.distiller.uses_teacher else None
-            pruned = self.pruned(x) if self.distiller.uses_pruned_teacher else None
-        return self.distiller.losses(
+            teacher = self._teacher_logits(x) if self.method.uses_teacher else None
+            pruned = self.pruned(x) if self.method.uses_pruned_teacher else None
+        return self.method.losses(
             student=student(x), teacher=teacher, pruned=pruned, labels=y, clean=clean, epoch=epoch
         )
 

@@ -1,4 +1,4 @@
-"""Distiller wrappers: registry, params, which terms each view gets, and their weights."""
+"""Method wrappers: registry, params, which terms each view gets, their weights, and the log columns."""
 
 from __future__ import annotations
 
@@ -10,17 +10,14 @@ import torch
 from pydantic import ValidationError
 
 from r2kd.augment import VIEWS, AugViewName
-from r2kd.distillers import AUG_SUFFIX, DISTILLERS, get_distiller, make_distiller
+from r2kd.config import METHOD_PARAMS, MethodName
 from r2kd.errors import ConfigError
-from r2kd.losses import (
-    cross_entropy,
-    dist_loss,
-    dkd_loss,
-    kd_loss,
-    mix_teacher_logits,
-    rank_loss,
-    value_loss,
-)
+from r2kd.methods import AUG_SUFFIX, METHODS, make_method
+from r2kd.methods._common import cross_entropy
+from r2kd.methods.dist import dist_loss
+from r2kd.methods.dkd import dkd_loss
+from r2kd.methods.kd import kd_loss
+from r2kd.methods.r2kd import mix_teacher_logits, rank_loss, value_loss
 
 torch.set_num_threads(1)
 D = torch.float64
@@ -42,27 +39,34 @@ def _call(d, batch, clean=True, epoch=100):
 
 
 def test_registry_names_and_lookup():
-    assert set(DISTILLERS) == {"ce", "kd", "dist", "dkd", "r2kd"}
-    for name, cls in DISTILLERS.items():
-        assert get_distiller(name) is cls and cls.name == name
+    assert set(METHODS) == {"ce", "kd", "dist", "dkd", "r2kd"}
+    for name, cls in METHODS.items():
+        assert type(make_method(name)) is cls and cls.name == name
     with pytest.raises(ConfigError, match="ce, dist, dkd, kd, r2kd"):
-        get_distiller("fitnet")
+        make_method("fitnet")
+
+
+def test_registry_matches_the_schema():
+    # params.yaml names a method by a literal of the (torch-free) schema; its Params live there too.
+    assert set(METHODS) == set(get_args(MethodName)) == set(METHOD_PARAMS)
+    for name, cls in METHODS.items():
+        assert cls.Params is METHOD_PARAMS[name]
 
 
 def test_teacher_flags():
-    assert not DISTILLERS["ce"].uses_teacher
-    assert all(DISTILLERS[n].uses_teacher for n in ("kd", "dist", "dkd", "r2kd"))
-    assert [n for n, c in DISTILLERS.items() if c.uses_pruned_teacher] == ["r2kd"]
+    assert not METHODS["ce"].uses_teacher
+    assert all(METHODS[n].uses_teacher for n in ("kd", "dist", "dkd", "r2kd"))
+    assert [n for n, c in METHODS.items() if c.uses_pruned_teacher] == ["r2kd"]
 
 
 def test_aug_view_literal_matches_view_registry():
     assert set(get_args(AugViewName)) == set(VIEWS)
-    for cls in DISTILLERS.values():
+    for cls in METHODS.values():
         assert set(get_args(cls.Params.model_fields["aug_view"].annotation)) == set(VIEWS)
 
 
 def test_published_defaults():
-    assert make_distiller("r2kd").params.model_dump() == {
+    assert make_method("r2kd").params.model_dump() == {
         "aug_view": "cutmix",
         "temperature": 4.0,
         "alpha": 2.0,
@@ -72,16 +76,16 @@ def test_published_defaults():
         "rank_sharpness": 10.0,
         "ce_weight": 1.0,
     }
-    assert make_distiller("kd").params.model_dump() == {
+    assert make_method("kd").params.model_dump() == {
         "aug_view": "none", "temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9
     }
-    assert make_distiller("dist").params.model_dump() == {
+    assert make_method("dist").params.model_dump() == {
         "aug_view": "none", "temperature": 4.0, "beta": 2.0, "gamma": 2.0, "ce_weight": 1.0
     }
-    assert make_distiller("dkd").params.model_dump() == {
+    assert make_method("dkd").params.model_dump() == {
         "aug_view": "none", "temperature": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 20, "ce_weight": 1.0
     }
-    assert make_distiller("ce").params.aug_view == "none"
+    assert make_method("ce").params.aug_view == "none"
 
 
 @pytest.mark.parametrize(
@@ -98,21 +102,21 @@ def test_published_defaults():
 )
 def test_bad_params_name_the_key(name, params, key):
     with pytest.raises(ValidationError, match=key):
-        get_distiller(name).Params(**params)
+        METHODS[name].Params(**params)
     with pytest.raises(ConfigError, match=key):
-        make_distiller(name, params)
+        make_method(name, params)
 
 
 def test_baseline_can_use_an_augmented_view():
-    assert all(c.uses_aug_view for n, c in DISTILLERS.items() if n != "ce")
-    assert make_distiller("kd", {"aug_view": "mixup"}).aug_view == "mixup"
-    assert make_distiller("dkd", {"aug_view": "cutmixpick"}).aug_view == "cutmixpick"
+    assert all(c.uses_aug_view for n, c in METHODS.items() if n != "ce")
+    assert make_method("kd", {"aug_view": "mixup"}).aug_view == "mixup"
+    assert make_method("dkd", {"aug_view": "cutmixpick"}).aug_view == "cutmixpick"
 
 
 def test_ce_has_no_teacher_term_and_skips_the_view(batch):
-    d = make_distiller("ce")
+    d = make_method("ce")
     assert not d.uses_aug_view
-    assert make_distiller("ce", {"aug_view": "cutmix"}).aug_view == "none"  # nothing to train on it
+    assert make_method("ce", {"aug_view": "cutmix"}).aug_view == "none"  # nothing to train on it
     student, _, _, labels = batch
     out = d.losses(student=student, teacher=None, pruned=None, labels=labels, clean=True, epoch=1)
     assert set(out) == {"ce"}
@@ -122,7 +126,7 @@ def test_ce_has_no_teacher_term_and_skips_the_view(batch):
 
 def test_kd_terms_and_weights(batch):
     student, teacher, _, labels = batch
-    d = make_distiller("kd")
+    d = make_method("kd")
     out = _call(d, batch)
     assert set(out) == {"ce", "kd"}
     assert out["ce"].item() == pytest.approx(0.1 * cross_entropy(student, labels).item(), rel=1e-12)
@@ -133,15 +137,15 @@ def test_kd_terms_and_weights(batch):
 
 def test_dist_terms_and_weights(batch):
     student, teacher, _, labels = batch
-    out = _call(make_distiller("dist"), batch)
+    out = _call(make_method("dist"), batch)
     assert set(out) == {"ce", "dist"}
     assert out["dist"].item() == pytest.approx(dist_loss(student, teacher, 4.0, 2.0, 2.0).item(), rel=1e-12)
-    assert set(_call(make_distiller("dist"), batch, clean=False)) == {"dist_aug"}
+    assert set(_call(make_method("dist"), batch, clean=False)) == {"dist_aug"}
 
 
 def test_dkd_warmup_and_clean_labels_on_the_view(batch):
     student, teacher, _, labels = batch
-    d = make_distiller("dkd")
+    d = make_method("dkd")
     full = dkd_loss(student, teacher, labels, alpha=1.0, beta=8.0, temperature=4.0).item()
     assert _call(d, batch, epoch=1)["dkd"].item() == pytest.approx(full / 20, rel=1e-12)
     assert _call(d, batch, epoch=20)["dkd"].item() == pytest.approx(full, rel=1e-12)
@@ -153,7 +157,7 @@ def test_dkd_warmup_and_clean_labels_on_the_view(batch):
 
 def test_r2kd_terms_weights_and_target(batch):
     student, teacher, pruned, labels = batch
-    d = make_distiller("r2kd")
+    d = make_method("r2kd")
     target = 0.7 * teacher + 0.3 * pruned
     out = _call(d, batch)
     assert set(out) == {"ce", "value", "rank"}
@@ -168,7 +172,7 @@ def test_r2kd_terms_weights_and_target(batch):
 
 def test_r2kd_hard_rank_is_logged_but_does_not_train(batch):
     student, teacher, pruned, labels = batch
-    out = _call(make_distiller("r2kd"), batch)
+    out = _call(make_method("r2kd"), batch)
     assert not out["rank"].requires_grad and out["rank"].item() > 0
     (g_all,) = torch.autograd.grad(sum(out.values()), student, retain_graph=True)
     (g_no_rank,) = torch.autograd.grad(out["ce"] + out["value"], student)
@@ -177,14 +181,14 @@ def test_r2kd_hard_rank_is_logged_but_does_not_train(batch):
 
 def test_r2kd_soft_rank_trains(batch):
     student = batch[0]
-    out = _call(make_distiller("r2kd", {"rank": "soft", "rank_sharpness": 5.0}), batch)
+    out = _call(make_method("r2kd", {"rank": "soft", "rank_sharpness": 5.0}), batch)
     (g,) = torch.autograd.grad(out["rank"], student)
     assert g.abs().sum().item() > 0
 
 
 def test_r2kd_weights_scale_the_terms(batch):
-    base = _call(make_distiller("r2kd"), batch)
-    scaled = _call(make_distiller("r2kd", {"alpha": 6.0, "beta": 1.0, "ce_weight": 0.5}), batch)
+    base = _call(make_method("r2kd"), batch)
+    scaled = _call(make_method("r2kd", {"alpha": 6.0, "beta": 1.0, "ce_weight": 0.5}), batch)
     assert scaled["value"].item() == pytest.approx(3 * base["value"].item(), rel=1e-12)
     assert scaled["rank"].item() == pytest.approx(0.5 * base["rank"].item(), rel=1e-12)
     assert scaled["ce"].item() == pytest.approx(0.5 * base["ce"].item(), rel=1e-12)
@@ -200,14 +204,14 @@ def test_r2kd_temperature_enters_value_as_t_squared_only_through_the_formula(bat
         return 1 - ((a * b).sum(1).abs() / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)).mean()
 
     expected = 2.0 * t * t * (d(ps, pt) + d(ps.T, pt.T))
-    assert _call(make_distiller("r2kd"), batch)["value"].item() == pytest.approx(expected.item(), rel=1e-10)
+    assert _call(make_method("r2kd"), batch)["value"].item() == pytest.approx(expected.item(), rel=1e-10)
 
 
 def test_teachers_are_detached(batch):
     student, teacher, pruned, labels = batch
     teacher = teacher.clone().requires_grad_()
     pruned = pruned.clone().requires_grad_()
-    out = make_distiller("r2kd").losses(
+    out = make_method("r2kd").losses(
         student=student, teacher=teacher, pruned=pruned, labels=labels, clean=True, epoch=1
     )
     sum(out.values()).backward()
@@ -218,33 +222,81 @@ def test_missing_teacher_is_an_error(batch):
     student, _, pruned, labels = batch
     for name in ("kd", "dist", "dkd", "r2kd"):
         with pytest.raises(ValueError, match="teacher"):
-            make_distiller(name).losses(
+            make_method(name).losses(
                 student=student, teacher=None, pruned=pruned, labels=labels, clean=True, epoch=1
             )
     with pytest.raises(ValueError, match="pruned"):
-        make_distiller("r2kd").losses(student=student, teacher=batch[1], pruned=None, labels=labels, clean=True, epoch=1)
+        make_method("r2kd").losses(student=student, teacher=batch[1], pruned=None, labels=labels, clean=True, epoch=1)
 
 
 def test_r2kd_without_pruned_teacher_when_weight_is_one(batch):
     student, teacher, _, labels = batch
-    d = make_distiller("r2kd", {"teacher_weight": 1.0})
+    d = make_method("r2kd", {"teacher_weight": 1.0})
     out = d.losses(student=student, teacher=teacher, pruned=None, labels=labels, clean=True, epoch=1)
     assert out["value"].item() == pytest.approx(value_loss(student, teacher, 4.0, 2.0).item(), rel=1e-12)
 
 
 def test_params_type_is_checked():
     with pytest.raises(TypeError):
-        DISTILLERS["kd"](DISTILLERS["dist"].Params())
+        METHODS["kd"](METHODS["dist"].Params())
 
 
 def test_losses_are_finite_for_extreme_logits():
     student = torch.tensor([[80.0, -80.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
     teacher = torch.tensor([[-90.0, 90.0, 0.0], [1e-3, 0.0, 0.0]])
     labels = torch.tensor([0, 2])
-    for name in DISTILLERS:
-        d = make_distiller(name)
+    for name in METHODS:
+        d = make_method(name)
         out = d.losses(student=student, teacher=teacher, pruned=teacher, labels=labels, clean=True, epoch=5)
         total = sum(out.values())
         assert math.isfinite(total.item()), name
         (g,) = torch.autograd.grad(total, student)
         assert torch.isfinite(g).all(), name
+
+
+# --- the names a training step logs ------------------------------------------------------------
+LOGGED = {
+    "ce": ["ce"],  # no term on the augmented view: the view is not even built
+    "kd": ["ce", "kd", "kd_aug"],
+    "dist": ["ce", "dist", "dist_aug"],
+    "dkd": ["ce", "dkd", "dkd_aug"],
+    "r2kd": ["ce", "value", "rank", "value_aug", "rank_aug"],
+}
+
+
+def _tiny_setup():
+    from r2kd import models
+    from r2kd.pruning import set_bn_mode
+
+    torch.manual_seed(0)
+    net = lambda name: models.create(name, 4, in_channels=1, input_size=8)  # noqa: E731
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 4, (8,), generator=g)) for _ in range(2)]
+    return net("resnet8"), net("resnet8").eval(), set_bn_mode(net("resnet8"), "train"), batches
+
+
+@pytest.mark.parametrize("name", sorted(LOGGED))
+def test_objective_names_each_term_once(name):
+    from r2kd.methods.objective import DistillObjective
+
+    student, teacher, pruned, batches = _tiny_setup()
+    objective = DistillObjective(method=make_method(name, {"aug_view": "cutmix"}), teacher=teacher, pruned=pruned,
+                                 view_generator=torch.Generator().manual_seed(2), mean=[0.0], std=[1.0])
+    x, y = batches[0]
+    assert list(objective(student, x, y, 1)) == LOGGED[name]
+
+
+def test_training_log_columns_of_r2kd(tmp_path):
+    from r2kd.config import TrainRecipe
+    from r2kd.methods.objective import DistillObjective
+    from r2kd.train import Trainer
+
+    student, teacher, pruned, batches = _tiny_setup()
+    objective = DistillObjective(method=make_method("r2kd"), teacher=teacher, pruned=pruned,
+                                 view_generator=torch.Generator().manual_seed(2), mean=[0.0], std=[1.0])
+    trainer = Trainer(model=student, recipe=TrainRecipe(epochs=1, batch_size=8, lr=0.01, momentum=0.9, weight_decay=0.0),
+                      train_batches=batches, test_batches=batches, objective=objective, generators={},
+                      state_path=tmp_path / "state.pt", fingerprint="f", label="t")
+    row = trainer.fit().history[0]
+    assert list(row) == ["epoch", "lr", "train_ce", "train_value", "train_rank", "train_value_aug", "train_rank_aug",
+                         "test_top1", "test_top5", "test_loss", "seconds"]

@@ -1,4 +1,5 @@
-"""Hinton knowledge distillation (arXiv 1503.02531).
+"""Hinton knowledge distillation (arXiv 1503.02531) with mdistiller's CIFAR-100 weights:
+0.1·CE + 0.9·KD, T = 4.
 
 L_KD = T² · (1/B) Σ_i KL(P_t[i] ‖ P_s[i]),  P = softmax(z / T).
 
@@ -8,10 +9,14 @@ The T² factor keeps the gradient magnitude of the soft term independent of T (H
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch.nn.functional as F
 from torch import Tensor
 
-from r2kd.losses._util import as_loss_dtype
+from r2kd.config import KDParams
+from r2kd.methods._common import as_loss_dtype
+from r2kd.methods.base import Method
 
 
 def kd_loss(z_s: Tensor, z_t: Tensor, temperature: float) -> Tensor:
@@ -22,3 +27,13 @@ def kd_loss(z_s: Tensor, z_t: Tensor, temperature: float) -> Tensor:
     log_p_t = F.log_softmax(z_t / temperature, dim=1)
     kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
     return kl * temperature**2
+
+
+class KD(Method):
+    name: ClassVar[str] = "kd"
+    Params: ClassVar[type[KDParams]] = KDParams
+    params: KDParams
+
+    def terms(self, *, student: Tensor, teacher: Tensor, pruned: Tensor | None, labels: Tensor,
+              epoch: int) -> dict[str, Tensor]:
+        return {"kd": self.params.kd_weight * kd_loss(student, teacher, self.params.temperature)}

@@ -1,4 +1,5 @@
-"""DKD: "Decoupled Knowledge Distillation" (Zhao et al., arXiv 2203.08679).
+"""DKD: "Decoupled Knowledge Distillation" (Zhao et al., arXiv 2203.08679), with mdistiller's
+defaults: CE + warm-up · (1·TCKD + 8·NCKD), T = 4.
 
 With P = softmax(z / T), b = [p_gt, 1 − p_gt] (binary target / non-target split) and
 P̂ = softmax over the non-target classes only:
@@ -9,15 +10,23 @@ and mdistiller scales L_DKD by the warm-up factor min(epoch / warmup, 1) with 1-
 
 mdistiller removes the target class with ``z/T − 1000·mask``; here the target column is dropped
 outright, which is the exact limit of that trick and keeps the function smooth for gradcheck.
+
+On the augmented view DKD still needs a "target class" to split TCKD from NCKD; it uses the clean
+labels (the label of the sample that was augmented, i.e. the one that owns the larger part of a
+mixup/cutmix image on average). No mixed labels are used, matching R2KD's "no CE on x̃".
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from r2kd.losses._util import as_loss_dtype
+from r2kd.config import DKDParams
+from r2kd.methods._common import as_loss_dtype
+from r2kd.methods.base import Method
 
 
 def _split_target(log_p: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -68,3 +77,15 @@ def dkd_warmup_factor(epoch: int, warmup: int) -> float:
     if warmup <= 0:
         return 1.0
     return min(max(epoch, 0) / warmup, 1.0)
+
+
+class DKD(Method):
+    name: ClassVar[str] = "dkd"
+    Params: ClassVar[type[DKDParams]] = DKDParams
+    params: DKDParams
+
+    def terms(self, *, student: Tensor, teacher: Tensor, pruned: Tensor | None, labels: Tensor,
+              epoch: int) -> dict[str, Tensor]:
+        p = self.params
+        factor = dkd_warmup_factor(epoch, p.warmup)
+        return {"dkd": factor * dkd_loss(student, teacher, labels, alpha=p.alpha, beta=p.beta, temperature=p.temperature)}

@@ -1,4 +1,5 @@
-"""R2KD losses (Kim et al., TKDE 2024, arXiv 2311.13934), METHOD.md §1–3.
+"""R2KD (Kim et al., TKDE 2024, arXiv 2311.13934), METHOD.md §1–4: CE on the clean view; value and
+rank terms on both views against the mix of the teacher's and the pruned teacher's logits.
 
   z_tgt   = w · z_t + (1 − w) · z_p                                   (§1, mixed on logits)
   d(A, B) = 1 − (1/n) Σ_i |⟨a_i, b_i⟩| / (‖a_i‖·‖b_i‖ + 1e-8)          (uncentred |cosine|)
@@ -18,16 +19,16 @@ Rank modes:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from r2kd.losses._util import as_loss_dtype
-from r2kd.losses.dist import pearson_rows
+from r2kd.config import R2KDParams
+from r2kd.methods._common import EPS, as_loss_dtype, pearson_rows
+from r2kd.methods.base import Method
 
-EPS = 1e-8
 RankMode = Literal["hard", "soft"]
 
 
@@ -90,12 +91,30 @@ def spearman_rows(
 
 
 def rank_loss(
-    z_s: Tensor,
-    z_tgt: Tensor,
-    temperature: float,
-    beta: float,
-    mode: RankMode = "hard",
-    sharpness: float = 10.0,
+    z_s: Tensor, z_tgt: Tensor, temperature: float, beta: float, mode: RankMode = "hard", sharpness: float = 10.0
 ) -> Tensor:
     """beta · (1 − mean_i ρ_i). In ``hard`` mode the result has no autograd history."""
     return beta * (1.0 - spearman_rows(z_s, z_tgt, temperature, mode, sharpness).mean())
+
+
+class R2KD(Method):
+    name: ClassVar[str] = "r2kd"
+    Params: ClassVar[type[R2KDParams]] = R2KDParams
+    uses_pruned_teacher: ClassVar[bool] = True
+    params: R2KDParams
+
+    def target(self, teacher: Tensor, pruned: Tensor | None) -> Tensor:
+        if pruned is None:
+            if self.params.teacher_weight == 1.0:  # ablation without the pruned teacher
+                return teacher
+            raise ValueError("r2kd needs pruned-teacher logits unless teacher_weight == 1")
+        return mix_teacher_logits(teacher, pruned, self.params.teacher_weight)
+
+    def terms(self, *, student: Tensor, teacher: Tensor, pruned: Tensor | None, labels: Tensor,
+              epoch: int) -> dict[str, Tensor]:
+        p = self.params
+        z_tgt = self.target(teacher, pruned)
+        return {
+            "value": value_loss(student, z_tgt, p.temperature, p.alpha),
+            "rank": rank_loss(student, z_tgt, p.temperature, p.beta, p.rank, p.rank_sharpness),
+        }

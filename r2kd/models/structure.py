@@ -5,17 +5,15 @@ no longer fits the architecture it came from. Instead of pickling the pruned mod
 need the unsafe full unpickler to load), a checkpoint records, for every such layer by qualified name,
 its channel counts and groups. Loading builds the *unpruned* architecture and swaps each layer for
 a resized one of the same class with the same remaining hyper-parameters (kernel, stride,
-padding, eps, ...). Nothing in here knows about particular architectures.
+padding, eps, ...). Nothing in here knows about particular architectures. r2kd/modelfile.py
+records a pruned model's structure; r2kd/pruning measures layers with :func:`weighted_layers`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
-
-from r2kd.errors import ConfigError
 
 STRUCTURE_VERSION = 1
 
@@ -173,26 +171,3 @@ def apply_structure(model: nn.Module, structure: Any) -> nn.Module:
         parent = model.get_submodule(parent_name)
         setattr(parent, leaf, _resized(parent.get_submodule(leaf), spec))
     return model
-
-
-def find_classifier(model: nn.Module) -> nn.Linear:
-    """The layer producing the class logits: the zoo's ``classifier_of`` or else the last Linear.
-
-    The zoo is imported lazily so pruning works (e.g. on small test models) without it.
-    """
-    try:
-        from r2kd.models import classifier_of  # noqa: PLC0415  (optional dependency)
-    except ImportError:
-        classifier_of = None
-    if classifier_of is not None:
-        try:
-            return classifier_of(model)
-        except (AttributeError, KeyError, LookupError, TypeError, ValueError, ConfigError):
-            pass  # not a zoo model: fall back to the generic rule below
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ConfigError(
-            f"cannot find the classifier of {type(model).__name__}: it has no nn.Linear layer"
-        )
-    return linears[-1]
-

@@ -1,4 +1,5 @@
-"""DIST: "Knowledge Distillation from A Stronger Teacher" (Huang et al., arXiv 2205.10536).
+"""DIST: "Knowledge Distillation from A Stronger Teacher" (Huang et al., arXiv 2205.10536), with
+the published CIFAR-100 setting: CE + 2·inter + 2·intra at T = 4.
 
 Y = softmax(z / T) (B × C).
   inter = 1 − (1/B) Σ_i pearson(Y_s[i, :], Y_t[i, :])   (each sample across classes)
@@ -11,19 +12,14 @@ official loss (hunto/image_classification_sota ``lib/models/losses/dist_kd.py``)
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch.nn.functional as F
 from torch import Tensor
 
-from r2kd.losses._util import as_loss_dtype
-
-EPS = 1e-8
-
-
-def pearson_rows(a: Tensor, b: Tensor, eps: float = EPS) -> Tensor:
-    """Pearson correlation of each row of ``a`` with the same row of ``b`` (returns shape (rows,))."""
-    a = a - a.mean(dim=1, keepdim=True)
-    b = b - b.mean(dim=1, keepdim=True)
-    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+from r2kd.config import DISTParams
+from r2kd.methods._common import as_loss_dtype, pearson_rows
+from r2kd.methods.base import Method
 
 
 def inter_class_relation(y_s: Tensor, y_t: Tensor) -> Tensor:
@@ -49,3 +45,14 @@ def dist_loss(z_s: Tensor, z_t: Tensor, temperature: float, beta: float, gamma: 
     """beta · inter + gamma · intra (both times T²)."""
     inter, intra = dist_terms(z_s, z_t, temperature)
     return beta * inter + gamma * intra
+
+
+class DIST(Method):
+    name: ClassVar[str] = "dist"
+    Params: ClassVar[type[DISTParams]] = DISTParams
+    params: DISTParams
+
+    def terms(self, *, student: Tensor, teacher: Tensor, pruned: Tensor | None, labels: Tensor,
+              epoch: int) -> dict[str, Tensor]:
+        p = self.params
+        return {"dist": dist_loss(student, teacher, p.temperature, p.beta, p.gamma)}

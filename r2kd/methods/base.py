@@ -1,0 +1,71 @@
+"""What every method shares: CE on the clean view, detached teacher logits, the view suffix.
+
+The objective (objective.py) calls :meth:`Method.losses` once on the clean view (``clean=True``)
+and, when ``method.aug_view != "none"``, once more on the augmented view of the same batch
+(``clean=False``; ``labels`` are the clean labels, subset with ``View.index`` when ``cutmixpick``
+dropped rows). The training loop sums every value into the loss and logs each term by name
+(``train_<name>`` in log.csv).
+
+A method only writes :meth:`Method.terms`, its own weighted terms of one view. This class adds
+``ce_weight · CE`` on the clean view (never on the augmented one, METHOD.md §4), detaches the
+teacher logits (so a loop that forgot ``no_grad`` still cannot train a teacher), and suffixes the
+augmented view's terms with ``_aug``, here and nowhere else.
+
+``epoch`` is 1-based (the first epoch is 1), as in mdistiller; only DKD's warm-up reads it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from torch import Tensor
+
+from r2kd.config import MethodParams, ViewName
+from r2kd.methods._common import cross_entropy
+
+AUG_SUFFIX = "_aug"
+
+
+class Method(ABC):
+    name: ClassVar[str]
+    Params: ClassVar[type[MethodParams]]  # the method's model in r2kd/config.py (METHOD_PARAMS[name])
+    uses_teacher: ClassVar[bool] = True
+    uses_pruned_teacher: ClassVar[bool] = False
+    # False when the method has no term on the augmented view (ce): the objective skips the view.
+    uses_aug_view: ClassVar[bool] = True
+
+    def __init__(self, params: MethodParams) -> None:
+        if not isinstance(params, self.Params):
+            raise TypeError(f"{self.name} expects {self.Params.__name__}, got {type(params).__name__}")
+        self.params = params
+
+    @property
+    def aug_view(self) -> ViewName:
+        """The view the objective must build: ``params.aug_view``, or "none" for a method without a
+        term on it (so "ce" under an augment costs no extra forward pass)."""
+        return self.params.aug_view if self.uses_aug_view else "none"
+
+    def losses(
+        self, *, student: Tensor, teacher: Tensor | None, pruned: Tensor | None, labels: Tensor, clean: bool, epoch: int
+    ) -> dict[str, Tensor]:
+        """Named scalar loss terms of one view, CE first; the loop sums them."""
+        out = {"ce": self.params.ce_weight * cross_entropy(student, labels)} if clean else {}
+        if self.uses_teacher:
+            if teacher is None:
+                raise ValueError(f"{self.name} needs teacher logits, got None")
+            teacher = teacher.detach()
+        pruned = pruned.detach() if pruned is not None else None
+        suffix = "" if clean else AUG_SUFFIX
+        for name, value in self.terms(student=student, teacher=teacher, pruned=pruned, labels=labels, epoch=epoch).items():
+            out[name + suffix] = value
+        return out
+
+    @abstractmethod
+    def terms(
+        self, *, student: Tensor, teacher: Tensor | None, pruned: Tensor | None, labels: Tensor, epoch: int
+    ) -> dict[str, Tensor]:
+        """The method's own terms of one view, each times its weight (CE is added by :meth:`losses`)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params!r})"

@@ -1,5 +1,0 @@
-"""The ``prune`` section of params.yaml lives in the schema (r2kd/config.py); re-exported here."""
-
-from r2kd.config import PruneConfig
-
-__all__ = ["PruneConfig"]
