@@ -125,7 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("seed", type=_seed, help="one of `seeds`")
     p.set_defaults(func=_stage("distill", "pair", "method", "augment", "seed"))
 
+    sub.add_parser("corrupt", help="draw the corrupted test set (15 corruptions x 5 severities) once").set_defaults(
+        func=_stage("corrupt"))
     sub.add_parser("evaluate", help="score every final model on the test set").set_defaults(func=_stage("evaluate"))
+    sub.add_parser("export", help="export every model to ONNX, check it and time it with onnxruntime").set_defaults(
+        func=_stage("export"))
     sub.add_parser("report", help="aggregate runs into reports/").set_defaults(func=_stage("report"))
     sub.add_parser("show", help="print the results table of reports/summary.json").set_defaults(func=_show)
     return parser

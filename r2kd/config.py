@@ -174,6 +174,36 @@ METHOD_PARAMS: dict[str, type[MethodParams]] = {
 }
 
 
+# --- scoring and shipping: the evaluate and export stages ------------------------------------------
+class EvaluateConfig(_Strict):
+    """What the ``corrupt`` and ``evaluate`` stages score beyond clean accuracy (docs/robustness.md).
+
+    ``corruption_limit`` caps the corrupted test set at that many images *per class* (the first ones
+    of the prepared test split), so 15 corruptions x 5 severities stay small on a CPU.
+    """
+
+    corruptions: bool = True  # score every model on the 15 CIFAR-C corruptions x 5 severities
+    corruption_limit: int | None = Field(20, ge=1, description="max test images per class; null: all")
+    corruption_seed: int = Field(0, ge=0, le=MAX_SEED)  # the corrupted set is drawn once, from this seed
+
+
+class ExportConfig(_Strict):
+    """The ``export`` stage: every model to ONNX, checked against PyTorch, timed with onnxruntime."""
+
+    onnx: bool = True
+    # torchscript: torch.onnx.export(dynamo=False), ~0.4 s a model; dynamo: the torch.export-based
+    # exporter, ~2 s a model on one CPU thread. Both work offline and give identical bytes twice.
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    opset: int = Field(18, ge=13, le=23)
+    tolerance: float = Field(1e-4, gt=0, description="max |onnxruntime - torch| logit difference allowed")
+    check_batches: int = Field(2, ge=1, description="test batches (of 64) compared")
+    latency_runs: int = Field(50, ge=5, le=100_000, description="timed batch-1 runs per model")
+    throughput_runs: int = Field(10, ge=1, le=100_000, description="timed batch-64 runs per model")
+    # strict: a failed export (or a failed check) makes the stage exit non-zero after every other
+    # model was exported and recorded; false: failures are only recorded (export.json, the report).
+    strict: bool = True
+
+
 # --- the experiment matrix ----------------------------------------------------------------------
 class Pair(_Strict):
     teacher: ModelName
@@ -210,8 +240,11 @@ class Params(_Strict):
     prune: PruneConfig = PruneConfig()
     distill: TrainRecipe
     method_params: dict[MethodName, dict[str, Any]] = Field(default_factory=dict)
+    evaluate: EvaluateConfig = EvaluateConfig()
+    export: ExportConfig = ExportConfig()
     runtime: Runtime = Runtime()
-    resources: dict[Literal["default", "prepare", "train_teacher", "prune", "distill", "evaluate", "report"], Resources] = (
+    resources: dict[Literal["default", "prepare", "train_teacher", "prune", "distill", "corrupt", "evaluate", "export",
+                            "report"], Resources] = (
         Field(default_factory=lambda: {"default": Resources()})
     )
 

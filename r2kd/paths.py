@@ -8,6 +8,19 @@ from pathlib import Path
 PREPARED = Path("data/prepared")
 RUNS = Path("runs")
 REPORTS = Path("reports")
+# The `corrupt` stage: the prepared test split under 15 corruptions x 5 severities, drawn once.
+CORRUPTED = Path("data/corrupted")
+CORRUPTED_TEST = CORRUPTED / "test_c.pt"
+CORRUPTED_META = CORRUPTED / "meta.json"
+# The `evaluate` stage's one output (deterministic).
+EVAL = REPORTS / "eval.json"
+# The `export` stage: ONNX files under EXPORT, mirroring runs/ (export_file); EXPORT_RECORD is
+# deterministic (hashes, sizes, check verdicts, failures); LATENCY holds what a clock measured
+# (latency, throughput, the measured logit differences): read by the report only, never cached as a
+# result other stages depend on.
+EXPORT = RUNS / "export"
+EXPORT_RECORD = EXPORT / "export.json"
+LATENCY = EXPORT / "latency.json"
 # Written by the `check` stage once params.yaml validates; every other stage depends on it, so
 # neither tool runs a stage (or deletes its outputs) for a params.yaml that did not validate.
 CHECKED = RUNS / "checked.txt"
@@ -34,6 +47,11 @@ def student_dir(pair: str, method: str, augment: str, seed: int) -> Path:
     return RUNS / "students" / pair / f"{method}-{augment}" / f"s{seed}"
 
 
+def export_file(model_file: Path) -> Path:
+    """The ONNX file of a model file under runs/: runs/X/model.pt -> runs/export/X/model.onnx."""
+    return EXPORT / Path(model_file).relative_to(RUNS).with_suffix(".onnx")
+
+
 def state_file(run_dir: Path) -> Path:
     """Resume checkpoint of the run writing to ``run_dir`` (unique per run: no two jobs share one)."""
     return STATE / run_dir.relative_to(RUNS) / "resume.pt"
@@ -52,6 +70,12 @@ def producer(path: Path) -> str | None:
         return f"`r2kd train-teacher {parts[2]}` (DVC stage train_teacher@{parts[2]})"
     if len(parts) >= 3 and parts[:2] == ("runs", "pruned"):
         return f"`r2kd prune {parts[2]}` (DVC stage prune@{parts[2]})"
+    if Path(path).parent == CORRUPTED:
+        return "`r2kd corrupt` (DVC stage corrupt)"
+    if Path(path) == EVAL:
+        return "`r2kd evaluate` (DVC stage evaluate)"
+    if len(parts) >= 2 and parts[:2] == ("runs", "export"):
+        return "`r2kd export` (DVC stage export)"
     if len(parts) >= 3 and parts[:2] == ("runs", "pairs"):
         return f"`r2kd pair {Path(parts[2]).stem}` (DVC stage pair@{Path(parts[2]).stem})"
     return None

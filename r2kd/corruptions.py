@@ -1,0 +1,398 @@
+"""The 15 corruptions of CIFAR-10-C (Hendrycks & Dietterich, ICLR 2019), 5 severities each, in numpy,
+scipy and PIL only (no OpenCV, ImageMagick or scikit-image; docs/robustness.md).
+
+Constants are those of the reference `make_cifar_c.py` (github.com/hendrycks/robustness); each
+function says where it departs from it. Conventions, as in the reference:
+
+* an image is an ``H x W x C`` float array in [0, 1] (C = 1 or 3); a corruption returns one in
+  [0, 1], and the stored result is ``uint8(255 * y)``, truncated like the reference's ``np.uint8``;
+* randomness comes from a ``numpy.random.Generator`` per image (seeded by the caller), never from
+  numpy's global state, so a corrupted set is the same on every run and machine;
+* the reference's per-pixel scales are those of 32 x 32 CIFAR images. Corruptions whose effect is
+  spatial (blurs, weather, elastic) run at 32 x 32 for smaller images: the image is upsampled
+  (bilinear), corrupted, and what the corruption changed is box-averaged back to the image's size
+  and added to it (``y = x + down(c(up(x))) - down(up(x))``), so resampling alone changes nothing.
+  Per-pixel corruptions (noise, brightness, contrast) and the ones defined by the image's own grid
+  (pixelate, JPEG) run at the native size. Larger images (64 x 64) run natively with the CIFAR
+  constants, i.e. relatively milder spatial corruptions than Tiny-ImageNet-C's.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+SEVERITIES = (1, 2, 3, 4, 5)
+FAMILIES: dict[str, tuple[str, ...]] = {  # as in the paper's Figure 1
+    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
+    "weather": ("snow", "frost", "fog", "brightness"),
+    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
+}
+CORRUPTIONS: tuple[str, ...] = tuple(name for names in FAMILIES.values() for name in names)
+FAMILY_OF = {name: family for family, names in FAMILIES.items() for name in names}
+WORK_SIZE = 32  # the resolution the CIFAR constants were made for
+
+# --- CIFAR-10-C constants (make_cifar_c.py), severity 1..5 ------------------------------------------
+GAUSSIAN_NOISE = (0.04, 0.06, 0.08, 0.09, 0.10)  # std, in [0, 1] units
+SHOT_NOISE = (500, 250, 100, 75, 50)  # photons per unit intensity
+IMPULSE_NOISE = (0.01, 0.02, 0.03, 0.05, 0.07)  # fraction of values set to 0 or 1
+DEFOCUS_BLUR = ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1))  # disk radius, alias blur
+GLASS_BLUR = ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2))  # sigma, max delta, iterations
+MOTION_BLUR = ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5))  # radius, sigma (ImageMagick's)
+ZOOM_BLUR = tuple(np.arange(1, top, 0.01) for top in (1.06, 1.11, 1.16, 1.21, 1.26))
+SNOW = ((0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+        (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8))
+FROST = ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45))  # image weight, frost weight
+FOG = ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75))  # fog weight, plasma wibble decay
+BRIGHTNESS = (0.05, 0.1, 0.15, 0.2, 0.3)  # added to HSV value
+CONTRAST = (0.75, 0.5, 0.4, 0.3, 0.15)  # factor on the deviation from the per-channel mean
+ELASTIC = tuple((32 * a, 32 * s, 32 * d) for a, s, d in
+                ((0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)))
+PIXELATE = (0.95, 0.9, 0.85, 0.75, 0.65)  # side factor of the BOX down- and up-sampling
+JPEG_QUALITY = (80, 65, 58, 50, 40)
+
+RGB_TO_GREY = np.array([0.299, 0.587, 0.114])
+# Added before truncating to uint8, so that a value that is exactly k/255 in exact arithmetic is k,
+# not k - 1 after a float rounding error (the reference truncates with np.uint8 too).
+EPS = 1e-6
+
+
+# --- per-pixel corruptions (native resolution) --------------------------------------------------------
+def gaussian_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(x + rng.normal(size=x.shape, scale=GAUSSIAN_NOISE[severity - 1]), 0, 1)
+
+
+def shot_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    c = SHOT_NOISE[severity - 1]
+    return np.clip(rng.poisson(x * c) / c, 0, 1)
+
+
+def impulse_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """skimage.util.random_noise(mode='s&p', amount=c): each value, independently, with
+    probability c becomes salt (1) or pepper (0), half and half."""
+    hit = rng.random(x.shape) < IMPULSE_NOISE[severity - 1]
+    salt = rng.random(x.shape) < 0.5
+    out = x.copy()
+    out[hit & salt] = 1.0
+    out[hit & ~salt] = 0.0
+    return out
+
+
+def brightness(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """HSV value + c, clipped. Hue and saturation fixed make RGB proportional to V, so the RGB ->
+    HSV -> RGB round trip of the reference is ``rgb * V'/V`` (and ``V'`` for black); on one channel,
+    V is the grey value itself."""
+    c = BRIGHTNESS[severity - 1]
+    value = x.max(axis=2, keepdims=True)
+    new = np.clip(value + c, 0, 1)
+    scaled = np.where(value > 0, x * new / np.where(value > 0, value, 1), new)
+    return np.clip(scaled, 0, 1)
+
+
+def contrast(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    means = x.mean(axis=(0, 1), keepdims=True)
+    return np.clip((x - means) * CONTRAST[severity - 1] + means, 0, 1)
+
+
+def pixelate(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """PIL BOX down to int(side * c), BOX back up (on the uint8 image, like the reference)."""
+    h, w = x.shape[:2]
+    c = PIXELATE[severity - 1]
+    img = _to_pil(x)
+    img = img.resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX)
+    return _from_pil(img, x.shape[2])
+
+
+def jpeg_compression(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """A PIL JPEG round trip at quality c (grey images as greyscale JPEG)."""
+    buffer = io.BytesIO()
+    _to_pil(x).save(buffer, "JPEG", quality=JPEG_QUALITY[severity - 1])
+    buffer.seek(0)
+    with Image.open(buffer) as img:
+        return _from_pil(img.convert("L" if x.shape[2] == 1 else "RGB"), x.shape[2])
+
+
+# --- spatial corruptions (run at WORK_SIZE for small images) -----------------------------------------
+def defocus_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    radius, alias_blur = DEFOCUS_BLUR[severity - 1]
+    kernel = _disk(radius, alias_blur)
+    return np.clip(_per_channel(x, lambda ch: ndimage.correlate(ch, kernel, mode="mirror")), 0, 1)
+
+
+def glass_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    sigma, delta, iterations = GLASS_BLUR[severity - 1]
+    h, w = x.shape[:2]
+    blurred = np.floor(_gaussian(x, sigma) * 255 + EPS).astype(np.uint8)  # the reference's uint8 round trip
+    rows = range(h - delta, delta, -1)
+    cols = range(w - delta, delta, -1)
+    # The reference draws randint(-delta, delta) per pixel, in this loop order: the same draws here.
+    shifts = rng.integers(-delta, delta, size=(iterations, len(rows), len(cols), 2)).tolist()
+    pixels = blurred.reshape(h * w, -1).tolist()  # swapping list entries: ~50x faster than numpy items
+    for it in range(iterations):
+        for i, r in enumerate(rows):
+            for j, col in enumerate(cols):
+                dx, dy = shifts[it][i][j]
+                a, b = r * w + col, (r + dy) * w + col + dx
+                pixels[a], pixels[b] = pixels[b], pixels[a]
+    out = np.asarray(pixels, dtype=np.float64).reshape(x.shape)
+    return np.clip(_gaussian(out / 255.0, sigma), 0, 1)
+
+
+def motion_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """ImageMagick's motion blur as re-implemented in numpy by the `imagecorruptions` package:
+    a one-sided Gaussian-weighted trail of 2·radius + 1 pixel shifts along a random angle."""
+    radius, sigma = MOTION_BLUR[severity - 1]
+    return np.clip(_motion_blur(x, radius, sigma, rng.uniform(-45, 45)), 0, 1)
+
+
+def zoom_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    factors = ZOOM_BLUR[severity - 1]
+    out = np.zeros_like(x)
+    for factor in factors:
+        out += _clipped_zoom(x, factor)
+    return np.clip((x + out) / (len(factors) + 1), 0, 1)
+
+
+def snow(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    loc, scale, zoom, threshold, radius, sigma, keep = SNOW[severity - 1]
+    h, w = x.shape[:2]
+    layer = rng.normal(size=(h, w), loc=loc, scale=scale)
+    layer = _clipped_zoom(layer[..., None], zoom)[..., 0]
+    layer[layer < threshold] = 0
+    layer = np.floor(np.clip(layer, 0, 1) * 255 + EPS) / 255  # the reference's uint8 PNG round trip
+    layer = _motion_blur(layer[..., None], radius, sigma, rng.uniform(-135, -45))
+    layer = np.round(np.clip(layer, 0, 1) * 255) / 255
+    grey = _grey(x)
+    x = keep * x + (1 - keep) * np.maximum(x, grey * 1.5 + 0.5)
+    return np.clip(x + layer + np.rot90(layer, k=2), 0, 1)
+
+
+def frost(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """ADAPTED: the reference blends a random crop of one of six frost photographs, which are not
+    shipped here; a procedural frost texture (frost_texture) takes their place, blended with the
+    reference's weights."""
+    weight_x, weight_frost = FROST[severity - 1]
+    texture = frost_texture(x.shape[0], x.shape[1], rng)
+    if x.shape[2] == 1:
+        texture = _grey(texture)
+    return np.clip(weight_x * x + weight_frost * texture, 0, 1)
+
+
+def fog(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    amount, decay = FOG[severity - 1]
+    h, w = x.shape[:2]
+    size = _pow2(max(h, w))
+    max_val = x.max()
+    x = x + amount * plasma_fractal(size, decay, rng)[:h, :w, None]
+    return np.clip(x * max_val / (max_val + amount), 0, 1)
+
+
+def elastic_transform(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    alpha, sigma, affine = ELASTIC[severity - 1]
+    h, w, channels = x.shape
+    center = np.array([h, w], dtype=np.float32) // 2
+    square = min(h, w) // 3
+    # points as (x, y), as OpenCV takes them
+    src = np.float32([center + square, [center[0] + square, center[1] - square], center - square])
+    dst = src + rng.uniform(-affine, affine, size=src.shape).astype(np.float32)
+    # warpAffine(M) samples dst(p) = src(M^-1 p); M maps src -> dst
+    forward = _affine_from_points(src, dst)
+    inverse = np.linalg.inv(np.vstack([forward, [0, 0, 1]]))[:2]
+    cols, rows = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    src_cols = inverse[0, 0] * cols + inverse[0, 1] * rows + inverse[0, 2]
+    src_rows = inverse[1, 0] * cols + inverse[1, 1] * rows + inverse[1, 2]
+    x = _per_channel(x, lambda ch: ndimage.map_coordinates(ch, [src_rows, src_cols], order=1, mode="mirror"))
+    dx = (_gaussian_2d(rng.uniform(-1, 1, size=(h, w)), sigma) * alpha).astype(np.float32)
+    dy = (_gaussian_2d(rng.uniform(-1, 1, size=(h, w)), sigma) * alpha).astype(np.float32)
+    out = _per_channel(x, lambda ch: ndimage.map_coordinates(ch, [rows + dy, cols + dx], order=1, mode="reflect"))
+    return np.clip(out, 0, 1)
+
+
+CORRUPTION_FUNCTIONS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {
+    name: globals()[name] for name in CORRUPTIONS
+}
+SPATIAL = frozenset({"defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "snow", "frost", "fog",
+                     "elastic_transform"})
+
+
+def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """One ``H x W x C`` uint8 image under corruption ``name`` at ``severity`` (1-5), as uint8."""
+    if name not in CORRUPTION_FUNCTIONS:
+        raise ValueError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be 1..5, got {severity}")
+    x = image.astype(np.float64) / 255.0
+    fn = CORRUPTION_FUNCTIONS[name]
+    h, w = x.shape[:2]
+    if name in SPATIAL and max(h, w) < WORK_SIZE:
+        up = _resize(x, WORK_SIZE, WORK_SIZE, Image.BILINEAR)
+        delta = _resize(fn(up, severity, rng), w, h, Image.BOX) - _resize(up, w, h, Image.BOX)
+        y = np.clip(x + delta, 0, 1)
+    else:
+        y = fn(x, severity, rng)
+    return np.floor(np.clip(y, 0, 1) * 255 + EPS).astype(np.uint8)
+
+
+def corrupt_set(images: np.ndarray, indices: np.ndarray, seed: int) -> np.ndarray:
+    """Every image of ``images`` (uint8 N x C x H x W) under every corruption and severity:
+    uint8 [corruption, severity, N, C, H, W]. Image n's randomness is seeded by (seed, corruption,
+    severity, indices[n]) alone, so an image is corrupted the same way whatever else is in the set."""
+    n, c, h, w = images.shape
+    out = np.empty((len(CORRUPTIONS), len(SEVERITIES), n, c, h, w), dtype=np.uint8)
+    hwc = images.transpose(0, 2, 3, 1)
+    for k, name in enumerate(CORRUPTIONS):
+        for s, severity in enumerate(SEVERITIES):
+            for i in range(n):
+                rng = np.random.default_rng([seed, k, severity, int(indices[i])])
+                out[k, s, i] = corrupt(hwc[i], name, severity, rng).transpose(2, 0, 1)
+    return out
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+def frost_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A procedural frost layer (H x W x 3 in [0, 1]): a rough plasma fractal (patchy haze) plus
+    thin bright ice-crystal streaks, blue-white, with a mean near that of the reference's 0.2-scaled
+    frost photographs (~0.55). Not the published textures: frost numbers are not CIFAR-10-C's."""
+    size = _pow2(max(h, w))
+    haze = plasma_fractal(size, 1.6, rng)[:h, :w]
+    streaks = np.zeros((h, w))
+    for _ in range(max(4, (h * w) // 64)):
+        r0, c0 = rng.uniform(0, h), rng.uniform(0, w)
+        angle, length = rng.uniform(0, math.pi), rng.uniform(0.15, 0.5) * max(h, w)
+        for t in np.linspace(0, length, int(length * 2) + 2):
+            r, c = int(r0 + t * math.sin(angle)), int(c0 + t * math.cos(angle))
+            if 0 <= r < h and 0 <= c < w:
+                streaks[r, c] = 1.0
+    streaks = ndimage.gaussian_filter(streaks, 0.5, mode="nearest")
+    grey = np.clip(0.3 + 0.5 * haze + 0.7 * streaks, 0, 1)
+    return grey[..., None] * np.array([0.85, 0.93, 1.0])
+
+
+def plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) -> np.ndarray:
+    """The reference's diamond-square height map (mapsize a power of two), scaled to [0, 1]."""
+    assert mapsize & (mapsize - 1) == 0
+    heights = np.zeros((mapsize, mapsize))
+    step = mapsize
+    wibble = 100.0
+
+    def wibbled_mean(array: np.ndarray) -> np.ndarray:
+        return array / 4 + wibble * rng.uniform(-wibble, wibble, array.shape)
+
+    while step >= 2:
+        half = step // 2
+        corners = heights[0:mapsize:step, 0:mapsize:step]
+        square = corners + np.roll(corners, shift=-1, axis=0)
+        square += np.roll(square, shift=-1, axis=1)
+        heights[half:mapsize:step, half:mapsize:step] = wibbled_mean(square)
+        centres = heights[half:mapsize:step, half:mapsize:step]
+        corners = heights[0:mapsize:step, 0:mapsize:step]
+        left = centres + np.roll(centres, 1, axis=0) + corners + np.roll(corners, -1, axis=1)
+        heights[0:mapsize:step, half:mapsize:step] = wibbled_mean(left)
+        top = centres + np.roll(centres, 1, axis=1) + corners + np.roll(corners, -1, axis=0)
+        heights[half:mapsize:step, 0:mapsize:step] = wibbled_mean(top)
+        step //= 2
+        wibble /= wibbledecay
+    heights -= heights.min()
+    return heights / heights.max()
+
+
+def _disk(radius: float, alias_blur: float) -> np.ndarray:
+    """The reference's anti-aliased disk kernel (radius <= 8: a 17 x 17 grid and a 3 x 3 Gaussian)."""
+    span = np.arange(-8, 9) if radius <= 8 else np.arange(-math.ceil(radius), math.ceil(radius) + 1)
+    xx, yy = np.meshgrid(span, span)
+    disk = ((xx ** 2 + yy ** 2) <= radius ** 2).astype(np.float64)
+    disk /= disk.sum()
+    ksize = 3 if radius <= 8 else 5
+    # cv2.GaussianBlur(ksize, sigmaX): a separable kernel exp(-i^2 / 2 sigma^2), normalised,
+    # borders reflected without repeating the edge (BORDER_REFLECT_101 == scipy's "mirror")
+    offsets = np.arange(ksize) - ksize // 2
+    g = np.exp(-(offsets ** 2) / (2 * alias_blur ** 2))
+    g /= g.sum()
+    disk = ndimage.correlate1d(disk, g, axis=0, mode="mirror")
+    return ndimage.correlate1d(disk, g, axis=1, mode="mirror")
+
+
+def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
+    """skimage.filters.gaussian on an H x W x C image: per channel, mode 'nearest', truncate 4."""
+    return ndimage.gaussian_filter(x.astype(np.float64), sigma=(sigma, sigma, 0), mode="nearest", truncate=4.0)
+
+
+def _gaussian_2d(x: np.ndarray, sigma: float) -> np.ndarray:
+    """skimage.filters.gaussian(x, sigma, mode='reflect', truncate=3) on a 2-D array."""
+    if sigma == 0:
+        return x
+    return ndimage.gaussian_filter(x, sigma=sigma, mode="reflect", truncate=3.0)
+
+
+def _motion_blur(x: np.ndarray, radius: int, sigma: float, angle: float) -> np.ndarray:
+    width = 2 * radius + 1
+    kernel = np.exp(-np.arange(width) ** 2 / (2 * sigma ** 2))
+    kernel /= kernel.sum()
+    point = (width * math.sin(math.radians(angle)), width * math.cos(math.radians(angle)))
+    hypot = math.hypot(*point)
+    blurred = np.zeros_like(x, dtype=np.float64)
+    for i in range(width):
+        dy = -math.ceil((i * point[0]) / hypot - 0.5)
+        dx = -math.ceil((i * point[1]) / hypot - 0.5)
+        if abs(dy) >= x.shape[0] or abs(dx) >= x.shape[1]:
+            break  # the trail left the image
+        blurred += kernel[i] * _shift(x, dx, dy)
+    return blurred
+
+
+def _shift(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """Translate by (dx, dy), repeating the edge row / column into the uncovered border."""
+    h, w = image.shape[:2]
+    rows = np.clip(np.arange(h) - dy, 0, h - 1)
+    cols = np.clip(np.arange(w) - dx, 0, w - 1)
+    return image[rows][:, cols]
+
+
+def _clipped_zoom(img: np.ndarray, factor: float) -> np.ndarray:
+    h, w = img.shape[:2]
+    ch, cw = int(np.ceil(h / factor)), int(np.ceil(w / factor))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    img = ndimage.zoom(img[top:top + ch, left:left + cw], (factor, factor, 1), order=1)
+    trim_top, trim_left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+    return img[trim_top:trim_top + h, trim_left:trim_left + w]
+
+
+def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """cv2.getAffineTransform: the 2 x 3 matrix M with M [x, y, 1]^T = dst for the three points."""
+    a = np.hstack([src.astype(np.float64), np.ones((3, 1))])
+    return np.linalg.solve(a, dst.astype(np.float64)).T
+
+
+def _per_channel(x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    return np.stack([fn(x[:, :, c]) for c in range(x.shape[2])], axis=2)
+
+
+def _grey(x: np.ndarray) -> np.ndarray:
+    return x if x.shape[2] == 1 else (x @ RGB_TO_GREY)[..., None]
+
+
+def _resize(x: np.ndarray, w: int, h: int, resample: int) -> np.ndarray:
+    """Float per-channel resize with PIL (mode 'F': no rounding)."""
+    return _per_channel(x, lambda ch: np.asarray(Image.fromarray(ch.astype(np.float32), mode="F")
+                                                 .resize((w, h), resample), dtype=np.float64))
+
+
+def _pow2(n: int) -> int:
+    """The smallest power of two >= n."""
+    return 1 << max(n - 1, 1).bit_length()
+
+
+def _to_pil(x: np.ndarray) -> Image.Image:
+    u8 = np.floor(np.clip(x, 0, 1) * 255 + EPS).astype(np.uint8)
+    return Image.fromarray(u8[:, :, 0], mode="L") if x.shape[2] == 1 else Image.fromarray(u8, mode="RGB")
+
+
+def _from_pil(img: Image.Image, channels: int) -> np.ndarray:
+    arr = np.asarray(img, dtype=np.float64) / 255.0
+    return arr[..., None] if channels == 1 else arr

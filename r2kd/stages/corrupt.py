@@ -1,0 +1,70 @@
+"""Stage `corrupt`: the prepared test split under the 15 CIFAR-10-C corruptions x 5 severities,
+drawn once per data set (seeded, deterministic) and written to data/corrupted/ (docs/robustness.md).
+
+With ``evaluate.corruptions: false`` it writes an empty set (no corruptions), so the pipeline's
+files exist either way and `evaluate` skips the corruption scores.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from r2kd import paths
+from r2kd.config import Params
+from r2kd.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, WORK_SIZE, corrupt_set
+from r2kd.data.corrupted import FORMAT
+from r2kd.data.prepared import load_prepared
+from r2kd.files import save_checkpoint, sha256_state_dict, write_json
+
+
+def select(labels: torch.Tensor, limit: int | None) -> np.ndarray:
+    """The first ``limit`` test images of every class, in test-split order (all if limit is None)."""
+    labels_np = labels.numpy()
+    if limit is None:
+        return np.arange(len(labels_np))
+    keep, seen = [], {}
+    for i, label in enumerate(labels_np.tolist()):
+        if seen.get(label, 0) < limit:
+            seen[label] = seen.get(label, 0) + 1
+            keep.append(i)
+    return np.asarray(keep, dtype=np.int64)
+
+
+def build(images: torch.Tensor, labels: torch.Tensor, enabled: bool, limit: int | None, seed: int) -> dict:
+    index = select(labels, limit) if enabled else np.zeros(0, dtype=np.int64)
+    names = CORRUPTIONS if enabled else ()
+    if enabled:
+        corrupted = torch.from_numpy(corrupt_set(images.numpy()[index], index, seed))
+    else:
+        corrupted = torch.zeros((0, 0, 0, *images.shape[1:]), dtype=torch.uint8)
+    return {"images": corrupted, "labels": labels[torch.from_numpy(index)].clone(), "index": torch.from_numpy(index)}, names
+
+
+def run(params: Params) -> None:
+    cfg = params.evaluate
+    prepared = load_prepared(paths.PREPARED)
+    began = time.perf_counter()
+    payload, names = build(prepared.test_images, prepared.test_labels, cfg.corruptions, cfg.corruption_limit,
+                           cfg.corruption_seed)
+    save_checkpoint(paths.CORRUPTED_TEST, payload)
+    size = prepared.meta["image_size"]
+    write_json(paths.CORRUPTED_META, {
+        "format": FORMAT,
+        "dataset": prepared.meta["name"],
+        "corruptions": list(names),
+        "families": {f: list(n) for f, n in FAMILIES.items()} if names else {},
+        "severities": list(SEVERITIES) if names else [],
+        "seed": cfg.corruption_seed,
+        "limit_per_class": cfg.corruption_limit,
+        "count": int(payload["labels"].numel()),
+        "image_size": size,
+        # spatial corruptions run at 32 x 32 for smaller images (r2kd/corruptions.py)
+        "work_size": WORK_SIZE if size < WORK_SIZE else size,
+        "source_sha256": prepared.meta["content_sha256"]["test"],
+        "content_sha256": sha256_state_dict(payload),
+    })
+    print(f"corrupt: {payload['labels'].numel()} test images x {len(names)} corruptions x "
+          f"{len(SEVERITIES) if names else 0} severities in {time.perf_counter() - began:.1f} s")
