@@ -9,6 +9,7 @@ to the host once per pass, not once per batch.
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Sequence
 
 import torch
@@ -28,9 +29,12 @@ def evaluate(
     *,
     noise_std: float | None = None,
     data_std: Sequence[float] | None = None,
+    logits_out: list[torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Scores of ``model`` on a fixed-order test iterator; ``noise_std`` is in [0, 1] pixel units,
-    ``data_std`` the per-channel normalisation of the batches (the noise is added after it)."""
+    ``data_std`` the per-channel normalisation of the batches (the noise is added after it).
+    ``logits_out``, if given, receives the clean logits of every batch (float32, on the CPU), for
+    the scores computed from logits below (robustness, fidelity, temperature scaling)."""
     was_training = model.training
     model.eval()
     noise_gen = torch.Generator().manual_seed(NOISE_SEED)
@@ -43,6 +47,8 @@ def evaluate(
             if noise_std is not None:
                 std = torch.tensor(data_std, device=x.device).view(1, -1, 1, 1)
                 noisy = model(x + torch.randn(x.shape, generator=noise_gen).to(x.device) * noise_std / std).float()
+        if logits_out is not None:
+            logits_out.append(logits.cpu())
         batch = _batch_sums(logits, y, noisy)
         sums = batch if sums is None else sums + batch
         total += y.numel()
@@ -77,3 +83,67 @@ def _batch_sums(logits: torch.Tensor, labels: torch.Tensor, noisy: torch.Tensor 
     ])
     correct = (predicted == labels).double()
     return torch.cat([head, in_bin.sum(0), (in_bin * correct[:, None]).sum(0), (in_bin * confidence[:, None]).sum(0)])
+
+
+# --- scores computed from logits (the evaluate stage's robustness, fidelity and calibration) ----------
+@torch.no_grad()
+def predict(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], amp: str = "none") -> torch.Tensor:
+    """The logits of ``model`` on every batch, in order, as one float32 CPU tensor."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for x, _ in batches:
+        with autocast(x.device, amp):
+            out.append(model(x).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return 100.0 * (logits.argmax(1) == labels).double().mean().item()
+
+
+def calibration(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> dict[str, float]:
+    """ECE (15 equal-width bins, as in ``evaluate``) and NLL of softmax(logits / temperature)."""
+    z = logits.double() / temperature
+    sums = _batch_sums(z, labels, None)
+    n = labels.numel()
+    count, correct, confidence = sums[4:].view(3, ECE_BINS).tolist()
+    return {"ece": sum(abs(c - p) / n for k, c, p in zip(count, correct, confidence) if k),
+            "nll": sums[2].item() / n}
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, low: float = 0.05, high: float = 20.0,
+                    steps: int = 80) -> float:
+    """The temperature T minimising the NLL of softmax(logits / T): golden-section search on log T
+    (the NLL is convex in 1/T), in float64, deterministic."""
+    z = logits.double()
+
+    def nll(log_t: float) -> float:
+        return torch.nn.functional.cross_entropy(z / math.exp(log_t), labels).item()
+
+    a, b = math.log(low), math.log(high)
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = nll(c), nll(d)
+    for _ in range(steps):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = nll(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = nll(d)
+    return math.exp((a + b) / 2)
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Top-1 agreement (%) of two models' logits on the same images (Stanton et al., 2021)."""
+    return 100.0 * (a.argmax(1) == b.argmax(1)).double().mean().item()
+
+
+def kl_divergence(teacher: torch.Tensor, student: torch.Tensor) -> float:
+    """Mean KL(p_teacher || p_student) over images, in nats, at temperature 1."""
+    log_t, log_s = teacher.double().log_softmax(1), student.double().log_softmax(1)
+    return (log_t.exp() * (log_t - log_s)).sum(1).mean().item()

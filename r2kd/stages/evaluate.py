@@ -1,14 +1,25 @@
 """Stage `evaluate`: score every final model (teachers, pruned teachers, students) on the test set.
 
-Beyond top-1/top-5 it records calibration (ECE) and accuracy under Gaussian pixel noise, a cheap
-robustness probe: R2KD claims robustness, so the report should show more than clean accuracy.
+Beyond top-1/top-5 it records calibration (ECE, NLL, before and after temperature scaling),
+accuracy under Gaussian pixel noise (a cheap probe), and, when the corrupted set is enabled
+(`evaluate.corruptions`), top-1 under the 15 CIFAR-10-C corruptions x 5 severities, per family,
+mean corruption error and mCE normalised by the pair's `ce` student; for students, their fidelity to
+their teacher (top-1 agreement, KL(teacher || student)) on clean and corrupted images.
+Everything is computed from logits on the CPU in float64: reports/eval.json is the same bytes on
+every run with the same inputs. What is measured and how: docs/robustness.md.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+
+import torch
+
 from r2kd import paths
 from r2kd.config import Params
-from r2kd.evaluation import evaluate
+from r2kd.data.corrupted import CorruptedData, load_corrupted
+from r2kd.data.loader import BatchIterator
+from r2kd.evaluation import agreement, calibration, evaluate, fit_temperature, kl_divergence, predict, top1
 from r2kd.files import write_json
 from r2kd.modelfile import arch_spec, load_model
 from r2kd.models.complexity import complexity
@@ -17,6 +28,11 @@ from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threa
 from r2kd.stages.dataset import load_data
 
 NOISE_STD = 0.1  # in [0, 1] pixel units, before normalisation
+CORRUPTED_BATCH = 500
+CALIBRATION_FIT = ("2-fold cross-fitting on the test split (no validation split exists): T fitted on the "
+                   "even positions scores the odd ones and vice versa; 'temperature' is the fit on all of it, "
+                   "used for the corrupted set")
+
 
 def run(params: Params) -> None:
     set_threads(params.runtime.threads)
@@ -24,19 +40,138 @@ def run(params: Params) -> None:
     seed_everything(0, params.runtime.deterministic)
     data = load_data(256, device, generator=None)
     amp = resolve_amp(params.runtime.amp, device)
-    records = []
+    labels = data.test.labels.cpu()
+    corrupted = load_corrupted(paths.CORRUPTED, data.meta)
+    corrupted_batches = _corrupted_batches(corrupted, data.meta, device) if corrupted.enabled else None
+    records: list[dict] = []
+    teacher_logits: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
-    def add(kind: str, arch: str, path, **fields) -> None:
+    def add(kind: str, arch: str, path, **fields) -> tuple[torch.Tensor, torch.Tensor | None]:
         model = load_model(path, arch_spec(arch, data.meta), device=device)
-        scores = evaluate(model, data.test, amp, noise_std=NOISE_STD, data_std=data.meta["std"])
-        records.append({"kind": kind, "path": str(path), "arch": arch, **fields, **scores,
-                        **complexity(model, data.input_shape)})
+        clean: list[torch.Tensor] = []
+        scores = evaluate(model, data.test, amp, noise_std=NOISE_STD, data_std=data.meta["std"], logits_out=clean)
+        logits = torch.cat(clean)
+        corr = predict(model, corrupted_batches, amp) if corrupted_batches is not None else None
+        record = {"kind": kind, "path": str(path), "arch": arch, **fields, **scores,
+                  **complexity(model, data.input_shape), "calibration": calibration_scores(logits, labels)}
+        if corr is not None:
+            record["corruption"] = corruption_scores(corr, corrupted, logits[corrupted.index], record["calibration"])
+        records.append(record)
+        return logits, corr
 
     for arch in params.teachers:
-        add("teacher", arch, paths.teacher_dir(arch) / "model.pt")
+        teacher_logits[arch] = add("teacher", arch, paths.teacher_dir(arch) / "model.pt")
         add("pruned_teacher", arch, paths.pruned_dir(arch) / "model.pt", prune_method=params.prune.method,
             prune_ratio=params.prune.ratio)
     for run_ in student_runs(params):
-        add("student", run_.student, run_.dir / "model.pt", pair=run_.pair, teacher=run_.teacher, method=run_.method,
-            augment=run_.augment, seed=run_.seed)
-    write_json(paths.REPORTS / "eval.json", {"dataset": data.meta["name"], "noise_std": NOISE_STD, "models": records})
+        logits, corr = add("student", run_.student, run_.dir / "model.pt", pair=run_.pair, teacher=run_.teacher,
+                           method=run_.method, augment=run_.augment, seed=run_.seed)
+        t_logits, t_corr = teacher_logits[run_.teacher]
+        records[-1]["fidelity"] = fidelity(t_logits, logits, t_corr, corr, corrupted)
+    if corrupted.enabled:
+        add_mce(records, params)
+    write_json(paths.EVAL, {
+        "dataset": data.meta["name"], "noise_std": NOISE_STD,
+        "corruptions": {"enabled": corrupted.enabled, "names": corrupted.meta["corruptions"],
+                        "families": corrupted.meta["families"], "severities": corrupted.meta["severities"],
+                        "count": corrupted.meta["count"], "seed": corrupted.meta["seed"],
+                        "limit_per_class": corrupted.meta["limit_per_class"]},
+        "calibration_fit": CALIBRATION_FIT,
+        "models": records,
+    })
+
+
+def _corrupted_batches(corrupted: CorruptedData, meta: dict, device) -> BatchIterator:
+    k, s, n = corrupted.images.shape[:3]
+    flat = corrupted.images.reshape(k * s * n, *corrupted.images.shape[3:])
+    return BatchIterator(flat, corrupted.labels.repeat(k * s), batch_size=CORRUPTED_BATCH, mean=meta["mean"],
+                         std=meta["std"], train=False, generator=None, device=device)
+
+
+def calibration_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """ECE / NLL before and after temperature scaling, the temperature cross-fitted on two halves."""
+    halves = [torch.arange(0, labels.numel(), 2), torch.arange(1, labels.numel(), 2)]
+    temps = [fit_temperature(logits[h], labels[h]) for h in halves]
+    scaled = logits.double().clone()
+    scaled[halves[1]] /= temps[0]  # each half scored with the temperature fitted on the other
+    scaled[halves[0]] /= temps[1]
+    before, after = calibration(logits, labels), calibration(scaled, labels)
+    return {"ece": before["ece"], "nll": before["nll"], "ece_scaled": after["ece"], "nll_scaled": after["nll"],
+            "temperature": fit_temperature(logits, labels), "temperature_folds": temps}
+
+
+def corruption_scores(logits: torch.Tensor, corrupted: CorruptedData, clean_subset: torch.Tensor,
+                      cal: dict) -> dict:
+    """Top-1 per corruption and severity, error per family, mean corruption error, calibration."""
+    names, severities = corrupted.meta["corruptions"], corrupted.meta["severities"]
+    n = corrupted.labels.numel()
+    per = logits.view(len(names), len(severities), n, -1)
+    acc = {name: [top1(per[k, s], corrupted.labels) for s in range(len(severities))] for k, name in enumerate(names)}
+    error = {name: [100.0 - a for a in values] for name, values in acc.items()}
+    families = {fam: sum(sum(error[c]) / len(severities) for c in members) / len(members)
+                for fam, members in corrupted.meta["families"].items()}
+    all_labels = corrupted.labels.repeat(len(names) * len(severities))
+    before = calibration(logits, all_labels)
+    after = calibration(logits, all_labels, temperature=cal["temperature"])
+    return {
+        "clean_top1": top1(clean_subset, corrupted.labels),  # the same images, uncorrupted
+        "top1": acc,
+        "family_error": families,
+        "mean_error": sum(sum(e) for e in error.values()) / (len(names) * len(severities)),
+        "top1_by_severity": [sum(acc[c][s] for c in names) / len(names) for s in range(len(severities))],
+        "ece": before["ece"], "nll": before["nll"], "ece_scaled": after["ece"], "nll_scaled": after["nll"],
+    }
+
+
+def fidelity(teacher: torch.Tensor, student: torch.Tensor, teacher_corr: torch.Tensor | None,
+             student_corr: torch.Tensor | None, corrupted: CorruptedData) -> dict:
+    """How closely the student matches its teacher (Stanton et al., NeurIPS 2021)."""
+    out = {"clean": {"agreement": agreement(teacher, student), "kl": kl_divergence(teacher, student)}}
+    if teacher_corr is not None and student_corr is not None:
+        out["corrupted"] = {"agreement": agreement(teacher_corr, student_corr),
+                            "kl": kl_divergence(teacher_corr, student_corr)}
+        k, s = len(corrupted.meta["corruptions"]), len(corrupted.meta["severities"])
+        t, st = teacher_corr.view(k, s, -1, teacher_corr.shape[1]), student_corr.view(k, s, -1, student_corr.shape[1])
+        out["corrupted_by_severity"] = [
+            {"agreement": agreement(t[:, i].flatten(0, 1), st[:, i].flatten(0, 1)),
+             "kl": kl_divergence(t[:, i].flatten(0, 1), st[:, i].flatten(0, 1))} for i in range(s)]
+    return out
+
+
+def mce(errors: dict[str, list[float]], baseline: dict[str, list[float]]) -> float | None:
+    """mean over corruptions c of (Σ_s err_model(c, s) / Σ_s err_baseline(c, s)), as a ratio (1 = the
+    baseline). A corruption the baseline never gets wrong (Σ = 0) has no ratio and is left out."""
+    ratios = [sum(errors[c]) / sum(baseline[c]) for c in errors if sum(baseline[c]) > 0]
+    return sum(ratios) / len(ratios) if ratios else None
+
+
+def _errors(record: dict) -> dict[str, list[float]]:
+    return {c: [100.0 - a for a in v] for c, v in record["corruption"]["top1"].items()}
+
+
+def add_mce(records: list[dict], params: Params) -> None:
+    """mCE of every model, normalised by the `ce` students of the same pair (and augment, for a
+    student; the first augment for teachers), their errors averaged over seeds."""
+    baselines: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for rec in records:
+        if rec["kind"] == "student" and rec["method"] == "ce":
+            baselines[(rec["pair"], rec["augment"])].append(_errors(rec))
+
+    def baseline(pair: str, augment: str) -> dict[str, list[float]] | None:
+        runs = baselines.get((pair, augment))
+        if not runs:
+            return None
+        return {c: [sum(r[c][s] for r in runs) / len(runs) for s in range(len(runs[0][c]))] for c in runs[0]}
+
+    for rec in records:
+        if rec["kind"] == "student":
+            base = baseline(rec["pair"], rec["augment"])
+            rec["corruption"]["mce"] = mce(_errors(rec), base) if base else None
+            rec["corruption"]["mce_baseline"] = f"{rec['pair']}/ce-{rec['augment']}" if base else None
+        else:
+            by_pair = {}
+            for key, pair in params.pairs.items():
+                base = baseline(key, params.augments[0])
+                if pair.teacher == rec["arch"] and base:
+                    by_pair[key] = mce(_errors(rec), base)
+            rec["corruption"]["mce_by_pair"] = by_pair
