@@ -55,7 +55,7 @@ def run(params: Params) -> None:
             "method": run_.method, "augment": run_.augment, "aug_view": read_json(run_.dir / "provenance.json")["aug_view"], "seed": run_.seed,
             "best_top1": metrics["best_top1"], "best_epoch": metrics["best_epoch"], "last_top1": metrics["last_top1"],
             "last_top5": metrics["last_top5"], "ece": ev["ece"], "noisy_top1": ev["noisy_top1"],
-            "params": metrics["params"], "macs": metrics["macs"],
+            "params": metrics["params"], "macs": metrics["macs"], **robustness(ev),
         })
         logs[(run_.pair, run_.method, run_.augment)].append(
             [{**row, "seed": run_.seed} for row in read_log(run_.dir / "log.csv")])
@@ -69,11 +69,13 @@ def run(params: Params) -> None:
         teachers.append({
             "dataset": dataset, "arch": arch, "best_top1": metrics["best_top1"], "last_top1": metrics["last_top1"],
             "params": metrics["params"], "macs": metrics["macs"], "ece": ev_t["ece"], "noisy_top1": ev_t["noisy_top1"],
+            "top1": ev_t["top1"], **robustness(ev_t),
             "pruned": {"method": params.prune.method, "ratio": params.prune.ratio, "top1": prune["top1_after"],
                        "params": prune["params"], "macs": prune["macs"], "ece": ev_p["ece"],
-                       "nonzero_fraction": prune["nonzero_fraction_after"]},
+                       "nonzero_fraction": prune["nonzero_fraction_after"], **robustness(ev_p)},
         })
 
+    latency = read_latency(params)
     groups = aggregate(records)
     write_json(paths.REPORTS / "summary.json", {"dataset": dataset, "runs": records, "teachers": teachers, "groups": groups})
     write_text(paths.REPORTS / "summary.md", markdown(dataset, groups, teachers))
@@ -82,6 +84,32 @@ def run(params: Params) -> None:
     write_text(paths.REPORTS / "curves.csv", curves_csv(logs))
     plot_epochs(paths.REPORTS / "accuracy_per_epoch.png", logs, teachers)
     plot_methods(paths.REPORTS / "accuracy_per_method.png", groups, teachers)
+    plot_latency(paths.REPORTS / "accuracy_vs_latency.png", latency, scored)
+    plot_severity(paths.REPORTS / "accuracy_per_severity.png", groups, teachers)
+
+
+def robustness(ev: dict) -> dict:
+    """The headline robustness numbers of one eval.json record (None where not measured)."""
+    corr = ev.get("corruption") or {}
+    mce = corr.get("mce")
+    if mce is None and corr.get("mce_by_pair"):
+        mce = statistics.fmean(corr["mce_by_pair"].values())
+    return {
+        "eval_top1": ev["top1"],
+        "mce": mce,
+        "corruption_top1": (100.0 - corr["mean_error"]) if corr else None,
+        "top1_by_severity": corr.get("top1_by_severity"),
+        "agreement": ev.get("fidelity", {}).get("clean", {}).get("agreement"),
+        "agreement_corrupted": ev.get("fidelity", {}).get("corrupted", {}).get("agreement"),
+        "ece_scaled": ev.get("calibration", {}).get("ece_scaled"),
+    }
+
+
+def read_latency(params: Params) -> dict:
+    """runs/export/latency.json (wall-clock numbers, read by the report only), or {} without export."""
+    if not params.export.onnx or not paths.LATENCY.is_file():
+        return {}
+    return read_json(paths.LATENCY)
 
 
 def show() -> None:
@@ -101,6 +129,11 @@ def aggregate(records: list[dict]) -> list[dict]:
                "seeds": [r["seed"] for r in recs], "params": recs[0]["params"], "macs": recs[0]["macs"]}
         for key in ("best_top1", "last_top1", "noisy_top1", "ece"):
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std([r[key] for r in recs])
+        for key in ("eval_top1", "mce", "corruption_top1", "agreement", "agreement_corrupted", "ece_scaled"):
+            values = [r[key] for r in recs if r.get(key) is not None]
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std(values) if values else (None, None)
+        by_sev = [r["top1_by_severity"] for r in recs if r.get("top1_by_severity")]
+        row["top1_by_severity"] = [statistics.fmean(v) for v in zip(*by_sev)] if by_sev else None
         row["published_top1"] = PUBLISHED_TOP1.get((dataset, teacher, student, method))
         groups.append(row)
     return groups
@@ -143,8 +176,19 @@ def compact_metrics(groups: list[dict], teachers: list[dict]) -> dict:
     return out
 
 
-def _pm(mean: float, std: float) -> str:
-    return f"{mean:.2f} ± {std:.2f}"
+def _pm(mean: float, std: float, fmt: str = ".2f") -> str:
+    return f"{mean:{fmt}} ± {std:{fmt}}"
+
+
+def _pmo(group: dict, key: str, fmt: str = ".2f") -> str:
+    """mean ± std of ``key`` in a group, or — where it was not measured."""
+    if group.get(f"{key}_mean") is None:
+        return "—"
+    return _pm(group[f"{key}_mean"], group[f"{key}_std"], fmt)
+
+
+def _opt(value: float | None, fmt: str = ".2f") -> str:
+    return "—" if value is None else f"{value:{fmt}}"
 
 
 def markdown(dataset: str, groups: list[dict], teachers: list[dict]) -> str:
@@ -172,8 +216,28 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict]) -> str:
             f"| {g['pair']} | {g['method']} | {g['augment']} ({g['aug_view']}) | {g['n']} | "
             f"{_pm(g['best_top1_mean'], g['best_top1_std'])} | {_pm(g['last_top1_mean'], g['last_top1_std'])} | "
             f"{_pm(g['noisy_top1_mean'], g['noisy_top1_std'])} | {g['ece_mean']:.3f} | {pub} | {g['params']:,} | {g['macs']:,} |")
+    lines += ["", "## Robustness", "",
+              "Scored by `evaluate` on the final model (docs/robustness.md), mean ± sample std over seeds. "
+              "*Clean* is test top-1; *corrupted* is top-1 averaged over the 15 CIFAR-10-C corruptions x 5 "
+              "severities (a per-class-capped subset of the test split); *mCE* is the mean over corruptions of "
+              "the summed error over severities relative to the pair's `ce` student (1.00 = as robust as it, "
+              "lower is better); *agreement* is top-1 agreement with the teacher (clean / corrupted); ECE before "
+              "→ after temperature scaling (cross-fitted on two halves of the test split).", "",
+              "| pair | method | augment | n | clean top-1 | corrupted top-1 | mCE | agreement (clean) | agreement (corrupted) | ECE | ECE, T-scaled |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t in teachers:
+        for label, r in ((f"teacher {t['arch']}", t), (f"pruned {t['arch']}", t["pruned"])):
+            lines.append(f"| — | {label} | — | 1 | {_opt(r.get('eval_top1'))} | {_opt(r.get('corruption_top1'))} | "
+                         f"{_opt(r.get('mce'), '.3f')} | — | — | {r['ece']:.3f} | {_opt(r.get('ece_scaled'), '.3f')} |")
+    for g in groups:
+        lines.append(
+            f"| {g['pair']} | {g['method']} | {g['augment']} | {g['n']} | {_pmo(g, 'eval_top1')} | "
+            f"{_pmo(g, 'corruption_top1')} | {_pmo(g, 'mce', '.3f')} | {_pmo(g, 'agreement')} | "
+            f"{_pmo(g, 'agreement_corrupted')} | {_pm(g['ece_mean'], g['ece_std'], '.3f')} | {_pmo(g, 'ece_scaled', '.3f')} |")
     lines += ["", "![test accuracy per epoch](accuracy_per_epoch.png)", "",
-              "![accuracy per method](accuracy_per_method.png)", ""]
+              "![accuracy per method](accuracy_per_method.png)", "",
+              "![accuracy vs CPU latency](accuracy_vs_latency.png)", "",
+              "![accuracy per corruption severity](accuracy_per_severity.png)", ""]
     return "\n".join(lines)
 
 
@@ -184,13 +248,16 @@ def print_table(dataset: str, groups: list[dict], teachers: list[dict]) -> None:
                       f"pruned ({t['pruned']['method']}, {t['pruned']['ratio']}): {t['pruned']['top1']:.2f}, "
                       f"params {t['params']:,} -> {t['pruned']['params']:,}")
     table = Table(title=f"{dataset}: student test top-1 (%), mean ± std over seeds")
-    for col in ("pair", "method", "augment", "n", "best top-1", "last top-1", "noisy top-1", "ECE"):
+    for col in ("pair", "method", "augment", "n", "best top-1", "last top-1", "noisy top-1", "ECE", "mCE", "agree"):
         table.add_column(col, justify="right" if col not in ("pair", "method", "augment") else "left")
     for g in groups:
         table.add_row(g["pair"], g["method"], f"{g['augment']} ({g['aug_view']})", str(g["n"]),
                       _pm(g["best_top1_mean"], g["best_top1_std"]), _pm(g["last_top1_mean"], g["last_top1_std"]),
-                      _pm(g["noisy_top1_mean"], g["noisy_top1_std"]), f"{g['ece_mean']:.3f}")
+                      _pm(g["noisy_top1_mean"], g["noisy_top1_std"]), f"{g['ece_mean']:.3f}",
+                      _pmo(g, "mce", ".3f"), _pmo(g, "agreement", ".1f"))
     console.print(table)
+    console.print("[dim]mCE: corruption error relative to the pair's ce student (lower is better); agree: "
+                  "top-1 agreement (%) with the teacher on the clean test set.[/]")
     console.print("[dim]best = best epoch (selected on test, the paper's convention); last = final epoch. "
                   "Full report: reports/summary.md[/]")
 
@@ -237,11 +304,71 @@ def plot_methods(path: Path, groups: list[dict], teachers: list[dict]) -> None:
     for t in teachers:
         ax.axhline(t["best_top1"], linestyle="--", color="gray", linewidth=1)
         ax.text(len(groups) - 0.5, t["best_top1"], f"teacher {t['arch']}", va="bottom", ha="right", fontsize=8)
-    low = min(min(g["last_top1_mean"] - g["last_top1_std"] for g in groups), min(g["best_top1_mean"] for g in groups))
-    ax.set_ylim(max(0, low - 5), 100)
+    ax.set_ylim(0, 100)  # bars start at zero: a truncated axis exaggerates small differences
     ax.set_xticks(list(xs), labels, fontsize=7)
     ax.set(ylabel="test top-1 (%)", title="Student test top-1, mean ± std over seeds")
     ax.legend(fontsize=8)
+    _save_figure(fig, path)
+
+
+def plot_latency(path: Path, latency: dict, scored: dict) -> None:
+    """Clean test top-1 against onnxruntime batch-1 p50 latency: every student (colour = method) and
+    the teachers (black markers, also drawn as horizontal reference lines)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    entries = [m for m in latency.get("models", []) if m["path"] in scored]
+    if not entries:
+        ax.text(0.5, 0.5, "no latency measurements (export disabled or not run)", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        _save_figure(fig, path)
+        return
+    methods = sorted({m.get("method") for m in entries if m["kind"] == "student"})
+    colours = {name: f"C{i}" for i, name in enumerate(methods)}
+    for m in entries:
+        top1, ms = scored[m["path"]]["top1"], m["latency_batch1"]["p50_ms"]
+        if m["kind"] == "student":
+            ax.scatter(ms, top1, color=colours[m["method"]], s=25, alpha=0.8,
+                       label=m["method"] if m["seed"] == min(e["seed"] for e in entries if e.get("method") == m["method"]) else None)
+        else:
+            label = f"{'pruned ' if m['kind'] == 'pruned_teacher' else 'teacher '}{m['arch']}"
+            marker = "s" if m["kind"] == "teacher" else "D"
+            ax.scatter(ms, top1, color="black", marker=marker, s=40, label=label)
+            ax.axhline(top1, color="gray", linestyle="--" if m["kind"] == "teacher" else ":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set(xlabel="onnxruntime CPU latency, batch 1, p50 (ms, log scale)", ylabel="clean test top-1 (%)",
+           title="Accuracy vs CPU latency (up and left is better); y axis from 0")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    _save_figure(fig, path)
+
+
+def plot_severity(path: Path, groups: list[dict], teachers: list[dict]) -> None:
+    """Top-1 averaged over the 15 corruptions at each severity (0 = clean), mean over seeds per
+    method; teachers and pruned teachers as dashed / dotted reference lines."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for g in groups:
+        if g.get("top1_by_severity"):
+            ys = [g["eval_top1_mean"], *g["top1_by_severity"]]
+            ax.plot(range(len(ys)), ys, marker="o", label=f"{g['pair']} {g['method']} ({g['augment']})")
+            drawn = True
+    for t in teachers:
+        for r, style, label in ((t, "--", f"teacher {t['arch']}"), (t["pruned"], ":", f"pruned {t['arch']}")):
+            if r.get("top1_by_severity"):
+                ys = [r["eval_top1"], *r["top1_by_severity"]]
+                ax.plot(range(len(ys)), ys, color="gray", linestyle=style, label=label)
+    if not drawn:
+        ax.text(0.5, 0.5, "no corruption scores (evaluate.corruptions: false)", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_ylim(0, 100)
+    ax.set_xticks(range(6), ["clean", "1", "2", "3", "4", "5"])
+    ax.set(xlabel="corruption severity", ylabel="top-1 (%), mean over 15 corruptions",
+           title="Top-1 per corruption severity (mean over seeds); y axis from 0")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     _save_figure(fig, path)
 
 
