@@ -33,14 +33,6 @@ PREPARED = [str(paths.PREPARED / name) for name in ("train.pt", "test.pt", "meta
 RUNS = student_runs(PARAMS)
 
 
-wildcard_constraints:
-    teacher="[A-Za-z0-9_]+",
-    pair="[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*",
-    method="[a-z0-9_]+",
-    augment="[a-z0-9_]+",
-    seed="0|[1-9][0-9]*",
-
-
 # Each stage's code: its import closure, as in dvc.yaml (tests/test_dag.py checks both). Listed as
 # files, so an edit in place reruns the stage and an editor's swap file does not.
 CODE = {
@@ -108,8 +100,22 @@ def code(stage):
 
 
 def params_of(*keys):
-    """The values of these params.yaml keys, as Snakemake `params:`: a change reruns the rule."""
+    """The values of these params.yaml keys, as Snakemake `params:` (a change reruns the job)."""
     return json.dumps({key: section(PARAMS, key) for key in keys}, sort_keys=True)
+
+
+def params_stamp(name, *keys):
+    """A file holding these params' values, rewritten only when they change: an input whose mtime
+    reruns the job even when its outputs were made by DVC (which leaves Snakemake no record of the
+    params they were made with, so `params:` alone cannot see the change)."""
+    path = Path(ROOT, ".r2kd", "params", f"{name}.json")
+    text = params_of(*keys)
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return str(path.relative_to(ROOT))
 
 
 def resources(stage):
@@ -118,3 +124,24 @@ def resources(stage):
 
 
 RUNTIME_KEYS = ["runtime.device", "runtime.amp", "runtime.threads", "runtime.deterministic"]
+LIST_KEYS = ["teachers", "pairs", "methods", "augments", "seeds", "prune.method", "prune.ratio"]
+# The params.yaml keys read by each job, the same as each stage's `params:` in dvc.yaml (tests/test_dag.py).
+PARAM_KEYS = {
+    "prepare": lambda w: ["data"],
+    "train_teacher": lambda w: ["data", f"teachers.{w.teacher}", "train_teacher", *RUNTIME_KEYS],
+    "prune": lambda w: ["data", "prune.method", "prune.ratio", "prune.importance_p", "train_teacher.seed",
+                        *RUNTIME_KEYS],
+    "pair": lambda w: [f"pairs.{w.pair}.teacher", f"pairs.{w.pair}.student"],
+    "distill": lambda w: ["data", "distill", f"method_params.{w.method}", f"pairs.{w.pair}", "prune.bn_mode",
+                          *RUNTIME_KEYS],
+    "evaluate": lambda w: [*LIST_KEYS, "runtime.device", "runtime.amp", "runtime.threads"],
+    "report": lambda w: LIST_KEYS,
+}
+
+
+def rule_params(stage):
+    return lambda w: params_of(*PARAM_KEYS[stage](w))
+
+
+def rule_stamp(stage):
+    return lambda w: params_stamp("/".join([stage, *map(str, w)]), *PARAM_KEYS[stage](w))
