@@ -15,6 +15,7 @@ from r2kd import paths
 from r2kd.config import load_params, section
 from r2kd.errors import UserError
 from r2kd.runs import student_runs
+from r2kd.yamlfile import read_yaml
 
 if config:
     raise WorkflowError(
@@ -24,8 +25,23 @@ if config:
 
 try:
     PARAMS = load_params(os.path.join(ROOT, "params.yaml"))
+    RAW_PARAMS = read_yaml(Path(ROOT, "params.yaml"))
 except UserError as exc:
     raise WorkflowError(str(exc)) from None
+
+
+def _dvc_lock():
+    """What DVC recorded of each stage's params (dvc.lock, DVC's own file: read leniently)."""
+    import yaml
+
+    try:
+        lock = yaml.safe_load(Path(ROOT, "dvc.lock").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return lock if isinstance(lock, dict) else {}
+
+
+DVC_LOCK = _dvc_lock()
 
 ENV = "../envs/r2kd.yaml"
 THREADS = PARAMS.runtime.threads
@@ -104,18 +120,35 @@ def params_of(*keys):
     return json.dumps({key: section(PARAMS, key) for key in keys}, sort_keys=True)
 
 
-def params_stamp(name, *keys):
+def params_stamp(name, dvc_stage, *keys):
     """A file holding these params' values, rewritten only when they change: an input whose mtime
-    reruns the job even when its outputs were made by DVC (which leaves Snakemake no record of the
-    params they were made with, so `params:` alone cannot see the change)."""
+    reruns the job even when its outputs were made by DVC, which leaves Snakemake no record of the
+    params they were made with (so `params:` alone cannot see the change).
+
+    A new stamp is dated long ago (nothing known to have changed) unless dvc.lock says DVC made this
+    stage's outputs with other values.
+    """
     path = Path(ROOT, ".r2kd", "params", f"{name}.json")
     text = params_of(*keys)
-    if not path.is_file() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    existed = path.is_file()
+    if existed and path.read_text() == text:
+        return str(path.relative_to(ROOT))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    if not existed:
+        recorded = DVC_LOCK.get("stages", {}).get(dvc_stage, {}).get("params", {}).get("params.yaml")
+        if recorded is None or recorded == {key: raw_value(key) for key in keys}:
+            os.utime(path, (0, 0))
     return str(path.relative_to(ROOT))
+
+
+def raw_value(dotted):
+    node = RAW_PARAMS
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def resources(stage):
@@ -143,5 +176,17 @@ def rule_params(stage):
     return lambda w: params_of(*PARAM_KEYS[stage](w))
 
 
+# DVC's name for the stage a job runs (dvc.yaml's foreach/matrix naming).
+DVC_NAME = {
+    "prepare": lambda w: "prepare",
+    "train_teacher": lambda w: f"train_teacher@{w.teacher}",
+    "prune": lambda w: f"prune@{w.teacher}",
+    "pair": lambda w: f"pair@{w.pair}",
+    "distill": lambda w: f"distill@{w.pair}-{w.method}-{w.augment}-{w.seed}",
+    "evaluate": lambda w: "evaluate",
+    "report": lambda w: "report",
+}
+
+
 def rule_stamp(stage):
-    return lambda w: params_stamp("/".join([stage, *map(str, w)]), *PARAM_KEYS[stage](w))
+    return lambda w: params_stamp("/".join([stage, *map(str, w)]), DVC_NAME[stage](w), *PARAM_KEYS[stage](w))
