@@ -66,10 +66,11 @@ def _preset(args: argparse.Namespace) -> None:
 
 
 def _stages(args: argparse.Namespace) -> None:
-    from r2kd.dag import load_stages
+    from r2kd.config import load_params
+    from r2kd.runs import stage_commands
 
-    for stage in load_stages("."):
-        print(f"{stage.name}\t{stage.cmd}")
+    for name, cmd in stage_commands(load_params(args.params)):
+        print(f"{name}\t{cmd}")
 
 
 def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], None]:

@@ -73,9 +73,15 @@ def assert_same_dag(root: Path) -> None:
         job = jobs.get(tuple(sorted(stage.outs)))
         assert job is not None, f"no Snakemake job writes the outputs of {stage.name}: {stage.outs}"
         assert job["rule"] == stage.group, stage.name
-        expected = sorted({p for dep in stage.deps for p in expand_dep(dep, stages, root)})
+        expected = {p for dep in stage.deps for p in expand_dep(dep, stages, root)}
         stamps = [p for p in job["input"] if p.startswith(".r2kd/params/")]
-        assert sorted(set(job["input"]) - set(stamps)) == expected, stage.name
+        # Snakemake's one code input lists the SHA-256 of each source file: the same files as DVC's deps
+        code_stamps = [p for p in job["input"] if p.startswith(".r2kd/code/")]
+        assert len(code_stamps) == 1, stage.name
+        code = set(json.loads((root / code_stamps[0]).read_text()))
+        assert code <= expected, stage.name
+        assert sorted(set(job["input"]) - set(stamps) - set(code_stamps)) == sorted(expected - code), stage.name
+        assert all(not p.startswith(("r2kd/", "workflow/")) for p in expected - code), stage.name
         assert " ".join(job["cmd"].split()) == " ".join(stage.cmd.split()), stage.name
         # the same params.yaml keys decide when each tool reruns the stage (Snakemake sees them with
         # the schema's defaults filled in; DVC sees what the file says)
@@ -205,3 +211,10 @@ def test_snakemake_parses_fast_without_torch_or_dvc(tmp_path):
 def test_snakemake_lint_is_clean():
     result = run(["snakemake", "--lint"], REPO, check=False)
     assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr, result.stdout
+
+
+def test_r2kd_stages_lists_dvcs_stages_and_commands():
+    from r2kd.runs import stage_commands
+
+    dvc = [(s.name, " ".join(s.cmd.split())) for s in load_stages(REPO)]
+    assert sorted(stage_commands(load_params(REPO / "params.yaml"))) == sorted(dvc)

@@ -3,6 +3,7 @@
 # validate at parse time, so its DAG has a `check` stage first instead.)
 #
 # Parsing imports only the torch-free schema (r2kd.config), so `snakemake -n` stays fast.
+import functools
 import json
 import os
 import sys
@@ -12,7 +13,7 @@ ROOT = workflow.basedir  # the directory of the top-level Snakefile
 sys.path.insert(0, ROOT)  # run from a source checkout even without `pip install -e`
 
 from r2kd import paths
-from r2kd.config import load_params, section
+from r2kd.config import load_params
 from r2kd.errors import UserError
 from r2kd.runs import student_runs
 from r2kd.yamlfile import read_yaml
@@ -106,7 +107,7 @@ CODE = {
 }
 
 
-def code(stage):
+def code_files(stage):
     """The source files of ``stage`` (directories expanded to their .py files)."""
     files = set()
     for entry in CODE[stage]:
@@ -115,9 +116,41 @@ def code(stage):
     return sorted(files)
 
 
+@functools.cache
+def code(stage):
+    """One input standing for the stage's code: a file of its sources' SHA-256, rewritten only when
+    one changes. An edit in place reruns the stage, a touched file or an editor's swap file does not,
+    and a job has one code input instead of sixty (Snakemake's DAG cost grows with inputs per job)."""
+    import hashlib
+
+    digests = {f: hashlib.sha256(Path(ROOT, f).read_bytes()).hexdigest() for f in code_files(stage)}
+    path = Path(ROOT, ".r2kd", "code", f"{stage}.json")
+    text = json.dumps(digests, indent=0, sort_keys=True)
+    if not path.is_file() or path.read_text() != text:
+        existed = path.is_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        if not existed:  # dated when the code last changed, not when Snakemake first saw it
+            newest = max(Path(ROOT, f).stat().st_mtime for f in digests)
+            os.utime(path, (newest, newest))
+    return str(path.relative_to(ROOT))
+
+
+RESOLVED = PARAMS.model_dump(mode="json")  # once: a dump per job would make parsing quadratic
+
+
+def resolved(dotted):
+    node = RESOLVED
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
 def params_of(*keys):
     """The values of these params.yaml keys, as Snakemake `params:` (a change reruns the job)."""
-    return json.dumps({key: section(PARAMS, key) for key in keys}, sort_keys=True)
+    return json.dumps({key: resolved(key) for key in keys}, sort_keys=True)
 
 
 def params_stamp(name, dvc_stage, *keys):
