@@ -15,6 +15,18 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+# Names that become paths and arguments: the same character sets r2kd/config.py enforces.
+
+wildcard_constraints:
+    teacher="[A-Za-z0-9_]+",
+    pair="[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*",
+    method="[a-z0-9_]+",
+    augment="[a-z0-9_]+",
+    seed="0|[1-9][0-9]*",
+
+
 include: "workflow/rules/teachers.smk"
 include: "workflow/rules/students.smk"
 include: "workflow/rules/report.smk"

@@ -66,10 +66,11 @@ def _preset(args: argparse.Namespace) -> None:
 
 
 def _stages(args: argparse.Namespace) -> None:
-    from r2kd.dag import load_stages
+    from r2kd.config import load_params
+    from r2kd.runs import stage_commands
 
-    for stage in load_stages("."):
-        print(f"{stage.name}\t{stage.cmd}")
+    for name, cmd in stage_commands(load_params(args.params)):
+        print(f"{name}\t{cmd}")
 
 
 def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], None]:
@@ -78,8 +79,13 @@ def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], None]:
 
         from r2kd.config import load_params
 
+        from r2kd.lock import stage_lock
+
         params = load_params(args.params)  # validated before anything heavy happens
-        importlib.import_module(f"r2kd.stages.{module}").run(params, *(getattr(args, n) for n in names))
+        values = [getattr(args, n) for n in names]
+        name = f"{module}@{'-'.join(map(str, values))}" if values else module  # DVC's stage name
+        with stage_lock(name):
+            importlib.import_module(f"r2kd.stages.{module}").run(params, *values)
 
     return call
 

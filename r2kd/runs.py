@@ -49,3 +49,15 @@ def find_run(params: Params, pair: str, method: str, augment: str, seed: int) ->
     raise ConfigError(f"distill: no run {pair} {method} {augment} {seed} in params.yaml "
                       f"(pairs {sorted(params.pairs)}, methods {params.methods}, augments {params.augments}, "
                       f"seeds {params.seeds})")
+
+
+def stage_commands(params: Params) -> list[tuple[str, str]]:
+    """Every stage of the DAG with its command, in DVC's names, computed from params alone (no DVC
+    import: `r2kd stages` stays fast at thousands of runs). tests/test_dag.py checks it against DVC."""
+    r2kd = "workflow/scripts/r2kd"
+    stages = [("check", f"{r2kd} check --stamp"), ("prepare", f"{r2kd} prepare")]
+    stages += [(f"train_teacher@{t}", f"{r2kd} train-teacher {t}") for t in params.teachers]
+    stages += [(f"prune@{t}", f"{r2kd} prune {t}") for t in params.teachers]
+    stages += [(f"pair@{p}", f"{r2kd} pair {p}") for p in params.pairs]
+    stages += [(run.stage, f"{r2kd} distill {run.pair} {run.method} {run.augment} {run.seed}") for run in student_runs(params)]
+    return stages + [("evaluate", f"{r2kd} evaluate"), ("report", f"{r2kd} report")]

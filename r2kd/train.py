@@ -3,7 +3,7 @@ resume from the last completed epoch, and a NaN guard.
 
 Resume: after every epoch the full state (weights, optimiser, RNG states, history) is written
 atomically to a state file outside the stage's outputs. A rerun with the same fingerprint (params,
-inputs, seed) continues from there and ends with exactly the numbers of an uninterrupted run.
+inputs, seed, code) continues from there and ends with exactly the numbers of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from r2kd.runtime import autocast
 # objective(model, images, labels, epoch) -> named loss terms; the loss is their sum.
 Objective = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, int], dict[str, torch.Tensor]]
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # log lines stay whole in files and narrow terminals
 
 
 def cross_entropy_objective(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
@@ -182,7 +182,7 @@ class Trainer:
             console.print(f"[yellow]ignoring unusable resume state[/]: {exc}")
             return 0
         if state["fingerprint"] != self.fingerprint:
-            console.print(f"[yellow]{self.label}: params or inputs changed since the interrupted run; starting over[/]")
+            console.print(f"[yellow]{self.label}: params, inputs or code changed since the interrupted run; starting over[/]")
             return 0
         epoch = int(state["epoch"])
         if epoch > self.recipe.epochs:

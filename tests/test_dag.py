@@ -8,6 +8,7 @@ parses the workflow, before any job), and Snakemake's commands send their output
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -57,6 +58,13 @@ def expand_dep(dep: str, stages, root: Path) -> list[str]:
     return [dep]
 
 
+def contains(resolved, raw) -> bool:
+    """``raw`` (as written in params.yaml) is ``resolved`` (validated, defaults filled) minus defaults."""
+    if isinstance(raw, dict):
+        return isinstance(resolved, dict) and all(k in resolved and contains(resolved[k], v) for k, v in raw.items())
+    return resolved == raw
+
+
 def assert_same_dag(root: Path) -> None:
     stages = [s for s in load_stages(root) if s.group != "check"]
     jobs = {tuple(sorted(job["output"])): job for job in snakemake_jobs(root) if job["rule"] != "all"}
@@ -65,9 +73,22 @@ def assert_same_dag(root: Path) -> None:
         job = jobs.get(tuple(sorted(stage.outs)))
         assert job is not None, f"no Snakemake job writes the outputs of {stage.name}: {stage.outs}"
         assert job["rule"] == stage.group, stage.name
-        expected = sorted({p for dep in stage.deps for p in expand_dep(dep, stages, root)})
-        assert sorted(set(job["input"])) == expected, stage.name
+        expected = {p for dep in stage.deps for p in expand_dep(dep, stages, root)}
+        stamps = [p for p in job["input"] if p.startswith(".r2kd/params/")]
+        # Snakemake's one code input lists the SHA-256 of each source file: the same files as DVC's deps
+        code_stamps = [p for p in job["input"] if p.startswith(".r2kd/code/")]
+        assert len(code_stamps) == 1, stage.name
+        code = set(json.loads((root / code_stamps[0]).read_text()))
+        assert code <= expected, stage.name
+        assert sorted(set(job["input"]) - set(stamps) - set(code_stamps)) == sorted(expected - code), stage.name
+        assert all(not p.startswith(("r2kd/", "workflow/")) for p in expected - code), stage.name
         assert " ".join(job["cmd"].split()) == " ".join(stage.cmd.split()), stage.name
+        # the same params.yaml keys decide when each tool reruns the stage (Snakemake sees them with
+        # the schema's defaults filled in; DVC sees what the file says)
+        assert len(stamps) == 1, stage.name
+        seen = json.loads((root / stamps[0]).read_text())
+        assert set(seen) == set(stage.params), stage.name
+        assert contains(seen, stage.params), stage.name
 
 
 @pytest.mark.slow
@@ -190,3 +211,10 @@ def test_snakemake_parses_fast_without_torch_or_dvc(tmp_path):
 def test_snakemake_lint_is_clean():
     result = run(["snakemake", "--lint"], REPO, check=False)
     assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr, result.stdout
+
+
+def test_r2kd_stages_lists_dvcs_stages_and_commands():
+    from r2kd.runs import stage_commands
+
+    dvc = [(s.name, " ".join(s.cmd.split())) for s in load_stages(REPO)]
+    assert sorted(stage_commands(load_params(REPO / "params.yaml"))) == sorted(dvc)

@@ -3,6 +3,7 @@
 # validate at parse time, so its DAG has a `check` stage first instead.)
 #
 # Parsing imports only the torch-free schema (r2kd.config), so `snakemake -n` stays fast.
+import functools
 import json
 import os
 import sys
@@ -12,9 +13,10 @@ ROOT = workflow.basedir  # the directory of the top-level Snakefile
 sys.path.insert(0, ROOT)  # run from a source checkout even without `pip install -e`
 
 from r2kd import paths
-from r2kd.config import load_params, section
+from r2kd.config import load_params
 from r2kd.errors import UserError
 from r2kd.runs import student_runs
+from r2kd.yamlfile import read_yaml
 
 if config:
     raise WorkflowError(
@@ -24,21 +26,28 @@ if config:
 
 try:
     PARAMS = load_params(os.path.join(ROOT, "params.yaml"))
+    RAW_PARAMS = read_yaml(Path(ROOT, "params.yaml"))
 except UserError as exc:
     raise WorkflowError(str(exc)) from None
+
+
+def _dvc_lock():
+    """What DVC recorded of each stage's params (dvc.lock, DVC's own file: read leniently)."""
+    import yaml
+
+    try:
+        lock = yaml.safe_load(Path(ROOT, "dvc.lock").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return lock if isinstance(lock, dict) else {}
+
+
+DVC_LOCK = _dvc_lock()
 
 ENV = "../envs/r2kd.yaml"
 THREADS = PARAMS.runtime.threads
 PREPARED = [str(paths.PREPARED / name) for name in ("train.pt", "test.pt", "meta.json")]
 RUNS = student_runs(PARAMS)
-
-
-wildcard_constraints:
-    teacher="[A-Za-z0-9_]+",
-    pair="[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*",
-    method="[a-z0-9_]+",
-    augment="[a-z0-9_]+",
-    seed="0|[1-9][0-9]*",
 
 
 # Each stage's code: its import closure, as in dvc.yaml (tests/test_dag.py checks both). Listed as
@@ -98,7 +107,7 @@ CODE = {
 }
 
 
-def code(stage):
+def code_files(stage):
     """The source files of ``stage`` (directories expanded to their .py files)."""
     files = set()
     for entry in CODE[stage]:
@@ -107,9 +116,72 @@ def code(stage):
     return sorted(files)
 
 
+@functools.cache
+def code(stage):
+    """One input standing for the stage's code: a file of its sources' SHA-256, rewritten only when
+    one changes. An edit in place reruns the stage, a touched file or an editor's swap file does not,
+    and a job has one code input instead of sixty (Snakemake's DAG cost grows with inputs per job)."""
+    import hashlib
+
+    digests = {f: hashlib.sha256(Path(ROOT, f).read_bytes()).hexdigest() for f in code_files(stage)}
+    path = Path(ROOT, ".r2kd", "code", f"{stage}.json")
+    text = json.dumps(digests, indent=0, sort_keys=True)
+    if not path.is_file() or path.read_text() != text:
+        existed = path.is_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        if not existed:  # dated when the code last changed, not when Snakemake first saw it
+            newest = max(Path(ROOT, f).stat().st_mtime for f in digests)
+            os.utime(path, (newest, newest))
+    return str(path.relative_to(ROOT))
+
+
+RESOLVED = PARAMS.model_dump(mode="json")  # once: a dump per job would make parsing quadratic
+
+
+def resolved(dotted):
+    node = RESOLVED
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
 def params_of(*keys):
-    """The values of these params.yaml keys, as Snakemake `params:`: a change reruns the rule."""
-    return json.dumps({key: section(PARAMS, key) for key in keys}, sort_keys=True)
+    """The values of these params.yaml keys, as Snakemake `params:` (a change reruns the job)."""
+    return json.dumps({key: resolved(key) for key in keys}, sort_keys=True)
+
+
+def params_stamp(name, dvc_stage, *keys):
+    """A file holding these params' values, rewritten only when they change: an input whose mtime
+    reruns the job even when its outputs were made by DVC, which leaves Snakemake no record of the
+    params they were made with (so `params:` alone cannot see the change).
+
+    A new stamp is dated long ago (nothing known to have changed) unless dvc.lock says DVC made this
+    stage's outputs with other values.
+    """
+    path = Path(ROOT, ".r2kd", "params", f"{name}.json")
+    text = params_of(*keys)
+    existed = path.is_file()
+    if existed and path.read_text() == text:
+        return str(path.relative_to(ROOT))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    if not existed:
+        recorded = DVC_LOCK.get("stages", {}).get(dvc_stage, {}).get("params", {}).get("params.yaml")
+        if recorded is None or recorded == {key: raw_value(key) for key in keys}:
+            os.utime(path, (0, 0))
+    return str(path.relative_to(ROOT))
+
+
+def raw_value(dotted):
+    node = RAW_PARAMS
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def resources(stage):
@@ -118,3 +190,36 @@ def resources(stage):
 
 
 RUNTIME_KEYS = ["runtime.device", "runtime.amp", "runtime.threads", "runtime.deterministic"]
+LIST_KEYS = ["teachers", "pairs", "methods", "augments", "seeds", "prune.method", "prune.ratio"]
+# The params.yaml keys read by each job, the same as each stage's `params:` in dvc.yaml (tests/test_dag.py).
+PARAM_KEYS = {
+    "prepare": lambda w: ["data"],
+    "train_teacher": lambda w: ["data", f"teachers.{w.teacher}", "train_teacher", *RUNTIME_KEYS],
+    "prune": lambda w: ["data", "prune.method", "prune.ratio", "prune.importance_p", "train_teacher.seed",
+                        *RUNTIME_KEYS],
+    "pair": lambda w: [f"pairs.{w.pair}.teacher", f"pairs.{w.pair}.student"],
+    "distill": lambda w: ["data", "distill", f"method_params.{w.method}", f"pairs.{w.pair}", "prune.bn_mode",
+                          *RUNTIME_KEYS],
+    "evaluate": lambda w: [*LIST_KEYS, "runtime.device", "runtime.amp", "runtime.threads"],
+    "report": lambda w: LIST_KEYS,
+}
+
+
+def rule_params(stage):
+    return lambda w: params_of(*PARAM_KEYS[stage](w))
+
+
+# DVC's name for the stage a job runs (dvc.yaml's foreach/matrix naming).
+DVC_NAME = {
+    "prepare": lambda w: "prepare",
+    "train_teacher": lambda w: f"train_teacher@{w.teacher}",
+    "prune": lambda w: f"prune@{w.teacher}",
+    "pair": lambda w: f"pair@{w.pair}",
+    "distill": lambda w: f"distill@{w.pair}-{w.method}-{w.augment}-{w.seed}",
+    "evaluate": lambda w: "evaluate",
+    "report": lambda w: "report",
+}
+
+
+def rule_stamp(stage):
+    return lambda w: params_stamp("/".join([stage, *map(str, w)]), DVC_NAME[stage](w), *PARAM_KEYS[stage](w))

@@ -7,7 +7,6 @@ STUDENT_FILES = [f"{run.dir}/{name}" for run in RUNS for name in ("model.pt", "p
 REPORTS = ["reports/summary.json", "reports/summary.md", "reports/summary.csv", "reports/curves.csv",
            "reports/accuracy_per_epoch.png", "reports/accuracy_per_method.png", "reports/metrics.json"]
 ALL_TARGETS = REPORTS
-LIST_KEYS = ["teachers", "pairs", "methods", "augments", "seeds", "prune.method", "prune.ratio"]
 
 
 rule evaluate:
@@ -17,10 +16,11 @@ rule evaluate:
         TEACHER_FILES,
         STUDENT_FILES,
         code("evaluate"),
+        params_stamp=rule_stamp("evaluate"),
     output:
         "reports/eval.json",
     params:
-        values=params_of(*LIST_KEYS, "runtime.device", "runtime.amp", "runtime.threads"),
+        values=rule_params("evaluate"),
     log:
         "logs/evaluate.log",
     threads: THREADS
@@ -38,6 +38,7 @@ rule report:
         TEACHER_FILES,
         STUDENT_FILES,
         code("report"),
+        params_stamp=rule_stamp("report"),
     output:
         "reports/summary.json",
         "reports/summary.md",
@@ -47,7 +48,7 @@ rule report:
         report("reports/accuracy_per_method.png", caption="../report/figure.rst", category="Results"),
         "reports/metrics.json",
     params:
-        values=params_of(*LIST_KEYS),
+        values=rule_params("report"),
     log:
         "logs/report.log",
     threads: 1

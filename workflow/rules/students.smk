@@ -6,14 +6,14 @@ rule distill:
         PREPARED,
         pair="runs/pairs/{pair}.json",
         code=code("distill"),
+        params_stamp=rule_stamp("distill"),
     output:
         model="runs/students/{pair}/{method}-{augment}/s{seed}/model.pt",
         provenance="runs/students/{pair}/{method}-{augment}/s{seed}/provenance.json",
         metrics="runs/students/{pair}/{method}-{augment}/s{seed}/metrics.json",
         log_csv="runs/students/{pair}/{method}-{augment}/s{seed}/log.csv",
     params:
-        values=lambda w: params_of("data", "distill", f"method_params.{w.method}", f"pairs.{w.pair}",
-                                   "prune.bn_mode", *RUNTIME_KEYS),
+        values=rule_params("distill"),
     log:
         "logs/distill/{pair}-{method}-{augment}-{seed}.log",
     threads: THREADS

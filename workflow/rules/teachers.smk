@@ -5,10 +5,11 @@
 rule prepare:
     input:
         code("prepare"),
+        params_stamp=rule_stamp("prepare"),
     output:
         PREPARED,
     params:
-        values=params_of("data"),
+        values=rule_params("prepare"),
     log:
         "logs/prepare.log",
     threads: THREADS
@@ -24,13 +25,14 @@ rule train_teacher:
     input:
         PREPARED,
         code("train_teacher"),
+        params_stamp=rule_stamp("train_teacher"),
     output:
         model="runs/teachers/{teacher}/model.pt",
         provenance="runs/teachers/{teacher}/provenance.json",
         metrics="runs/teachers/{teacher}/metrics.json",
         log_csv="runs/teachers/{teacher}/log.csv",
     params:
-        values=lambda w: params_of("data", f"teachers.{w.teacher}", "train_teacher", *RUNTIME_KEYS),
+        values=rule_params("train_teacher"),
     log:
         "logs/train_teacher/{teacher}.log",
     threads: THREADS
@@ -48,13 +50,13 @@ rule prune:
         "data/prepared/meta.json",
         "runs/teachers/{teacher}/model.pt",
         code("prune"),
+        params_stamp=rule_stamp("prune"),
     output:
         model="runs/pruned/{teacher}/model.pt",
         provenance="runs/pruned/{teacher}/provenance.json",
         metrics="runs/pruned/{teacher}/prune.json",
     params:
-        values=params_of("data", "prune.method", "prune.ratio", "prune.importance_p", "train_teacher.seed",
-                         *RUNTIME_KEYS),
+        values=rule_params("prune"),
     log:
         "logs/prune/{teacher}.log",
     threads: THREADS
@@ -71,10 +73,11 @@ rule pair:
         teacher=lambda w: f"runs/teachers/{PARAMS.pairs[w.pair].teacher}/model.pt",
         pruned=lambda w: f"runs/pruned/{PARAMS.pairs[w.pair].teacher}/model.pt",
         code=code("pair"),
+        params_stamp=rule_stamp("pair"),
     output:
         "runs/pairs/{pair}.json",
     params:
-        values=lambda w: params_of(f"pairs.{w.pair}.teacher", f"pairs.{w.pair}.student"),
+        values=rule_params("pair"),
     log:
         "logs/pair/{pair}.log",
     threads: 1

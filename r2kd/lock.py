@@ -1,0 +1,94 @@
+"""One run of a stage at a time per checkout, and never under two tools at once.
+
+DVC and Snakemake each lock a checkout against themselves, not against each other: run both in one
+checkout and they read each other's half-written outputs and live resume files. Every stage command
+therefore (1) refuses to start while the *other* tool is running here, naming it, and (2) holds a
+per-stage lock, so two processes never run the same stage (and write the same resume file) at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from r2kd.errors import UserError
+
+LOCKS = Path(".r2kd/locks")
+DVC_RWLOCK = Path(".dvc/tmp/rwlock")  # DVC lists the pid and command of every running stage here
+SNAKEMAKE_LOCKS = Path(".snakemake/locks")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            break
+        pid = int(fields[1])
+    return pids
+
+
+def _running_dvc() -> list[str]:
+    """Live DVC processes in this checkout other than the one running us."""
+    try:
+        table = json.loads(DVC_RWLOCK.read_text())
+    except (OSError, ValueError):
+        return []
+    infos = [*table.get("write", {}).values(), *(i for lst in table.get("read", {}).values() for i in lst)]
+    mine = _ancestors()
+    return sorted({f"pid {i['pid']}: {i['cmd']}" for i in infos
+                   if isinstance(i, dict) and i.get("pid") not in mine and _alive(int(i.get("pid", 0)))})
+
+
+def check_other_tool() -> None:
+    if os.environ.get("DVC_STAGE"):  # we run under DVC: is Snakemake running here?
+        held = sorted(p.name for p in SNAKEMAKE_LOCKS.glob("*.lock")) if SNAKEMAKE_LOCKS.is_dir() else []
+        if held:
+            raise UserError(f"Snakemake holds this checkout ({SNAKEMAKE_LOCKS}/{held[0]}); wait for it to finish, or "
+                            "run `snakemake --unlock` if no Snakemake is running, then rerun")
+        return
+    others = _running_dvc()
+    if others:
+        raise UserError(f"DVC is running in this checkout ({others[0]}); wait for it to finish, then rerun")
+
+
+@contextlib.contextmanager
+def stage_lock(name: str) -> Iterator[None]:
+    """Hold the lock of stage ``name`` (e.g. "distill@pair-kd-none-0") for the block."""
+    check_other_tool()
+    LOCKS.mkdir(parents=True, exist_ok=True)
+    path = LOCKS / f"{name.replace('/', '_')}.lock"
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise UserError(f"stage {name} is already running in this checkout ({holder}); "
+                            "wait for it to finish") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}: {' '.join(['r2kd', *sys.argv[1:]])}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
