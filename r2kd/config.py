@@ -243,8 +243,8 @@ class Params(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
     runtime: Runtime = Runtime()
-    resources: dict[Literal["default", "prepare", "train_teacher", "prune", "distill", "corrupt", "evaluate", "export",
-                            "report"], Resources] = (
+    resources: dict[Literal["default", "prepare", "train_teacher", "prune", "pair", "distill", "corrupt", "evaluate",
+                            "export", "report"], Resources] = (
         Field(default_factory=lambda: {"default": Resources()})
     )
 

@@ -60,4 +60,5 @@ def stage_commands(params: Params) -> list[tuple[str, str]]:
     stages += [(f"prune@{t}", f"{r2kd} prune {t}") for t in params.teachers]
     stages += [(f"pair@{p}", f"{r2kd} pair {p}") for p in params.pairs]
     stages += [(run.stage, f"{r2kd} distill {run.pair} {run.method} {run.augment} {run.seed}") for run in student_runs(params)]
-    return stages + [("evaluate", f"{r2kd} evaluate"), ("report", f"{r2kd} report")]
+    return stages + [("corrupt", f"{r2kd} corrupt"), ("evaluate", f"{r2kd} evaluate"), ("export", f"{r2kd} export"),
+                     ("report", f"{r2kd} report")]

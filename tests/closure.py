@@ -65,7 +65,9 @@ STAGE_MODULES = {
     "prune": ["r2kd.stages.prune"],
     "pair": ["r2kd.stages.pair"],
     "distill": ["r2kd.stages.distill"],
+    "corrupt": ["r2kd.stages.corrupt"],
     "evaluate": ["r2kd.stages.evaluate"],
+    "export": ["r2kd.stages.export"],
     "report": ["r2kd.stages.report"],
 }
 

@@ -92,12 +92,25 @@ CODE = {
         "r2kd/stages/distill.py", "r2kd/stages/pair.py", "r2kd/stages/record.py", "r2kd/train.py",
         "r2kd/yamlfile.py"
     ],
+    "corrupt": [
+        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
+        "r2kd/corruptions.py", "r2kd/data/__init__.py", "r2kd/data/corrupted.py", "r2kd/data/prepared.py",
+        "r2kd/errors.py", "r2kd/files.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/stages/__init__.py",
+        "r2kd/stages/corrupt.py", "r2kd/yamlfile.py"
+    ],
     "evaluate": [
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
-        "r2kd/data/__init__.py", "r2kd/data/loader.py", "r2kd/data/prepared.py", "r2kd/errors.py",
-        "r2kd/evaluation.py", "r2kd/files.py", "r2kd/modelfile.py", "r2kd/models", "r2kd/paths.py",
-        "r2kd/pickle_scan.py", "r2kd/runs.py", "r2kd/runtime.py", "r2kd/stages/__init__.py",
+        "r2kd/data/__init__.py", "r2kd/data/corrupted.py", "r2kd/data/loader.py", "r2kd/data/prepared.py",
+        "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/modelfile.py", "r2kd/models",
+        "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/runs.py", "r2kd/runtime.py", "r2kd/stages/__init__.py",
         "r2kd/stages/dataset.py", "r2kd/stages/evaluate.py", "r2kd/yamlfile.py"
+    ],
+    "export": [
+        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
+        "r2kd/data/__init__.py", "r2kd/data/loader.py", "r2kd/data/prepared.py", "r2kd/errors.py",
+        "r2kd/export.py", "r2kd/files.py", "r2kd/modelfile.py", "r2kd/models", "r2kd/paths.py",
+        "r2kd/pickle_scan.py", "r2kd/runs.py", "r2kd/runtime.py", "r2kd/stages/__init__.py",
+        "r2kd/stages/dataset.py", "r2kd/stages/export.py", "r2kd/yamlfile.py"
     ],
     "report": [
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
@@ -200,8 +213,10 @@ PARAM_KEYS = {
     "pair": lambda w: [f"pairs.{w.pair}.teacher", f"pairs.{w.pair}.student"],
     "distill": lambda w: ["data", "distill", f"method_params.{w.method}", f"pairs.{w.pair}", "prune.bn_mode",
                           *RUNTIME_KEYS],
-    "evaluate": lambda w: [*LIST_KEYS, "runtime.device", "runtime.amp", "runtime.threads"],
-    "report": lambda w: LIST_KEYS,
+    "corrupt": lambda w: ["evaluate.corruptions", "evaluate.corruption_limit", "evaluate.corruption_seed"],
+    "evaluate": lambda w: [*LIST_KEYS, "evaluate", "runtime.device", "runtime.amp", "runtime.threads"],
+    "export": lambda w: ["export", *LIST_KEYS[:5], "runtime.threads", "runtime.deterministic"],
+    "report": lambda w: [*LIST_KEYS, "export.onnx"],
 }
 
 
@@ -216,7 +231,9 @@ DVC_NAME = {
     "prune": lambda w: f"prune@{w.teacher}",
     "pair": lambda w: f"pair@{w.pair}",
     "distill": lambda w: f"distill@{w.pair}-{w.method}-{w.augment}-{w.seed}",
+    "corrupt": lambda w: "corrupt",
     "evaluate": lambda w: "evaluate",
+    "export": lambda w: "export",
     "report": lambda w: "report",
 }
 

@@ -5,14 +5,39 @@ TEACHER_FILES = [f"runs/{kind}/{arch}/{name}" for arch in PARAMS.teachers
                  for name in names]
 STUDENT_FILES = [f"{run.dir}/{name}" for run in RUNS for name in ("model.pt", "provenance.json", "metrics.json", "log.csv")]
 REPORTS = ["reports/summary.json", "reports/summary.md", "reports/summary.csv", "reports/curves.csv",
-           "reports/accuracy_per_epoch.png", "reports/accuracy_per_method.png", "reports/metrics.json"]
+           "reports/accuracy_per_epoch.png", "reports/accuracy_per_method.png", "reports/accuracy_vs_latency.png",
+           "reports/accuracy_per_severity.png", "reports/metrics.json"]
 ALL_TARGETS = REPORTS
+
+
+rule corrupt:
+    input:
+        "data/prepared/test.pt",
+        "data/prepared/meta.json",
+        code("corrupt"),
+        params_stamp=rule_stamp("corrupt"),
+    output:
+        "data/corrupted/test_c.pt",
+        "data/corrupted/meta.json",
+    params:
+        values=rule_params("corrupt"),
+    log:
+        "logs/corrupt.log",
+    threads: THREADS
+    resources:
+        **resources("corrupt"),
+    conda:
+        ENV
+    shell:
+        "workflow/scripts/r2kd corrupt > {log} 2>&1"
 
 
 rule evaluate:
     input:
         "data/prepared/test.pt",
         "data/prepared/meta.json",
+        "data/corrupted/test_c.pt",
+        "data/corrupted/meta.json",
         TEACHER_FILES,
         STUDENT_FILES,
         code("evaluate"),
@@ -32,9 +57,34 @@ rule evaluate:
         "workflow/scripts/r2kd evaluate > {log} 2>&1"
 
 
+rule export:
+    input:
+        "data/prepared/test.pt",
+        "data/prepared/meta.json",
+        TEACHER_FILES,
+        STUDENT_FILES,
+        code("export"),
+        params_stamp=rule_stamp("export"),
+    output:
+        # ONNX files mirroring runs/, export.json (deterministic) and latency.json (a clock's numbers)
+        directory("runs/export"),
+    params:
+        values=rule_params("export"),
+    log:
+        "logs/export.log",
+    threads: THREADS
+    resources:
+        **resources("export"),
+    conda:
+        ENV
+    shell:
+        "workflow/scripts/r2kd export > {log} 2>&1"
+
+
 rule report:
     input:
         "reports/eval.json",
+        "runs/export",
         TEACHER_FILES,
         STUDENT_FILES,
         code("report"),
@@ -46,6 +96,8 @@ rule report:
         "reports/curves.csv",
         report("reports/accuracy_per_epoch.png", caption="../report/figure.rst", category="Results"),
         report("reports/accuracy_per_method.png", caption="../report/figure.rst", category="Results"),
+        report("reports/accuracy_vs_latency.png", caption="../report/latency.rst", category="Robustness and deployment"),
+        report("reports/accuracy_per_severity.png", caption="../report/severity.rst", category="Robustness and deployment"),
         "reports/metrics.json",
     params:
         values=rule_params("report"),
