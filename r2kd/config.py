@@ -163,6 +163,9 @@ class MethodParams(_Strict):
     """Fields every method shares. ``aug_view`` lets a baseline train under R2KD's augmentation."""
 
     aug_view: ViewName = "none"
+    # autoaugment view only: one sub-policy per batch (the reference: torchvision v1 on the batch
+    # tensor, pixels truncated to uint8) or one per image (torchvision v2, pixels rounded).
+    autoaugment_per: Literal["batch", "image"] = "batch"
 
 
 class CEParams(MethodParams):
