@@ -109,16 +109,15 @@ def speed(teacher: nn.Module, pruned: nn.Module, x: torch.Tensor, bn_mode: BnMod
           rounds: int = 3) -> dict[str, float]:
     """Forward ms of the teacher (eval) and the pruned teacher (``bn_mode`` and eval), interleaved
     in ``rounds`` so that drifting machine load hits both alike; each the median over rounds."""
-    models = {
-        "teacher_ms": frozen_copy(teacher, "eval"),
-        f"pruned_bn_{bn_mode}_ms": frozen_copy(pruned, bn_mode),
-        "pruned_eval_ms": frozen_copy(pruned, "eval"),
-    }
+    models = {"teacher_ms": frozen_copy(teacher, "eval"), "pruned_eval_ms": frozen_copy(pruned, "eval")}
+    if bn_mode == "train":
+        models["pruned_bn_train_ms"] = frozen_copy(pruned, "train")
     runs: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(rounds):
         for key, model in models.items():
             runs[key].append(forward_ms(model, x, repeats=repeats))
     out = {k: statistics.median(v) for k, v in runs.items()}
     out["speedup_eval"] = out["teacher_ms"] / out["pruned_eval_ms"]
-    out[f"speedup_bn_{bn_mode}"] = out["teacher_ms"] / out[f"pruned_bn_{bn_mode}_ms"]
+    if bn_mode == "train":
+        out["speedup_bn_train"] = out["teacher_ms"] / out["pruned_bn_train_ms"]
     return out

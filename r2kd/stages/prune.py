@@ -71,6 +71,8 @@ def run(params: Params, arch: str) -> None:
     batches = _measure_batches(data, params.distill.batch_size, device)
     as_distilled = compare(teacher, pruned, batches, config.bn_mode, amp)
     eval_mode = compare(teacher, pruned, batches, "eval", amp)
+    # What train-mode BatchNorm alone costs: the unpruned teacher against itself in bn_mode.
+    bn_only = compare(teacher, teacher, batches, config.bn_mode, amp) if config.bn_mode == "train" else None
 
     stats = result.stats.as_dict()
     # the artefact must be a pure function of its inputs: wall-clock time goes to timing only
@@ -96,6 +98,8 @@ def run(params: Params, arch: str) -> None:
         "as_distilled": _rounded(as_distilled),
         "eval_mode": _rounded(eval_mode),
     }
+    if bn_only is not None:
+        summary["teacher_bn_train_vs_eval"] = _rounded(bn_only)
     if pruned_top1_before_finetune is not None:
         summary["top1_after_before_finetune"] = pruned_top1_before_finetune
         summary["finetune_test_top1"] = [row["test_top1"] for row in history]
