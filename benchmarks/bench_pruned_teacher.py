@@ -8,9 +8,10 @@ For each case (resnet32x4 on CIFAR-shaped 3x32x32 inputs, 100 classes; wrn_16_2 
 digits default, 1x8x8, 10 classes) and each pruning setting (l1_unstructured; torch_pruning with
 round_to None / 8 / 16), the teacher (eval mode) and the pruned teacher (BatchNorm in train mode,
 as the reference distils, and in eval mode) run forward on one batch (default 64). Weights are
-random: speed does not depend on them. Times are medians over interleaved rounds, so a drift in
-machine load hits teacher and pruned teacher alike; compare the ratios, not the milliseconds,
-across machines or runs (timings drift by up to 30 % on a shared CPU).
+random: speed does not depend on them. The models take turns, one forward each per repeat; times
+are medians and each speed-up is the median of the per-repeat ratios, so a drift in machine load
+hits teacher and pruned teacher alike. Compare the ratios, not the milliseconds, across machines or
+runs (timings drift by up to 30 % on a shared CPU).
 """
 
 from __future__ import annotations
@@ -45,8 +46,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--ratio", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
-    parser.add_argument("--repeats", type=int, default=7, help="forward passes per round (median)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--repeats", type=int, default=9, help="forward passes per model, taking turns (median)")
     parser.add_argument("--only", choices=sorted(CASES), action="append", help="run only these cases")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -66,7 +66,7 @@ def main() -> None:
         for label, config in SETTINGS:
             config = PruneConfig(**{**config.model_dump(), "ratio": args.ratio})
             result = prune_teacher(teacher, x[:2], config)
-            t = speed(teacher, result.model, x, "train", repeats=args.repeats, rounds=args.rounds)
+            t = speed(teacher, result.model, x, "train", repeats=args.repeats)
             table.add_row(
                 f"{spec['arch']} {spec['channels']}x{spec['size']}x{spec['size']}", label,
                 f"{result.stats.params_kept:.3f}", f"{result.stats.macs_kept:.3f}",

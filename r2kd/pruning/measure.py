@@ -48,7 +48,6 @@ def _merge_singletons(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> I
         yield held
 
 
-@torch.no_grad()
 def compare(
     teacher: nn.Module,
     pruned: nn.Module,
@@ -62,31 +61,49 @@ def compare(
     Returns ``teacher_top1``, ``pruned_top1``, ``agreement`` (all %) and ``kl_t<T>`` for each
     temperature (mean over images of KL(softmax(z_t / T) || softmax(z_p / T)), no T² factor).
     """
+    return compare_many(teacher, {"pruned": frozen_copy(pruned, bn_mode)}, batches, amp, temperatures)["pruned"]
+
+
+@torch.no_grad()
+def compare_many(
+    teacher: nn.Module,
+    others: dict[str, nn.Module],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    amp: str = "none",
+    temperatures: Sequence[float] = TEMPERATURES,
+) -> dict[str, dict[str, float]]:
+    """:func:`compare` for several models at once (each used in the mode it is in: pass
+    :func:`frozen_copy` results), with one teacher forward per batch."""
     teacher_was_training = teacher.training
     teacher.eval()
-    student = frozen_copy(pruned, bn_mode)
-    sums = torch.zeros(3 + len(temperatures), dtype=torch.float64)
+    sums = {name: torch.zeros(3 + len(temperatures), dtype=torch.float64) for name in others}
     total = 0
     for x, y in _merge_singletons(batches):
         with autocast(x.device, amp):
             zt = teacher(x).double()
-            zp = student(x).double()
-        pt, pp = zt.argmax(1), zp.argmax(1)
-        row = [(pt == y).sum(), (pp == y).sum(), (pt == pp).sum()]
-        for t in temperatures:
-            log_t, log_p = F.log_softmax(zt / t, dim=1), F.log_softmax(zp / t, dim=1)
-            row.append((log_t.exp() * (log_t - log_p)).sum())
-        sums += torch.stack([v.double().cpu() for v in row])
+        pt = zt.argmax(1)
+        log_ts = [F.log_softmax(zt / t, dim=1) for t in temperatures]
+        for name, model in others.items():
+            with autocast(x.device, amp):
+                zp = model(x).double()
+            pp = zp.argmax(1)
+            row = [(pt == y).sum(), (pp == y).sum(), (pt == pp).sum()]
+            for t, log_t in zip(temperatures, log_ts):
+                row.append((log_t.exp() * (log_t - F.log_softmax(zp / t, dim=1))).sum())
+            sums[name] += torch.stack([v.double().cpu() for v in row])
         total += y.numel()
     teacher.train(teacher_was_training)
-    out = {
-        "teacher_top1": 100.0 * float(sums[0]) / total,
-        "pruned_top1": 100.0 * float(sums[1]) / total,
-        "agreement": 100.0 * float(sums[2]) / total,
-    }
-    for i, t in enumerate(temperatures):
-        out[f"kl_t{t:g}"] = float(sums[3 + i]) / total
-    return out
+    results = {}
+    for name, total_sums in sums.items():
+        out = {
+            "teacher_top1": 100.0 * float(total_sums[0]) / total,
+            "pruned_top1": 100.0 * float(total_sums[1]) / total,
+            "agreement": 100.0 * float(total_sums[2]) / total,
+        }
+        for i, t in enumerate(temperatures):
+            out[f"kl_t{t:g}"] = float(total_sums[3 + i]) / total
+        results[name] = out
+    return results
 
 
 @torch.no_grad()
@@ -96,28 +113,39 @@ def forward_ms(model: nn.Module, x: torch.Tensor, *, repeats: int = 7, warmup: i
     for _ in range(warmup):
         model(x)
     sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
-        sync()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    return 1000.0 * statistics.median(_timed(model, x, sync) for _ in range(repeats))
 
 
+def _timed(model: nn.Module, x: torch.Tensor, sync) -> float:
+    start = time.perf_counter()
+    model(x)
+    sync()
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
 def speed(teacher: nn.Module, pruned: nn.Module, x: torch.Tensor, bn_mode: BnMode, *, repeats: int = 7,
-          rounds: int = 3) -> dict[str, float]:
-    """Forward ms of the teacher (eval) and the pruned teacher (``bn_mode`` and eval), interleaved
-    in ``rounds`` so that drifting machine load hits both alike; each the median over rounds."""
+          warmup: int = 1) -> dict[str, float]:
+    """Forward ms of the teacher (eval) and the pruned teacher (eval, and train-mode BN if ``bn_mode``
+    is train), each the median of ``repeats``; the speed-ups are medians of per-repeat ratios.
+
+    The models take turns forward by forward, so a change in machine load (other jobs on a shared
+    CPU) hits the teacher and the pruned teacher of one repeat alike and mostly cancels in the ratio.
+    """
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
     models = {"teacher_ms": frozen_copy(teacher, "eval"), "pruned_eval_ms": frozen_copy(pruned, "eval")}
     if bn_mode == "train":
         models["pruned_bn_train_ms"] = frozen_copy(pruned, "train")
+    for _ in range(warmup):
+        for model in models.values():
+            model(x)
+    sync()
     runs: dict[str, list[float]] = {k: [] for k in models}
-    for _ in range(rounds):
+    for _ in range(repeats):
         for key, model in models.items():
-            runs[key].append(forward_ms(model, x, repeats=repeats))
-    out = {k: statistics.median(v) for k, v in runs.items()}
-    out["speedup_eval"] = out["teacher_ms"] / out["pruned_eval_ms"]
+            runs[key].append(_timed(model, x, sync))
+    out = {k: 1000.0 * statistics.median(v) for k, v in runs.items()}
+    out["speedup_eval"] = statistics.median(t / p for t, p in zip(runs["teacher_ms"], runs["pruned_eval_ms"]))
     if bn_mode == "train":
-        out["speedup_bn_train"] = out["teacher_ms"] / out["pruned_bn_train_ms"]
+        out["speedup_bn_train"] = statistics.median(t / p for t, p in zip(runs["teacher_ms"], runs["pruned_bn_train_ms"]))
     return out

@@ -23,7 +23,7 @@ from r2kd.evaluation import evaluate
 from r2kd.files import write_json
 from r2kd.modelfile import arch_spec, load_model, save_model
 from r2kd.pruning import prune_teacher
-from r2kd.pruning.measure import compare, speed
+from r2kd.pruning.measure import compare_many, frozen_copy, speed
 from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
 from r2kd.stages.dataset import Data, load_data
 from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
@@ -33,6 +33,9 @@ from r2kd.train import Trainer, cross_entropy_objective
 EVAL_BATCH = 256  # scoring only: eval-mode networks give the same numbers at any batch size
 SPEED_BATCH = 64  # forward time is measured on one batch of this many test images
 MEASURE_SEED = 0  # order of the test images in the train-mode BatchNorm comparison
+# Batch size of the train-mode BatchNorm comparison: the reference's batch (METHOD.md §7). A teacher
+# stage does not read student parameters (distill.batch_size), so it is fixed here.
+MEASURE_BATCH = 64
 
 
 def run(params: Params, arch: str) -> None:
@@ -66,13 +69,14 @@ def run(params: Params, arch: str) -> None:
     after = evaluate(pruned, data.test, amp)
 
     # Teacher vs pruned teacher on the same batches, in the BatchNorm mode distillation uses (with
-    # train mode, batch statistics depend on the batch: distillation's batch size, shuffled order)
+    # train mode, batch statistics depend on the batch: the reference's batch size, shuffled order)
     # and in eval mode.
-    batches = _measure_batches(data, params.distill.batch_size, device)
-    as_distilled = compare(teacher, pruned, batches, config.bn_mode, amp)
-    eval_mode = compare(teacher, pruned, batches, "eval", amp)
-    # What train-mode BatchNorm alone costs: the unpruned teacher against itself in bn_mode.
-    bn_only = compare(teacher, teacher, batches, config.bn_mode, amp) if config.bn_mode == "train" else None
+    batches = _measure_batches(data, MEASURE_BATCH, device)
+    others = {"as_distilled": frozen_copy(pruned, config.bn_mode), "eval_mode": frozen_copy(pruned, "eval")}
+    if config.bn_mode == "train":  # what train-mode BatchNorm alone costs: the unpruned teacher in it
+        others["teacher_bn_train_vs_eval"] = frozen_copy(teacher, "train")
+    scores = compare_many(teacher, others, batches, amp)
+    as_distilled, eval_mode, bn_only = scores["as_distilled"], scores["eval_mode"], scores.get("teacher_bn_train_vs_eval")
 
     stats = result.stats.as_dict()
     # the artefact must be a pure function of its inputs: wall-clock time goes to timing only
@@ -92,9 +96,9 @@ def run(params: Params, arch: str) -> None:
         "ratio": config.ratio,
         "round_to": config.round_to,
         "finetune_epochs": config.finetune.epochs,
-        # as_distilled: the pruned teacher in prune.bn_mode, batches of distill.batch_size
+        # as_distilled: the pruned teacher in prune.bn_mode, shuffled test batches of MEASURE_BATCH
         "bn_mode": config.bn_mode,
-        "measure_batch_size": params.distill.batch_size,
+        "measure_batch_size": MEASURE_BATCH,
         "as_distilled": _rounded(as_distilled),
         "eval_mode": _rounded(eval_mode),
     }
@@ -105,7 +109,7 @@ def run(params: Params, arch: str) -> None:
         summary["finetune_test_top1"] = [row["test_top1"] for row in history]
     write_json(out_dir / "prune.json", summary)
     write_json(out_dir / "provenance.json", provenance(
-        params, ["prune", "train_teacher.seed", "distill.batch_size"], inputs, params.train_teacher.seed, device,
+        params, ["prune", "train_teacher.seed"], inputs, params.train_teacher.seed, device,
         role="pruned_teacher", arch=arch, method=config.method, ratio=config.ratio,
     ))
     speed_x = next(iter(BatchIterator(data.test.images[:SPEED_BATCH], data.test.labels[:SPEED_BATCH],
@@ -113,7 +117,7 @@ def run(params: Params, arch: str) -> None:
                                       train=False, generator=None, device=device)))[0]
     write_timing(out_dir, prune_seconds=stats["seconds"], finetune_seconds=finetune_seconds,
                  forward_batch=int(speed_x.shape[0]), device=str(device),
-                 **speed(teacher, pruned, speed_x, config.bn_mode))
+                 **speed(teacher, pruned, speed_x, config.bn_mode, repeats=7))
     if trainer is not None:
         trainer.discard_state()
 

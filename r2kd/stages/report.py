@@ -193,7 +193,7 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict]) -> str:
     lines += ["", "*Agreement*: % of test images where the pruned teacher's top-1 class equals the teacher's; "
               "*KL*: mean KL(teacher ‖ pruned) of the softmax outputs at temperature T. Both are measured with "
               "the pruned teacher in the BatchNorm mode distillation uses (*BN mode*; train = batch statistics, "
-              "batches of distill.batch_size) and in eval mode."]
+              "shuffled test batches of 64) and in eval mode."]
     lines += ["", "## Students", "",
               "| pair | method | augment (view) | n | best top-1 | last top-1 | noisy top-1 | ECE | published | params | MACs |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
