@@ -63,6 +63,7 @@ class _Ctx:
     std: tuple[float, ...]
     teacher_logits_fn: TeacherLogitsFn | None
     pick_entropy_on: Literal["clean", "view"]
+    autoaugment_per: Literal["batch", "image"] = "batch"
 
 
 ViewFn = Callable[[Tensor, _Ctx], View]
@@ -170,23 +171,48 @@ def autoaugment_policy(h: int, w: int) -> "v2.AutoAugmentPolicy":
     return v2.AutoAugmentPolicy.CIFAR10 if small else v2.AutoAugmentPolicy.IMAGENET
 
 
+def to_pixels(x: Tensor, mean: Tensor, std: Tensor, rounding: Literal["truncate", "round"]) -> Tensor:
+    """De-normalise a (CPU, float) batch to uint8 pixels, truncating (the reference's
+    ``.to(torch.uint8)``) or rounding to the nearest value; clamped to [0, 255] first."""
+    pixels = (x.detach().float().cpu() * std + mean).mul(255.0)
+    if rounding == "round":
+        pixels = pixels.round()
+    return pixels.clamp(0, 255).to(torch.uint8)
+
+
 @register_view("autoaugment")
 def _autoaugment(x: Tensor, ctx: _Ctx) -> View:
-    from torchvision.transforms import v2
-
     h, w = x.shape[-2:]
-    policy = autoaugment_policy(h, w)
     mean, std = _stats(ctx.mean, x), _stats(ctx.std, x)
     # The ops run on the CPU: 32-64 px images are launch-bound on a GPU, and CPU uint8 kernels
     # make the view bit-identical whatever device the batch came from.
-    pixels = (x.detach().float().cpu() * std + mean).mul(255.0).round().clamp(0, 255).to(torch.uint8)
     seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator).item())
-    augment = v2.AutoAugment(policy)
+    if ctx.autoaugment_per == "batch":
+        # [REF] torchvision v1 AutoAugment on the whole uint8 batch tensor: one sub-policy (ops,
+        # magnitudes, signs, apply/skip draws) for every image of the batch; pixels truncated.
+        from torchvision import transforms
+
+        small = max(h, w) <= AUTOAUGMENT_SMALL_MAX_SIDE
+        policy = transforms.AutoAugmentPolicy.CIFAR10 if small else transforms.AutoAugmentPolicy.IMAGENET
+        pixels = to_pixels(x, mean, std, "truncate")
+        augment = transforms.AutoAugment(policy)
+        apply = augment
+    elif ctx.autoaugment_per == "image":
+        # One sub-policy per image (torchvision v2, each image on its own), pixels rounded.
+        from torchvision.transforms import v2
+
+        pixels = to_pixels(x, mean, std, "round")
+        augment = v2.AutoAugment(autoaugment_policy(h, w))
+
+        def apply(batch: Tensor) -> Tensor:
+            return torch.stack([augment(img) for img in batch])
+    else:
+        raise ValueError(f"autoaugment_per must be 'batch' or 'image', got {ctx.autoaugment_per!r}")
     # torchvision draws its sub-policy and magnitudes from the global CPU RNG; fork it so that
     # the draws come from our seed and the caller's global stream is left untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        out = torch.stack([augment(img) for img in pixels])  # per sample: its own sub-policy
+        out = apply(pixels)
     view = (out.float().div(255.0) - mean) / std
     return View(view.to(device=x.device, dtype=x.dtype))
 
@@ -221,12 +247,15 @@ def make_view(
     std: Sequence[float],
     teacher_logits_fn: TeacherLogitsFn | None = None,
     pick_entropy_on: Literal["clean", "view"] = "clean",
+    autoaugment_per: Literal["batch", "image"] = "batch",
 ) -> View:
     """Build view ``name`` of the normalised batch ``x`` (N, C, H, W).
 
     ``generator`` must be a CPU generator; it is the only source of randomness. ``mean``/``std``
     are the per-channel normalisation of ``x`` (used by ``autoaugment``). ``teacher_logits_fn``
-    maps a batch to teacher logits and is required by ``cutmixpick``.
+    maps a batch to teacher logits and is required by ``cutmixpick``. ``autoaugment_per``:
+    ``"batch"`` (the reference: one AutoAugment sub-policy for the whole batch, torchvision v1,
+    pixels truncated to uint8) or ``"image"`` (one sub-policy per image, torchvision v2, rounded).
     """
     if name not in VIEWS:
         raise ValueError(f"unknown augmented view {name!r}; known: {', '.join(sorted(VIEWS))}")
@@ -234,6 +263,8 @@ def make_view(
         raise ValueError("make_view needs a CPU torch.Generator (views must not depend on the device)")
     if x.dim() != 4:
         raise ValueError(f"expected a (N, C, H, W) batch, got shape {tuple(x.shape)}")
-    ctx = _Ctx(generator, tuple(mean), tuple(std), teacher_logits_fn, pick_entropy_on)
+    if autoaugment_per not in ("batch", "image"):
+        raise ValueError(f"autoaugment_per must be 'batch' or 'image', got {autoaugment_per!r}")
+    ctx = _Ctx(generator, tuple(mean), tuple(std), teacher_logits_fn, pick_entropy_on, autoaugment_per)
     return VIEWS[name](x, ctx)
 

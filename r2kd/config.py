@@ -113,6 +113,25 @@ class TeacherSource(_Strict):
 
 
 # --- the pruned (second) teacher ----------------------------------------------------------------
+class PruneFinetune(_Strict):
+    """Recovery fine-tune of a structurally pruned teacher: plain CE on the prepared train split,
+    SGD with step decay as :class:`TrainRecipe`, seeded from ``train_teacher.seed``."""
+
+    epochs: int = Field(0, ge=0, le=100_000)  # 0: no fine-tune (the reference never retrains)
+    batch_size: int = Field(64, gt=0, le=1_000_000)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    milestones: list[int] = Field(default_factory=list)
+    gamma: float = Field(0.1, gt=0, le=1)
+
+    _increasing = field_validator("milestones")(TrainRecipe._increasing.__func__)
+
+    def recipe(self) -> TrainRecipe:
+        """The equivalent training recipe (only for epochs > 0)."""
+        return TrainRecipe(**self.model_dump())
+
+
 class PruneConfig(_Strict):
     """How the second (pruned) teacher is made from the trained teacher (METHOD.md §5, docs/prune.md)."""
 
@@ -122,6 +141,21 @@ class PruneConfig(_Strict):
     # The reference keeps the pruned copy in BatchNorm train mode (it only sets the teacher to eval).
     bn_mode: Literal["train", "eval"] = "train"
     importance_p: Literal[1, 2] = 2  # norm of torch_pruning's channel-magnitude importance
+    # torch_pruning only: every pruned group keeps a multiple of round_to channels (rounded down,
+    # never below round_to), so the pruned widths suit fast kernels. None: no rounding.
+    round_to: int | None = Field(None, ge=2, le=1024)
+    # torch_pruning only: a short plain-CE fine-tune of the pruned copy (epochs 0 = none, the reference).
+    finetune: PruneFinetune = PruneFinetune()
+
+    @model_validator(mode="after")
+    def _structured_options(self) -> "PruneConfig":
+        if self.method == "l1_unstructured":
+            if self.round_to is not None:
+                raise ValueError("prune.round_to applies to method torch_pruning only (l1_unstructured keeps every shape)")
+            if self.finetune.epochs > 0:
+                raise ValueError("prune.finetune.epochs > 0 applies to method torch_pruning only "
+                                 "(fine-tuning would refill the weights l1_unstructured zeroed)")
+        return self
 
 
 # --- methods: the hyper-parameters of each distiller (r2kd/methods/<name>.py) ---------------------
@@ -129,6 +163,9 @@ class MethodParams(_Strict):
     """Fields every method shares. ``aug_view`` lets a baseline train under R2KD's augmentation."""
 
     aug_view: ViewName = "none"
+    # autoaugment view only: one sub-policy per batch (the reference: torchvision v1 on the batch
+    # tensor, pixels truncated to uint8) or one per image (torchvision v2, pixels rounded).
+    autoaugment_per: Literal["batch", "image"] = "batch"
 
 
 class CEParams(MethodParams):
@@ -345,6 +382,10 @@ def _warn_ineffective(params: Params) -> None:
                 warnings.warn(f"{where}.warmup ({dkd.warmup}) exceeds distill.epochs ({params.distill.epochs}): "
                               f"the DKD term never exceeds {share:.2f} of its weight")
                 break
+    finetune = params.prune.finetune
+    late = [m for m in finetune.milestones if m >= finetune.epochs]
+    if finetune.epochs and late:
+        warnings.warn(f"prune.finetune.milestones {late} are >= prune.finetune.epochs ({finetune.epochs}) and never apply")
     if params.prune.ratio > 0.5:
         warnings.warn(f"prune.ratio {params.prune.ratio} removes most of the teacher without retraining; "
                       "expect a near-chance second teacher (the reference uses 0.1)")

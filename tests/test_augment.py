@@ -6,7 +6,9 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
+from r2kd.files import sha256_state_dict
 from r2kd.augment import (
+    to_pixels,
     CUTMIXPICK_K,
     VIEWS,
     autoaugment_policy,
@@ -141,7 +143,7 @@ def test_autoaugment_per_sample_on_pixels(channels):
     pixels = torch.randint(0, 256, (1, channels, 16, 16), generator=g).float() / 255
     m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
     x = ((pixels - m) / s).expand(16, -1, -1, -1).contiguous()  # 16 copies of one image
-    view = _view("autoaugment", x, seed=2, mean=mean, std=std)
+    view = _view("autoaugment", x, seed=2, mean=mean, std=std, autoaugment_per="image")
     assert view.x.shape == x.shape and view.x.dtype == x.dtype and view.index is None
     back = view.x * s + m
     assert back.min() >= -1e-5 and back.max() <= 1 + 1e-5
@@ -218,3 +220,86 @@ def test_make_view_rejects_bad_input():
         _view("randaugment", torch.zeros(2, 3, 4, 4))
     with pytest.raises(ValueError, match="N, C, H, W"):
         _view("cutmix", torch.zeros(3, 4, 4))
+
+
+# --- autoaugment: one sub-policy per batch (the reference) or per image ------------------------
+
+
+def _reference_autoaugment_batch(x, seed, mean, std):
+    """What the reference does: torchvision v1 AutoAugment on the whole truncated uint8 batch,
+    with the generator's next draw as the seed of torchvision's RNG."""
+    from torchvision import transforms
+
+    m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    draw = int(torch.randint(0, 2**62, (1,), generator=_gen(seed)).item())
+    pixels = ((x * s + m) * 255).clamp(0, 255).to(torch.uint8)  # .to(uint8) truncates
+    policy = transforms.AutoAugmentPolicy.CIFAR10 if x.shape[-1] <= 32 else transforms.AutoAugmentPolicy.IMAGENET
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(draw)
+        out = transforms.AutoAugment(policy)(pixels)
+    return (out.float() / 255 - m) / s
+
+
+def _fractional_batch(n, channels, side, seed=0):
+    """Normalised images whose pixels sit at k + 0.7 (/255): truncation and rounding differ on every pixel."""
+    mean, std = MEAN3[:channels], STD3[:channels]
+    m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    k = torch.randint(0, 255, (n, channels, side, side), generator=_gen(seed)).float()
+    return ((k + 0.7) / 255 - m) / s, mean, std
+
+
+@pytest.mark.parametrize("channels,side", [(3, 32), (1, 8), (3, 64)])
+def test_autoaugment_per_batch_is_torchvision_v1_on_the_whole_batch(channels, side):
+    x, mean, std = _fractional_batch(6, channels, side)
+    for seed in range(4):
+        view = _view("autoaugment", x, seed=seed, mean=mean, std=std)  # per batch by default
+        expected = _reference_autoaugment_batch(x, seed, mean, std)
+        assert torch.equal(view.x, expected), seed
+        assert torch.equal(_view("autoaugment", x, seed=seed, mean=mean, std=std, autoaugment_per="batch").x, view.x)
+
+
+def test_autoaugment_per_batch_gives_every_image_the_same_sub_policy():
+    one = _fractional_batch(1, 3, 32, seed=3)[0]
+    x = one.expand(8, -1, -1, -1).contiguous()  # 8 copies of one image
+    changed = 0
+    for seed in range(6):
+        view = _view("autoaugment", x, seed=seed)
+        assert all(torch.equal(v, view.x[0]) for v in view.x), seed  # same ops, magnitudes, draws
+        per_image = _view("autoaugment", x, seed=seed, autoaugment_per="image")
+        changed += len({tuple(v.flatten().tolist()) for v in per_image.x}) > 1
+    assert changed > 0  # per image, copies of one image do come out differently
+
+
+def test_autoaugment_per_batch_truncates_per_image_rounds():
+    x, mean, std = _fractional_batch(4, 3, 8)
+    m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    k = torch.randint(0, 255, (4, 3, 8, 8), generator=_gen(0))
+    assert torch.equal(to_pixels(x, m, s, "truncate"), k.to(torch.uint8))
+    assert torch.equal(to_pixels(x, m, s, "round"), (k + 1).to(torch.uint8))
+    # 1.0 - 1e-7 in [0, 1] units is just under 255: truncation gives 254 (the reference), rounding 255
+    edge = ((torch.full((1, 3, 2, 2), 1.0 - 1e-6) - m) / s)
+    assert int(to_pixels(edge, m, s, "truncate").max()) == 254
+    assert int(to_pixels(edge, m, s, "round").min()) == 255
+    # a view through the rounding route differs from the reference's truncating one
+    rounded = ((k + 1).float() / 255 - m) / s
+    for seed in range(3):
+        assert not torch.equal(_view("autoaugment", x, seed=seed, mean=mean, std=std).x,
+                               _reference_autoaugment_batch(rounded, seed, mean, std))
+
+
+def test_autoaugment_per_image_is_unchanged():
+    # the per-image view bit for bit as before per-batch became the default (git 8006a51)
+    x = torch.randn(6, 3, 32, 32, generator=_gen(3))
+    view = make_view("autoaugment", x, generator=_gen(4), mean=(0.5, 0.4, 0.3), std=(0.25, 0.2, 0.3),
+                     autoaugment_per="image")
+    assert sha256_state_dict({"x": view.x}) == "9fa79c20f73673bc70ebad09f1012681094817b2eda523d60769aa41c1cb99e9"
+
+
+def test_autoaugment_per_is_a_method_param():
+    from r2kd.config import METHOD_PARAMS
+
+    for name, model in METHOD_PARAMS.items():
+        assert model().autoaugment_per == "batch", name
+        assert model(autoaugment_per="image").autoaugment_per == "image"
+    with pytest.raises(ValueError, match="autoaugment_per"):
+        _view("autoaugment", torch.zeros(2, 3, 4, 4), autoaugment_per="pixel")

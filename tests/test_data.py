@@ -574,9 +574,27 @@ def test_tiny_imagenet_roundtrip(tmp_path):
         assert np.array_equal(data.test_images[i].numpy(), decode(raw))
     assert (meta["image_size"], meta["crop_padding"], meta["hflip"]) == (64, 8, True)
     assert meta["sources"] == {"tiny-imagenet-200.zip": sha256(built["path"].read_bytes())}
+    # The reference normalises Tiny-ImageNet with the ImageNet constants, not the train split's own
+    # statistics (until issue 10 this test asserted the train-split statistics).
+    assert meta["mean"] == [0.485, 0.456, 0.406]
+    assert meta["std"] == [0.229, 0.224, 0.225]
+    assert meta["stats_from"] == "imagenet"
     train = data.train_images.double() / 255
-    assert meta["mean"] == pytest.approx(train.mean(dim=(0, 2, 3)).tolist(), abs=1e-12)
-    assert meta["std"] == pytest.approx(train.std(dim=(0, 2, 3), unbiased=False).tolist(), abs=1e-12)
+    assert meta["mean"] != pytest.approx(train.mean(dim=(0, 2, 3)).tolist(), abs=1e-3)
+    assert data.meta["mean"] == meta["mean"] and data.meta["std"] == meta["std"]  # load_prepared accepts it
+
+
+def test_tiny_imagenet_batches_use_the_imagenet_constants(tmp_path):
+    from r2kd.data.loader import BatchIterator
+
+    built = make_tiny_imagenet(tmp_path / "raw")
+    prepare(DataConfig(name="tiny_imagenet", root=str(tmp_path / "raw")), tmp_path / "out", checksums=built["checksums"])
+    data = load_prepared(tmp_path / "out")
+    x, _ = next(iter(BatchIterator(data.test_images, data.test_labels, batch_size=4, mean=data.meta["mean"],
+                                   std=data.meta["std"], train=False, generator=None)))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert torch.allclose(x, (data.test_images.float() / 255 - mean) / std, atol=1e-5)
 
 
 def test_tiny_imagenet_corrupt_zip(tmp_path):

@@ -68,6 +68,7 @@ def test_aug_view_literal_matches_view_registry():
 def test_published_defaults():
     assert make_method("r2kd").params.model_dump() == {
         "aug_view": "cutmix",
+        "autoaugment_per": "batch",
         "temperature": 4.0,
         "alpha": 2.0,
         "beta": 2.0,
@@ -77,13 +78,13 @@ def test_published_defaults():
         "ce_weight": 1.0,
     }
     assert make_method("kd").params.model_dump() == {
-        "aug_view": "none", "temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9
+        "aug_view": "none", "autoaugment_per": "batch", "temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9
     }
     assert make_method("dist").params.model_dump() == {
-        "aug_view": "none", "temperature": 4.0, "beta": 2.0, "gamma": 2.0, "ce_weight": 1.0
+        "aug_view": "none", "autoaugment_per": "batch", "temperature": 4.0, "beta": 2.0, "gamma": 2.0, "ce_weight": 1.0
     }
     assert make_method("dkd").params.model_dump() == {
-        "aug_view": "none", "temperature": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 20, "ce_weight": 1.0
+        "aug_view": "none", "autoaugment_per": "batch", "temperature": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 20, "ce_weight": 1.0
     }
     assert make_method("ce").params.aug_view == "none"
 

@@ -29,6 +29,8 @@ class RawDataset:
     # Published per-channel statistics; None means "compute them on the train split".
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    # How meta.json names the source of mean/std when they are given (default "published").
+    stats_from: str | None = None
     extra: dict = field(default_factory=dict)  # dataset-specific meta entries (e.g. wnids)
 
 

@@ -96,7 +96,7 @@ def prepare(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | No
 
     if raw.mean is not None and raw.std is not None:
         mean, std = list(raw.mean), list(raw.std)
-        stats_from = "published"
+        stats_from = raw.stats_from or "published"
     else:
         mean, std = channel_stats(splits["train"]["images"])
         stats_from = "train split"

@@ -37,6 +37,7 @@ class DistillObjective:
                 mean=self.mean,
                 std=self.std,
                 teacher_logits_fn=self._teacher_logits if self.teacher is not None else None,
+                autoaugment_per=self.method.params.autoaugment_per,
             )
             labels = y if view.index is None else y[view.index]
             terms.update(self._terms(student, view.x, labels, epoch, clean=False))

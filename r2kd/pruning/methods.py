@@ -220,6 +220,27 @@ def _channel_coupled(module: nn.Module) -> bool:
     )
 
 
+def rounded_kept(current: int, n_pruned: int, round_to: int) -> int:
+    """Channels a group keeps with ``round_to``: rounded down to a multiple, never below one multiple.
+
+    torch-pruning's own rounding (``BasePruner._round_to``) rounds down without a floor, so a
+    16-channel group pruned 10 % with round_to 16 (16 -> 14 -> 0) would lose every channel. A group
+    narrower than ``round_to`` keeps the unrounded count; one of exactly ``round_to`` channels
+    keeps them all.
+    """
+    kept = current - n_pruned
+    if current < round_to:
+        return kept
+    return max(kept - kept % round_to, round_to)
+
+
+class _Pruner(tp.pruner.BasePruner):
+    """torch-pruning's BasePruner with :func:`rounded_kept` as its channel rounding."""
+
+    def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
+        return current_channels - rounded_kept(current_channels, n_pruned, round_to)
+
+
 def _prune_channels(model: nn.Module, inputs: torch.Tensor, classifier: nn.Module, config: PruneConfig) -> dict[str, set[int]]:
     """Prune ``model``; return the output channels removed from each layer, by name."""
     names = {id(m): name for name, m in model.named_modules()}
@@ -231,14 +252,17 @@ def _prune_channels(model: nn.Module, inputs: torch.Tensor, classifier: nn.Modul
             param.requires_grad_(True)
         try:
             with torch.enable_grad():
-                pruner = tp.pruner.BasePruner(
+                pruner = _Pruner(
                     model,
                     inputs,
                     importance=tp.importance.MagnitudeImportance(p=config.importance_p),
                     pruning_ratio=config.ratio,
                     ignored_layers=[classifier],
+                    round_to=config.round_to,
                 )
                 for group in pruner.step(interactive=True):
+                    if not any(len(idxs) for _, idxs in group):
+                        continue  # round_to kept the whole group
                     for dep, idxs in group:
                         module = dep.target.module
                         name = names.get(id(module))

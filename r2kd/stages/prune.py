@@ -1,61 +1,159 @@
-"""Stage `prune <arch>`: prune a deep copy of the trained teacher once (never retrained)."""
+"""Stage `prune <arch>`: prune a deep copy of the trained teacher once and measure it against the teacher.
+
+With ``prune.method: torch_pruning`` and ``prune.finetune.epochs > 0`` the pruned copy is then
+fine-tuned with plain CE on the prepared train split (seeded from ``train_teacher.seed``); the
+reference (``l1_unstructured``, no fine-tune) never retrains it.
+
+Outputs are a pure function of the inputs: ``prune.json`` holds only deterministic numbers (top-1,
+agreement and KL with the teacher, in the BatchNorm mode distillation uses and in eval mode,
+params, MACs); wall-clock times (pruning, fine-tuning, forward ms) go to the timing file.
+"""
 
 from __future__ import annotations
 
+import time
+
+import torch
+
 from r2kd import paths
 from r2kd.config import Params
+from r2kd.data.loader import BatchIterator
 from r2kd.errors import ConfigError
 from r2kd.evaluation import evaluate
 from r2kd.files import write_json
 from r2kd.modelfile import arch_spec, load_model, save_model
 from r2kd.pruning import prune_teacher
+from r2kd.pruning.measure import compare_many, frozen_copy, speed
 from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
-from r2kd.stages.dataset import load_data
-from r2kd.stages.record import input_hashes, provenance, write_timing
+from r2kd.stages.dataset import Data, load_data
+from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
+from r2kd.train import Trainer, cross_entropy_objective
 
 
 EVAL_BATCH = 256  # scoring only: eval-mode networks give the same numbers at any batch size
+SPEED_BATCH = 64  # forward time is measured on one batch of this many test images
+MEASURE_SEED = 0  # order of the test images in the train-mode BatchNorm comparison
+# Batch size of the train-mode BatchNorm comparison: the reference's batch (METHOD.md §7). A teacher
+# stage does not read student parameters (distill.batch_size), so it is fixed here.
+MEASURE_BATCH = 64
 
 
 def run(params: Params, arch: str) -> None:
     if arch not in params.teachers:
         raise ConfigError(f"prune: {arch!r} is not a key of `teachers` in params.yaml ({sorted(params.teachers)})")
+    config = params.prune
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
     amp = resolve_amp(params.runtime.amp, device)
-    seed_everything(params.train_teacher.seed, params.runtime.deterministic)
+    generator = seed_everything(params.train_teacher.seed, params.runtime.deterministic)
     data = load_data(EVAL_BATCH, device, generator=None)
     spec = arch_spec(arch, data.meta)
     teacher_file = paths.teacher_dir(arch) / "model.pt"
     teacher = load_model(teacher_file, spec, device=device)
+    out_dir = paths.pruned_dir(arch)
+    inputs = input_hashes([teacher_file, *data.files])
 
     example = next(iter(data.test))[0][:2]
-    result = prune_teacher(teacher, example, params.prune)
+    result = prune_teacher(teacher, example, config)
     pruned = result.model.eval()
+    pruned_top1_before_finetune = None
+    finetune_seconds = 0.0
+    trainer, history = None, []
+    if config.finetune.epochs > 0:
+        pruned_top1_before_finetune = evaluate(pruned, data.test, amp)["top1"]
+        began = time.perf_counter()
+        trainer, history = _finetune(params, arch, pruned, spec, inputs, generator, device, amp)
+        finetune_seconds = time.perf_counter() - began
+        pruned.eval()
     before = evaluate(teacher, data.test, amp)
     after = evaluate(pruned, data.test, amp)
 
-    out_dir = paths.pruned_dir(arch)
+    # Teacher vs pruned teacher on the same batches, in the BatchNorm mode distillation uses (with
+    # train mode, batch statistics depend on the batch: the reference's batch size, shuffled order)
+    # and in eval mode.
+    batches = _measure_batches(data, MEASURE_BATCH, device)
+    others = {"as_distilled": frozen_copy(pruned, config.bn_mode), "eval_mode": frozen_copy(pruned, "eval")}
+    if config.bn_mode == "train":  # what train-mode BatchNorm alone costs: the unpruned teacher in it
+        others["teacher_bn_train_vs_eval"] = frozen_copy(teacher, "train")
+    scores = compare_many(teacher, others, batches, amp)
+    as_distilled, eval_mode, bn_only = scores["as_distilled"], scores["eval_mode"], scores.get("teacher_bn_train_vs_eval")
+
     stats = result.stats.as_dict()
     # the artefact must be a pure function of its inputs: wall-clock time goes to timing only
     stable_stats = {k: v for k, v in stats.items() if k != "seconds"}
     save_model(out_dir / "model.pt", pruned, spec, structure=result.structure, stats=stable_stats)
-    write_json(
-        out_dir / "prune.json",
-        {
-            "top1_before": before["top1"],
-            "top1_after": after["top1"],
-            "top5_after": after["top5"],
-            "params": stats["params_after"],
-            "macs": stats["macs_after"],
-            "params_before": stats["params_before"],
-            "macs_before": stats["macs_before"],
-            "nonzero_fraction_before": stats["nonzero_weight_fraction_before"],
-            "nonzero_fraction_after": stats["nonzero_weight_fraction_after"],
-        },
-    )
+    summary = {
+        "top1_before": before["top1"],
+        "top1_after": after["top1"],
+        "top5_after": after["top5"],
+        "params": stats["params_after"],
+        "macs": stats["macs_after"],
+        "params_before": stats["params_before"],
+        "macs_before": stats["macs_before"],
+        "nonzero_fraction_before": stats["nonzero_weight_fraction_before"],
+        "nonzero_fraction_after": stats["nonzero_weight_fraction_after"],
+        "method": config.method,
+        "ratio": config.ratio,
+        "round_to": config.round_to,
+        "finetune_epochs": config.finetune.epochs,
+        # as_distilled: the pruned teacher in prune.bn_mode, shuffled test batches of MEASURE_BATCH
+        "bn_mode": config.bn_mode,
+        "measure_batch_size": MEASURE_BATCH,
+        "as_distilled": _rounded(as_distilled),
+        "eval_mode": _rounded(eval_mode),
+    }
+    if bn_only is not None:
+        summary["teacher_bn_train_vs_eval"] = _rounded(bn_only)
+    if pruned_top1_before_finetune is not None:
+        summary["top1_after_before_finetune"] = pruned_top1_before_finetune
+        summary["finetune_test_top1"] = [row["test_top1"] for row in history]
+    write_json(out_dir / "prune.json", summary)
     write_json(out_dir / "provenance.json", provenance(
-        params, ["prune"], input_hashes([teacher_file, *data.files]), params.train_teacher.seed, device,
-        role="pruned_teacher", arch=arch, method=params.prune.method, ratio=params.prune.ratio,
+        params, ["prune", "train_teacher.seed"], inputs, params.train_teacher.seed, device,
+        role="pruned_teacher", arch=arch, method=config.method, ratio=config.ratio,
     ))
-    write_timing(out_dir, prune_seconds=stats["seconds"])
+    speed_x = next(iter(BatchIterator(data.test.images[:SPEED_BATCH], data.test.labels[:SPEED_BATCH],
+                                      batch_size=SPEED_BATCH, mean=data.meta["mean"], std=data.meta["std"],
+                                      train=False, generator=None, device=device)))[0]
+    write_timing(out_dir, prune_seconds=stats["seconds"], finetune_seconds=finetune_seconds,
+                 forward_batch=int(speed_x.shape[0]), device=str(device),
+                 **speed(teacher, pruned, speed_x, config.bn_mode, repeats=7))
+    if trainer is not None:
+        trainer.discard_state()
+
+
+def _rounded(scores: dict[str, float]) -> dict[str, float]:
+    # float64 sums over a fixed order: deterministic; rounding only keeps the JSON readable
+    return {k: round(v, 10) for k, v in scores.items()}
+
+
+def _measure_batches(data: Data, batch_size: int, device: torch.device) -> BatchIterator:
+    """The test set in one fixed shuffled order (train-mode BN must not see single-class batches)."""
+    order = torch.randperm(data.test.images.shape[0], generator=torch.Generator().manual_seed(MEASURE_SEED))
+    order = order.to(data.test.images.device)
+    return BatchIterator(data.test.images[order], data.test.labels[order], batch_size=batch_size,
+                         mean=data.meta["mean"], std=data.meta["std"], train=False, generator=None, device=device)
+
+
+def _finetune(params: Params, arch: str, pruned: torch.nn.Module, spec: dict, inputs: dict[str, str],
+              generator: torch.Generator, device: torch.device, amp: str) -> tuple[Trainer, list[dict]]:
+    """Recovery fine-tune of the structurally pruned copy: plain CE on the train split."""
+    recipe = params.prune.finetune.recipe()
+    for param in pruned.parameters():
+        param.requires_grad_(True)
+    data = load_data(recipe.batch_size, device, generator)
+    out_dir = paths.pruned_dir(arch)
+    trainer = Trainer(
+        model=pruned,
+        recipe=recipe,
+        train_batches=data.train,
+        test_batches=data.test,
+        objective=cross_entropy_objective,
+        generators={"data": generator},
+        state_path=paths.state_file(out_dir),
+        fingerprint=fingerprint(spec, params.prune.model_dump(), params.train_teacher.seed, inputs,
+                                params.runtime.model_dump()),
+        label=f"fine-tune pruned {arch}",
+        amp=amp,
+    )
+    return trainer, trainer.fit().history

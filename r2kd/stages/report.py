@@ -72,7 +72,7 @@ def run(params: Params) -> None:
             "top1": ev_t["top1"], **robustness(ev_t),
             "pruned": {"method": params.prune.method, "ratio": params.prune.ratio, "top1": prune["top1_after"],
                        "params": prune["params"], "macs": prune["macs"], "ece": ev_p["ece"],
-                       "nonzero_fraction": prune["nonzero_fraction_after"], **robustness(ev_p)},
+                       "nonzero_fraction": prune["nonzero_fraction_after"], **robustness(ev_p), **_agreement(prune)},
         })
 
     latency = read_latency(params)
@@ -159,6 +159,30 @@ def curves_csv(logs: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _agreement(prune: dict) -> dict:
+    """Agreement / KL with the teacher from prune.json: in the BN mode distillation uses and in eval
+    mode (None for a prune.json written before the prune stage measured them)."""
+    distilled, evaluated = prune.get("as_distilled", {}), prune.get("eval_mode", {})
+    return {
+        "bn_mode": prune.get("bn_mode"), "round_to": prune.get("round_to"), "finetune_epochs": prune.get("finetune_epochs"),
+        "agreement": distilled.get("agreement"), "kl_t1": distilled.get("kl_t1"), "kl_t4": distilled.get("kl_t4"),
+        "agreement_eval": evaluated.get("agreement"), "kl_t4_eval": evaluated.get("kl_t4"),
+    }
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _pruned_label(p: dict) -> str:
+    extra = ""
+    if p.get("round_to"):
+        extra += f", round_to {p['round_to']}"
+    if p.get("finetune_epochs"):
+        extra += f", fine-tune {p['finetune_epochs']} ep"
+    return f"{p['method']}, {p['ratio']}{extra}"
+
+
 def compact_metrics(groups: list[dict], teachers: list[dict]) -> dict:
     """The one metrics file (`dvc exp show`, `dvc metrics diff`): accuracy first, short keys.
 
@@ -200,13 +224,20 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict]) -> str:
         "last model's expected calibration error (15 bins). *Published* is mdistiller's CIFAR-100 number "
         "where the setting matches.", "",
         "## Teachers", "",
-        "| teacher | best top-1 | last top-1 | params | MACs | pruned (method, ratio) | pruned top-1 | pruned params | pruned MACs |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| teacher | best top-1 | last top-1 | params | MACs | pruned (method, ratio) | pruned top-1 | pruned params | "
+        "pruned MACs | BN mode | agreement | KL T=1 | KL T=4 | agreement (eval BN) | KL T=4 (eval BN) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in teachers:
         p = t["pruned"]
         lines.append(f"| {t['arch']} | {t['best_top1']:.2f} | {t['last_top1']:.2f} | {t['params']:,} | {t['macs']:,} | "
-                     f"{p['method']}, {p['ratio']} | {p['top1']:.2f} | {p['params']:,} | {p['macs']:,} |")
+                     f"{_pruned_label(p)} | {p['top1']:.2f} | {p['params']:,} | {p['macs']:,} | {p.get('bn_mode') or '—'} | "
+                     f"{_num(p.get('agreement'), '.2f')} | {_num(p.get('kl_t1'), '.4f')} | {_num(p.get('kl_t4'), '.4f')} | "
+                     f"{_num(p.get('agreement_eval'), '.2f')} | {_num(p.get('kl_t4_eval'), '.4f')} |")
+    lines += ["", "*Agreement*: % of test images where the pruned teacher's top-1 class equals the teacher's; "
+              "*KL*: mean KL(teacher ‖ pruned) of the softmax outputs at temperature T. Both are measured with "
+              "the pruned teacher in the BatchNorm mode distillation uses (*BN mode*; train = batch statistics, "
+              "shuffled test batches of 64) and in eval mode."]
     lines += ["", "## Students", "",
               "| pair | method | augment (view) | n | best top-1 | last top-1 | noisy top-1 | ECE | published | params | MACs |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -228,7 +259,7 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict]) -> str:
     for t in teachers:
         for label, r in ((f"teacher {t['arch']}", t), (f"pruned {t['arch']}", t["pruned"])):
             lines.append(f"| — | {label} | — | 1 | {_opt(r.get('eval_top1'))} | {_opt(r.get('corruption_top1'))} | "
-                         f"{_opt(r.get('mce'), '.3f')} | — | — | {r['ece']:.3f} | {_opt(r.get('ece_scaled'), '.3f')} |")
+                         f"{_opt(r.get('mce'), '.3f')} | — | — | {_opt(r.get('ece'), '.3f')} | {_opt(r.get('ece_scaled'), '.3f')} |")
     for g in groups:
         lines.append(
             f"| {g['pair']} | {g['method']} | {g['augment']} | {g['n']} | {_pmo(g, 'eval_top1')} | "
@@ -243,10 +274,16 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict]) -> str:
 
 def print_table(dataset: str, groups: list[dict], teachers: list[dict]) -> None:
     console = Console(width=max(Console().width, 120))  # a table, not a wrapped mess, in logs and CI
+    teacher_table = Table(title=f"{dataset}: teachers and pruned teachers")
+    for col in ("teacher", "best top-1", "last top-1", "pruned", "pruned top-1", "params", "BN mode", "agreement",
+                "KL T=1", "KL T=4", "agreement (eval BN)"):
+        teacher_table.add_column(col, justify="left" if col in ("teacher", "pruned", "BN mode") else "right")
     for t in teachers:
-        console.print(f"teacher [bold]{t['arch']}[/]: best top-1 {t['best_top1']:.2f}, last {t['last_top1']:.2f}; "
-                      f"pruned ({t['pruned']['method']}, {t['pruned']['ratio']}): {t['pruned']['top1']:.2f}, "
-                      f"params {t['params']:,} -> {t['pruned']['params']:,}")
+        p = t["pruned"]
+        teacher_table.add_row(t["arch"], f"{t['best_top1']:.2f}", f"{t['last_top1']:.2f}", _pruned_label(p), f"{p['top1']:.2f}",
+                              f"{t['params']:,} -> {p['params']:,}", p.get("bn_mode") or "—", _num(p.get("agreement"), ".2f"),
+                              _num(p.get("kl_t1"), ".4f"), _num(p.get("kl_t4"), ".4f"), _num(p.get("agreement_eval"), ".2f"))
+    console.print(teacher_table)
     table = Table(title=f"{dataset}: student test top-1 (%), mean ± std over seeds")
     for col in ("pair", "method", "augment", "n", "best top-1", "last top-1", "noisy top-1", "ECE", "mCE", "agree"):
         table.add_column(col, justify="right" if col not in ("pair", "method", "augment") else "left")

@@ -71,9 +71,10 @@ CODE = {
     "prune": [
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
         "r2kd/data/__init__.py", "r2kd/data/loader.py", "r2kd/data/prepared.py", "r2kd/errors.py",
-        "r2kd/evaluation.py", "r2kd/files.py", "r2kd/modelfile.py", "r2kd/models", "r2kd/paths.py",
-        "r2kd/pickle_scan.py", "r2kd/pruning", "r2kd/runtime.py", "r2kd/stages/__init__.py",
-        "r2kd/stages/dataset.py", "r2kd/stages/prune.py", "r2kd/stages/record.py", "r2kd/yamlfile.py"
+        "r2kd/evaluation.py", "r2kd/files.py", "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py",
+        "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/pruning", "r2kd/runtime.py", "r2kd/stages/__init__.py",
+        "r2kd/stages/dataset.py", "r2kd/stages/prune.py", "r2kd/stages/record.py", "r2kd/train.py",
+        "r2kd/yamlfile.py"
     ],
     "pair": [
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
@@ -87,10 +88,10 @@ CODE = {
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/augment.py", "r2kd/cli.py",
         "r2kd/config.py", "r2kd/data/__init__.py", "r2kd/data/loader.py", "r2kd/data/prepared.py",
         "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/methods", "r2kd/modelfile.py",
-        "r2kd/models", "r2kd/optim.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/pruning", "r2kd/runs.py",
-        "r2kd/runtime.py", "r2kd/stages/__init__.py", "r2kd/stages/csvlog.py", "r2kd/stages/dataset.py",
-        "r2kd/stages/distill.py", "r2kd/stages/pair.py", "r2kd/stages/record.py", "r2kd/train.py",
-        "r2kd/yamlfile.py"
+        "r2kd/models", "r2kd/optim.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/pruning/__init__.py",
+        "r2kd/pruning/bn.py", "r2kd/pruning/methods.py", "r2kd/runs.py", "r2kd/runtime.py",
+        "r2kd/stages/__init__.py", "r2kd/stages/csvlog.py", "r2kd/stages/dataset.py", "r2kd/stages/distill.py",
+        "r2kd/stages/pair.py", "r2kd/stages/record.py", "r2kd/train.py", "r2kd/yamlfile.py"
     ],
     "corrupt": [
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
@@ -208,8 +209,7 @@ LIST_KEYS = ["teachers", "pairs", "methods", "augments", "seeds", "prune.method"
 PARAM_KEYS = {
     "prepare": lambda w: ["data"],
     "train_teacher": lambda w: ["data", f"teachers.{w.teacher}", "train_teacher", *RUNTIME_KEYS],
-    "prune": lambda w: ["data", "prune.method", "prune.ratio", "prune.importance_p", "train_teacher.seed",
-                        *RUNTIME_KEYS],
+    "prune": lambda w: ["data", "prune", "train_teacher.seed", *RUNTIME_KEYS],
     "pair": lambda w: [f"pairs.{w.pair}.teacher", f"pairs.{w.pair}.student"],
     "distill": lambda w: ["data", "distill", f"method_params.{w.method}", f"pairs.{w.pair}", "prune.bn_mode",
                           *RUNTIME_KEYS],

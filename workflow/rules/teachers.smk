@@ -46,8 +46,7 @@ rule train_teacher:
 
 rule prune:
     input:
-        "data/prepared/test.pt",
-        "data/prepared/meta.json",
+        PREPARED,
         "runs/teachers/{teacher}/model.pt",
         code("prune"),
         params_stamp=rule_stamp("prune"),

@@ -8,6 +8,10 @@ unlabelled ``test/`` is ignored. Classes are the sorted wnids (the order ImageFo
 train tree, as in the mdistiller/R2KD loaders); the 10,000 validation images are the test split.
 Images are 64x64; the few greyscale ones are converted to RGB. Crop padding is 8, CIFAR's 4/32
 kept at 64 px, plus horizontal flips.
+
+Normalisation uses the ImageNet constants (mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225), as
+the reference's Tiny-ImageNet loader does, not statistics of the train split: imported official
+checkpoints then see the inputs they were trained on. meta.json records ``stats_from: imagenet``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_IMAGENET_MD5 = {ARCHIVE: "90528d7ca1a48142e341f4ef8d21d0de"}
 TOP = "tiny-imagenet-200/"
 SIZE = 64
+# The reference normalises Tiny-ImageNet with the ImageNet constants (torchvision's ImageNet recipe).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _decode(zf: zipfile.ZipFile, member: str, archive: Path) -> np.ndarray:
@@ -127,5 +134,8 @@ def build_tiny_imagenet(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDat
         sources={ARCHIVE: sha},
         crop_padding=8,
         hflip=True,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        stats_from="imagenet",
         extra={"class_ids": wnids},
     )
