@@ -221,3 +221,22 @@ def test_report_shows_agreement_and_kl_columns() -> None:
     old = copy.deepcopy(teacher)
     old["pruned"].update(_agreement({}))  # a prune.json from before the stage measured agreement
     assert "| — | — | — | — | — | — |" in markdown("digits", [], [old])
+
+
+def test_published_numbers_are_shown_only_where_the_setting_matches() -> None:
+    import yaml
+
+    from r2kd.config import parse_params
+    from r2kd.stages.report import published_top1
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "presets/cifar100.yaml").read_text())
+    params = parse_params(raw)
+    dkd = lambda pair: params.method_hparams("dkd", "none", pair).model_dump()  # noqa: E731
+    assert published_top1(params, "cifar100", "resnet56", "resnet20", "dkd", dkd("resnet56-resnet20")) == 71.97
+    assert published_top1(params, "cifar100", "resnet56", "resnet20", "dkd", {**dkd("resnet56-resnet20"), "beta": 8.0}) is None
+    assert published_top1(params, "cifar100", "resnet56", "resnet20", "dkd", {**dkd("resnet56-resnet20"), "aug_view": "cutmix"}) is None
+    raw["distill"]["epochs"] = 6
+    raw["distill"]["milestones"] = [4, 5]
+    short = parse_params(raw)
+    assert published_top1(short, "cifar100", "resnet56", "resnet20", "dkd", dkd("resnet56-resnet20")) is None
+    assert published_top1(params, "digits", "resnet56", "resnet20", "dkd", dkd("resnet56-resnet20")) is None
