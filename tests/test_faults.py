@@ -437,8 +437,8 @@ def test_sigkill_mid_training_then_rerun_resumes(repo, tmp_path, tool):
     out = repo / "runs/teachers/resnet14"
     for leftover in (repo / paths.STATE, out):
         subprocess.run(["rm", "-rf", str(leftover)])
-    command = (["dvc", "repro", "train_teacher@resnet14"] if tool == "dvc"
-               else ["snakemake", "--cores", "1", "runs/teachers/resnet14/model.pt"])
+    command = ([".venv/bin/dvc", "repro", "train_teacher@resnet14"] if tool == "dvc"
+               else [".venv/bin/snakemake", "--cores", "1", "runs/teachers/resnet14/model.pt"])
     proc = subprocess.Popen(command, cwd=repo, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     _kill_when(repo / paths.state_file(paths.teacher_dir("resnet14")), proc)
@@ -497,7 +497,7 @@ def test_import_pretrained_teacher_verified_by_sha256(repo, tmp_path):
     params["teachers"]["resnet14"]["checkpoint_sha256"] = sha256_file(ckpt)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     run(["r2kd", "train-teacher", "resnet14"], repo)
-    metrics = json.loads((repo / "runs/teachers/resnet14/metrics.json").read_text())
-    assert metrics["imported"] is True and str(ckpt) in metrics["provenance"]["inputs_sha256"]
+    provenance = json.loads((repo / "runs/teachers/resnet14/provenance.json").read_text())
+    assert provenance["imported"] is True and str(ckpt) in provenance["inputs_sha256"]
     saved = load_checkpoint(repo / "runs/teachers/resnet14/model.pt")["model"]
     assert all(torch.equal(saved[k], v) for k, v in published.state_dict().items())
