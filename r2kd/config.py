@@ -189,6 +189,10 @@ class Runtime(_Strict):
     # tracked parameter with a machine-independent default, not "all cores".
     threads: int = Field(default=1, ge=1, le=256)
     deterministic: bool = True
+    # Speed-ups that change float rounding (channels_last memory format; on CUDA also the teacher's
+    # clean and augmented views as one batch): auto = on for CUDA, off on CPU, so default CPU runs
+    # keep their numbers bit for bit. Bit-identical speed-ups are always on. docs/performance.md.
+    fast_path: Literal["auto", "on", "off"] = "auto"
 
 
 class Resources(_Strict):
