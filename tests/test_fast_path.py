@@ -1,8 +1,9 @@
 """Speed-ups of the training step (docs/performance.md).
 
-- Bit-identical ones (always on): the eval-mode teacher runs the clean batch and the augmented view
-  as one batch on the CPU, frozen passes run under inference_mode, R2KD computes each softmax
-  once, SGD uses multi-tensor ops. Checked here against a plain step written the old way (separate
+- Bit-identical ones (always on): frozen passes run under inference_mode, R2KD computes each
+  softmax once, SGD uses multi-tensor ops. (The eval-mode teacher's two views as one batch would be
+  bit-identical on the CPU too, checked below, but it is slower there, so only CUDA's fast path
+  uses it.) Checked here against a plain step written the old way (separate
   no_grad forwards, value_loss + rank_loss, a per-parameter SGD loop): same losses, gradients and
   weights, bit for bit. tests/test_method_numerics.py compares with the code of commit 57a9794.
 - ``runtime.fast_path`` (channels_last; on CUDA also the batched teacher views) may change rounding:

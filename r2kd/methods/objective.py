@@ -9,11 +9,12 @@ Which passes may share a batch:
   reference) run each view as a separate forward pass, never as one concatenated batch, so their
   batch statistics are those of the reference.
 - A frozen network without any train-mode module (the teacher, always in eval mode) gives every
-  sample the same logits whatever else is in its batch, so it runs the clean batch and the view as
-  ONE forward pass of 2B samples: half the kernel launches and Python calls. On the CPU the logits
-  are bit-identical to two separate passes (tests/test_fast_path.py checks it for the zoo), so it
-  is always done there; on CUDA cuDNN may pick another algorithm for 2B rows (rounding changes),
-  so it is done only when ``fast`` is set (``runtime.fast_path``).
+  sample the same logits whatever else is in its batch, so on CUDA with ``fast`` set
+  (``runtime.fast_path``) it runs the clean batch and the view as ONE forward pass of 2B samples:
+  half the kernel launches of a launch-bound step. cuDNN may pick another algorithm for 2B rows
+  (rounding changes), hence the switch. Never on the CPU: there the logits would be bit-identical
+  (tests/test_fast_path.py), but one 2B pass was measured slower than two B passes (26 % at
+  32×32, 6 % at 8×8, 1 thread; docs/performance.md).
 - Frozen passes run under ``torch.inference_mode`` (no autograd bookkeeping at all); their logits
   are copied out of inference mode so that a method may use them like any tensor.
 
@@ -89,7 +90,7 @@ class DistillObjective:
         return terms
 
     def _batch_views(self, net: torch.nn.Module, x: torch.Tensor, v: torch.Tensor) -> bool:
-        return ((self.fast or x.device.type == "cpu") and v.shape[1:] == x.shape[1:] and v.dtype == x.dtype
+        return (self.fast and x.device.type == "cuda" and v.shape[1:] == x.shape[1:] and v.dtype == x.dtype
                 and batch_independent(net))
 
     def _view(self, aug: str, x: torch.Tensor, clean_teacher: torch.Tensor | None):
