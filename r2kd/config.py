@@ -256,6 +256,11 @@ class Runtime(_Strict):
     # tracked parameter with a machine-independent default, not "all cores".
     threads: int = Field(default=1, ge=1, le=256)
     deterministic: bool = True
+    # Speed-ups that change float rounding (channels_last memory format; on CUDA also the teacher's
+    # clean and augmented views as one batch): on | off | auto (= on for CUDA only). Default off
+    # until benchmarks/gpu_check.sh has measured it on a GPU; then auto. Bit-identical speed-ups
+    # are always on. docs/performance.md.
+    fast_path: Literal["auto", "always", "never"] = "never"
 
 
 class Resources(_Strict):

@@ -39,19 +39,32 @@ class SGD:
 
     @torch.no_grad()
     def step(self) -> None:
+        """One update of every parameter that has a gradient, as multi-tensor (``_foreach``) ops.
+
+        The same arithmetic, in the same order, as ``torch.optim.SGD(foreach=True)`` (which is bit-equal
+        to its per-parameter loop): fewer Python-level calls per step, identical numbers.
+        """
         lr = self.lr
-        for i, p in enumerate(self.params):
-            if p.grad is None:
-                continue
-            update = p.grad if self.weight_decay == 0 else p.grad.add(p, alpha=self.weight_decay)
-            if self.momentum != 0:
-                buf = self.buffers[i]
-                if buf is None:
-                    buf = self.buffers[i] = torch.clone(update).detach()
-                else:
-                    buf.mul_(self.momentum).add_(update)
-                update = buf
-            p.add_(update, alpha=-lr)
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        params = [self.params[i] for i in live]
+        grads = [self.params[i].grad for i in live]
+        if self.weight_decay != 0:
+            grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
+        if self.momentum != 0:
+            bufs = [self.buffers[i] for i in live]
+            if all(b is not None for b in bufs):
+                torch._foreach_mul_(bufs, self.momentum)
+                torch._foreach_add_(bufs, grads)
+            else:
+                for k, i in enumerate(live):
+                    if bufs[k] is None:
+                        bufs[k] = self.buffers[i] = torch.clone(grads[k]).detach()
+                    else:
+                        bufs[k].mul_(self.momentum).add_(grads[k])
+            grads = bufs
+        torch._foreach_add_(params, grads, alpha=-lr)
 
     def state_dict(self) -> dict:
         return {"lr": self.lr, "momentum_buffers": [b if b is not None else torch.empty(0) for b in self.buffers],

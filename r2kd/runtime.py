@@ -53,6 +53,18 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def fast_path_enabled(setting: str, device: torch.device) -> bool:
+    """``runtime.fast_path`` on ``device``: auto = on for CUDA only (CPU defaults keep their bits)."""
+    if setting not in ("auto", "always", "never"):
+        raise ConfigError(f"runtime.fast_path must be auto, always or never, got {setting!r}")
+    return device.type == "cuda" if setting == "auto" else setting == "always"
+
+
+def fast_layout(module: torch.nn.Module) -> torch.nn.Module:
+    """The fast path's memory format (channels_last) for a network's 4-d weights; rounding may change."""
+    return module.to(memory_format=torch.channels_last)
+
+
 def effective_amp(amp: str, device: torch.device) -> str:
     """The mixed precision a run actually uses on ``device``.
 

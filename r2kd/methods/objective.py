@@ -2,9 +2,25 @@
 and, when the method asks for it, on one augmented view of the same batch (METHOD.md §4).
 
 The method says which terms to compute from the logits (and names them, suffix included); this
-module decides which networks run on which view. Views run as separate forward passes, never as
-one concatenated batch, so train-mode BatchNorm (student, and the pruned teacher in the
-reference) sees the same batch statistics as in the reference.
+module decides which networks run on which view.
+
+Which passes may share a batch:
+- The student and any frozen network with train-mode BatchNorm (the pruned teacher in the
+  reference) run each view as a separate forward pass, never as one concatenated batch, so their
+  batch statistics are those of the reference.
+- A frozen network without any train-mode module (the teacher, always in eval mode) gives every
+  sample the same logits whatever else is in its batch, so on CUDA with ``fast`` set
+  (``runtime.fast_path``) it runs the clean batch and the view as ONE forward pass of 2B samples:
+  half the kernel launches of a launch-bound step. cuDNN may pick another algorithm for 2B rows
+  (rounding changes), hence the switch. Never on the CPU: there the logits would be bit-identical
+  (tests/test_fast_path.py), but one 2B pass was measured slower than two B passes (26 % at
+  32×32, 6 % at 8×8, 1 thread; docs/performance.md).
+- Frozen passes run under ``torch.inference_mode`` (no autograd bookkeeping at all); their logits
+  are copied out of inference mode so that a method may use them like any tensor.
+
+``fast`` (``runtime.fast_path``, resolved by :func:`r2kd.runtime.fast_path_enabled`) also feeds
+the batch in channels_last memory format; the caller converts the networks
+(:func:`r2kd.runtime.fast_layout`). Rounding may change, so it is opt-in on the CPU.
 """
 
 from __future__ import annotations
@@ -18,6 +34,18 @@ from r2kd.augment import make_view
 from r2kd.methods.base import Method
 
 
+def _frozen(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of a frozen network: no autograd graph, returned as an ordinary tensor."""
+    with torch.inference_mode():
+        out = module(x)
+    return out.clone()
+
+
+def batch_independent(module: torch.nn.Module) -> bool:
+    """True when no submodule is in training mode (no batch statistics, no dropout)."""
+    return not any(m.training for m in module.modules())
+
+
 @dataclass
 class DistillObjective:
     method: Method
@@ -26,31 +54,58 @@ class DistillObjective:
     view_generator: torch.Generator
     mean: Sequence[float]
     std: Sequence[float]
+    fast: bool = False
 
     def __call__(self, student: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
-        terms = self._terms(student, x, y, epoch, clean=True)
-        if self.method.aug_view != "none":  # "none" also for a method with no term on the view (ce)
-            view = make_view(
-                self.method.aug_view,
-                x,
-                generator=self.view_generator,
-                mean=self.mean,
-                std=self.std,
-                teacher_logits_fn=self._teacher_logits if self.teacher is not None else None,
-                autoaugment_per=self.method.params.autoaugment_per,
-            )
+        method = self.method
+        aug = method.aug_view  # "none" also for a method with no term on the view (ce)
+        if self.fast and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        # Every view but cutmixpick is a function of the batch and the view generator only, so it can
+        # be drawn first and the teacher can see both views in one pass. cutmixpick (when it drops
+        # rows) needs the teacher's clean logits to build the view: it is drawn after them.
+        view = None if aug in ("none", "cutmixpick") else self._view(aug, x, None)
+        nets = [name for name, used in (("teacher", method.uses_teacher), ("pruned", method.uses_pruned_teacher)) if used]
+        clean: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
+        on_view: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
+        for name in nets:
+            net = getattr(self, name)
+            if net is None:
+                continue
+            if view is not None and self._batch_views(net, x, view.x):
+                both = _frozen(net, torch.cat([x, view.x]))
+                clean[name], on_view[name] = both[: x.shape[0]], both[x.shape[0]:]
+            else:
+                clean[name] = _frozen(net, x)
+        terms = self._losses(student, x, y, epoch, clean, clean=True)
+        if aug == "cutmixpick":
+            view = self._view(aug, x, clean["teacher"])
+        if view is not None:
             labels = y if view.index is None else y[view.index]
-            terms.update(self._terms(student, view.x, labels, epoch, clean=False))
+            for name in nets:
+                net = getattr(self, name)
+                if net is not None and on_view[name] is None:
+                    on_view[name] = _frozen(net, view.x)
+            terms.update(self._losses(student, view.x, labels, epoch, on_view, clean=False))
         return terms
 
-    def _terms(self, student, x, y, epoch, *, clean: bool) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            teacher = self._teacher_logits(x) if self.method.uses_teacher else None
-            pruned = self.pruned(x) if self.method.uses_pruned_teacher else None
-        return self.method.losses(
-            student=student(x), teacher=teacher, pruned=pruned, labels=y, clean=clean, epoch=epoch
-        )
+    def _batch_views(self, net: torch.nn.Module, x: torch.Tensor, v: torch.Tensor) -> bool:
+        return (self.fast and x.device.type == "cuda" and v.shape[1:] == x.shape[1:] and v.dtype == x.dtype
+                and batch_independent(net))
 
-    @torch.no_grad()
+    def _view(self, aug: str, x: torch.Tensor, clean_teacher: torch.Tensor | None):
+        if self.teacher is None:
+            logits_fn = None
+        else:
+            # cutmixpick ranks the clean batch by teacher entropy: those logits were computed already.
+            def logits_fn(batch: torch.Tensor) -> torch.Tensor:
+                return clean_teacher if (batch is x and clean_teacher is not None) else _frozen(self.teacher, batch)
+        return make_view(aug, x, generator=self.view_generator, mean=self.mean, std=self.std, teacher_logits_fn=logits_fn,
+                         autoaugment_per=self.method.params.autoaugment_per)
+
+    def _losses(self, student, x, y, epoch, logits: dict, *, clean: bool) -> dict[str, torch.Tensor]:
+        return self.method.losses(student=student(x), teacher=logits["teacher"], pruned=logits["pruned"], labels=y,
+                                  clean=clean, epoch=epoch)
+
     def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.teacher(x)
+        return _frozen(self.teacher, x)

@@ -48,6 +48,10 @@ def value_loss(z_s: Tensor, z_tgt: Tensor, temperature: float, alpha: float) -> 
     z_s, z_tgt = as_loss_dtype(z_s), as_loss_dtype(z_tgt)
     p_s = F.softmax(z_s / temperature, dim=1)
     p_t = F.softmax(z_tgt / temperature, dim=1)
+    return _value_from_probs(p_s, p_t, temperature, alpha)
+
+
+def _value_from_probs(p_s: Tensor, p_t: Tensor, temperature: float, alpha: float) -> Tensor:
     inter = correlation_distance(p_s, p_t)
     intra = correlation_distance(p_s.transpose(0, 1), p_t.transpose(0, 1))
     return alpha * temperature**2 * (inter + intra)
@@ -97,6 +101,24 @@ def rank_loss(
     return beta * (1.0 - spearman_rows(z_s, z_tgt, temperature, mode, sharpness).mean())
 
 
+def r2kd_terms(
+    z_s: Tensor, z_tgt: Tensor, temperature: float, alpha: float, beta: float, mode: RankMode = "hard",
+    sharpness: float = 10.0,
+) -> tuple[Tensor, Tensor]:
+    """(:func:`value_loss`, :func:`rank_loss`) of one view, bit for bit, with the softened predictions
+    P_s and P_t computed once: the hard rank term ranks the same P the value term compares, so it
+    reuses them instead of taking both softmaxes again (tests/test_method_numerics.py)."""
+    if mode != "hard":
+        return (value_loss(z_s, z_tgt, temperature, alpha),
+                rank_loss(z_s, z_tgt, temperature, beta, mode, sharpness))
+    z_s, z_tgt = as_loss_dtype(z_s), as_loss_dtype(z_tgt)
+    p_s = F.softmax(z_s / temperature, dim=1)
+    p_t = F.softmax(z_tgt / temperature, dim=1)
+    value = _value_from_probs(p_s, p_t, temperature, alpha)
+    rho = pearson_rows(hard_ranks(p_s.detach()), hard_ranks(p_t), EPS)
+    return value, beta * (1.0 - rho.mean())
+
+
 class R2KD(Method):
     name: ClassVar[str] = "r2kd"
     Params: ClassVar[type[R2KDParams]] = R2KDParams
@@ -114,7 +136,5 @@ class R2KD(Method):
               epoch: int) -> dict[str, Tensor]:
         p = self.params
         z_tgt = self.target(teacher, pruned)
-        return {
-            "value": value_loss(student, z_tgt, p.temperature, p.alpha),
-            "rank": rank_loss(student, z_tgt, p.temperature, p.beta, p.rank, p.rank_sharpness),
-        }
+        value, rank = r2kd_terms(student, z_tgt, p.temperature, p.alpha, p.beta, p.rank, p.rank_sharpness)
+        return {"value": value, "rank": rank}

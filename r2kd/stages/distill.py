@@ -14,7 +14,7 @@ from r2kd.methods.objective import DistillObjective
 from r2kd.modelfile import arch_spec, build, load_model, save_model
 from r2kd.models.complexity import complexity
 from r2kd.pruning import set_bn_mode
-from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
+from r2kd.runtime import fast_layout, fast_path_enabled, resolve_amp, resolve_device, seed_everything, set_threads
 from r2kd.runs import find_run
 from r2kd.stages.csvlog import write_log
 from r2kd.stages.dataset import load_data
@@ -34,6 +34,7 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
     amp = resolve_amp(params.runtime.amp, device)
+    fast = fast_path_enabled(params.runtime.fast_path, device)
     data_generator = seed_everything(seed, params.runtime.deterministic)
     view_generator = torch.Generator().manual_seed(seed * 1_000_003 + VIEW_STREAM)
     data = load_data(recipe.batch_size, device, data_generator)
@@ -52,6 +53,9 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
     torch.manual_seed(seed)  # student initialisation depends on the seed only
     spec = arch_spec(student, data.meta)
     model = build(spec).to(device)
+    if fast:  # channels_last everywhere (rounding may change; docs/performance.md)
+        model, teacher_model, pruned_model = (fast_layout(m) if m is not None else None
+                                              for m in (model, teacher_model, pruned_model))
     inputs = input_hashes([*data.files, paths.pair_file(pair)])
     out_dir = selected.dir
     chosen = method_cls(hparams)
@@ -62,6 +66,7 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
         view_generator=view_generator,
         mean=data.meta["mean"],
         std=data.meta["std"],
+        fast=fast,
     )
     trainer = Trainer(
         model=model,

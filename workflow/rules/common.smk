@@ -212,7 +212,7 @@ PARAM_KEYS = {
     "prune": lambda w: ["data", "prune", "train_teacher.seed", *RUNTIME_KEYS],
     "pair": lambda w: [f"pairs.{w.pair}.teacher", f"pairs.{w.pair}.student"],
     "distill": lambda w: ["data", "distill", f"method_params.{w.method}", f"pairs.{w.pair}", "prune.bn_mode",
-                          *RUNTIME_KEYS],
+                          *RUNTIME_KEYS, "runtime.fast_path"],
     "corrupt": lambda w: ["evaluate.corruptions", "evaluate.corruption_limit", "evaluate.corruption_seed"],
     "evaluate": lambda w: [*LIST_KEYS, "evaluate", "runtime.device", "runtime.amp", "runtime.threads"],
     "export": lambda w: ["export", *LIST_KEYS[:5], "runtime.threads", "runtime.deterministic"],

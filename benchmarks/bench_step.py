@@ -1,0 +1,304 @@
+"""This project's training step against a reference step written the plain way the official R2KD
+code writes it, in ONE process on one device, interleaved (reference, project, reference, ...) so
+that load from other processes hits both alike.
+
+    python benchmarks/bench_step.py                         # CPU, both shapes, all methods
+    python benchmarks/bench_step.py --device cuda           # the same on a GPU
+    python benchmarks/bench_step.py --shapes default --steps 30
+
+The reference step: separate forwards of student, teacher and pruned teacher on each view, the
+pruned copy made with torch.nn.utils.prune.l1_unstructured (10 %, made permanent) and kept in
+train-mode BatchNorm, the cutmix view, torch.optim.SGD (momentum 0.9, wd 5e-4, nesterov False), the
+loss terms written inline, and a host read of the loss every step (``loss.item()``). The project's
+step: DistillObjective + r2kd.optim.SGD as r2kd.train.Trainer uses them (non-finite guard and term
+sums on the device). Random weights: speed only. "speed-up" = reference ms / project ms.
+
+The "stage path" row runs the real Trainer (BatchIterator on random uint8 data, one epoch of
+``--stage-steps`` steps, one evaluation pass) and gives its time as a ratio to the same number of
+project steps, so a win inside the step is not lost around it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+from r2kd import models
+from r2kd.config import PruneConfig, TrainRecipe
+from r2kd.data.loader import BatchIterator
+from r2kd.methods import METHODS
+from r2kd.methods.objective import DistillObjective
+from r2kd.optim import SGD
+from r2kd.pruning import prune_teacher, set_bn_mode
+from r2kd.runtime import autocast, fast_layout, resolve_device
+from r2kd.train import Trainer
+
+SHAPES = {  # name: teacher, student, channels, side, classes
+    "cifar100": ("resnet32x4", "resnet8x4", 3, 32, 100),
+    "default": ("wrn_16_2", "resnet8", 1, 8, 10),
+}
+T, W, ALPHA, BETA = 4.0, 0.7, 2.0, 2.0
+console = Console(width=140)
+
+
+# --- the reference, written plainly ------------------------------------------------------------
+def ref_cutmix(x: torch.Tensor) -> torch.Tensor:
+    lam = np.random.beta(1.0, 1.0)
+    index = torch.randperm(x.size(0), device=x.device)
+    h, w = x.size(2), x.size(3)
+    cut = np.sqrt(1.0 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = np.random.randint(h), np.random.randint(w)
+    y1, y2 = np.clip(cy - ch // 2, 0, h), np.clip(cy + ch // 2, 0, h)
+    x1, x2 = np.clip(cx - cw // 2, 0, w), np.clip(cx + cw // 2, 0, w)
+    out = x.clone()
+    out[:, :, y1:y2, x1:x2] = x[index, :, y1:y2, x1:x2]
+    return out
+
+
+def ref_corr_dist(a, b):
+    return 1.0 - ((a * b).sum(1).abs() / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)).mean()
+
+
+def ref_rank(p_s, p_t):
+    r_s = p_s.argsort(1).argsort(1).float()
+    r_t = p_t.argsort(1).argsort(1).float()
+    r_s, r_t = r_s - r_s.mean(1, keepdim=True), r_t - r_t.mean(1, keepdim=True)
+    rho = (r_s * r_t).sum(1) / (r_s.norm(dim=1) * r_t.norm(dim=1) + 1e-8)
+    return BETA * (1.0 - rho.mean())
+
+
+def ref_r2kd_view(z_s, z_t, z_p):
+    tgt = W * z_t + (1 - W) * z_p
+    p_s, p_t = F.softmax(z_s / T, 1), F.softmax(tgt / T, 1)
+    value = ALPHA * T * T * (ref_corr_dist(p_s, p_t) + ref_corr_dist(p_s.t(), p_t.t()))
+    return value + ref_rank(F.softmax(z_s / T, 1), F.softmax(tgt / T, 1))
+
+
+def ref_pearson_dist(a, b):
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return 1.0 - ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)).mean()
+
+
+def ref_dkd(z_s, z_t, y, alpha=1.0, beta=8.0):
+    gt = F.one_hot(y, z_s.shape[1]).bool()
+    p_s, p_t = F.softmax(z_s / T, 1), F.softmax(z_t / T, 1)
+    b_s = torch.stack([(p_s * gt).sum(1), (p_s * ~gt).sum(1)], 1)
+    b_t = torch.stack([(p_t * gt).sum(1), (p_t * ~gt).sum(1)], 1)
+    tckd = F.kl_div(torch.log(b_s), b_t, reduction="sum") * T * T / y.shape[0]
+    log_ps2 = F.log_softmax(z_s / T - 1000.0 * gt, 1)
+    p_t2 = F.softmax(z_t / T - 1000.0 * gt, 1)
+    nckd = F.kl_div(log_ps2, p_t2, reduction="sum") * T * T / y.shape[0]
+    return alpha * tckd + beta * nckd
+
+
+def reference_step(method, student, teacher, pruned, opt, x, y):
+    z_s = student(x)
+    loss = F.cross_entropy(z_s, y) * (0.1 if method == "kd" else 1.0)
+    if method != "ce":
+        with torch.no_grad():
+            z_t = teacher(x)
+            z_p = pruned(x) if method == "r2kd" else None
+    if method == "kd":
+        loss = loss + 0.9 * F.kl_div(F.log_softmax(z_s / T, 1), F.softmax(z_t / T, 1), reduction="batchmean") * T * T
+    elif method == "dist":
+        p_s, p_t = F.softmax(z_s / T, 1), F.softmax(z_t / T, 1)
+        loss = loss + T * T * (2.0 * ref_pearson_dist(p_s, p_t) + 2.0 * ref_pearson_dist(p_s.t(), p_t.t()))
+    elif method == "dkd":
+        loss = loss + ref_dkd(z_s, z_t, y)
+    elif method == "r2kd":
+        loss = loss + ref_r2kd_view(z_s, z_t, z_p)
+        x_aug = ref_cutmix(x)
+        z_s_aug = student(x_aug)
+        with torch.no_grad():
+            z_t_aug, z_p_aug = teacher(x_aug), pruned(x_aug)
+        loss = loss + ref_r2kd_view(z_s_aug, z_t_aug, z_p_aug)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+# --- the project's step, as the Trainer runs it -------------------------------------------------
+def project_step_fn(objective, student, opt, x, y, amp="none"):
+    device = x.device
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    sums: dict[str, torch.Tensor] = {}
+
+    def step():
+        nonlocal first_bad
+        with autocast(device, amp):
+            terms = objective(student, x, y, 30)
+        loss = sum(terms.values())
+        bad = ~torch.isfinite(loss.detach())
+        first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, 0), first_bad)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + value.detach().float()
+
+    return step
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved(fns: dict, steps: int, warmup: int, device) -> dict[str, float]:
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples = {k: [] for k in fns}
+    for _ in range(steps):
+        for k, fn in fns.items():
+            sync(device)
+            began = time.perf_counter()
+            fn()
+            sync(device)
+            samples[k].append(time.perf_counter() - began)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def reference_pruned(teacher):
+    import torch.nn.utils.prune as prune
+
+    copy_ = copy.deepcopy(teacher)
+    for m in copy_.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            prune.l1_unstructured(m, "weight", amount=0.1)
+            prune.remove(m, "weight")
+    copy_.eval()
+    for m in copy_.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.train()
+    for p in copy_.parameters():
+        p.requires_grad_(False)
+    return copy_
+
+
+def bench_shape(shape: str, args, device) -> list[tuple]:
+    t_name, s_name, ch, side, classes = SHAPES[shape]
+    torch.manual_seed(0)
+    build = lambda n: models.create(n, classes, in_channels=ch, input_size=side).to(device)  # noqa: E731
+    teacher = set_bn_mode(build(t_name), "eval")
+    x = torch.randn(args.batch, ch, side, side, device=device)
+    y = torch.randint(0, classes, (args.batch,), device=device)
+    ref_pr = reference_pruned(teacher)
+    proj_pr = set_bn_mode(prune_teacher(copy.deepcopy(teacher), x[:2], PruneConfig()).model, "train")
+    student0 = build(s_name).train()
+    steps = args.steps if shape == "default" else args.steps_large
+    rows = []
+    for method in args.methods:
+        cls = METHODS[method]
+        s_ref, s_proj = copy.deepcopy(student0), copy.deepcopy(student0)
+        opt_ref = torch.optim.SGD(s_ref.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False)
+        opt_proj = SGD(s_proj.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        params = cls.Params(**({"aug_view": "cutmix"} if method == "r2kd" else {}))
+        objective = DistillObjective(method=cls(params), teacher=teacher, pruned=proj_pr,
+                                     view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch, std=[1.0] * ch)
+        fns = {"reference": lambda: reference_step(method, s_ref, teacher, ref_pr, opt_ref, x, y),
+               "project": project_step_fn(objective, s_proj, opt_proj, x, y)}
+        extra = {}
+        if method == "r2kd":  # the opt-in variants, measured in the same loop
+            s_bf, s_fast = copy.deepcopy(student0), copy.deepcopy(student0)
+            opt_bf = SGD(s_bf.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+            fns["project amp=bf16"] = project_step_fn(objective, s_bf, opt_bf, x, y, amp="bf16")
+            fast_t, fast_p, s_fast = (fast_layout(copy.deepcopy(m)) for m in (teacher, proj_pr, s_fast))
+            fast_obj = DistillObjective(method=cls(params), teacher=fast_t, pruned=fast_p,
+                                        view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch,
+                                        std=[1.0] * ch, fast=True)
+            fns["project fast_path=always"] = project_step_fn(fast_obj, s_fast, SGD(s_fast.parameters(), lr=0.01,
+                                                          momentum=0.9, weight_decay=5e-4), x, y)
+            s_both = fast_layout(copy.deepcopy(student0))
+            fns["project fast_path=always amp=bf16"] = project_step_fn(fast_obj, s_both, SGD(
+                s_both.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4), x, y, amp="bf16")
+        times = interleaved(fns, steps, args.warmup, device)
+        ref = times["reference"]
+        for k, v in times.items():
+            extra[k] = v
+            rows.append((shape, method, k, v * 1e3, ref / v))
+        if method == "r2kd":
+            rows.append(stage_path(shape, args, device, build, teacher, proj_pr, student0, objective, times["project"]))
+    return rows
+
+
+def stage_path(shape, args, device, build, teacher, pruned, student0, objective, step_seconds) -> tuple:
+    """N steps of the real Trainer loop (loader, step, per-epoch bookkeeping, one evaluation pass)."""
+    _, _, ch, side, classes = SHAPES[shape]
+    n = args.stage_steps * args.batch
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, ch, side, side), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, classes, (n,), generator=g)
+    common = dict(batch_size=args.batch, mean=[0.5] * ch, std=[0.25] * ch, device=device)
+    train = BatchIterator(images, labels, train=True, generator=g, crop_padding=side // 8, hflip=True, **common)
+    test = BatchIterator(images[: 4 * args.batch], labels[: 4 * args.batch], train=False, generator=None, **common)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(model=copy.deepcopy(student0), recipe=TrainRecipe(epochs=1, batch_size=args.batch, lr=0.01,
+                          momentum=0.9, weight_decay=5e-4), train_batches=train, test_batches=test,
+                          objective=objective, generators={"data": g}, state_path=Path(tmp) / "state.pt",
+                          fingerprint="bench", label="bench")
+        sync(device)
+        began = time.perf_counter()
+        trainer.fit()
+        sync(device)
+        wall = time.perf_counter() - began
+    per_step = wall / args.stage_steps
+    return (shape, "r2kd", f"stage path ({args.stage_steps} steps + eval of {4 * args.batch}), per step",
+            per_step * 1e3, step_seconds / per_step)
+
+
+def cpu_flags() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return "lscpu unavailable"
+    model = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
+    flags = sorted({f for f in out.split() if f.startswith(("avx512_bf16", "amx"))})
+    return f"{model}; bf16 hardware: {', '.join(flags) if flags else 'none (no avx512_bf16 / AMX)'}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--methods", nargs="+", default=["r2kd", "ce", "kd", "dist", "dkd"], choices=list(METHODS))
+    parser.add_argument("--steps", type=int, default=30, help="interleaved samples per row, embedded default shape")
+    parser.add_argument("--steps-large", type=int, default=5, help="... at CIFAR-100 shape")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--stage-steps", type=int, default=10)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    header = f"torch {torch.__version__}, {device}, {args.threads} threads"
+    header += f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f", CPU: {cpu_flags()}"
+    console.print(header)
+    rows = [r for shape in args.shapes for r in bench_shape(shape, args, device)]
+    table = Table(title=f"train step, batch {args.batch}: median ms (interleaved); speed-up = reference / row")
+    for col in ("shape", "method", "step", "ms / step", "speed-up vs reference"):
+        table.add_column(col)
+    for shape, method, kind, ms, ratio in rows:
+        label = f"{ratio:.2f}x" if not kind.startswith("stage") else f"step/stage-step {ratio:.2f}"
+        table.add_row(shape, method, kind, f"{ms:.1f}", label)
+    console.print(table)
+    console.print("shapes: " + "; ".join(f"{k}: {v[0]} -> {v[1]}, {v[2]}x{v[3]}x{v[3]}, {v[4]} classes"
+                                         for k, v in SHAPES.items() if k in args.shapes))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# One prepared GPU check (< 5 minutes): the step benchmarks on CUDA and the CUDA tests; every number
+# goes to $OUT/gpu_check.txt (./gpu_check.txt when OUT is unset). Run from the repository root:
+#
+#     bash benchmarks/gpu_check.sh
+#
+# The GPU machine has PyTorch, torchvision, rich, PyYAML, scikit-learn and numpy, but not pydantic,
+# torch-pruning, DVC or Snakemake (docs/performance.md). Bring their wheels in a .whl/ folder at the
+# repository root, downloaded on a machine with network access (versions as in this project's venv):
+#
+#     mkdir -p .whl
+#     python3 -m pip download --dest .whl --only-binary=:all: --no-deps --python-version 3.12 \
+#         --implementation cp --abi cp312 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+#         pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
+#         typing-extensions==4.16.0 torch-pruning==1.6.1
+#
+# (pydantic-core is the only compiled one; the others are py3-none-any wheels, which the same command
+# accepts.) pytest is not on that list of the machine's packages either; if it is missing, add its
+# pure-Python wheels to the same folder:
+#
+#     python3 -m pip download --dest .whl --only-binary=:all: --no-deps pytest==9.2.0 pluggy==1.7.0 \
+#         iniconfig==2.3.1 packaging==25.0
+#
+# The script installs the folder with:
+#
+#     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+#
+# Nothing here needs DVC or Snakemake; the CUDA tests that do (none today) would be skipped.
+set -u
+cd "$(dirname "$0")/.."
+REPORT="${OUT:-.}/gpu_check.txt"
+mkdir -p "$(dirname "$REPORT")"
+: > "$REPORT"
+log() { echo "$*" | tee -a "$REPORT"; }
+step() {  # step SECONDS TITLE COMMAND...: run with a time limit, keep its output, never stop the script
+    local limit=$1 title=$2; shift 2
+    log ""; log "=== $title ($(date -u +%H:%M:%S), limit ${limit}s): $*"
+    timeout "$limit" "$@" 2>&1 | tee -a "$REPORT"
+    log "=== exit ${PIPESTATUS[0]}"
+}
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+else
+    log "no .whl/ folder: assuming pydantic and torch-pruning are importable already"
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+
+step 30 "environment" python3 -c "import torch, pydantic, torch_pruning; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), '| pydantic', pydantic.VERSION, '| torch-pruning', torch_pruning.__version__)"
+step 20 "nvidia-smi" nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv
+# This project's step vs the plain reference step, both shapes, every method; r2kd also with
+# amp=bf16, fast_path=on (channels_last + batched teacher views) and both.
+step 150 "bench_step (cuda)" python3 benchmarks/bench_step.py --device cuda --steps 50 --steps-large 30 --stage-steps 20
+step 60 "bench_methods, embedded default (cuda)" python3 benchmarks/bench_methods.py --device cuda --steps 30
+step 60 "bench_methods, CIFAR-100 shape (cuda)" python3 benchmarks/bench_methods.py --device cuda --steps 30 \
+    --teacher resnet32x4 --student resnet8x4 --size 32 --channels 3 --classes 100
+# The CUDA tests: loader on CUDA == CPU, CUDA smoke run, fast path vs eager trajectory on CUDA.
+step 120 "pytest -m gpu" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_fast_path.py tests/test_data.py tests/test_cluster.py
+log ""; log "report: $REPORT"
