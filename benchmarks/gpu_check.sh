@@ -49,7 +49,7 @@ fi
 step 30 "environment" python3 -c "import torch, pydantic, torch_pruning; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), '| pydantic', pydantic.VERSION, '| torch-pruning', torch_pruning.__version__)"
 step 20 "nvidia-smi" nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv
 # This project's step vs the plain reference step, both shapes, every method; r2kd also with
-# amp=bf16, fast_path=on (channels_last + batched teacher views) and both.
+# amp=bf16, fast_path=always (channels_last + batched teacher views) and both.
 step 150 "bench_step (cuda)" python3 benchmarks/bench_step.py --device cuda --steps 50 --steps-large 30 --stage-steps 20
 step 60 "bench_methods, embedded default (cuda)" python3 benchmarks/bench_methods.py --device cuda --steps 30
 step 60 "bench_methods, CIFAR-100 shape (cuda)" python3 benchmarks/bench_methods.py --device cuda --steps 30 \
