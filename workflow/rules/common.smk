@@ -31,18 +31,17 @@ except UserError as exc:
     raise WorkflowError(str(exc)) from None
 
 
-def _dvc_lock():
-    """What DVC recorded of each stage's params (dvc.lock, DVC's own file: read leniently)."""
+@functools.cache
+def dvc_lock():
+    """What DVC recorded of each stage's params (dvc.lock, DVC's own file: read leniently, and only
+    when a params stamp is first made: it can be large)."""
     import yaml
 
     try:
-        lock = yaml.safe_load(Path(ROOT, "dvc.lock").read_text())
+        lock = yaml.load(Path(ROOT, "dvc.lock").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError):
         return {}
     return lock if isinstance(lock, dict) else {}
-
-
-DVC_LOCK = _dvc_lock()
 
 ENV = "../envs/r2kd.yaml"
 THREADS = PARAMS.runtime.threads
@@ -185,7 +184,7 @@ def params_stamp(name, dvc_stage, *keys):
     tmp.write_text(text)
     os.replace(tmp, path)
     if not existed:
-        recorded = DVC_LOCK.get("stages", {}).get(dvc_stage, {}).get("params", {}).get("params.yaml")
+        recorded = dvc_lock().get("stages", {}).get(dvc_stage, {}).get("params", {}).get("params.yaml")
         if recorded is None or recorded == {key: raw_value(key) for key in keys}:
             os.utime(path, (0, 0))
     return str(path.relative_to(ROOT))
