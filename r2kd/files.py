@@ -149,7 +149,7 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path} contains pickled Python objects, not just tensors (it names {shown}); weights-only "
             "loading refuses such objects because unpickling them can run code, and nothing in it was run. "
-            f"It may be a malicious file: do not load it with weights_only=False; {remedy}"
+            f"It may be a malicious file: do not load it with full unpickling; {remedy}"
         ) from None
     raise CheckpointError(
         f"{path} is corrupt, truncated or not a PyTorch checkpoint ({type(refused).__name__}); {remedy}"
