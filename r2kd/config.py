@@ -13,9 +13,10 @@ augment names, seeds) is restricted to a strict character set or a literal here,
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -293,8 +294,6 @@ class Params(_Strict):
     @field_validator("pairs")
     @classmethod
     def _pair_ids(cls, pairs: dict[str, Pair]) -> dict[str, Pair]:
-        import re
-
         for key in pairs:
             if not re.match(PAIR_ID, key) or len(key) > 80:
                 raise ValueError(f"pair id {key!r} may use only letters, digits, '_' and single '-' (it becomes a path)")
@@ -439,7 +438,3 @@ def section(params: Params, dotted: str) -> Any:
 def json_schema() -> dict:
     """The schema of params.yaml as JSON Schema (for editors; workflow/schemas/params.schema.json)."""
     return Params.model_json_schema()
-
-
-def literal_values(alias: Any) -> tuple[str, ...]:
-    return get_args(alias)

@@ -1,14 +1,12 @@
-"""The pipeline DAG as data, read from dvc.yaml by DVC's own resolver.
+"""The pipeline DAG as DVC resolves it (dvc.yaml + params.yaml, through DVC's own resolver).
 
-dvc.yaml is the single source of truth for the stage list. Snakemake's rules are generated from
-:func:`load_stages` (workflow/rules/stages.smk), so both tools run the same commands on the same
-files; tests/test_dag.py checks that the two DAGs agree.
+The Snakemake rules (workflow/rules/) are written by hand; tests/test_dag.py compares Snakemake's
+jobs with these stages (commands, inputs, outputs, params keys), so the two DAGs cannot drift.
+Imports DVC: used by tests, not by the pipeline's stages.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,21 +14,12 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Stage:
-    name: str  # DVC's address, e.g. "distill@pair0-kd-default-0"
+    name: str  # DVC's address, e.g. "distill@wrn_16_2-resnet8-kd-default-0"
     group: str  # the dvc.yaml stage it was expanded from, e.g. "distill"
     cmd: str
     deps: tuple[str, ...]  # paths (files or directories), relative to the repository root
     outs: tuple[str, ...]  # every output, metrics and plots included
-    params: dict[str, Any]  # the params.yaml values this stage declares, resolved
-
-    @property
-    def rule_name(self) -> str:
-        """A Python-identifier version of the name, as Snakemake requires."""
-        return re.sub(r"\W", "_", self.name.replace("@", "__"))
-
-    @property
-    def params_json(self) -> str:
-        return json.dumps(self.params, sort_keys=True)
+    params: dict[str, Any]  # the params.yaml values this stage declares, as written there
 
 
 def load_stages(root: str | Path = ".") -> list[Stage]:

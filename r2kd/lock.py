@@ -24,6 +24,8 @@ SNAKEMAKE_LOCKS = Path(".snakemake/locks")
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill(0, …) would signal our own process group: a malformed entry is no process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
