@@ -43,7 +43,8 @@ from r2kd.methods.objective import DistillObjective
 from r2kd.optim import SGD
 from r2kd.pruning import prune_teacher, set_bn_mode
 from r2kd.runtime import autocast, fast_layout, resolve_device
-from r2kd.train import Trainer
+from r2kd.graphs import GraphedStep
+from r2kd.train import Trainer, TrainStep
 
 SHAPES = {  # name: teacher, student, channels, side, classes
     "cifar100": ("resnet32x4", "resnet8x4", 3, 32, 100),
@@ -132,25 +133,21 @@ def reference_step(method, student, teacher, pruned, opt, x, y):
 
 
 # --- the project's step, as the Trainer runs it -------------------------------------------------
-def project_step_fn(objective, student, opt, x, y, amp="none"):
+def project_step_fn(objective, student, opt, x, y, amp="none", graphs=False):
+    """r2kd.train.TrainStep (what Trainer.fit calls per batch); with ``graphs`` wrapped in
+    r2kd.graphs.GraphedStep, as the fast path does on CUDA (warm-up, capture, then one replay)."""
     device = x.device
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    sums: dict[str, torch.Tensor] = {}
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    step = TrainStep(student, objective, opt, scaler, amp, device)
+    if graphs:
+        step = GraphedStep(step, batch_size=x.shape[0])
+    step.begin_epoch(30)
 
-    def step():
-        nonlocal first_bad
-        with autocast(device, amp):
-            terms = objective(student, x, y, 30)
-        loss = sum(terms.values())
-        bad = ~torch.isfinite(loss.detach())
-        first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, 0), first_bad)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        for name, value in terms.items():
-            sums[name] = sums.get(name, 0.0) + value.detach().float()
+    def run():
+        step(x, y, 30)
 
-    return step
+    run.step = step
+    return run
 
 
 def sync(device):
@@ -213,6 +210,20 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
         fns = {"reference": lambda: reference_step(method, s_ref, teacher, ref_pr, opt_ref, x, y),
                "project": project_step_fn(objective, s_proj, opt_proj, x, y)}
         extra = {}
+        if device.type == "cuda":  # the CUDA default: fast_path auto = channels_last + batched views + CUDA graph
+            fast_t, fast_p = (fast_layout(copy.deepcopy(m)) for m in (teacher, proj_pr))
+            s_graph = fast_layout(copy.deepcopy(student0))
+            graph_obj = DistillObjective(method=cls(params), teacher=fast_t, pruned=fast_p,
+                                         view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch,
+                                         std=[1.0] * ch, fast=True)
+            fns["project, CUDA default (fast path: graph)"] = project_step_fn(
+                graph_obj, s_graph, SGD(s_graph.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4), x, y,
+                graphs=True)
+            if method == "r2kd":
+                s_gbf = fast_layout(copy.deepcopy(student0))
+                fns["project, CUDA default + amp=bf16"] = project_step_fn(
+                    graph_obj, s_gbf, SGD(s_gbf.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4), x, y,
+                    amp="bf16", graphs=True)
         if method == "r2kd":  # the opt-in variants, measured in the same loop
             s_bf, s_fast = copy.deepcopy(student0), copy.deepcopy(student0)
             opt_bf = SGD(s_bf.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -226,17 +237,24 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
             s_both = fast_layout(copy.deepcopy(student0))
             fns["project fast_path=always amp=bf16"] = project_step_fn(fast_obj, s_both, SGD(
                 s_both.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4), x, y, amp="bf16")
-        times = interleaved(fns, steps, args.warmup, device)
+        times = interleaved(fns, steps, max(args.warmup, 5 if device.type == "cuda" else 0), device)
+        kinds = {k: fn.step.kind for k, fn in fns.items() if hasattr(fn, "step")}
+        if any(v != "cuda-graph" for k, v in kinds.items() if "graph" in k or "CUDA default" in k):
+            console.print(f"[red]a graphed step fell back to eager[/]: {kinds}")
         ref = times["reference"]
         for k, v in times.items():
             extra[k] = v
             rows.append((shape, method, k, v * 1e3, ref / v))
         if method == "r2kd":
-            rows.append(stage_path(shape, args, device, build, teacher, proj_pr, student0, objective, times["project"]))
+            if device.type == "cuda":
+                rows.append(stage_path(shape, args, device, student0, graph_obj,
+                                       times["project, CUDA default (fast path: graph)"], graphs=True))
+            else:
+                rows.append(stage_path(shape, args, device, student0, objective, times["project"]))
     return rows
 
 
-def stage_path(shape, args, device, build, teacher, pruned, student0, objective, step_seconds) -> tuple:
+def stage_path(shape, args, device, student0, objective, step_seconds, graphs=False) -> tuple:
     """N steps of the real Trainer loop (loader, step, per-epoch bookkeeping, one evaluation pass)."""
     _, _, ch, side, classes = SHAPES[shape]
     n = args.stage_steps * args.batch
@@ -247,18 +265,81 @@ def stage_path(shape, args, device, build, teacher, pruned, student0, objective,
     train = BatchIterator(images, labels, train=True, generator=g, crop_padding=side // 8, hflip=True, **common)
     test = BatchIterator(images[: 4 * args.batch], labels[: 4 * args.batch], train=False, generator=None, **common)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(model=copy.deepcopy(student0), recipe=TrainRecipe(epochs=1, batch_size=args.batch, lr=0.01,
+        model = fast_layout(copy.deepcopy(student0)) if graphs else copy.deepcopy(student0)
+        trainer = Trainer(model=model, recipe=TrainRecipe(epochs=1, batch_size=args.batch, lr=0.01,
                           momentum=0.9, weight_decay=5e-4), train_batches=train, test_batches=test,
                           objective=objective, generators={"data": g}, state_path=Path(tmp) / "state.pt",
-                          fingerprint="bench", label="bench")
+                          fingerprint="bench", label="bench", graphs=graphs)
         sync(device)
         began = time.perf_counter()
         trainer.fit()
         sync(device)
         wall = time.perf_counter() - began
     per_step = wall / args.stage_steps
-    return (shape, "r2kd", f"stage path ({args.stage_steps} steps + eval of {4 * args.batch}), per step",
-            per_step * 1e3, step_seconds / per_step)
+    what = f"stage path ({args.stage_steps} steps + eval of {4 * args.batch}{', ' + trainer.step_kind if graphs else ''})"
+    return (shape, "r2kd", what + ", per step", per_step * 1e3, step_seconds / per_step)
+
+
+def epoch_rows(args, device) -> list[tuple]:
+    """One CIFAR-100-sized R2KD epoch with evaluation (50,000 train and 10,000 test images, 3x32x32,
+    100 classes, resnet32x4 -> resnet8x4, batch 64; random pixels: the arithmetic of real ones):
+    the plain reference loop (the same in-memory loader, reference_step, a plain evaluation loop)
+    against r2kd's Trainer.fit with the device's default settings."""
+    t_name, s_name, ch, side, classes = SHAPES["cifar100"]
+    torch.manual_seed(0)
+    build = lambda n: models.create(n, classes, in_channels=ch, input_size=side).to(device)  # noqa: E731
+    teacher = set_bn_mode(build(t_name), "eval")
+    student0 = build(s_name).train()
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (args.epoch_train, ch, side, side), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, classes, (args.epoch_train,), generator=g)
+    common = dict(batch_size=args.batch, mean=[0.5] * ch, std=[0.25] * ch, device=device)
+    test = BatchIterator(images[: args.epoch_test], labels[: args.epoch_test], train=False, generator=None, **common)
+    rows = []
+
+    # the reference: plain loop, one host read per step, plain evaluation
+    ref_pr = reference_pruned(teacher)
+    s_ref = copy.deepcopy(student0)
+    opt = torch.optim.SGD(s_ref.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=False)
+    train = BatchIterator(images, labels, train=True, generator=torch.Generator().manual_seed(1), crop_padding=4,
+                          hflip=True, **common)
+    sync(device)
+    began = time.perf_counter()
+    for x, y in train:
+        reference_step("r2kd", s_ref, teacher, ref_pr, opt, x, y)
+    s_ref.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in test:
+            correct += (s_ref(x).argmax(1) == y).sum().item()
+    s_ref.train()
+    sync(device)
+    ref_seconds = time.perf_counter() - began
+    rows.append(("cifar100 epoch", "r2kd", f"reference loop ({len(train)} steps + eval of {args.epoch_test})",
+                 ref_seconds, 1.0))
+
+    fast = device.type == "cuda"
+    proj_pr = set_bn_mode(prune_teacher(copy.deepcopy(teacher), images[:2].to(device).float(), PruneConfig()).model,
+                          "train")
+    t, p, model = (fast_layout(copy.deepcopy(m)) if fast else copy.deepcopy(m) for m in (teacher, proj_pr, student0))
+    objective = DistillObjective(method=METHODS["r2kd"](METHODS["r2kd"].Params(aug_view="cutmix")), teacher=t,
+                                 pruned=p, view_generator=torch.Generator().manual_seed(0), mean=[0.5] * ch,
+                                 std=[0.25] * ch, fast=fast)
+    data_g = torch.Generator().manual_seed(1)
+    train = BatchIterator(images, labels, train=True, generator=data_g, crop_padding=4, hflip=True, **common)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(model=model, recipe=TrainRecipe(epochs=1, batch_size=args.batch, lr=0.05, momentum=0.9,
+                          weight_decay=5e-4), train_batches=train, test_batches=test, objective=objective,
+                          generators={"data": data_g}, state_path=Path(tmp) / "state.pt", fingerprint="bench",
+                          label="epoch", graphs=fast)
+        sync(device)
+        began = time.perf_counter()
+        trainer.fit()
+        sync(device)
+        seconds = time.perf_counter() - began
+    rows.append(("cifar100 epoch", "r2kd", f"r2kd Trainer.fit, default settings ({trainer.step_kind})", seconds,
+                 ref_seconds / seconds))
+    return rows
 
 
 def cpu_flags() -> str:
@@ -282,6 +363,9 @@ def main() -> None:
     parser.add_argument("--steps-large", type=int, default=5, help="... at CIFAR-100 shape")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--stage-steps", type=int, default=10)
+    parser.add_argument("--epoch", action="store_true", help="also time one CIFAR-100-sized epoch (GPU)")
+    parser.add_argument("--epoch-train", type=int, default=50_000)
+    parser.add_argument("--epoch-test", type=int, default=10_000)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -296,6 +380,13 @@ def main() -> None:
         label = f"{ratio:.2f}x" if not kind.startswith("stage") else f"step/stage-step {ratio:.2f}"
         table.add_row(shape, method, kind, f"{ms:.1f}", label)
     console.print(table)
+    if args.epoch:
+        table = Table(title=f"one CIFAR-100-sized epoch with evaluation, batch {args.batch}")
+        for col in ("what", "method", "run", "seconds", "speed-up vs reference"):
+            table.add_column(col)
+        for what, method, kind, seconds, ratio in epoch_rows(args, device):
+            table.add_row(what, method, kind, f"{seconds:.2f}", f"{ratio:.2f}x")
+        console.print(table)
     console.print("shapes: " + "; ".join(f"{k}: {v[0]} -> {v[1]}, {v[2]}x{v[3]}x{v[3]}, {v[4]} classes"
                                          for k, v in SHAPES.items() if k in args.shapes))
 

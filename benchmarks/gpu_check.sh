@@ -12,7 +12,7 @@
 #     python3 -m pip download --dest .whl --only-binary=:all: --no-deps --python-version 3.12 \
 #         --implementation cp --abi cp312 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
 #         pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
-#         typing-extensions==4.16.0 torch-pruning==1.6.1
+#         typing-extensions==4.16.0 torch-pruning==1.6.0
 #
 # (pydantic-core is the only compiled one; the others are py3-none-any wheels, which the same command
 # accepts.) pytest is not on that list of the machine's packages either; if it is missing, add its
@@ -48,12 +48,15 @@ fi
 
 step 30 "environment" python3 -c "import torch, pydantic, torch_pruning; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), '| pydantic', pydantic.VERSION, '| torch-pruning', torch_pruning.__version__)"
 step 20 "nvidia-smi" nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv
-# This project's step vs the plain reference step, both shapes, every method; r2kd also with
-# amp=bf16, fast_path=always (channels_last + batched teacher views) and both.
-step 150 "bench_step (cuda)" python3 benchmarks/bench_step.py --device cuda --steps 50 --steps-large 30 --stage-steps 20
-step 60 "bench_methods, embedded default (cuda)" python3 benchmarks/bench_methods.py --device cuda --steps 30
-step 60 "bench_methods, CIFAR-100 shape (cuda)" python3 benchmarks/bench_methods.py --device cuda --steps 30 \
-    --teacher resnet32x4 --student resnet8x4 --size 32 --channels 3 --classes 100
-# The CUDA tests: loader on CUDA == CPU, CUDA smoke run, fast path vs eager trajectory on CUDA.
-step 120 "pytest -m gpu" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_fast_path.py tests/test_data.py tests/test_cluster.py
+# The CUDA tests first (if a capture fails, the numbers below would be eager ones): CUDA graph vs
+# eager trajectories, fast path vs eager, loader on CUDA == CPU, a CUDA smoke run.
+step 150 "pytest -m gpu" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_graphs.py tests/test_fast_path.py \
+    tests/test_data.py tests/test_cluster.py
+# This project's step vs the plain reference step, both shapes, every method: the CUDA default
+# (fast path: channels_last + batched teacher views + CUDA graph), eager, bf16 variants; the stage
+# path; one CIFAR-100-sized epoch with evaluation, reference loop vs Trainer.fit.
+step 200 "bench_step (cuda)" python3 benchmarks/bench_step.py --device cuda --steps 40 --steps-large 40 \
+    --stage-steps 60 --epoch
+# K student runs packed on the one GPU vs the reference's one run per GPU (the matrix's GPU-hours).
+step 150 "bench_matrix (cuda)" python3 benchmarks/bench_matrix.py --device cuda --procs 1 2 4 8 --steps 150
 log ""; log "report: $REPORT"

@@ -261,7 +261,7 @@ class Runtime(_Strict):
     # clean and augmented views as one batch): on | off | auto (= on for CUDA only). Default off
     # until benchmarks/gpu_check.sh has measured it on a GPU; then auto. Bit-identical speed-ups
     # are always on. docs/performance.md.
-    fast_path: Literal["auto", "always", "never"] = "never"
+    fast_path: Literal["auto", "always", "never"] = "auto"
 
 
 class Resources(_Strict):

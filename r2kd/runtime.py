@@ -60,6 +60,12 @@ def fast_path_enabled(setting: str, device: torch.device) -> bool:
     return device.type == "cuda" if setting == "auto" else setting == "always"
 
 
+def graphs_enabled(fast: bool, device: torch.device, amp: str) -> bool:
+    """Whether the training step is replayed as a CUDA graph (r2kd.graphs): part of the fast path
+    on CUDA, except with fp16, whose loss scaler checks for overflow on the host every step."""
+    return fast and device.type == "cuda" and effective_amp(amp, device) != "fp16"
+
+
 def fast_layout(module: torch.nn.Module) -> torch.nn.Module:
     """The fast path's memory format (channels_last) for a network's 4-d weights; rounding may change."""
     return module.to(memory_format=torch.channels_last)
@@ -84,10 +90,12 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return effective
 
 
-def autocast(device: torch.device, amp: str):
-    """The autocast context of ``runtime.amp`` on ``device`` (bf16 applies on CPU too; fp16 needs CUDA)."""
+def autocast(device: torch.device, amp: str, cache_enabled: bool = True):
+    """The autocast context of ``runtime.amp`` on ``device`` (bf16 applies on CPU too; fp16 needs CUDA).
+
+    ``cache_enabled=False`` inside a CUDA graph: a cast cached at capture would go stale."""
     amp = effective_amp(amp, device)
     if amp == "none":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache_enabled)

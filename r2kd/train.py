@@ -22,6 +22,7 @@ from r2kd.config import TrainRecipe
 from r2kd.errors import CheckpointError, TrainingDiverged
 from r2kd.evaluation import evaluate
 from r2kd.files import load_checkpoint, save_checkpoint
+from r2kd.graphs import GraphedStep
 from r2kd.optim import SGD
 from r2kd.runtime import autocast
 
@@ -33,6 +34,51 @@ console = Console(stderr=True, soft_wrap=True)  # log lines stay whole in files 
 
 def cross_entropy_objective(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
     return {"ce": F.cross_entropy(model(x), y)}
+
+
+class TrainStep:
+    """One optimisation step: objective, backward, SGD update, and the epoch's bookkeeping, all
+    on the device (no host sync per step): per-term loss sums and the index of the first step
+    whose loss was not finite. Every tensor it updates is updated in place, so that the same
+    step can be replayed as a CUDA graph (r2kd.graphs.GraphedStep)."""
+
+    kind = "eager"
+
+    def __init__(self, model: torch.nn.Module, objective: Objective, optimizer: SGD,
+                 scaler: torch.amp.GradScaler, amp: str, device: torch.device) -> None:
+        self.model, self.objective, self.optimizer, self.scaler = model, objective, optimizer, scaler
+        self.amp, self.device = amp, device
+        self.term_sums: dict[str, torch.Tensor] = {}
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.step_index = torch.zeros((), dtype=torch.long, device=device)
+        # Inside a CUDA graph autocast must not cache casts across replays.
+        self.autocast_cache = True
+
+    def begin_epoch(self, epoch: int) -> None:
+        for total in self.term_sums.values():
+            total.zero_()
+        self.first_bad.fill_(-1)
+        self.step_index.zero_()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+        with autocast(self.device, self.amp, cache_enabled=self.autocast_cache):
+            terms = self.objective(self.model, x, y, epoch)
+        loss = sum(terms.values())
+        bad = ~torch.isfinite(loss.detach())
+        self.first_bad.copy_(torch.where(bad & (self.first_bad < 0), self.step_index, self.first_bad))
+        self.step_index.add_(1)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        for name, value in terms.items():
+            if name not in self.term_sums:
+                self.term_sums[name] = torch.zeros((), dtype=torch.float32, device=self.device)
+            self.term_sums[name].add_(value.detach().float())
+
+    def end_epoch(self) -> tuple[dict[str, torch.Tensor], int]:
+        """Per-term sums of the epoch and the 0-based index of its first non-finite step (-1: none)."""
+        return dict(self.term_sums), int(self.first_bad)
 
 
 def lr_at(recipe: TrainRecipe, epoch: int) -> float:
@@ -70,6 +116,10 @@ class Trainer:
     label: str
     amp: str = "none"
     modules_to_save: dict[str, torch.nn.Module] = field(default_factory=dict)
+    # Replay full-batch steps as CUDA graphs (r2kd.graphs; runtime.fast_path on CUDA).
+    graphs: bool = False
+    graph_backend: object | None = None  # r2kd.graphs backend; None: real CUDA graphs (tests pass a CPU stand-in)
+    step_kind: str = field(default="eager", init=False)  # what ran: eager | cuda-graph | ... (provenance)
 
     def fit(self) -> FitResult:
         device = next(self.model.parameters()).device
@@ -82,6 +132,10 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16" and device.type == "cuda")
         history: list[dict[str, float]] = []
         start_epoch = self._resume(optimizer, history)
+        step = TrainStep(self.model, self.objective, optimizer, scaler, self.amp, device)
+        if self.graphs:
+            step = GraphedStep(step, batch_size=self.train_batches.batch_size, backend=self.graph_backend)
+        self.step_kind = step.kind
         best = max(history, key=lambda row: row["test_top1"], default=None)
         train_seconds = sum(row["seconds"] for row in history)
         steps_per_epoch = len(self.train_batches)
@@ -94,23 +148,11 @@ class Trainer:
                 began = time.perf_counter()
                 optimizer.lr = lr_at(self.recipe, epoch)
                 self.model.train()
-                term_sums: dict[str, torch.Tensor] = {}
-                # First non-finite step, tracked on the device: no host sync per step.
-                first_bad = torch.full((), -1, dtype=torch.long, device=device)
-                for step, (x, y) in enumerate(self.train_batches):
-                    with autocast(device, self.amp):
-                        terms = self.objective(self.model, x, y, epoch)
-                    loss = sum(terms.values())
-                    bad = ~torch.isfinite(loss.detach())
-                    first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    for name, value in terms.items():
-                        term_sums[name] = term_sums.get(name, 0.0) + value.detach().float()
+                step.begin_epoch(epoch)
+                for x, y in self.train_batches:
+                    step(x, y, epoch)
                     progress.advance(task)
-                bad_step = int(first_bad)
+                term_sums, bad_step = step.end_epoch()
                 if bad_step >= 0:
                     kept = (
                         f"the last good state (epoch {epoch - 1}) is kept in {self.state_path}"
@@ -143,6 +185,7 @@ class Trainer:
                 )
                 self._save_state(epoch, optimizer, history)
 
+        self.step_kind = step.kind  # a failed capture turns a graphed run eager
         assert best is not None
         return FitResult(
             history=history,

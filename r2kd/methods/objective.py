@@ -25,13 +25,14 @@ the batch in channels_last memory format; the caller converts the networks
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 
 from r2kd.augment import make_view
 from r2kd.methods.base import Method
+from r2kd.static_views import apply_view, draw_view, static_views
 
 
 def _frozen(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -55,6 +56,18 @@ class DistillObjective:
     mean: Sequence[float]
     std: Sequence[float]
     fast: bool = False
+    # Set by r2kd.graphs.GraphedStep for a step replayed as a CUDA graph: the device tensors holding
+    # this step's view draws; the view is then built from them (r2kd.static_views), not drawn here.
+    static_draw: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def graph_view(self) -> str | None:
+        """The view every step builds, if it has a fixed-shape form; None if it cannot be captured."""
+        aug = self.method.aug_view
+        return aug if aug in static_views() else None
+
+    def draw_view(self, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        """This step's view draws (CPU), in the order the eager view draws them."""
+        return draw_view(self.method.aug_view, shape, self.view_generator)
 
     def __call__(self, student: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
         method = self.method
@@ -94,6 +107,8 @@ class DistillObjective:
                 and batch_independent(net))
 
     def _view(self, aug: str, x: torch.Tensor, clean_teacher: torch.Tensor | None):
+        if self.static_draw is not None:
+            return apply_view(aug, x, self.static_draw)
         if self.teacher is None:
             logits_fn = None
         else:

@@ -14,7 +14,8 @@ from r2kd.methods.objective import DistillObjective
 from r2kd.modelfile import arch_spec, build, load_model, save_model
 from r2kd.models.complexity import complexity
 from r2kd.pruning import set_bn_mode
-from r2kd.runtime import fast_layout, fast_path_enabled, resolve_amp, resolve_device, seed_everything, set_threads
+from r2kd.runtime import (fast_layout, fast_path_enabled, graphs_enabled, resolve_amp, resolve_device, seed_everything,
+                           set_threads)
 from r2kd.runs import find_run
 from r2kd.stages.csvlog import write_log
 from r2kd.stages.dataset import load_data
@@ -80,6 +81,7 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
                                 params.prune.bn_mode, params.runtime.model_dump()),
         label=f"{method}/{augment} s{seed}",
         amp=amp,
+        graphs=graphs_enabled(fast, device, amp),
         modules_to_save={"pruned": pruned_model} if pruned_model is not None else {},
     )
     began = time.perf_counter()
@@ -99,7 +101,7 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
     write_json(out_dir / "provenance.json", provenance(
         params, keys, inputs, seed, device, role="student", dataset=data.meta["name"], pair=pair, teacher=teacher,
         student=student, method=method, augment=augment, aug_view=chosen.aug_view,
-        method_hparams=hparams.model_dump(mode="json"),
+        method_hparams=hparams.model_dump(mode="json"), step=trainer.step_kind,
     ))
     write_timing(out_dir, wall_seconds=time.perf_counter() - began, train_seconds=result.train_seconds,
                  resumed_from_epoch=result.resumed_from_epoch)

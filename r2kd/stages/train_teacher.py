@@ -14,7 +14,7 @@ from r2kd.evaluation import evaluate
 from r2kd.files import load_checkpoint, sha256_file, write_json
 from r2kd.modelfile import arch_spec, build, load_state, save_model
 from r2kd.models.complexity import complexity
-from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
+from r2kd.runtime import fast_path_enabled, graphs_enabled, resolve_amp, resolve_device, seed_everything, set_threads
 from r2kd.stages.csvlog import write_log
 from r2kd.stages.dataset import load_data
 from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
@@ -53,6 +53,7 @@ def run(params: Params, arch: str) -> None:
             fingerprint=fingerprint(spec, recipe.model_dump(), inputs, params.runtime.model_dump()),
             label=f"teacher {arch}",
             amp=amp,
+            graphs=graphs_enabled(fast_path_enabled(params.runtime.fast_path, device), device, amp),
         )
         result = trainer.fit()
         history, best_top1, best_epoch, last, resumed = (

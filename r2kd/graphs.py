@@ -1,0 +1,182 @@
+"""The training step replayed as one CUDA graph (``runtime.fast_path`` on CUDA).
+
+Why: the models of this method are small, so on a GPU a step is hundreds of tiny kernel launches
+and the GPU waits on the CPU. A CUDA graph records the whole step once (student, teachers, view,
+loss, backward, SGD update, the epoch's bookkeeping) and replays it with one launch.
+
+What a graph needs, and how the step provides it:
+- fixed shapes and memory: every full batch is copied into the same static input tensors; the
+  last, smaller batch of an epoch runs eagerly;
+- no host work inside the step: the loss sums and the non-finite guard already live on the device
+  (r2kd.train.TrainStep), updated in place;
+- randomness drawn outside: the view's random numbers are drawn on the CPU from the view
+  generator, in the eager order (r2kd.static_views), and copied into static device tensors the
+  captured view reads; so the graph path draws exactly what the eager path draws;
+- host-side constants (the learning rate, DKD's warm-up factor) are baked in at capture: the graph
+  is captured again at the start of every epoch, the only time they change.
+
+The first steps run eagerly on a side stream (CUDA's rule: lazy initialisations such as cuBLAS
+handles and the optimiser's momentum buffers happen before capture). A capture that fails (an
+operation that cannot be captured) leaves the run eager from then on, with a warning; the step's
+numbers are the same either way, up to the float rounding of the fused launches (none expected:
+the kernels are the same).
+
+``EagerReplayBackend`` stands in for the CUDA graph on the CPU, so that everything here except the
+capture itself is tested without a GPU: a "replay" calls the recorded step again.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor
+
+WARMUP_STEPS = 3
+
+
+class Replayable(Protocol):
+    def replay(self) -> None: ...
+
+
+class GraphBackend(Protocol):
+    def warmup(self, fn: Callable[[], None]) -> None: ...
+    def capture(self, fn: Callable[[], None]) -> Replayable: ...
+    def upload(self, dst: Tensor, src: Tensor) -> None: ...
+
+
+class CudaGraphBackend:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.side = torch.cuda.Stream(device)
+
+    def warmup(self, fn: Callable[[], None]) -> None:
+        current = torch.cuda.current_stream(self.device)
+        self.side.wait_stream(current)
+        with torch.cuda.stream(self.side):
+            fn()
+        current.wait_stream(self.side)
+
+    def capture(self, fn: Callable[[], None]) -> Replayable:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        return graph
+
+    def upload(self, dst: Tensor, src: Tensor) -> None:
+        # Pinned + non_blocking: the CPU never waits for the GPU between steps. The caching host
+        # allocator keeps a pinned block alive until its copy has run, so reuse is safe.
+        dst.copy_(src.pin_memory() if src.device.type == "cpu" else src, non_blocking=True)
+
+
+class _Recorded:
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+
+    def replay(self) -> None:
+        self.fn()
+
+
+class EagerReplayBackend:
+    """A CUDA graph's contract without CUDA: capture records, replay runs (tests, CPU)."""
+
+    def __init__(self) -> None:
+        self.captures = 0
+        self.replays = 0
+
+    def warmup(self, fn: Callable[[], None]) -> None:
+        fn()
+
+    def capture(self, fn: Callable[[], None]) -> Replayable:
+        self.captures += 1
+        backend = self
+
+        class _Counted(_Recorded):
+            def replay(self) -> None:
+                backend.replays += 1
+                super().replay()
+
+        return _Counted(fn)
+
+    def upload(self, dst: Tensor, src: Tensor) -> None:
+        dst.copy_(src)
+
+
+class GraphedStep:
+    """Wraps an :class:`r2kd.train.TrainStep`; same interface, same numbers, one launch per step.
+
+    The objective takes part through two optional methods: ``graph_view()`` names the view it
+    builds each step (``"none"`` for none; ``None`` if its view cannot be captured, e.g.
+    autoaugment, which keeps the whole run eager) and ``draw_view(shape)`` draws that view's random
+    numbers; ``static_draw`` is where it reads their device copies from. A plain function
+    objective (the teacher's cross-entropy) has no view.
+    """
+
+    def __init__(self, step, batch_size: int, backend: GraphBackend | None = None) -> None:
+        self.step = step
+        self.batch_size = batch_size
+        self.backend = backend if backend is not None else CudaGraphBackend(step.device)
+        objective = step.objective
+        graph_view = getattr(objective, "graph_view", None)
+        self.view = graph_view() if graph_view is not None else "none"
+        self.graph: Replayable | None = None
+        self.static: dict[str, Tensor] = {}
+        self.warmups_left = WARMUP_STEPS
+        self.eager_reason = None if self.view is not None else "its augmented view cannot be captured"
+        step.autocast_cache = False
+
+    @property
+    def kind(self) -> str:
+        return "cuda-graph" if self.eager_reason is None else "eager"
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.graph = None  # the learning rate and epoch-dependent factors are constants in a graph
+        self.step.begin_epoch(epoch)
+
+    def end_epoch(self) -> tuple[dict[str, Tensor], int]:
+        return self.step.end_epoch()
+
+    def __call__(self, x: Tensor, y: Tensor, epoch: int) -> None:
+        objective = self.step.objective
+        if self.eager_reason is not None or x.shape[0] != self.batch_size:
+            if hasattr(objective, "static_draw"):
+                objective.static_draw = None  # the eager view draws for itself
+            self.step(x, y, epoch)
+            return
+        draw = objective.draw_view(tuple(x.shape)) if self.view != "none" else {}
+        sx, sy = self._load(x, y, draw)
+        if hasattr(objective, "static_draw"):
+            objective.static_draw = {name: self.static[name] for name in draw}
+
+        def run() -> None:
+            self.step(sx, sy, epoch)
+
+        if self.warmups_left > 0:
+            self.warmups_left -= 1
+            self.backend.warmup(run)
+            return
+        if self.graph is None:
+            try:
+                self.graph = self.backend.capture(run)
+            except Exception as exc:  # noqa: BLE001 - any capture failure means "stay eager"
+                self.eager_reason = f"capture failed: {type(exc).__name__}: {exc}"
+                warnings.warn(f"CUDA graph capture failed; this run continues eagerly ({self.eager_reason})")
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                run()  # the same draws, eagerly: the step is not lost
+                return
+        self.graph.replay()
+
+    def _load(self, x: Tensor, y: Tensor, draw: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Copy the batch and the view's draws into the static tensors the graph reads."""
+        if not self.static:
+            self.static["x"] = torch.empty_like(x)
+            self.static["y"] = torch.empty_like(y)
+            for name, value in draw.items():
+                self.static[name] = torch.empty_like(value, device=x.device)
+        self.static["x"].copy_(x)
+        self.static["y"].copy_(y)
+        for name, value in draw.items():
+            self.backend.upload(self.static[name], value)
+        return self.static["x"], self.static["y"]
