@@ -57,15 +57,18 @@ def _setup(shape: str, device: torch.device):
     return objective, student, x, y, reference_pruned, teacher
 
 
-def _worker(rank: int, shape: str, device_name: str, steps: int, barrier, results) -> None:
+def _worker(rank: int, shape: str, device_name: str, steps: int, amp: str, deterministic: bool, barrier,
+            results) -> None:
     from benchmarks.bench_step import project_step_fn
     from r2kd.optim import SGD
+    from r2kd.runtime import seed_everything
 
     torch.set_num_threads(1)
+    seed_everything(0, deterministic)
     device = torch.device(device_name)
     objective, student, x, y, _, _ = _setup(shape, device)
     step = project_step_fn(objective, student, SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4),
-                           x, y, graphs=device.type == "cuda")
+                           x, y, amp=amp, graphs=device.type == "cuda")
     for _ in range(6):  # warm-up and capture
         step()
     if device.type == "cuda":
@@ -79,10 +82,11 @@ def _worker(rank: int, shape: str, device_name: str, steps: int, barrier, result
     results.put((rank, began, time.time(), step.step.kind))
 
 
-def packed(k: int, shape: str, device: str, steps: int) -> tuple[float, float, str]:
+def packed(k: int, shape: str, device: str, steps: int, amp: str, deterministic: bool) -> tuple[float, float, str]:
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(k), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, shape, device, steps, barrier, results)) for r in range(k)]
+    procs = [ctx.Process(target=_worker, args=(r, shape, device, steps, amp, deterministic, barrier, results))
+             for r in range(k)]
     for p in procs:
         p.start()
     out = [results.get(timeout=900) for _ in procs]
@@ -93,9 +97,11 @@ def packed(k: int, shape: str, device: str, steps: int) -> tuple[float, float, s
     return k * steps / (end - start), (end - start) / steps * 1e3, "/".join(kinds)
 
 
-def reference_ms(shape: str, device_name: str, steps: int) -> float:
+def reference_ms(shape: str, device_name: str, steps: int, deterministic: bool) -> float:
     from benchmarks.bench_step import interleaved, reference_step
+    from r2kd.runtime import seed_everything
 
+    seed_everything(0, deterministic)
     device = torch.device(device_name)
     _, student, x, y, reference_pruned, teacher = _setup(shape, device)
     student = student.to(memory_format=torch.contiguous_format)
@@ -112,19 +118,26 @@ def main() -> None:
     parser.add_argument("--shape", default="cifar100", choices=["cifar100", "default"])
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--amps", nargs="+", default=["none"], choices=["none", "bf16"],
+                        help="runtime.amp of the packed runs (bf16: opt-in, changes rounding)")
+    parser.add_argument("--nondeterministic", action="store_true")
     args = parser.parse_args()
+    deterministic = not args.nondeterministic
     torch.set_num_threads(1)
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU"
-    console.print(f"torch {torch.__version__}, {name}, shape {args.shape}, {args.steps} steps per process")
-    ref = reference_ms(args.shape, args.device, min(args.steps, 40))
+    console.print(f"torch {torch.__version__}, {name}, shape {args.shape}, {args.steps} steps per process, "
+                  f"{'deterministic' if deterministic else 'non-deterministic'} kernels")
+    ref = reference_ms(args.shape, args.device, min(args.steps, 40), deterministic)
     table = Table(title="R2KD student runs packed on one device (default settings) vs the reference, one run per device")
-    for col in ("runs on the device", "step kind", "aggregate steps/s", "wall ms per step (each run)",
+    for col in ("runs on the device", "amp", "step kind", "aggregate steps/s", "wall ms per step (each run)",
                 "GPU time per student-step vs reference"):
         table.add_column(col)
-    table.add_row("reference, 1", "plain eager", f"{1000 / ref:.1f}", f"{ref:.1f}", "1.00 (baseline)")
-    for k in args.procs:
-        rate, wall_ms, kinds = packed(k, args.shape, args.device, args.steps)
-        table.add_row(str(k), kinds, f"{rate:.1f}", f"{wall_ms:.1f}", f"{(1000 / rate) / ref:.3f}  (1/{ref * rate / 1000:.1f})")
+    table.add_row("reference, 1", "none", "plain eager", f"{1000 / ref:.1f}", f"{ref:.1f}", "1.00 (baseline)")
+    for amp in args.amps:
+        for k in args.procs:
+            rate, wall_ms, kinds = packed(k, args.shape, args.device, args.steps, amp, deterministic)
+            table.add_row(str(k), amp, kinds, f"{rate:.1f}", f"{wall_ms:.1f}",
+                          f"{(1000 / rate) / ref:.3f}  (1/{ref * rate / 1000:.1f})")
     console.print(table)
 
 

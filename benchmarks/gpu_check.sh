@@ -46,11 +46,12 @@ else
     export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
 
-step 30 "environment" python3 -c "import torch, pydantic, torch_pruning; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), '| pydantic', pydantic.VERSION, '| torch-pruning', torch_pruning.__version__)"
+step 30 "environment" python3 -c "import torch, pydantic, torch_pruning; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), '| pydantic', pydantic.VERSION, '| torch-pruning', __import__('importlib.metadata').metadata.version('torch-pruning'))"
 step 20 "nvidia-smi" nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv
 # The CUDA tests first (if a capture fails, the numbers below would be eager ones): CUDA graph vs
 # eager trajectories, fast path vs eager, loader on CUDA == CPU, a CUDA smoke run.
-step 120 "pytest -m gpu" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_graphs.py tests/test_fast_path.py \
+export CUBLAS_WORKSPACE_CONFIG=:4096:8  # runtime.deterministic's cuBLAS setting, before any cuBLAS call
+step 120 "pytest -m gpu" python3 -m pytest -q -m gpu -p no:cacheprovider -s tests/test_graphs.py tests/test_fast_path.py \
     tests/test_data.py tests/test_cluster.py
 # This project's step vs the plain reference step, both shapes, every method: the CUDA default
 # (fast path: channels_last + batched teacher views + CUDA graph), eager, bf16 variants; the stage
@@ -58,5 +59,5 @@ step 120 "pytest -m gpu" python3 -m pytest -q -m gpu -p no:cacheprovider tests/t
 step 170 "bench_step (cuda)" python3 benchmarks/bench_step.py --device cuda --steps 40 --steps-large 40 \
     --stage-steps 60 --epoch
 # K student runs packed on the one GPU vs the reference's one run per GPU (the matrix's GPU-hours).
-step 130 "bench_matrix (cuda)" python3 benchmarks/bench_matrix.py --device cuda --procs 1 2 4 8 --steps 150
+step 130 "bench_matrix (cuda)" python3 benchmarks/bench_matrix.py --device cuda --procs 1 2 4 --steps 150 --amps none bf16
 log ""; log "report: $REPORT"

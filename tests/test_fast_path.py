@@ -107,9 +107,12 @@ CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("prune_method", ["l1_unstructured", "none"])
-def test_r2kd_step_is_bit_identical_to_the_plain_step(prune_method, device):
+def test_r2kd_step_is_bit_identical_to_the_plain_step(prune_method, device, request):
     """Five SGD steps: the same terms, gradients, weights and pruned-teacher BN statistics (on CUDA
-    with the default settings: separate teacher passes, inference_mode, multi-tensor SGD)."""
+    with the default settings: separate teacher passes, inference_mode, multi-tensor SGD, and
+    runtime.deterministic's deterministic kernels)."""
+    if device == "cuda":
+        request.getfixturevalue("cuda_deterministic")
     device = torch.device(device)
     teacher = set_bn_mode(_net("wrn_16_2", 1), "eval")
     if prune_method == "none":

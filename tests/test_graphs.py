@@ -159,14 +159,14 @@ def test_graphs_are_part_of_the_fast_path_on_cuda_only():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize(("method", "aug_view"), [("r2kd", "cutmix"), ("dkd", None), (None, None)])
-def test_cuda_graph_trainer_follows_the_eager_trainer_on_cuda(tmp_path, method, aug_view):
+def test_cuda_graph_trainer_follows_the_eager_trainer_on_cuda(tmp_path, method, aug_view, cuda_deterministic):
     """Real CUDA graphs, 3 epochs x 5 steps; the same check over 75 steps below."""
     _cuda_fit_compare(tmp_path, method, aug_view, epochs=3)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_graph_trainer_follows_the_eager_loss_trajectory_over_75_steps(tmp_path):
+def test_cuda_graph_trainer_follows_the_eager_loss_trajectory_over_75_steps(tmp_path, cuda_deterministic):
     _cuda_fit_compare(tmp_path, "r2kd", "cutmix", epochs=15)
 
 
@@ -176,6 +176,9 @@ def _cuda_fit_compare(tmp_path, method, aug_view, epochs):
     graphed, graphed_state, trainer = _fit(tmp_path, method, graphs=True, aug_view=aug_view, epochs=epochs,
                                            device=device)
     assert trainer.step_kind == "cuda-graph"
+    worst = max(((eager_state[k] - graphed_state[k]).abs().max().item(), k) for k in eager_state
+                if eager_state[k].is_floating_point())
+    print(f"{method}/{aug_view}, {epochs} epochs: largest weight difference graph vs eager {worst[0]:.3g} ({worst[1]})")
     for a, b in zip(eager.history, graphed.history):
         for key in a:
             if key.startswith("train_") and not key.startswith("train_rank"):

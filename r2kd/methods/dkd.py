@@ -31,9 +31,12 @@ from r2kd.methods.base import Method
 
 def _split_target(log_p: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Split (B, C) log-probabilities into the target column (B,) and the rest (B, C−1)."""
-    mask = F.one_hot(labels, num_classes=log_p.shape[1]).bool()
-    target = log_p[mask]
-    others = log_p[~mask].view(log_p.shape[0], log_p.shape[1] - 1)
+    # Gathers, not boolean-mask indexing: the same values in the same order, but with shapes known
+    # without reading the mask on the host, so the step can be captured as a CUDA graph.
+    b, c = log_p.shape
+    target = log_p.gather(1, labels[:, None]).squeeze(1)
+    columns = torch.arange(c - 1, device=log_p.device).expand(b, c - 1)
+    others = log_p.gather(1, columns + (columns >= labels[:, None]).long())
     return target, others
 
 
