@@ -160,7 +160,8 @@ def test_graphs_are_part_of_the_fast_path_on_cuda_only():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize(("method", "aug_view"), [("r2kd", "cutmix"), ("dkd", None), (None, None)])
 def test_cuda_graph_trainer_follows_the_eager_trainer_on_cuda(tmp_path, method, aug_view, cuda_deterministic):
-    """Real CUDA graphs, 3 epochs x 5 steps; the same check over 75 steps below."""
+    """Real CUDA graphs, 3 epochs x 5 steps (4 full batches: warm-up, capture, replays, the eager last
+    batch); the same check over 75 steps below."""
     _cuda_fit_compare(tmp_path, method, aug_view, epochs=3)
 
 
@@ -179,10 +180,9 @@ def _cuda_fit_compare(tmp_path, method, aug_view, epochs):
     worst = max(((eager_state[k] - graphed_state[k]).abs().max().item(), k) for k in eager_state
                 if eager_state[k].is_floating_point())
     print(f"{method}/{aug_view}, {epochs} epochs: largest weight difference graph vs eager {worst[0]:.3g} ({worst[1]})")
-    for a, b in zip(eager.history, graphed.history):
-        for key in a:
-            if key.startswith("train_") and not key.startswith("train_rank"):
-                assert math.isclose(a[key], b[key], rel_tol=2e-3, abs_tol=1e-5), (key, a[key], b[key])
-    for key in eager_state:
-        if eager_state[key].is_floating_point():
-            assert torch.allclose(eager_state[key], graphed_state[key], rtol=1e-2, atol=1e-3), key
+    # Measured on an H100 (benchmarks/results/): with deterministic kernels the replayed graph runs
+    # the eager step's kernels on the same data, so the weights and logs are equal bit for bit.
+    assert worst[0] == 0.0
+    drop = {"seconds"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in graphed.history] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in eager.history]
