@@ -30,12 +30,29 @@ ModelName = Literal[
     "MobileNetV2", "ShuffleV1", "ShuffleV2", "resnet110", "resnet14", "resnet20", "resnet32", "resnet32x4",
     "resnet44", "resnet56", "resnet8", "resnet8x4", "vgg11", "vgg13", "vgg16", "vgg19", "vgg8", "wrn_16_1",
     "wrn_16_2", "wrn_40_1", "wrn_40_2",
+    # ImageNet networks: torchvision's (tv_*) and mdistiller's MobileNet-V1 student
+    "tv_resnet18", "tv_resnet34", "tv_resnet50", "tv_mobilenet_v2", "mobilenet_v1",
 ]
-DatasetName = Literal["digits", "cifar10", "cifar100", "tiny_imagenet", "imagefolder", "mnist", "kmnist", "fashion_mnist"]
+DatasetName = Literal[
+    "digits", "cifar10", "cifar100", "tiny_imagenet", "imagefolder", "mnist", "kmnist", "fashion_mnist", "imagenet",
+]
 ViewName = Literal["none", "mixup", "cutmix", "cutout", "autoaugment", "cutmixpick"]
 MethodName = Literal["ce", "kd", "dist", "dkd", "r2kd"]
 AugmentName = Literal["default", "none", "mixup", "cutmix", "cutout", "autoaugment", "cutmixpick"]
 PruneMethod = Literal["l1_unstructured", "torch_pruning"]
+
+# Model name -> the torchvision ImageNet weights (`teachers.<arch>.pretrained`) it can start from: the
+# members of torchvision.models.get_model_weights(<its torchvision name>), minus the DEFAULT alias, whose
+# meaning changes between torchvision releases. Kept here so validation needs no torchvision import;
+# tests/test_imagenet_models.py keeps it equal to torchvision's enums.
+PRETRAINED_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "tv_resnet18": ("IMAGENET1K_V1",),
+    "tv_resnet34": ("IMAGENET1K_V1",),
+    "tv_resnet50": ("IMAGENET1K_V1", "IMAGENET1K_V2"),
+    "tv_mobilenet_v2": ("IMAGENET1K_V1", "IMAGENET1K_V2"),
+}
+# Data sets that can hold ImageNet's 1000 classes; the class count itself is checked by train_teacher.
+PRETRAINED_DATASETS = ("imagenet", "imagefolder")
 
 MAX_SEED = 2**32 - 1  # seeds are mixed into other seeds; larger values overflow torch's 64-bit seed
 PAIR_ID = r"^[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*$"  # becomes a stage name, a path and an argument
@@ -101,15 +118,20 @@ class TeacherRecipe(TrainRecipe):
 
 
 class TeacherSource(_Strict):
-    """Train the teacher, or import a pretrained {"model": state_dict} file verified by SHA-256."""
+    """Where a teacher comes from: trained (nothing set), a {"model": state_dict} file verified by
+    SHA-256 (``checkpoint`` + ``checkpoint_sha256``), or torchvision's published ImageNet weights
+    (``pretrained``: a member name of the architecture's weights enum, e.g. IMAGENET1K_V1; r2kd/pretrained.py)."""
 
     checkpoint: str | None = Field(None, min_length=1, pattern=r"^[^\x00]+$")
     checkpoint_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    pretrained: str | None = Field(None, pattern=r"^[A-Z0-9_]{1,64}$")
 
     @model_validator(mode="after")
     def _sha_with_checkpoint(self) -> "TeacherSource":
         if self.checkpoint and not self.checkpoint_sha256:
             raise ValueError("checkpoint_sha256 is required when checkpoint is set")
+        if self.checkpoint and self.pretrained:
+            raise ValueError("set either checkpoint or pretrained, not both")
         return self
 
 
@@ -299,6 +321,21 @@ class Params(_Strict):
                 raise ValueError(f"pair id {key!r} may use only letters, digits, '_' and single '-' (it becomes a path)")
         return pairs
 
+    @field_validator("teachers")
+    @classmethod
+    def _pretrained_weights_exist(cls, teachers: dict[str, TeacherSource]) -> dict[str, TeacherSource]:
+        for arch, source in teachers.items():
+            if source.pretrained is None:
+                continue
+            members = PRETRAINED_WEIGHTS.get(arch)
+            if members is None:
+                raise ValueError(f"teachers.{arch}.pretrained: {arch!r} has no torchvision weights; "
+                                 f"only {sorted(PRETRAINED_WEIGHTS)} do (or train it, or import a checkpoint)")
+            if source.pretrained not in members:
+                raise ValueError(f"teachers.{arch}.pretrained: {source.pretrained!r} is not a torchvision weight "
+                                 f"of {arch}; choose one of {list(members)}")
+        return teachers
+
     @field_validator("seeds")
     @classmethod
     def _seed_range(cls, seeds: list[int]) -> list[int]:
@@ -324,6 +361,10 @@ class Params(_Strict):
             # DVC tracks `method_params.<name>` per stage, so the entry must exist (even if empty).
             if name not in self.method_params:
                 raise ValueError(f"method_params.{name}: missing; add `{name}: {{}}` for the published defaults")
+        pretrained = sorted(arch for arch, source in self.teachers.items() if source.pretrained)
+        if pretrained and self.data.name not in PRETRAINED_DATASETS:
+            raise ValueError(f"teachers.{pretrained[0]}.pretrained: ImageNet weights predict ImageNet's 1000 classes; "
+                             f"data.name must be one of {list(PRETRAINED_DATASETS)}, not {self.data.name!r}")
         if "default" not in self.resources:
             raise ValueError("resources: a `default` entry is required")
         return self

@@ -14,10 +14,16 @@ from r2kd.config import load_params
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))
 
 
+# the published recipe of each preset: (distill epochs, distill milestones)
+RECIPES = {"cifar100": (240, [150, 180, 210]), "tiny_imagenet": (240, [150, 180, 210]), "imagenet": (100, [30, 60, 90])}
+
+
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_presets_are_valid(preset):
     params = load_params(preset)
-    assert params.train_teacher.epochs == 240 and params.distill.milestones == [150, 180, 210]
+    assert (params.distill.epochs, params.distill.milestones) == RECIPES[preset.stem]
+    if all(source.pretrained is None for source in params.teachers.values()):
+        assert (params.train_teacher.epochs, params.train_teacher.milestones) == RECIPES[preset.stem]
     assert params.resources_for("distill").gpu == 1
 
 

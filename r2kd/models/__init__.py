@@ -1,4 +1,5 @@
-"""The CIFAR knowledge-distillation model zoo (RepDistiller / mdistiller definitions).
+"""The model zoo: the CIFAR knowledge-distillation networks (RepDistiller / mdistiller definitions)
+and the ImageNet networks of the KD literature (torchvision's ``tv_*``, mdistiller's ``mobilenet_v1``).
 
 Every network keeps the parameter names and shapes of the published definitions, so their
 ``{"model": state_dict}`` checkpoints load with ``strict=True``; ``forward`` returns logits only.
@@ -11,7 +12,9 @@ from torch import nn
 
 from r2kd.errors import ConfigError
 # Importing the family modules fills the registry.
-from r2kd.models import mobilenetv2, resnet, shufflenetv1, shufflenetv2, vgg, wrn  # noqa: F401
+from r2kd.models import (  # noqa: F401
+    mobilenetv1, mobilenetv2, resnet, shufflenetv1, shufflenetv2, torchvision_zoo, vgg, wrn,
+)
 from r2kd.models.complexity import count_macs, count_parameters
 from r2kd.models.registry import BUILDERS
 

@@ -1,4 +1,5 @@
-"""Stage `train_teacher <arch>`: train (or import and verify) one teacher, shared by every pair using it."""
+"""Stage `train_teacher <arch>`: train one teacher, shared by every pair using it, or import it instead:
+a verified checkpoint file (`checkpoint`) or torchvision's ImageNet weights (`pretrained`, r2kd/pretrained.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from r2kd.evaluation import evaluate
 from r2kd.files import load_checkpoint, sha256_file, write_json
 from r2kd.modelfile import arch_spec, build, load_state, save_model
 from r2kd.models.complexity import complexity
+from r2kd.pretrained import check_fits, load_pretrained, resolve
 from r2kd.runtime import fast_path_enabled, graphs_enabled, resolve_amp, resolve_device, seed_everything, set_threads
 from r2kd.stages.csvlog import write_log
 from r2kd.stages.dataset import load_data
@@ -37,9 +39,17 @@ def run(params: Params, arch: str) -> None:
     inputs = input_hashes(data.files)
     began = time.perf_counter()
 
+    imported = bool(source.checkpoint or source.pretrained)
+    weights_record = None
     if source.checkpoint:
         history = [_import_checkpoint(model, source.checkpoint, source.checkpoint_sha256, data, amp)]
         inputs[source.checkpoint] = source.checkpoint_sha256.lower()
+        best_top1, best_epoch, last, resumed = history[0]["test_top1"], 0, history[0], 0
+    elif source.pretrained:
+        weights = resolve(arch, source.pretrained)
+        check_fits(weights, spec)
+        weights_record = load_pretrained(model, weights, download=params.data.download)
+        history = [_score(model, data, amp)]
         best_top1, best_epoch, last, resumed = history[0]["test_top1"], 0, history[0], 0
     else:
         trainer = Trainer(
@@ -71,10 +81,11 @@ def run(params: Params, arch: str) -> None:
     })
     write_json(out_dir / "provenance.json", provenance(
         params, ["data", f"teachers.{arch}", "train_teacher", "runtime"], inputs, recipe.seed, device,
-        role="teacher", arch=arch, imported=bool(source.checkpoint),
+        role="teacher", arch=arch, imported=imported,
+        **({"pretrained": weights_record} if weights_record else {}),
     ))
     write_timing(out_dir, wall_seconds=time.perf_counter() - began, resumed_from_epoch=resumed)
-    if not source.checkpoint:
+    if not imported:
         trainer.discard_state()
 
 
@@ -95,6 +106,11 @@ def _import_checkpoint(model: torch.nn.Module, path: str, sha256: str, data, amp
     blob = load_checkpoint(path, remedy=IMPORT_REMEDY)
     state = blob.get("model", blob) if isinstance(blob, dict) else blob
     load_state(model, state, path)
+    return _score(model, data, amp)
+
+
+def _score(model: torch.nn.Module, data, amp: str) -> dict[str, float]:
+    """The one log row of an imported teacher: its test scores, as epoch 0."""
     scores = evaluate(model, data.test, amp)
     return {"epoch": 0, "test_top1": scores["top1"], "test_top5": scores["top5"], "test_loss": scores["nll"]}
 

@@ -1,0 +1,70 @@
+"""MobileNet-V1 (Howard et al. 2017, width 1.0), the ImageNet student of mdistiller's ResNet-50 pair.
+
+The standard network: a 3x3 stride-2 convolution to 32 channels, 13 depthwise-separable blocks
+(3x3 depthwise conv-BN-ReLU, 1x1 pointwise conv-BN-ReLU), global average pooling and one linear
+layer; about 4.2 M parameters at 1000 classes. Parameter names follow mdistiller's
+``mdistiller/models/imagenet/mobilenetv1.py`` (``model.0.0`` the stem conv, ``model.i.0`` / ``model.i.3``
+the depthwise / pointwise convs of block i, ``fc``), so its ``MobileNetV1`` checkpoints load strictly.
+
+Differences from mdistiller's definition, none of which touch a parameter: ``model.14`` is an
+adaptive average pool instead of ``AvgPool2d(7)`` (identical at 224 px, where the final map is
+7x7, and it works at every size); ``forward`` returns logits only; ``in_channels`` sizes the stem.
+Initialisation is PyTorch's default, as there.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from r2kd.models.registry import register
+
+STEM_CHANNELS = 32
+# (output channels, stride) of the 13 depthwise-separable blocks
+BLOCKS = (
+    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
+)  # fmt: skip
+
+
+def _conv_bn(inp: int, oup: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(inp, oup, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(oup),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _depthwise_separable(inp: int, oup: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(inp, inp, 3, stride, 1, groups=inp, bias=False),
+        nn.BatchNorm2d(inp),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(inp, oup, 1, 1, 0, bias=False),
+        nn.BatchNorm2d(oup),
+        nn.ReLU(inplace=True),
+    )
+
+
+class MobileNetV1(nn.Module):
+    classifier_path = "fc"
+
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [_conv_bn(in_channels, STEM_CHANNELS, 2)]
+        channels = STEM_CHANNELS
+        for out, stride in BLOCKS:
+            layers.append(_depthwise_separable(channels, out, stride))
+            channels = out
+        layers.append(nn.AdaptiveAvgPool2d(1))
+        self.model = nn.Sequential(*layers)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # flatten(1), not reshape(-1, 1024): a channel-pruned copy has fewer than 1024 features
+        return self.fc(self.model(x).flatten(1))
+
+
+@register("mobilenet_v1")
+def mobilenet_v1(*, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+    return MobileNetV1(num_classes=num_classes, in_channels=in_channels)
