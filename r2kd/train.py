@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from r2kd.config import TrainRecipe
+from r2kd.distributed import barrier, world
 from r2kd.errors import CheckpointError, TrainingDiverged
 from r2kd.evaluation import evaluate
 from r2kd.files import load_checkpoint, save_checkpoint
@@ -70,6 +71,9 @@ class Trainer:
     label: str
     amp: str = "none"
     modules_to_save: dict[str, torch.nn.Module] = field(default_factory=dict)
+    # What the objective calls instead of ``model`` (r2kd.parallel.for_training: DDP on this rank's
+    # shard of each global batch); ``model`` itself stays the network that is scored and saved.
+    forward_model: torch.nn.Module | None = None
 
     def fit(self) -> FitResult:
         device = next(self.model.parameters()).device
@@ -85,8 +89,10 @@ class Trainer:
         best = max(history, key=lambda row: row["test_top1"], default=None)
         train_seconds = sum(row["seconds"] for row in history)
         steps_per_epoch = len(self.train_batches)
+        forward = self.forward_model if self.forward_model is not None else self.model
+        main = world().is_main  # only rank 0 of a multi-process run reports and writes
 
-        with _progress() as progress:
+        with _progress(disable=not main) as progress:
             task = progress.add_task(
                 self.label, total=self.recipe.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch
             )
@@ -99,7 +105,7 @@ class Trainer:
                 first_bad = torch.full((), -1, dtype=torch.long, device=device)
                 for step, (x, y) in enumerate(self.train_batches):
                     with autocast(device, self.amp):
-                        terms = self.objective(self.model, x, y, epoch)
+                        terms = self.objective(forward, x, y, epoch)
                     loss = sum(terms.values())
                     bad = ~torch.isfinite(loss.detach())
                     first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
@@ -136,11 +142,12 @@ class Trainer:
                 history.append(row)
                 if best is None or row["test_top1"] > best["test_top1"]:
                     best = row
-                progress.console.print(
-                    f"[dim]{self.label}[/] epoch {epoch}/{self.recipe.epochs}  "
-                    f"loss {sum(float(v) for v in term_sums.values()) / steps_per_epoch:.4f}  "
-                    f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {seconds:.1f}s"
-                )
+                if main:
+                    progress.console.print(
+                        f"[dim]{self.label}[/] epoch {epoch}/{self.recipe.epochs}  "
+                        f"loss {sum(float(v) for v in term_sums.values()) / steps_per_epoch:.4f}  "
+                        f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {seconds:.1f}s"
+                    )
                 self._save_state(epoch, optimizer, history)
 
         assert best is not None
@@ -155,6 +162,13 @@ class Trainer:
 
     # --- resume state -------------------------------------------------------------------------
     def _save_state(self, epoch: int, optimizer: SGD, history: list[dict]) -> None:
+        # Every rank holds the same state (DDP keeps the replicas equal): rank 0 writes it, the
+        # others wait, so no rank runs ahead of a state a restart would resume from.
+        if world().is_main:
+            self._write_state(epoch, optimizer, history)
+        barrier()
+
+    def _write_state(self, epoch: int, optimizer: SGD, history: list[dict]) -> None:
         save_checkpoint(
             self.state_path,
             {
@@ -202,10 +216,11 @@ class Trainer:
 
     def discard_state(self) -> None:
         """Called once the stage's outputs are written: the result supersedes the resume state."""
-        self.state_path.unlink(missing_ok=True)
+        if world().is_main:
+            self.state_path.unlink(missing_ok=True)
 
 
-def _progress() -> Progress:
+def _progress(disable: bool = False) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -213,4 +228,5 @@ def _progress() -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=True,
+        disable=disable,
     )
