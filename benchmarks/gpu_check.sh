@@ -55,5 +55,5 @@ step 60 "bench_methods, embedded default (cuda)" python3 benchmarks/bench_method
 step 60 "bench_methods, CIFAR-100 shape (cuda)" python3 benchmarks/bench_methods.py --device cuda --steps 30 \
     --teacher resnet32x4 --student resnet8x4 --size 32 --channels 3 --classes 100
 # The CUDA tests: loader on CUDA == CPU, CUDA smoke run, fast path vs eager trajectory on CUDA.
-step 120 "pytest -m gpu" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_fast_path.py tests/test_data.py tests/test_cluster.py
+step 120 "pytest -m gpu" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_fast_path.py tests/test_data.py tests/test_cluster.py tests/test_distributed.py
 log ""; log "report: $REPORT"
