@@ -193,10 +193,10 @@ class Trainer:
             if not isinstance(state, dict) or state.get("format") != "r2kd-resume-v1":
                 raise CheckpointError(f"{self.state_path} is not an r2kd resume state")
         except CheckpointError as exc:
-            console.print(f"[yellow]ignoring unusable resume state[/]: {exc}")
+            _say(f"[yellow]ignoring unusable resume state[/]: {exc}")
             return 0
         if state["fingerprint"] != self.fingerprint:
-            console.print(f"[yellow]{self.label}: params, inputs or code changed since the interrupted run; starting over[/]")
+            _say(f"[yellow]{self.label}: params, inputs or code changed since the interrupted run; starting over[/]")
             return 0
         epoch = int(state["epoch"])
         if epoch > self.recipe.epochs:
@@ -211,13 +211,18 @@ class Trainer:
         for name, module in self.modules_to_save.items():
             module.load_state_dict(state["modules"][name])
         history.extend(state["history"])
-        console.print(f"[green]{self.label}: resuming after epoch {epoch}[/] (state {self.state_path})")
+        _say(f"[green]{self.label}: resuming after epoch {epoch}[/] (state {self.state_path})")
         return epoch
 
     def discard_state(self) -> None:
         """Called once the stage's outputs are written: the result supersedes the resume state."""
         if world().is_main:
             self.state_path.unlink(missing_ok=True)
+
+
+def _say(message: str) -> None:
+    if world().is_main:  # every rank of a multi-process run would say the same
+        console.print(message)
 
 
 def _progress(disable: bool = False) -> Progress:

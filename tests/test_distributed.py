@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -319,3 +320,24 @@ def test_two_processes_on_cuda_equal_one(tmp_path):
     assert_close_results(many["teacher"], teacher_case(tmp_path / "one", device), tol=1e-4)
     for method in ("r2kd", "kd"):
         assert_close_results(many[method], distill_case(method, tmp_path / "one", device), tol=1e-4)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"runtime": {"nproc_per_node": 4}, "distill": {"batch_size": 6}},
+     "distill.batch_size (6) must be a multiple of runtime.nproc_per_node (4)"),
+    ({"runtime": {"nproc_per_node": 2}, "train_teacher": {"batch_size": 9}},
+     "train_teacher.batch_size (9) must be a multiple of runtime.nproc_per_node (2)"),
+    ({"runtime": {"nproc_per_node": 2, "device": "cuda:1"}}, "runtime.device: 'cuda:1' names one GPU"),
+    ({"runtime": {"nproc_per_node": 65}}, "runtime.nproc_per_node"),
+    ({"runtime": {"sync_frozen_bn": "yes"}}, "runtime.sync_frozen_bn"),
+])
+def test_invalid_process_settings_are_refused(override, message):
+    import yaml
+
+    from conftest import REPO, merge
+    from r2kd.config import parse_params
+    from r2kd.errors import ConfigError
+
+    raw = merge(yaml.safe_load((REPO / "params.yaml").read_text()), override)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_params(raw)
