@@ -52,7 +52,7 @@ step 20 "nvidia-smi" nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driv
 # eager trajectories, fast path vs eager, loader on CUDA == CPU, a CUDA smoke run.
 export CUBLAS_WORKSPACE_CONFIG=:4096:8  # runtime.deterministic's cuBLAS setting, before any cuBLAS call
 step 120 "pytest -m gpu" python3 -m pytest -q -m gpu -p no:cacheprovider -s tests/test_graphs.py tests/test_fast_path.py \
-    tests/test_data.py tests/test_cluster.py
+    tests/test_data.py tests/test_cluster.py tests/test_distributed.py
 # This project's step vs the plain reference step, both shapes, every method: the CUDA default
 # (fast path: channels_last + batched teacher views + CUDA graph), eager, bf16 variants; the stage
 # path; one CIFAR-100-sized epoch with evaluation, reference loop vs Trainer.fit.

@@ -73,10 +73,13 @@ def _stages(args: argparse.Namespace) -> None:
         print(f"{name}\t{cmd}")
 
 
-def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], None]:
-    def call(args: argparse.Namespace) -> None:
+def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], int | None]:
+    def call(args: argparse.Namespace) -> int | None:
+        import contextlib
         import importlib
+        import os
 
+        from r2kd import launch
         from r2kd.config import load_params
 
         from r2kd.lock import stage_lock
@@ -84,8 +87,21 @@ def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], None]:
         params = load_params(args.params)  # validated before anything heavy happens
         values = [getattr(args, n) for n in names]
         name = f"{module}@{'-'.join(map(str, values))}" if values else module  # DVC's stage name
-        with stage_lock(name):
-            importlib.import_module(f"r2kd.stages.{module}").run(params, *values)
+        nproc = params.runtime.nproc_per_node
+        if launch.needs_launch(module, nproc):  # N processes through torchrun (r2kd/launch.py)
+            with stage_lock(name):
+                return launch.relaunch(nproc, sys.argv[1:])
+        # In a torchrun world the launcher (or, under a user's own torchrun, rank 0) holds the lock.
+        lock_here = not launch.in_world() or (launch.is_global_main() and not os.environ.get(launch.LOCK_HELD_ENV))
+        with stage_lock(name) if lock_here else contextlib.nullcontext():
+            if launch.in_world() and module in launch.DISTRIBUTED_STAGES:
+                from r2kd.distributed import session
+
+                with session(params.runtime.device):
+                    importlib.import_module(f"r2kd.stages.{module}").run(params, *values)
+            else:
+                importlib.import_module(f"r2kd.stages.{module}").run(params, *values)
+        return None
 
     return call
 
@@ -145,14 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
-        args.func(args)
+        code = args.func(args)
     except UserError as exc:
         err.print("[bold red]error:[/] " + _escape(str(exc)), highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]; rerun the same command to resume from the last completed epoch")
         return 130
-    return 0
+    return code or 0
 
 
 def _escape(text: str) -> str:

@@ -284,6 +284,21 @@ class Runtime(_Strict):
     # until benchmarks/gpu_check.sh has measured it on a GPU; then auto. Bit-identical speed-ups
     # are always on. docs/performance.md.
     fast_path: Literal["auto", "always", "never"] = "auto"
+    # Processes (one per GPU on CUDA) that train_teacher and distill run as, through torchrun, with
+    # DistributedDataParallel. The batch sizes stay GLOBAL: N processes give one process's results
+    # (to float tolerance). docs/distributed.md.
+    nproc_per_node: int = Field(default=1, ge=1, le=64)
+    # With nproc_per_node > 1: a frozen network in train-mode BatchNorm (the pruned teacher,
+    # prune.bn_mode train) normalises with the statistics of the global batch (true, as one process)
+    # instead of its own shard's (false, as the reference under data parallelism).
+    sync_frozen_bn: bool = False
+
+    @model_validator(mode="after")
+    def _one_device_per_process(self) -> "Runtime":
+        if self.nproc_per_node > 1 and self.device.startswith("cuda:"):
+            raise ValueError(f"runtime.device: {self.device!r} names one GPU, but runtime.nproc_per_node is "
+                             f"{self.nproc_per_node}: use auto or cuda (process i runs on cuda:i)")
+        return self
 
 
 class Resources(_Strict):
@@ -365,6 +380,10 @@ class Params(_Strict):
         if pretrained and self.data.name not in PRETRAINED_DATASETS:
             raise ValueError(f"teachers.{pretrained[0]}.pretrained: ImageNet weights predict ImageNet's 1000 classes; "
                              f"data.name must be one of {list(PRETRAINED_DATASETS)}, not {self.data.name!r}")
+        nproc = self.runtime.nproc_per_node
+        for key, size in (("train_teacher", self.train_teacher.batch_size), ("distill", self.distill.batch_size)):
+            if size % nproc:  # every process takes an equal shard of the global batch
+                raise ValueError(f"{key}.batch_size ({size}) must be a multiple of runtime.nproc_per_node ({nproc})")
         if "default" not in self.resources:
             raise ValueError("resources: a `default` entry is required")
         return self

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from r2kd.config import TrainRecipe
+from r2kd.distributed import barrier, world
 from r2kd.errors import CheckpointError, TrainingDiverged
 from r2kd.evaluation import evaluate
 from r2kd.files import load_checkpoint, save_checkpoint
@@ -120,6 +121,9 @@ class Trainer:
     graphs: bool = False
     graph_backend: object | None = None  # r2kd.graphs backend; None: real CUDA graphs (tests pass a CPU stand-in)
     step_kind: str = field(default="eager", init=False)  # what ran: eager | cuda-graph | ... (provenance)
+    # What the objective calls instead of ``model`` (r2kd.parallel.for_training: DDP on this rank's
+    # shard of each global batch); ``model`` itself stays the network that is scored and saved.
+    forward_model: torch.nn.Module | None = None
 
     def fit(self) -> FitResult:
         device = next(self.model.parameters()).device
@@ -132,15 +136,18 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16" and device.type == "cuda")
         history: list[dict[str, float]] = []
         start_epoch = self._resume(optimizer, history)
-        step = TrainStep(self.model, self.objective, optimizer, scaler, self.amp, device)
-        if self.graphs:
+        forward = self.forward_model if self.forward_model is not None else self.model
+        step = TrainStep(forward, self.objective, optimizer, scaler, self.amp, device)
+        # One process only: the multi-process step all-gathers logits between ranks (r2kd.parallel).
+        if self.graphs and world().world_size == 1:
             step = GraphedStep(step, batch_size=self.train_batches.batch_size, backend=self.graph_backend)
         self.step_kind = step.kind
         best = max(history, key=lambda row: row["test_top1"], default=None)
         train_seconds = sum(row["seconds"] for row in history)
         steps_per_epoch = len(self.train_batches)
+        main = world().is_main  # only rank 0 of a multi-process run reports and writes
 
-        with _progress() as progress:
+        with _progress(disable=not main) as progress:
             task = progress.add_task(
                 self.label, total=self.recipe.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch
             )
@@ -178,11 +185,12 @@ class Trainer:
                 history.append(row)
                 if best is None or row["test_top1"] > best["test_top1"]:
                     best = row
-                progress.console.print(
-                    f"[dim]{self.label}[/] epoch {epoch}/{self.recipe.epochs}  "
-                    f"loss {sum(float(v) for v in term_sums.values()) / steps_per_epoch:.4f}  "
-                    f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {seconds:.1f}s"
-                )
+                if main:
+                    progress.console.print(
+                        f"[dim]{self.label}[/] epoch {epoch}/{self.recipe.epochs}  "
+                        f"loss {sum(float(v) for v in term_sums.values()) / steps_per_epoch:.4f}  "
+                        f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {seconds:.1f}s"
+                    )
                 self._save_state(epoch, optimizer, history)
 
         self.step_kind = step.kind  # a failed capture turns a graphed run eager
@@ -198,6 +206,13 @@ class Trainer:
 
     # --- resume state -------------------------------------------------------------------------
     def _save_state(self, epoch: int, optimizer: SGD, history: list[dict]) -> None:
+        # Every rank holds the same state (DDP keeps the replicas equal): rank 0 writes it, the
+        # others wait, so no rank runs ahead of a state a restart would resume from.
+        if world().is_main:
+            self._write_state(epoch, optimizer, history)
+        barrier()
+
+    def _write_state(self, epoch: int, optimizer: SGD, history: list[dict]) -> None:
         save_checkpoint(
             self.state_path,
             {
@@ -222,10 +237,10 @@ class Trainer:
             if not isinstance(state, dict) or state.get("format") != "r2kd-resume-v1":
                 raise CheckpointError(f"{self.state_path} is not an r2kd resume state")
         except CheckpointError as exc:
-            console.print(f"[yellow]ignoring unusable resume state[/]: {exc}")
+            _say(f"[yellow]ignoring unusable resume state[/]: {exc}")
             return 0
         if state["fingerprint"] != self.fingerprint:
-            console.print(f"[yellow]{self.label}: params, inputs or code changed since the interrupted run; starting over[/]")
+            _say(f"[yellow]{self.label}: params, inputs or code changed since the interrupted run; starting over[/]")
             return 0
         epoch = int(state["epoch"])
         if epoch > self.recipe.epochs:
@@ -240,15 +255,21 @@ class Trainer:
         for name, module in self.modules_to_save.items():
             module.load_state_dict(state["modules"][name])
         history.extend(state["history"])
-        console.print(f"[green]{self.label}: resuming after epoch {epoch}[/] (state {self.state_path})")
+        _say(f"[green]{self.label}: resuming after epoch {epoch}[/] (state {self.state_path})")
         return epoch
 
     def discard_state(self) -> None:
         """Called once the stage's outputs are written: the result supersedes the resume state."""
-        self.state_path.unlink(missing_ok=True)
+        if world().is_main:
+            self.state_path.unlink(missing_ok=True)
 
 
-def _progress() -> Progress:
+def _say(message: str) -> None:
+    if world().is_main:  # every rank of a multi-process run would say the same
+        console.print(message)
+
+
+def _progress(disable: bool = False) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -256,4 +277,5 @@ def _progress() -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=True,
+        disable=disable,
     )

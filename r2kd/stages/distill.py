@@ -6,16 +6,16 @@ import time
 
 import torch
 
-from r2kd import paths
+from r2kd import parallel, paths
 from r2kd.config import Params
+from r2kd.distributed import barrier, resolve_device, world
 from r2kd.files import write_json
 from r2kd.methods import METHODS
 from r2kd.methods.objective import DistillObjective
 from r2kd.modelfile import arch_spec, build, load_model, save_model
 from r2kd.models.complexity import complexity
 from r2kd.pruning import set_bn_mode
-from r2kd.runtime import (fast_layout, fast_path_enabled, graphs_enabled, resolve_amp, resolve_device, seed_everything,
-                           set_threads)
+from r2kd.runtime import fast_layout, fast_path_enabled, graphs_enabled, resolve_amp, seed_everything, set_threads
 from r2kd.runs import find_run
 from r2kd.stages.csvlog import write_log
 from r2kd.stages.dataset import load_data
@@ -62,8 +62,9 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
     chosen = method_cls(hparams)
     objective = DistillObjective(
         method=chosen,
-        teacher=teacher_model,
-        pruned=pruned_model,
+        # On N processes each runs its shard of the global batch and returns the whole batch's logits.
+        teacher=parallel.frozen(teacher_model, device, sync_bn=False),  # eval mode: per sample
+        pruned=parallel.frozen(pruned_model, device, sync_bn=params.runtime.sync_frozen_bn),
         view_generator=view_generator,
         mean=data.meta["mean"],
         std=data.meta["std"],
@@ -83,10 +84,14 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
         amp=amp,
         graphs=graphs_enabled(fast, device, amp),
         modules_to_save={"pruned": pruned_model} if pruned_model is not None else {},
+        forward_model=parallel.for_training(model, device),
     )
     began = time.perf_counter()
     result = trainer.fit()
 
+    if not world().is_main:  # rank 0 writes; the other processes of a multi-process run hold the same results
+        barrier()
+        return
     save_model(out_dir / "model.pt", model, spec)
     write_log(out_dir / "log.csv", result.history)
     # metrics.json holds numbers only, accuracy first: it is what `dvc exp show` and `dvc metrics` list.
@@ -102,7 +107,9 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
         params, keys, inputs, seed, device, role="student", dataset=data.meta["name"], pair=pair, teacher=teacher,
         student=student, method=method, augment=augment, aug_view=chosen.aug_view,
         method_hparams=hparams.model_dump(mode="json"), step=trainer.step_kind,
+        world_size=world().world_size,
     ))
     write_timing(out_dir, wall_seconds=time.perf_counter() - began, train_seconds=result.train_seconds,
                  resumed_from_epoch=result.resumed_from_epoch)
     trainer.discard_state()
+    barrier()

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import torch
 
-from r2kd import paths
+from r2kd import parallel, paths
 from r2kd.config import Params
+from r2kd.distributed import barrier, resolve_device, world
 from r2kd.errors import CheckpointError, ConfigError
 from r2kd.evaluation import evaluate
 from r2kd.files import load_checkpoint, sha256_file, write_json
 from r2kd.modelfile import arch_spec, build, load_state, save_model
 from r2kd.models.complexity import complexity
 from r2kd.pretrained import check_fits, load_pretrained, resolve
-from r2kd.runtime import fast_path_enabled, graphs_enabled, resolve_amp, resolve_device, seed_everything, set_threads
+from r2kd.runtime import fast_path_enabled, graphs_enabled, resolve_amp, seed_everything, set_threads
 from r2kd.stages.csvlog import write_log
 from r2kd.stages.dataset import load_data
 from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
@@ -64,12 +65,16 @@ def run(params: Params, arch: str) -> None:
             label=f"teacher {arch}",
             amp=amp,
             graphs=graphs_enabled(fast_path_enabled(params.runtime.fast_path, device), device, amp),
+            forward_model=parallel.for_training(model, device),
         )
         result = trainer.fit()
         history, best_top1, best_epoch, last, resumed = (
             result.history, result.best_top1, result.best_epoch, result.last, result.resumed_from_epoch
         )
 
+    if not world().is_main:  # rank 0 writes; the other processes of a multi-process run hold the same results
+        barrier()
+        return
     save_model(out_dir / "model.pt", model, spec)
     write_log(out_dir / "log.csv", history)
     write_json(out_dir / "metrics.json", {
@@ -81,12 +86,13 @@ def run(params: Params, arch: str) -> None:
     })
     write_json(out_dir / "provenance.json", provenance(
         params, ["data", f"teachers.{arch}", "train_teacher", "runtime"], inputs, recipe.seed, device,
-        role="teacher", arch=arch, imported=imported,
-        **({"pretrained": weights_record} if weights_record else {}),
+from r2kd.pretrained import check_fits, load_pretrained, resolve
+from r2kd.runtime import fast_path_enabled, graphs_enabled, resolve_amp, seed_everything, set_threads
     ))
     write_timing(out_dir, wall_seconds=time.perf_counter() - began, resumed_from_epoch=resumed)
     if not imported:
         trainer.discard_state()
+    barrier()
 
 
 # No stage writes an imported teacher, so "rerun the stage" would be no way out.

@@ -197,9 +197,29 @@ def raw_value(dotted):
     return node
 
 
+DISTRIBUTED_STAGES = ("train_teacher", "distill")  # r2kd/launch.py: torchrun with runtime.nproc_per_node
+
+
+def processes(stage):
+    """How many processes one job of ``stage`` runs (torchrun, one GPU each on CUDA)."""
+    return PARAMS.runtime.nproc_per_node if stage in DISTRIBUTED_STAGES else 1
+
+
+def threads(stage):
+    """Cores one job of ``stage`` uses: runtime.threads in each of its processes."""
+    return THREADS * processes(stage)
+
+
 def resources(stage):
+    """One job = one SLURM task on one node; a training job of N processes asks for N times the
+    GPUs (resources.<stage>.gpu is per process) and N x runtime.threads cores (cpus_per_task), and
+    torchrun starts the N processes inside it (docs/distributed.md)."""
     res = PARAMS.resources_for(stage)
-    return {"mem_mb": res.mem_mb, "runtime": res.runtime, "gpu": res.gpu}
+    n = processes(stage)
+    out = {"mem_mb": res.mem_mb, "runtime": res.runtime, "gpu": res.gpu * n}
+    if n > 1:
+        out["cpus_per_task"] = threads(stage)
+    return out
 
 
 RUNTIME_KEYS = ["runtime.device", "runtime.amp", "runtime.threads", "runtime.deterministic"]

@@ -1,0 +1,144 @@
+"""The process group of a multi-process training run (torchrun, r2kd/launch.py): who am I, set up
+and tear down, barrier, and the row sharding and autograd gather the training step uses.
+
+Outside a torchrun world every function is the one-process identity: ``world()`` is rank 0 of 1,
+``barrier`` does nothing, ``gather_rows`` returns its input. Backend: nccl on CUDA (process i on
+cuda:LOCAL_RANK), gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+
+from r2kd.runtime import resolve_device as _resolve_device
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        """The one process that writes outputs, resume state and logs."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def world() -> World:
+    """This process's place in the initialised process group (rank 0 of 1 when there is none)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return World(rank=0, world_size=1, local_rank=0)
+    return World(rank=dist.get_rank(), world_size=dist.get_world_size(),
+                 local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """:func:`r2kd.runtime.resolve_device`, with each process of a CUDA world on cuda:LOCAL_RANK."""
+    device = _resolve_device(spec)
+    w = world()
+    if device.type == "cuda" and w.distributed:
+        if w.local_rank >= torch.cuda.device_count():
+            from r2kd.errors import ConfigError
+
+            raise ConfigError(f"runtime.nproc_per_node: process {w.local_rank} needs cuda:{w.local_rank}, "
+                              f"but only {torch.cuda.device_count()} CUDA devices exist")
+        device = torch.device("cuda", w.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+@contextlib.contextmanager
+def session(device_spec: str = "auto") -> Iterator[World]:
+    """Join the torchrun world (env:// rendezvous) for the block, then leave it."""
+    backend = "nccl" if _resolve_device(device_spec).type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+    try:
+        yield world()
+    finally:
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if world().distributed:
+        dist.barrier()
+
+
+def shard_bounds(rows: int, w: World | None = None) -> list[int]:
+    """Row boundaries of each rank's contiguous shard of a ``rows``-row global batch: rank r owns
+    [b[r], b[r+1]). Equal shards when ``rows`` is a multiple of the world size (config enforces it
+    for full batches); a last partial batch is split as evenly as integers allow."""
+    w = w or world()
+    return [r * rows // w.world_size for r in range(w.world_size + 1)]
+
+
+def local_rows(x: torch.Tensor, w: World | None = None) -> torch.Tensor:
+    """This rank's shard of a global batch (dim 0)."""
+    w = w or world()
+    if not w.distributed:
+        return x
+    b = shard_bounds(x.shape[0], w)
+    return x[b[w.rank]: b[w.rank + 1]]
+
+
+class _AllGather(torch.autograd.Function):
+    """all_gather of equal-shape tensors, differentiable. Backward: the gradient of every rank's copy
+    of the result is summed (all_reduce) and this rank keeps its slice, so a loss computed identically
+    on every rank sends each shard N times its gradient; DistributedDataParallel's average over the N
+    ranks then gives exactly the one-process gradient."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        w = world()
+        ctx.rank, ctx.rows = w.rank, tensor.shape[0]
+        out = [torch.empty_like(tensor) for _ in range(w.world_size)]
+        dist.all_gather(out, tensor.contiguous())
+        return torch.cat(out)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows: (ctx.rank + 1) * ctx.rows]
+
+
+def all_gather_equal(t: torch.Tensor) -> torch.Tensor:
+    """The concatenation over ranks of equal-shape ``t`` (differentiable when ``t`` requires grad)."""
+    if not world().distributed:
+        return t
+    if t.requires_grad and torch.is_grad_enabled():
+        return _AllGather.apply(t)
+    out = [torch.empty_like(t) for _ in range(world().world_size)]
+    dist.all_gather(out, t.contiguous())
+    return torch.cat(out)
+
+
+def gather_rows(local: torch.Tensor, rows: int) -> torch.Tensor:
+    """The global batch's rows (``rows`` in all) from every rank's shard (:func:`shard_bounds`),
+    in order, differentiable. Uneven shards are padded to the largest for the collective."""
+    w = world()
+    if not w.distributed:
+        return local
+    b = shard_bounds(rows, w)
+    sizes = [hi - lo for lo, hi in zip(b, b[1:])]
+    widest = max(sizes)
+    if local.shape[0] != sizes[w.rank]:
+        raise ValueError(f"rank {w.rank} holds {local.shape[0]} rows, its shard of {rows} has {sizes[w.rank]}")
+    padded = local if widest == local.shape[0] else torch.cat(
+        [local, local.new_zeros((widest - local.shape[0], *local.shape[1:]))])
+    everything = all_gather_equal(padded)
+    if widest * w.world_size == rows:
+        return everything
+    return torch.cat([everything[r * widest: r * widest + n] for r, n in enumerate(sizes)])

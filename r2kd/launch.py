@@ -1,0 +1,55 @@
+"""Run a training stage as N processes: the stage command re-launches itself through torchrun.
+
+`r2kd distill ...` (from DVC, Snakemake or a shell) checks ``runtime.nproc_per_node``; with N > 1
+and no torchrun world around it, it runs ``python -m torch.distributed.run --standalone
+--nproc_per_node N -m r2kd <the same arguments>`` and exits with its status. Each of the N
+processes then finds itself inside a world (torchrun sets WORLD_SIZE, RANK and LOCAL_RANK) and
+trains its shard. The command is a list (no shell): the arguments are the validated ones this
+process was started with.
+
+Torch-free, so the launching process (which only waits) never imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Sequence
+
+# The stages that train with DistributedDataParallel; every other stage runs as one process.
+DISTRIBUTED_STAGES = frozenset({"train_teacher", "distill"})
+# Set in the children of a launch: the launcher holds the stage lock for them.
+LOCK_HELD_ENV = "R2KD_STAGE_LOCK_HELD"
+_WORLD_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
+
+
+def in_world() -> bool:
+    """True inside a torchrun (or other torch.distributed launcher) process."""
+    return all(name in os.environ for name in _WORLD_ENV)
+
+
+def is_global_main() -> bool:
+    """Rank 0 of the world, or a plain process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def needs_launch(stage: str, nproc_per_node: int) -> bool:
+    return stage in DISTRIBUTED_STAGES and nproc_per_node > 1 and not in_world()
+
+
+def torchrun_command(nproc_per_node: int, argv: Sequence[str], python: str = sys.executable) -> list[str]:
+    """The torchrun invocation that runs ``python -m r2kd *argv`` as ``nproc_per_node`` processes
+    on this machine (``--standalone``: a local rendezvous on a free port, no coordinator)."""
+    if not 1 <= nproc_per_node <= 64:
+        raise ValueError(f"nproc_per_node must be in [1, 64], got {nproc_per_node}")
+    return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc_per_node),
+            "-m", "r2kd", *argv]
+
+
+def relaunch(nproc_per_node: int, argv: Sequence[str]) -> int:
+    """Run this stage command as ``nproc_per_node`` processes; their exit status (torchrun's)."""
+    env = {**os.environ, LOCK_HELD_ENV: "1",
+           # torchrun's default of one OpenMP thread per process is what runtime.threads sets anyway
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.run(torchrun_command(nproc_per_node, argv), env=env).returncode

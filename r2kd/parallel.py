@@ -1,0 +1,72 @@
+"""One training step on N processes that computes what one process computes (docs/distributed.md).
+
+Every rank iterates the same GLOBAL batches (same seed, same in-memory data) and builds the same
+augmented views from them (same view generator). Networks are wrapped so that calling one on a
+global batch runs it on this rank's contiguous shard only and returns the logits of the WHOLE
+batch (an all-gather): the objective and the methods then see exactly the tensors of a one-process
+run, so losses that are not per-sample sums (R2KD's and DIST's intra-class terms, the cutmix view
+pairing rows across the batch, cutmixpick's entropy ranking) need no change.
+
+- The student runs under DistributedDataParallel with global-batch BatchNorm (r2kd/syncbn.py).
+  The loss is the same on every rank; the gather's backward sums every rank's gradient, so each
+  shard receives N times its share and DDP's average over N ranks is the one-process gradient.
+- A frozen network runs its shard without autograd. In train-mode BatchNorm (the pruned teacher)
+  it normalises by its shard's statistics, as the reference under data parallelism, unless
+  ``runtime.sync_frozen_bn`` asks for the global batch's.
+
+Outside a multi-process world :func:`for_training` and :func:`frozen` return the network itself.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from r2kd.distributed import gather_rows, local_rows, world
+from r2kd.syncbn import sync_batchnorm
+
+
+class GlobalBatch(nn.Module):
+    """Call ``inner`` on this rank's shard of a global batch; return the global batch's output."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gather_rows(self.inner(local_rows(x)), x.shape[0])
+
+
+class FrozenGlobalBatch(GlobalBatch):
+    # Holds no state of its own: its training flag must not make a frozen eval-mode network look
+    # batch dependent to the objective (r2kd.methods.objective.batch_independent).
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__(inner)
+        self.training = False
+
+    def train(self, mode: bool = True) -> "FrozenGlobalBatch":
+        return self  # the frozen network's modes were set by its owner (set_bn_mode)
+
+
+def for_training(model: nn.Module, device: torch.device) -> nn.Module:
+    """The module the objective calls for ``model`` (already on ``device``): ``model`` itself in one
+    process; else DDP over a global-BatchNorm ``model``, fed and gathered as a global batch. Call it
+    before the optimiser is built (BatchNorm layers are replaced; parameters are kept)."""
+    if not world().distributed:
+        return model
+    sync_batchnorm(model, device)
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                  # running statistics are identical on every rank (global-batch BN)
+                                  broadcast_buffers=False)
+    return GlobalBatch(ddp)
+
+
+def frozen(net: nn.Module | None, device: torch.device, sync_bn: bool) -> nn.Module | None:
+    """A frozen network as the objective calls it: on this rank's shard, gathered to the global
+    batch; with ``sync_bn`` its train-mode BatchNorm uses the global batch's statistics."""
+    if net is None or not world().distributed:
+        return net
+    if sync_bn:
+        sync_batchnorm(net, device)
+    return FrozenGlobalBatch(net)
