@@ -86,8 +86,8 @@ def run(params: Params, arch: str) -> None:
     })
     write_json(out_dir / "provenance.json", provenance(
         params, ["data", f"teachers.{arch}", "train_teacher", "runtime"], inputs, recipe.seed, device,
-from r2kd.pretrained import check_fits, load_pretrained, resolve
-from r2kd.runtime import fast_path_enabled, graphs_enabled, resolve_amp, seed_everything, set_threads
+        role="teacher", arch=arch, imported=imported, world_size=world().world_size,
+        **({"pretrained": weights_record} if weights_record else {}),
     ))
     write_timing(out_dir, wall_seconds=time.perf_counter() - began, resumed_from_epoch=resumed)
     if not imported:

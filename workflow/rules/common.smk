@@ -61,36 +61,39 @@ CODE = {
     ],
     "train_teacher": [
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
-        "r2kd/data/__init__.py", "r2kd/data/loader.py", "r2kd/data/prepared.py", "r2kd/errors.py",
-        "r2kd/evaluation.py", "r2kd/files.py", "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py",
-        "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/runtime.py", "r2kd/stages/__init__.py",
-        "r2kd/stages/csvlog.py", "r2kd/stages/dataset.py", "r2kd/stages/record.py",
-        "r2kd/stages/train_teacher.py", "r2kd/train.py", "r2kd/yamlfile.py"
+        "r2kd/data/__init__.py", "r2kd/data/loader.py", "r2kd/data/prepared.py", "r2kd/distributed.py",
+        "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/graphs.py", "r2kd/modelfile.py",
+        "r2kd/models", "r2kd/optim.py", "r2kd/parallel.py", "r2kd/paths.py", "r2kd/pickle_scan.py",
+        "r2kd/pretrained.py", "r2kd/runtime.py", "r2kd/stages/__init__.py", "r2kd/stages/csvlog.py",
+        "r2kd/stages/dataset.py", "r2kd/stages/record.py", "r2kd/stages/train_teacher.py", "r2kd/syncbn.py",
+        "r2kd/train.py", "r2kd/yamlfile.py"
     ],
     "prune": [
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
-        "r2kd/data/__init__.py", "r2kd/data/loader.py", "r2kd/data/prepared.py", "r2kd/errors.py",
-        "r2kd/evaluation.py", "r2kd/files.py", "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py",
-        "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/pruning", "r2kd/runtime.py", "r2kd/stages/__init__.py",
-        "r2kd/stages/dataset.py", "r2kd/stages/prune.py", "r2kd/stages/record.py", "r2kd/train.py",
-        "r2kd/yamlfile.py"
+        "r2kd/data/__init__.py", "r2kd/data/loader.py", "r2kd/data/prepared.py", "r2kd/distributed.py",
+        "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/graphs.py", "r2kd/modelfile.py",
+        "r2kd/models", "r2kd/optim.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/pruning",
+        "r2kd/runtime.py", "r2kd/stages/__init__.py", "r2kd/stages/dataset.py", "r2kd/stages/prune.py",
+        "r2kd/stages/record.py", "r2kd/train.py", "r2kd/yamlfile.py"
     ],
     "pair": [
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
         "r2kd/errors.py", "r2kd/files.py", "r2kd/models/__init__.py", "r2kd/models/complexity.py",
-        "r2kd/models/layers.py", "r2kd/models/mobilenetv2.py", "r2kd/models/registry.py",
-        "r2kd/models/resnet.py", "r2kd/models/shufflenetv1.py", "r2kd/models/shufflenetv2.py",
-        "r2kd/models/vgg.py", "r2kd/models/wrn.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/runtime.py",
+        "r2kd/models/layers.py", "r2kd/models/mobilenetv1.py", "r2kd/models/mobilenetv2.py",
+        "r2kd/models/registry.py", "r2kd/models/resnet.py", "r2kd/models/shufflenetv1.py",
+        "r2kd/models/shufflenetv2.py", "r2kd/models/torchvision_zoo.py", "r2kd/models/vgg.py",
+        "r2kd/models/wrn.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/runtime.py",
         "r2kd/stages/__init__.py", "r2kd/stages/pair.py", "r2kd/stages/record.py", "r2kd/yamlfile.py"
     ],
     "distill": [
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/augment.py", "r2kd/cli.py",
         "r2kd/config.py", "r2kd/data/__init__.py", "r2kd/data/loader.py", "r2kd/data/prepared.py",
-        "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/methods", "r2kd/modelfile.py",
-        "r2kd/models", "r2kd/optim.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/pruning/__init__.py",
-        "r2kd/pruning/bn.py", "r2kd/pruning/methods.py", "r2kd/runs.py", "r2kd/runtime.py",
-        "r2kd/stages/__init__.py", "r2kd/stages/csvlog.py", "r2kd/stages/dataset.py", "r2kd/stages/distill.py",
-        "r2kd/stages/pair.py", "r2kd/stages/record.py", "r2kd/train.py", "r2kd/yamlfile.py"
+        "r2kd/distributed.py", "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/graphs.py",
+        "r2kd/methods", "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py", "r2kd/parallel.py",
+        "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/pruning/__init__.py", "r2kd/pruning/bn.py",
+        "r2kd/pruning/methods.py", "r2kd/runs.py", "r2kd/runtime.py", "r2kd/stages/__init__.py",
+        "r2kd/stages/csvlog.py", "r2kd/stages/dataset.py", "r2kd/stages/distill.py", "r2kd/stages/pair.py",
+        "r2kd/stages/record.py", "r2kd/static_views.py", "r2kd/syncbn.py", "r2kd/train.py", "r2kd/yamlfile.py"
     ],
     "corrupt": [
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
@@ -227,11 +230,12 @@ LIST_KEYS = ["teachers", "pairs", "methods", "augments", "seeds", "prune.method"
 # The params.yaml keys read by each job, the same as each stage's `params:` in dvc.yaml (tests/test_dag.py).
 PARAM_KEYS = {
     "prepare": lambda w: ["data"],
-    "train_teacher": lambda w: ["data", f"teachers.{w.teacher}", "train_teacher", *RUNTIME_KEYS],
+    "train_teacher": lambda w: ["data", f"teachers.{w.teacher}", "train_teacher", *RUNTIME_KEYS, "runtime.fast_path",
+                                "runtime.nproc_per_node"],
     "prune": lambda w: ["data", "prune", "train_teacher.seed", *RUNTIME_KEYS],
     "pair": lambda w: [f"pairs.{w.pair}.teacher", f"pairs.{w.pair}.student"],
     "distill": lambda w: ["data", "distill", f"method_params.{w.method}", f"pairs.{w.pair}", "prune.bn_mode",
-                          *RUNTIME_KEYS, "runtime.fast_path"],
+                          *RUNTIME_KEYS, "runtime.fast_path", "runtime.nproc_per_node", "runtime.sync_frozen_bn"],
     "corrupt": lambda w: ["evaluate.corruptions", "evaluate.corruption_limit", "evaluate.corruption_seed"],
     "evaluate": lambda w: [*LIST_KEYS, "evaluate", "runtime.device", "runtime.amp", "runtime.threads"],
     "export": lambda w: ["export", *LIST_KEYS[:5], "runtime.threads", "runtime.deterministic"],

@@ -16,7 +16,7 @@ rule distill:
         values=rule_params("distill"),
     log:
         "logs/distill/{pair}-{method}-{augment}-{seed}.log",
-    threads: THREADS
+    threads: threads("distill")
     resources:
         **resources("distill"),
     conda:

@@ -35,7 +35,7 @@ rule train_teacher:
         values=rule_params("train_teacher"),
     log:
         "logs/train_teacher/{teacher}.log",
-    threads: THREADS
+    threads: threads("train_teacher")
     resources:
         **resources("train_teacher"),
     conda:
