@@ -279,10 +279,10 @@ class Runtime(_Strict):
     # tracked parameter with a machine-independent default, not "all cores".
     threads: int = Field(default=1, ge=1, le=256)
     deterministic: bool = True
-    # Speed-ups that change float rounding (channels_last memory format; on CUDA also the teacher's
-    # clean and augmented views as one batch): on | off | auto (= on for CUDA only). Default off
-    # until benchmarks/gpu_check.sh has measured it on a GPU; then auto. Bit-identical speed-ups
-    # are always on. docs/performance.md.
+    # Speed-ups that may change float rounding: channels_last memory format; on CUDA also the
+    # teacher's clean and augmented views as one batch and the step replayed as a CUDA graph
+    # (3.1x the reference step on an H100). auto = on for CUDA only, so CPU runs keep their bits.
+    # Bit-identical speed-ups are always on. docs/performance.md.
     fast_path: Literal["auto", "always", "never"] = "auto"
     # Processes (one per GPU on CUDA) that train_teacher and distill run as, through torchrun, with
     # DistributedDataParallel. The batch sizes stay GLOBAL: N processes give one process's results
@@ -307,6 +307,10 @@ class Resources(_Strict):
     mem_mb: int = Field(default=4000, gt=0)
     runtime: int = Field(default=60, gt=0, description="minutes")
     gpu: int = Field(default=0, ge=0, le=64)
+    # How many jobs of this stage may share one GPU on a machine (r2kd.gpu_slots picks the GPU and
+    # makes the rest wait): placement only, results do not depend on it. 1: one run per GPU, the
+    # fastest per GPU-hour with the CUDA-graph step (docs/performance.md).
+    jobs_per_gpu: int = Field(default=1, ge=1, le=64)
 
 
 class Params(_Strict):

@@ -43,9 +43,9 @@ def world() -> World:
                  local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
+def resolve_device(spec: str = "auto", jobs_per_gpu: int | None = None) -> torch.device:
     """:func:`r2kd.runtime.resolve_device`, with each process of a CUDA world on cuda:LOCAL_RANK."""
-    device = _resolve_device(spec)
+    device = _resolve_device(spec, jobs_per_gpu)
     w = world()
     if device.type == "cuda" and w.distributed:
         if w.local_rank >= torch.cuda.device_count():

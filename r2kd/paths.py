@@ -29,6 +29,7 @@ CHECKED = RUNS / "checked.txt"
 STATE = Path(".r2kd/state")
 TIMING = Path(".r2kd/timing")  # wall-clock times: not results, so outside every output
 LOCK = Path(".r2kd/lock")
+GPU_SLOTS = Path(".r2kd/gpu-slots")  # r2kd.gpu_slots: which job holds which GPU
 
 
 def teacher_dir(arch: str) -> Path:

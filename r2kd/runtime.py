@@ -12,8 +12,25 @@ import torch
 from r2kd.errors import ConfigError
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; ``cuda[:N]`` fails clearly without a GPU."""
+def resolve_device(spec: str = "auto", jobs_per_gpu: int | None = None) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; ``cuda[:N]`` fails clearly without a GPU.
+
+    With ``jobs_per_gpu`` (resources.<stage>.jobs_per_gpu), ``auto`` and ``cuda`` also pick WHICH
+    GPU: a free slot among the visible GPUs, held until the process ends (r2kd.gpu_slots), so that
+    jobs started side by side spread over the GPUs instead of all using cuda:0. ``cuda:N`` and the
+    processes of a torchrun world (one GPU per rank) are placed as asked.
+    """
+    if spec in ("auto", "cuda") and jobs_per_gpu is not None and torch.cuda.is_available() \
+            and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        from r2kd import gpu_slots, paths
+
+        def waiting() -> None:
+            warnings.warn(f"every GPU runs {jobs_per_gpu} job(s) of this kind already "
+                          f"(resources.<stage>.jobs_per_gpu); waiting for a free slot")
+
+        index = gpu_slots.claim(gpu_slots.cuda_gpu_ids(), jobs_per_gpu, paths.GPU_SLOTS, on_wait=waiting)
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)

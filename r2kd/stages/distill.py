@@ -33,7 +33,7 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
     method_cls = METHODS[method]
     recipe = params.distill
     set_threads(params.runtime.threads)
-    device = resolve_device(params.runtime.device)
+    device = resolve_device(params.runtime.device, params.resources_for("distill").jobs_per_gpu)
     amp = resolve_amp(params.runtime.amp, device)
     fast = fast_path_enabled(params.runtime.fast_path, device)
     data_generator = seed_everything(seed, params.runtime.deterministic)

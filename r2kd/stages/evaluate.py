@@ -36,7 +36,7 @@ CALIBRATION_FIT = ("2-fold cross-fitting on the test split (no validation split 
 
 def run(params: Params) -> None:
     set_threads(params.runtime.threads)
-    device = resolve_device(params.runtime.device)
+    device = resolve_device(params.runtime.device, params.resources_for("evaluate").jobs_per_gpu)
     seed_everything(0, params.runtime.deterministic)
     data = load_data(256, device, generator=None)
     amp = resolve_amp(params.runtime.amp, device)

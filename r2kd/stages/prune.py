@@ -43,7 +43,7 @@ def run(params: Params, arch: str) -> None:
         raise ConfigError(f"prune: {arch!r} is not a key of `teachers` in params.yaml ({sorted(params.teachers)})")
     config = params.prune
     set_threads(params.runtime.threads)
-    device = resolve_device(params.runtime.device)
+    device = resolve_device(params.runtime.device, params.resources_for("prune").jobs_per_gpu)
     amp = resolve_amp(params.runtime.amp, device)
     generator = seed_everything(params.train_teacher.seed, params.runtime.deterministic)
     data = load_data(EVAL_BATCH, device, generator=None)

@@ -30,7 +30,7 @@ def run(params: Params, arch: str) -> None:
     source = params.teachers[arch]
     recipe = params.train_teacher
     set_threads(params.runtime.threads)
-    device = resolve_device(params.runtime.device)
+    device = resolve_device(params.runtime.device, params.resources_for("train_teacher").jobs_per_gpu)
     amp = resolve_amp(params.runtime.amp, device)
     generator = seed_everything(recipe.seed, params.runtime.deterministic)
     data = load_data(recipe.batch_size, device, generator)
