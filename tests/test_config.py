@@ -55,7 +55,7 @@ def test_default_params_are_valid():
         ("prune.ratio", 1.0, "prune.ratio"),
         ("prune.method", "random", "prune.method"),
         ("prune.bn_mode", "frozen", "prune.bn_mode"),
-        ("data.name", "imagenet", "data.name"),
+        ("data.name", "imagenet21k", "data.name"),
         ("data.test_fraction", 1.5, "data.test_fraction"),
         ("methods", ["ce", "fitnet"], "methods.1"),
         ("methods", ["kd", "kd"], "methods: duplicate"),

@@ -63,10 +63,19 @@ class StreamDataset(Dataset):
     def path(self, i: int) -> Path:
         return self.root / self.files[i].decode("utf-8")
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[Tensor, int]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[Tensor | None, int | str]:
+        """(image, label), or (None, message) for a file that fails its checks: the batch carries the
+        error to the training process, which raises it there with its own message (an exception
+        raised inside a worker arrives wrapped in a worker traceback, and leaves the pool slow to
+        shut down)."""
+        try:
+            return self._load(*item)
+        except DataError as exc:
+            return None, str(exc)
+
+    def _load(self, i: int, seed: int) -> tuple[Tensor, int]:
         from PIL import Image
 
-        i, seed = item
         path = self.path(i)
         try:
             data = path.read_bytes()
@@ -101,7 +110,10 @@ class _EpochBatches:
             yield list(zip(self.order[start:stop].tolist(), self.seeds[start:stop].tolist()))
 
 
-def _collate(samples: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
+def _collate(samples: list[tuple[Tensor | None, int | str]]) -> tuple[Tensor | None, Tensor | str]:
+    failed = next((message for image, message in samples if image is None), None)
+    if failed is not None:
+        return None, failed
     return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples], dtype=torch.int64)
 
 
@@ -169,6 +181,8 @@ class StreamIterator:
         loader = DataLoader(self.dataset, batch_sampler=_EpochBatches(order, seeds, self.batch_size, self.drop_last),
                             num_workers=self.workers, collate_fn=_collate, pin_memory=cuda)
         for images, labels in loader:
+            if images is None:
+                raise DataError(labels)
             images = images.to(self.device, non_blocking=cuda)
             labels = labels.to(self.device, non_blocking=cuda)
             yield self.normalise(images), labels
