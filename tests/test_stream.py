@@ -321,12 +321,20 @@ PEAK_SCRIPT = textwrap.dedent("""
     from r2kd.data.loader import BatchIterator
     from r2kd.stages.dataset import stream_iterators
 
+    def peak_kb():
+        # VmHWM: this process image's peak RSS. (ru_maxrss would keep the peak of the forked pytest
+        # process from before exec, which can exceed everything measured here.)
+        status = Path("/proc/self/status")
+        if status.is_file():
+            return int(next(l for l in status.read_text().splitlines() if l.startswith("VmHWM:")).split()[1])
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
     root, out, storage, size = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     torch.set_num_threads(1)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak_kb()
     meta = prepare(DataConfig(name="imagefolder", root=root, image_size=size, storage=storage, workers=0), out)
     meta = load_meta(out)
-    prepared = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    prepared = peak_kb()
     g = torch.Generator().manual_seed(0)
     if storage == "stream":
         train, _ = stream_iterators(out, meta, 16, torch.device("cpu"), g, 0)
@@ -335,7 +343,7 @@ PEAK_SCRIPT = textwrap.dedent("""
         train = BatchIterator(data.train_images, data.train_labels, batch_size=16, mean=meta["mean"],
                               std=meta["std"], train=True, generator=g, crop_padding=meta["crop_padding"], hflip=True)
     seen = sum(int(y.numel()) for _, y in train)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_kb()
     print(json.dumps({"base_kb": base, "prepared_kb": prepared, "peak_kb": peak, "seen": seen}))
 """)
 
@@ -345,14 +353,16 @@ def _peak_mb(root: Path, out: Path, storage: str, size: int) -> tuple[float, int
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return (result["peak_kb"] - result["base_kb"]) / 1024, result["seen"]  # ru_maxrss is in KiB on Linux
+    return (result["peak_kb"] - result["base_kb"]) / 1024, result["seen"]  # KiB
 
 
 def test_streaming_epoch_has_bounded_peak_memory(tmp_path):
-    # 2 classes x 400 images of 160 x 160 at image_size 160: the decoded train split is
-    # 800 x 3 x 160 x 160 B = 58.6 MiB, which the in-memory path must hold (more while stacking);
-    # the streamed epoch holds one batch of 16 (1.2 MiB uint8, 4.7 MiB float32) at a time.
-    n, size = 800, 160
+    # 2 classes x 400 images of 192 x 192 at image_size 192: the decoded train split is
+    # 800 x 3 x 192 x 192 B = 84 MiB, which the in-memory path must hold (several times, while
+    # stacking and hashing); the streamed epoch holds one batch of 16 (1.8 MiB uint8, 7 MiB float32)
+    # at a time, plus a fixed ~30-40 MiB of first-use allocations (measured: ~50 MiB here, ~430 MiB
+    # for the in-memory path).
+    n, size = 800, 192
     root = tmp_path / "tree"
     rng = np.random.default_rng(0)
     smooth = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)  # upsampled noise: small, quick JPEGs
@@ -369,4 +379,4 @@ def test_streaming_epoch_has_bounded_peak_memory(tmp_path):
     print(f"peak RSS above baseline: memory {memory_mb:.1f} MiB, stream {stream_mb:.1f} MiB, decoded {decoded_mb:.1f} MiB")
     assert seen_m == seen_s == n
     assert memory_mb > decoded_mb, (memory_mb, stream_mb)
-    assert stream_mb < 0.6 * decoded_mb and stream_mb < memory_mb / 4, (memory_mb, stream_mb)
+    assert stream_mb < 0.75 * decoded_mb and stream_mb < memory_mb / 4, (memory_mb, stream_mb)
