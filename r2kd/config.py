@@ -34,8 +34,17 @@ ModelName = Literal[
     "tv_resnet18", "tv_resnet34", "tv_resnet50", "tv_mobilenet_v2", "mobilenet_v1",
 ]
 DatasetName = Literal[
-    "digits", "cifar10", "cifar100", "tiny_imagenet", "imagefolder", "mnist", "kmnist", "fashion_mnist", "imagenet",
+    "digits", "cifar10", "cifar100", "tiny_imagenet", "imagefolder", "imagenet", "mnist", "kmnist", "fashion_mnist",
 ]
+# Datasets that can be streamed from their files (an index, not pixels, in data/prepared; docs/data.md).
+# Equal to the keys of r2kd.data.registry.INDEXERS (tests/test_stream.py).
+STREAMABLE_DATASETS = ("imagefolder", "imagenet")
+# Datasets that only stream: no in-memory builder (ImageNet's 1.28M images would be ~190 GB of uint8).
+STREAM_ONLY_DATASETS = ("imagenet",)
+# Datasets whose images are resized to data.image_size (the others have a fixed size), with its default.
+RESIZED_DATASETS: dict[str, int | None] = {"imagefolder": None, "imagenet": 224}
+# The standard ImageNet evaluation resize: 256 for a 224 crop, kept proportional for other sizes.
+EVAL_RESIZE_RATIO = 256 / 224
 ViewName = Literal["none", "mixup", "cutmix", "cutout", "autoaugment", "cutmixpick"]
 MethodName = Literal["ce", "kd", "dist", "dkd", "r2kd"]
 AugmentName = Literal["default", "none", "mixup", "cutmix", "cutout", "autoaugment", "cutmixpick"]
@@ -80,17 +89,61 @@ class DataConfig(_Strict):
     split_seed: int = Field(0, ge=0, le=MAX_SEED)
     train_limit: int | None = Field(None, ge=1)
     test_limit: int | None = Field(None, ge=1)
-    image_size: int | None = Field(None, ge=4, le=1024, validate_default=True)  # imagefolder only
+    # imagefolder (required) and imagenet (default 224): images are resized / cropped to it.
+    image_size: int | None = Field(None, ge=4, le=1024, validate_default=True)
+    # memory: decode every image once into uint8 tensors (data/prepared/train.pt); stream: prepare
+    # writes an index of the files and the loader decodes them each epoch with DataLoader workers;
+    # auto: stream when the train split at image_size would exceed memory_limit_mb (imagenet: always).
+    storage: Literal["auto", "memory", "stream"] = "auto"
+    memory_limit_mb: int = Field(2048, ge=1, le=16_777_216)
+    # DataLoader worker processes of the streaming loader (0: decode in the training process).
+    # Results do not depend on it; the in-memory path ignores it.
+    workers: int = Field(4, ge=0, le=64)
+    # Streaming eval transform: Resize(eval_resize) of the shorter side, then CenterCrop(image_size).
+    # null: round(image_size * 256 / 224) (256 for 224, the standard ImageNet recipe).
+    eval_resize: int | None = Field(None, ge=4, le=4096)
+    # What the streaming index records per file, checked on every read: sha256 (content; prepare reads
+    # every file once) or size (stat only: fast for 1.28M files, misses same-size edits).
+    index_hash: Literal["sha256", "size"] = "sha256"
 
     @field_validator("image_size", mode="after")
     @classmethod
-    def _image_size_only_for_imagefolder(cls, value: int | None, info: ValidationInfo) -> int | None:
+    def _image_size_only_for_resized(cls, value: int | None, info: ValidationInfo) -> int | None:
         name = info.data.get("name")
-        if name == "imagefolder" and value is None:
-            raise ValueError("data.image_size is required for name 'imagefolder' (images are resized to it)")
-        if name is not None and name != "imagefolder" and value is not None:
-            raise ValueError(f"data.image_size only applies to name 'imagefolder'; {name!r} has a fixed size")
+        if name is None:  # the name itself failed validation; that error is reported
+            return value
+        if name not in RESIZED_DATASETS:
+            if value is not None:
+                raise ValueError(f"data.image_size only applies to names {sorted(RESIZED_DATASETS)}; "
+                                 f"{name!r} has a fixed size")
+            return value
+        if value is None:
+            value = RESIZED_DATASETS[name]
+        if value is None:
+            raise ValueError(f"data.image_size is required for name {name!r} (images are resized to it)")
         return value
+
+    @model_validator(mode="after")
+    def _storage_options(self) -> "DataConfig":
+        if self.storage == "stream" and self.name not in STREAMABLE_DATASETS:
+            raise ValueError(f"data.storage: stream applies to names {list(STREAMABLE_DATASETS)}; "
+                             f"{self.name!r} is small enough to keep in memory (use auto or memory)")
+        if self.storage == "memory" and self.name in STREAM_ONLY_DATASETS:
+            raise ValueError(f"data.storage: memory is not available for name {self.name!r} (too large to decode "
+                             "into memory); use auto or stream")
+        if self.eval_resize is not None:
+            if self.name not in STREAMABLE_DATASETS:
+                raise ValueError(f"data.eval_resize applies to the streamed names {list(STREAMABLE_DATASETS)} only")
+            assert self.image_size is not None
+            if self.eval_resize < self.image_size:
+                raise ValueError(f"data.eval_resize ({self.eval_resize}) must be >= data.image_size "
+                                 f"({self.image_size}): the centre crop is cut from the resized image")
+        return self
+
+    def resize_for_eval(self) -> int:
+        """The shorter-side size the streaming eval transform resizes to before its centre crop."""
+        assert self.image_size is not None
+        return self.eval_resize if self.eval_resize is not None else round(self.image_size * EVAL_RESIZE_RATIO)
 
 
 # --- training recipes ---------------------------------------------------------------------------
@@ -390,6 +443,10 @@ class Params(_Strict):
                 raise ValueError(f"{key}.batch_size ({size}) must be a multiple of runtime.nproc_per_node ({nproc})")
         if "default" not in self.resources:
             raise ValueError("resources: a `default` entry is required")
+        streamed = self.data.storage == "stream" or self.data.name in STREAM_ONLY_DATASETS
+        if streamed and self.evaluate.corruptions:
+            raise ValueError(f"evaluate.corruptions: true needs the decoded test split, but data {self.data.name!r} is "
+                             "streamed (data.storage); set evaluate.corruptions: false")
         return self
 
     def method_hparams(self, method: str, augment: str = DEFAULT_AUGMENT, pair: str | None = None) -> MethodParams:

@@ -91,6 +91,15 @@ class BatchIterator:
         self._scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1).to(self.device)
         self._shift = (-mean_t / std_t).view(1, -1, 1, 1).to(self.device)
 
+    def subset(self, positions: Tensor, batch_size: int | None = None) -> "BatchIterator":
+        """An iterator over the images at ``positions`` (in that order), otherwise configured alike."""
+        positions = positions.to(self.device)
+        out = object.__new__(BatchIterator)
+        out.__dict__.update(self.__dict__)
+        out.images, out.labels = self.images[positions], self.labels[positions]
+        out.batch_size = batch_size or self.batch_size
+        return out
+
     def __len__(self) -> int:
         n = self.images.shape[0]
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)

@@ -1,5 +1,9 @@
 """Reading what the ``prepare`` stage wrote: ``train.pt``, ``test.pt`` and ``meta.json``.
 
+``meta.json``'s ``storage`` says what the split files hold: decoded images (``memory``, also when
+the key is absent, as in files written before streaming existed; :func:`load_prepared`) or an index
+of source files (``stream``; :func:`load_index`, read by r2kd/data/stream.py).
+
 Training stages import this module only, never the dataset parsers. ``meta.json`` is a file a user
 can open and edit, so every key the loaders rely on is validated here, with an error naming the
 file and the key, before any tensor is trusted against it.
@@ -98,6 +102,21 @@ META_CHECKS: dict[str, Callable[[Any, dict], str | None]] = {
     "content_sha256": _per_split(lambda h: isinstance(h, str) and bool(_SHA256.fullmatch(h)), "SHA-256 hex digests"),
 }
 REQUIRED_META = tuple(META_CHECKS)
+STORAGES = ("memory", "stream")
+
+
+def _eval_resize(value: Any, meta: dict) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < meta["image_size"]:
+        return f"must be an integer >= image_size ({meta['image_size']})"
+    return None
+
+
+# Checked (after META_CHECKS) when storage is "stream".
+STREAM_META_CHECKS: dict[str, Callable[[Any, dict], str | None]] = {
+    "root": lambda v, m: None if isinstance(v, str) and v and "\x00" not in v else "must be a non-empty path",
+    "eval_resize": _eval_resize,
+    "index_hash": lambda v, m: None if v in ("sha256", "size") else "must be 'sha256' or 'size'",
+}
 
 
 def validate_meta(meta: Any, meta_path: Path) -> dict[str, Any]:
@@ -108,11 +127,22 @@ def validate_meta(meta: Any, meta_path: Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_META if key not in meta]
     if missing:
         raise DataError(f"{meta_path} lacks the required key(s) {', '.join(map(repr, missing))}; {fix}")
-    for key, check in META_CHECKS.items():
+    storage = meta.get("storage", "memory")
+    if storage not in STORAGES:
+        raise DataError(f"{meta_path}: key 'storage' must be one of {list(STORAGES)} (found {storage!r}); {fix}")
+    checks = {**META_CHECKS, **(STREAM_META_CHECKS if storage == "stream" else {})}
+    missing = [key for key in checks if key not in meta]
+    if missing:
+        raise DataError(f"{meta_path} lacks the required key(s) {', '.join(map(repr, missing))}; {fix}")
+    for key, check in checks.items():
         problem = check(meta[key], meta)
         if problem:
             raise DataError(f"{meta_path}: key {key!r} {problem} (found {meta[key]!r}); {fix}")
     return meta
+
+
+def storage_of(meta: dict[str, Any]) -> str:
+    return meta.get("storage", "memory")
 
 
 def _load_split(out_dir: Path, split: str, meta: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,6 +181,36 @@ def load_prepared(out_dir: Path) -> PreparedData:
     """Load what ``prepare`` wrote, refusing missing, corrupt or mismatched files with DataError."""
     out_dir = Path(out_dir)
     meta = load_meta(out_dir)
+    if storage_of(meta) != "memory":
+        raise DataError(f"{out_dir} holds a streamed dataset (meta.json storage: {storage_of(meta)}): an index of "
+                        f"the files under {meta.get('root')}, not decoded images; this step needs the images in "
+                        "memory (r2kd.stages.dataset.load_data streams them)")
     train_images, train_labels = _load_split(out_dir, "train", meta)
     test_images, test_labels = _load_split(out_dir, "test", meta)
     return PreparedData(train_images, train_labels, test_images, test_labels, meta)
+
+
+def load_index(out_dir: Path, split: str, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """One split's index of a streamed dataset (r2kd/data/index.py), checked against meta.json."""
+    path = Path(out_dir) / f"{split}.pt"
+    try:
+        obj = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise DataError(f"prepared data: {exc}; rerun the prepare stage") from exc
+    keys = {"files", "labels", "sizes", "sha256"}
+    if not isinstance(obj, dict) or set(obj) != keys or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DataError(f"{path} is not a streamed split index (expected tensors {sorted(keys)}); rerun prepare")
+    n = meta["counts"][split]
+    width = 32 if meta["index_hash"] == "sha256" else 0
+    shapes = {"labels": ((n,), torch.int64), "sizes": ((n,), torch.int64), "sha256": ((n, width), torch.uint8)}
+    for key, (shape, dtype) in shapes.items():
+        if obj[key].dtype != dtype or tuple(obj[key].shape) != shape:
+            raise DataError(f"{path}: {key!r} is not {dtype} {shape} as meta.json says; rerun prepare")
+    if obj["files"].dtype != torch.uint8 or obj["files"].ndim != 1:
+        raise DataError(f"{path}: 'files' is not a uint8 byte string; rerun prepare")
+    labels = obj["labels"]
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= meta["num_classes"]):
+        raise DataError(f"{path}: labels outside 0..{meta['num_classes'] - 1}; rerun prepare")
+    if sha256_state_dict(obj) != meta["content_sha256"][split]:
+        raise DataError(f"{path} does not match meta.json (another run's file, or modified); rerun prepare")
+    return obj

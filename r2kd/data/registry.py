@@ -56,3 +56,49 @@ def register(name: str, checksums: Mapping[str, str] | None = None) -> Callable[
         return build
 
     return decorate
+
+
+# --- streamed datasets: an index of files, decoded by the loader each epoch (r2kd/data/stream.py) ---
+@dataclass
+class FileList:
+    """One split of a streamed dataset: files (relative to data.root, POSIX) and their labels."""
+
+    files: list[str]
+    labels: list[int]
+
+
+@dataclass
+class IndexedDataset:
+    """What an indexer finds under data.root: the files of each split, nothing decoded yet."""
+
+    train: FileList
+    test: FileList
+    class_names: list[str]
+    # Published per-channel statistics; None: computed on a bounded sample of the train split.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    stats_from: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# Indexers apply data.train_limit / data.test_limit themselves (the first files of each class).
+Indexer = Callable[[DataConfig], IndexedDataset]
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    name: str
+    index: Indexer
+
+
+INDEXERS: dict[str, IndexSpec] = {}
+
+
+def register_index(name: str) -> Callable[[Indexer], Indexer]:
+    def decorate(index: Indexer) -> Indexer:
+        if name in INDEXERS:
+            raise RuntimeError(f"dataset index {name!r} registered twice")
+        INDEXERS[name] = IndexSpec(name=name, index=index)
+        return index
+
+    return decorate

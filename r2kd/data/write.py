@@ -19,7 +19,9 @@ import torch
 from r2kd.data import datasets as _datasets  # noqa: F401  (fills the registry)
 from r2kd.config import DataConfig
 from r2kd.data.prepared import FORMAT_VERSION, SPLITS
-from r2kd.data.registry import DATASETS, RawDataset
+from r2kd.data.registry import DATASETS, INDEXERS, RawDataset
+from r2kd.data.storage import choose_storage
+from r2kd.data.write_stream import prepare_stream
 from r2kd.errors import DataError
 from r2kd.files import save_checkpoint, sha256_state_dict, write_json
 
@@ -76,11 +78,21 @@ def _counts(labels: torch.Tensor, num_classes: int) -> list[int]:
 
 
 def prepare(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Read the configured dataset's source files and write ``out_dir/{train,test}.pt`` + ``meta.json``.
+    """Read the configured dataset's source files and write ``out_dir/{train,test}.pt`` + ``meta.json``:
+    decoded images, or for a streamed dataset (:mod:`r2kd.data.storage`) an index of the files.
 
     ``checksums`` (path relative to ``cfg.root`` -> MD5) override the published sums; tests use it
     for small archives built in the official formats.
     """
+    indexer = INDEXERS.get(cfg.name)
+    # Listing the files is cheap next to decoding them; auto needs the train count to decide.
+    indexed = indexer.index(cfg) if indexer is not None and cfg.storage != "memory" else None
+    storage = choose_storage(cfg, len(indexed.train.files) if indexed is not None else None)
+    return PREPARERS[storage](cfg, Path(out_dir), indexed, checksums)
+
+
+def prepare_memory(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Decode the dataset into uint8 tensors and write them (the format in this module's docstring)."""
     spec = DATASETS[cfg.name]
     effective = {**spec.checksums, **(checksums or {})}
     raw = spec.build(cfg, effective)  # all parsing and checking happens before anything is written
@@ -139,3 +151,10 @@ def prepare(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | No
             path.unlink(missing_ok=True)
         raise
     return meta
+
+
+# storage -> writer; "stream" is chosen only for datasets with an indexer, so ``indexed`` is set there
+PREPARERS = {
+    "memory": lambda cfg, out_dir, indexed, checksums: prepare_memory(cfg, out_dir, checksums=checksums),
+    "stream": lambda cfg, out_dir, indexed, checksums: prepare_stream(cfg, out_dir, indexed),
+}

@@ -2,7 +2,8 @@
 drawn once per data set (seeded, deterministic) and written to data/corrupted/ (docs/robustness.md).
 
 With ``evaluate.corruptions: false`` it writes an empty set (no corruptions), so the pipeline's
-files exist either way and `evaluate` skips the corruption scores.
+files exist either way and `evaluate` skips the corruption scores. A streamed data set (ImageNet)
+has no decoded test split to corrupt: there ``evaluate.corruptions: true`` is a ConfigError.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from r2kd import paths
 from r2kd.config import Params
 from r2kd.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, WORK_SIZE, corrupt_set
 from r2kd.data.corrupted import FORMAT
-from r2kd.data.prepared import load_prepared
+from r2kd.data.prepared import load_meta, load_prepared, storage_of
+from r2kd.errors import ConfigError
 from r2kd.files import save_checkpoint, sha256_state_dict, write_json
 
 
@@ -43,17 +45,32 @@ def build(images: torch.Tensor, labels: torch.Tensor, enabled: bool, limit: int 
     return {"images": corrupted, "labels": labels[torch.from_numpy(index)].clone(), "index": torch.from_numpy(index)}, names
 
 
+def _test_split(meta: dict, enabled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoded test split, or for a streamed set with corruptions off an empty stand-in."""
+    if storage_of(meta) == "memory":
+        prepared = load_prepared(paths.PREPARED)
+        return prepared.test_images, prepared.test_labels
+    if enabled:
+        raise ConfigError(
+            f"evaluate.corruptions: true needs the decoded test images, but data/prepared holds a streamed "
+            f"data set ({meta['name']}, storage: stream; its 15 corruptions x 5 severities would not fit in memory "
+            "either); set evaluate.corruptions: false"
+        )
+    size = meta["image_size"]
+    return torch.zeros((0, meta["channels"], size, size), dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)
+
+
 def run(params: Params) -> None:
     cfg = params.evaluate
-    prepared = load_prepared(paths.PREPARED)
+    meta = load_meta(paths.PREPARED)
+    images, labels = _test_split(meta, cfg.corruptions)
     began = time.perf_counter()
-    payload, names = build(prepared.test_images, prepared.test_labels, cfg.corruptions, cfg.corruption_limit,
-                           cfg.corruption_seed)
+    payload, names = build(images, labels, cfg.corruptions, cfg.corruption_limit, cfg.corruption_seed)
     save_checkpoint(paths.CORRUPTED_TEST, payload)
-    size = prepared.meta["image_size"]
+    size = meta["image_size"]
     write_json(paths.CORRUPTED_META, {
         "format": FORMAT,
-        "dataset": prepared.meta["name"],
+        "dataset": meta["name"],
         "corruptions": list(names),
         "families": {f: list(n) for f, n in FAMILIES.items()} if names else {},
         "severities": list(SEVERITIES) if names else [],
@@ -63,7 +80,7 @@ def run(params: Params) -> None:
         "image_size": size,
         # spatial corruptions run at 32 x 32 for smaller images (r2kd/corruptions.py)
         "work_size": WORK_SIZE if size < WORK_SIZE else size,
-        "source_sha256": prepared.meta["content_sha256"]["test"],
+        "source_sha256": meta["content_sha256"]["test"],
         "content_sha256": sha256_state_dict(payload),
     })
     print(f"corrupt: {payload['labels'].numel()} test images x {len(names)} corruptions x "

@@ -1,23 +1,35 @@
 """The prepared data set as the training and scoring stages use it: its meta data, train and test
-batch iterators on the device, and the files it was read from (for provenance)."""
+batch iterators on the device, and the files it was read from (for provenance).
+
+Decoded sets (meta.json ``storage: memory``) are served from memory by :class:`BatchIterator`;
+streamed sets (``storage: stream``, e.g. ImageNet) by :class:`StreamIterator`, which decodes the
+files under meta.json's ``root`` with ``workers`` DataLoader processes. Both iterate the same way.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Union
 
 import torch
 
 from r2kd import paths
-from r2kd.data.prepared import load_prepared
+from r2kd.config import DataConfig
 from r2kd.data.loader import BatchIterator
+from r2kd.data.prepared import load_index, load_meta, load_prepared, storage_of
+from r2kd.data.stream import StreamDataset, StreamIterator
+
+Batches = Union[BatchIterator, StreamIterator]
+# Until every stage passes params.data.workers, the config's default.
+DEFAULT_WORKERS: int = DataConfig.model_fields["workers"].default
 
 
 @dataclass
 class Data:
     meta: dict
-    train: BatchIterator
-    test: BatchIterator
+    train: Batches
+    test: Batches
     files: list[Path]
 
     @property
@@ -25,12 +37,44 @@ class Data:
         return (self.meta["channels"], self.meta["image_size"], self.meta["image_size"])
 
 
-def load_data(batch_size: int, device: torch.device, generator: torch.Generator | None) -> Data:
+def _memory(meta: dict, batch_size: int, device: torch.device, generator: torch.Generator | None,
+            workers: int) -> tuple[Batches, Batches]:
     prepared = load_prepared(paths.PREPARED)
-    meta = prepared.meta
     common = dict(batch_size=batch_size, mean=meta["mean"], std=meta["std"], device=device)
     train = BatchIterator(prepared.train_images, prepared.train_labels, train=True, generator=generator,
                           crop_padding=meta["crop_padding"], hflip=meta["hflip"], **common)
     test = BatchIterator(prepared.test_images, prepared.test_labels, train=False, generator=None, **common)
+    return train, test
+
+
+def stream_iterators(out_dir: Path, meta: dict, batch_size: int, device: torch.device,
+                     generator: torch.Generator | None, workers: int) -> tuple[StreamIterator, StreamIterator]:
+    from r2kd.data.index import decode_files
+
+    out = []
+    for split, train in (("train", True), ("test", False)):
+        index = load_index(out_dir, split, meta)
+        dataset = StreamDataset(Path(meta["root"]), decode_files(index["files"]), index["labels"], index["sizes"],
+                                index["sha256"], train=train, image_size=meta["image_size"],
+                                eval_resize=meta["eval_resize"])
+        out.append(StreamIterator(dataset, batch_size=batch_size, mean=meta["mean"], std=meta["std"], train=train,
+                                  generator=generator if train else None, device=device, workers=workers))
+    return out[0], out[1]
+
+
+def _stream(meta: dict, batch_size: int, device: torch.device, generator: torch.Generator | None,
+            workers: int) -> tuple[Batches, Batches]:
+    return stream_iterators(paths.PREPARED, meta, batch_size, device, generator, workers)
+
+
+# meta.json "storage" -> (train, test) iterators
+LOADERS: dict[str, Callable[..., tuple[Batches, Batches]]] = {"memory": _memory, "stream": _stream}
+
+
+def load_data(batch_size: int, device: torch.device, generator: torch.Generator | None, *,
+              workers: int = DEFAULT_WORKERS) -> Data:
+    """``workers``: DataLoader processes of a streamed set (params ``data.workers``); unused in memory."""
+    meta = load_meta(paths.PREPARED)
+    train, test = LOADERS[storage_of(meta)](meta, batch_size, device, generator, workers)
     files = [paths.PREPARED / "train.pt", paths.PREPARED / "test.pt", paths.PREPARED / "meta.json"]
     return Data(meta=meta, train=train, test=test, files=files)

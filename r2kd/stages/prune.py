@@ -17,7 +17,6 @@ import torch
 
 from r2kd import paths
 from r2kd.config import Params
-from r2kd.data.loader import BatchIterator
 from r2kd.errors import ConfigError
 from r2kd.evaluation import evaluate
 from r2kd.files import write_json
@@ -25,7 +24,7 @@ from r2kd.modelfile import arch_spec, load_model, save_model
 from r2kd.pruning import prune_teacher
 from r2kd.pruning.measure import compare_many, frozen_copy, speed
 from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
-from r2kd.stages.dataset import Data, load_data
+from r2kd.stages.dataset import Batches, Data, load_data
 from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
 from r2kd.train import Trainer, cross_entropy_objective
 
@@ -46,7 +45,7 @@ def run(params: Params, arch: str) -> None:
     device = resolve_device(params.runtime.device, params.resources_for("prune").jobs_per_gpu)
     amp = resolve_amp(params.runtime.amp, device)
     generator = seed_everything(params.train_teacher.seed, params.runtime.deterministic)
-    data = load_data(EVAL_BATCH, device, generator=None)
+    data = load_data(EVAL_BATCH, device, generator=None, workers=params.data.workers)
     spec = arch_spec(arch, data.meta)
     teacher_file = paths.teacher_dir(arch) / "model.pt"
     teacher = load_model(teacher_file, spec, device=device)
@@ -112,9 +111,8 @@ def run(params: Params, arch: str) -> None:
         params, ["prune", "train_teacher.seed"], inputs, params.train_teacher.seed, device,
         role="pruned_teacher", arch=arch, method=config.method, ratio=config.ratio,
     ))
-    speed_x = next(iter(BatchIterator(data.test.images[:SPEED_BATCH], data.test.labels[:SPEED_BATCH],
-                                      batch_size=SPEED_BATCH, mean=data.meta["mean"], std=data.meta["std"],
-                                      train=False, generator=None, device=device)))[0]
+    count = min(SPEED_BATCH, int(data.test.labels.numel()))
+    speed_x = next(iter(data.test.subset(torch.arange(count), SPEED_BATCH)))[0]
     write_timing(out_dir, prune_seconds=stats["seconds"], finetune_seconds=finetune_seconds,
                  forward_batch=int(speed_x.shape[0]), device=str(device),
                  **speed(teacher, pruned, speed_x, config.bn_mode, repeats=7))
@@ -127,12 +125,10 @@ def _rounded(scores: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 10) for k, v in scores.items()}
 
 
-def _measure_batches(data: Data, batch_size: int, device: torch.device) -> BatchIterator:
+def _measure_batches(data: Data, batch_size: int, device: torch.device) -> Batches:
     """The test set in one fixed shuffled order (train-mode BN must not see single-class batches)."""
-    order = torch.randperm(data.test.images.shape[0], generator=torch.Generator().manual_seed(MEASURE_SEED))
-    order = order.to(data.test.images.device)
-    return BatchIterator(data.test.images[order], data.test.labels[order], batch_size=batch_size,
-                         mean=data.meta["mean"], std=data.meta["std"], train=False, generator=None, device=device)
+    order = torch.randperm(int(data.test.labels.numel()), generator=torch.Generator().manual_seed(MEASURE_SEED))
+    return data.test.subset(order, batch_size)
 
 
 def _finetune(params: Params, arch: str, pruned: torch.nn.Module, spec: dict, inputs: dict[str, str],
@@ -141,7 +137,7 @@ def _finetune(params: Params, arch: str, pruned: torch.nn.Module, spec: dict, in
     recipe = params.prune.finetune.recipe()
     for param in pruned.parameters():
         param.requires_grad_(True)
-    data = load_data(recipe.batch_size, device, generator)
+    data = load_data(recipe.batch_size, device, generator, workers=params.data.workers)
     out_dir = paths.pruned_dir(arch)
     trainer = Trainer(
         model=pruned,

@@ -7,6 +7,10 @@ Every image is converted to RGB and resized to ``data.image_size`` squared (bili
 when shrinking; the aspect ratio is not kept). Files are read in sorted order, so the result does
 not depend on the file system's listing order. Base augmentation: crop padding image_size // 8
 (CIFAR's 4/32), horizontal flips on; this suits natural photos, not text or digits.
+
+Streamed (``data.storage: stream``, or auto for a large tree): the same files and labels go into an
+index instead (:func:`index_imagefolder`), and the loader applies the ImageNet recipe
+(r2kd/data/stream.py); mean/std then come from a bounded sample of the train split.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 import torch
 
 from r2kd.config import DataConfig
-from r2kd.data.registry import RawDataset, register
+from r2kd.data.registry import FileList, IndexedDataset, RawDataset, register, register_index
 from r2kd.data.sources import digests
 from r2kd.errors import DataError
 
@@ -96,5 +100,56 @@ def build_imagefolder(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDatas
         sources=sources,
         crop_padding=max(1, size // 8),
         hflip=True,
+        extra={"test_dir": test_dir.name},
+    )
+
+
+# --- streamed: an index of the same files -------------------------------------------------------------
+def list_split(split_dir: Path, classes: list[str], limit: int | None, root: Path) -> FileList:
+    """The image files of ``split_dir/<class>/`` (sorted, first ``limit`` per class), relative to root."""
+    index = {c: i for i, c in enumerate(classes)}
+    files: list[str] = []
+    labels: list[int] = []
+    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        if class_dir.name not in index:
+            raise DataError(
+                f"{class_dir} is a class that {root / 'train'} does not have; classes come from train/"
+            )
+        found = _files(class_dir)
+        for path in found[:limit] if limit is not None else found:
+            files.append(path.relative_to(root).as_posix())
+            labels.append(index[class_dir.name])
+    if not files:
+        raise DataError(f"{split_dir} holds no images (extensions: {', '.join(sorted(EXTENSIONS))})")
+    return FileList(files, labels)
+
+
+def train_classes(root: Path, dataset: str, test_hint: str) -> list[str]:
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise DataError(
+            f"{dataset}: {train_dir.resolve()} not found; put one folder of images per class in "
+            f"{train_dir.resolve()}/<class>/ and the held-out images in {test_hint}"
+        )
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{dataset}: {train_dir.resolve()} has no class folders")
+    return classes
+
+
+@register_index("imagefolder")
+def index_imagefolder(cfg: DataConfig) -> IndexedDataset:
+    root = Path(cfg.root)
+    classes = train_classes(root, "imagefolder", f"{(root / 'val').resolve()}/<class>/")
+    test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    if test_dir is None:
+        raise DataError(
+            f"imagefolder: neither {(root / 'val').resolve()} nor {(root / 'test').resolve()} exists; "
+            f"put the held-out images in {(root / 'val').resolve()}/<class>/"
+        )
+    return IndexedDataset(
+        train=list_split(root / "train", classes, cfg.train_limit, root),
+        test=list_split(test_dir, classes, cfg.test_limit, root),
+        class_names=classes,
         extra={"test_dir": test_dir.name},
     )

@@ -1,0 +1,188 @@
+"""The streaming batch iterator: decodes JPEGs (or any PIL image) with DataLoader workers each epoch.
+
+Same interface as :class:`r2kd.data.loader.BatchIterator` as the Trainer and the scoring code use
+it: ``len()`` batches, iteration yields (normalised float32 N x 3 x S x S, int64 N) on ``device``,
+``labels`` holds every label in iteration order of an eval iterator, ``subset`` reorders/limits.
+
+Determinism and resume: at the start of each training epoch the permutation and then one 62-bit
+seed per sample are drawn from the caller's CPU generator, all at once, as the in-memory loader
+does. A worker builds each sample from (file, seed) alone (r2kd/data/transforms.py), so the batches
+are the same for any ``workers`` and any prefetching, and the generator's state after an epoch —
+what the Trainer saves — fixes every later epoch exactly.
+
+Every file read is checked against its index entry (size, SHA-256 unless ``index_hash: size``), and
+a file that does not decode is an error naming it. uint8 batches travel to the device (pinned when
+it is CUDA) and are normalised there, a quarter of the bytes of float32.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from r2kd.data.index import check_file_bytes, decode_files
+from r2kd.data.transforms import eval_view, to_chw, train_view
+from r2kd.errors import DataError
+
+SEED_HIGH = 2**62
+
+
+class StreamDataset(Dataset):
+    """Indexable by (position, seed): the decoded, transformed uint8 image and its label."""
+
+    def __init__(self, root: Path, files: Sequence[str], labels: Tensor, sizes: Tensor, sha256: Tensor, *,
+                 train: bool, image_size: int, eval_resize: int) -> None:
+        self.root = Path(root)
+        # Fixed-width byte arrays rather than lists of str: forked workers then share the pages
+        # (touching a Python object's refcount would copy them, a known DataLoader memory leak).
+        self.files = np.array([f.encode("utf-8") for f in files], dtype=np.bytes_)
+        self.labels = labels.numpy().astype(np.int64, copy=True)
+        self.sizes = sizes.numpy().astype(np.int64, copy=True)
+        self.sha256 = sha256.numpy().astype(np.uint8, copy=True)
+        self.train = train
+        self.image_size = image_size
+        self.eval_resize = eval_resize
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, positions: Tensor) -> "StreamDataset":
+        idx = positions.cpu().numpy()
+        out = object.__new__(StreamDataset)
+        out.__dict__.update(self.__dict__)
+        out.files, out.labels, out.sizes, out.sha256 = self.files[idx], self.labels[idx], self.sizes[idx], self.sha256[idx]
+        return out
+
+    def path(self, i: int) -> Path:
+        return self.root / self.files[i].decode("utf-8")
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[Tensor | None, int | str]:
+        """(image, label), or (None, message) for a file that fails its checks: the batch carries the
+        error to the training process, which raises it there with its own message (an exception
+        raised inside a worker arrives wrapped in a worker traceback, and leaves the pool slow to
+        shut down)."""
+        try:
+            return self._load(*item)
+        except DataError as exc:
+            return None, str(exc)
+
+    def _load(self, i: int, seed: int) -> tuple[Tensor, int]:
+        from PIL import Image
+
+        path = self.path(i)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"cannot read {path}: {exc.strerror or exc}; rerun prepare if the dataset moved") from None
+        check_file_bytes(path, data, int(self.sizes[i]), self.sha256[i])
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                rgb = img.convert("RGB")  # decodes fully: a truncated file fails here
+        except Exception as exc:  # UnidentifiedImageError, OSError("image file is truncated"), ...
+            raise DataError(f"{path} is not a readable image: {exc}") from None
+        if self.train:
+            view = train_view(rgb, self.image_size, torch.Generator().manual_seed(seed))
+        else:
+            view = eval_view(rgb, self.eval_resize, self.image_size)
+        return torch.from_numpy(to_chw(view)), int(self.labels[i])
+
+
+class _EpochBatches:
+    """A batch sampler over one epoch's plan: lists of (position, seed), made lazily."""
+
+    def __init__(self, order: Tensor, seeds: Tensor, batch_size: int, drop_last: bool) -> None:
+        self.order, self.seeds, self.batch_size, self.drop_last = order, seeds, batch_size, drop_last
+
+    def __len__(self) -> int:
+        n = self.order.numel()
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            stop = start + self.batch_size
+            yield list(zip(self.order[start:stop].tolist(), self.seeds[start:stop].tolist()))
+
+
+def _collate(samples: list[tuple[Tensor | None, int | str]]) -> tuple[Tensor | None, Tensor | str]:
+    failed = next((message for image, message in samples if image is None), None)
+    if failed is not None:
+        return None, failed
+    return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples], dtype=torch.int64)
+
+
+class StreamIterator:
+    """Iterate (normalised float32 images, int64 labels) batches of a :class:`StreamDataset` on ``device``.
+
+    train=True: a fresh permutation and per-sample transform seeds each epoch from ``generator``
+    (None: torch's global CPU generator). train=False: dataset order, the eval transform.
+    """
+
+    def __init__(self, dataset: StreamDataset, *, batch_size: int, mean: Sequence[float], std: Sequence[float],
+                 train: bool, generator: torch.Generator | None, device: torch.device = torch.device("cpu"),
+                 workers: int = 0, drop_last: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if workers < 0:
+            raise ValueError("workers must be >= 0")
+        if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+            raise ValueError("mean and std need 3 values (RGB), std positive")
+        if generator is not None and generator.device.type != "cpu":
+            raise ValueError("the generator must be a CPU generator (draws are made on the CPU)")
+        if dataset.train != train:
+            raise ValueError("the dataset's transform (train/eval) does not match train=")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.train = train
+        self.generator = generator
+        self.device = torch.device(device)
+        self.workers = workers
+        self.drop_last = drop_last
+        self.mean, self.std = list(mean), list(std)
+        std_t, mean_t = torch.tensor(std, dtype=torch.float32), torch.tensor(mean, dtype=torch.float32)
+        self._scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1).to(self.device)
+        self._shift = (-mean_t / std_t).view(1, -1, 1, 1).to(self.device)
+
+    @property
+    def labels(self) -> Tensor:
+        """Every label in dataset order (the iteration order of an eval iterator), on ``device``."""
+        return torch.from_numpy(self.dataset.labels).to(self.device)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def subset(self, positions: Tensor, batch_size: int | None = None) -> "StreamIterator":
+        """An eval iterator over the images at ``positions`` (in that order)."""
+        return StreamIterator(self.dataset.subset(positions), batch_size=batch_size or self.batch_size,
+                              mean=self.mean, std=self.std, train=self.train, generator=self.generator,
+                              device=self.device, workers=self.workers, drop_last=self.drop_last)
+
+    def normalise(self, images_u8: Tensor) -> Tensor:
+        return torch.addcmul(self._shift, images_u8.to(torch.float32), self._scale)
+
+    def _plan(self) -> tuple[Tensor, Tensor]:
+        n = len(self.dataset)
+        if not self.train:
+            return torch.arange(n), torch.zeros(n, dtype=torch.int64)
+        order = torch.randperm(n, generator=self.generator)
+        seeds = torch.randint(0, SEED_HIGH, (n,), generator=self.generator)
+        return order, seeds
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        order, seeds = self._plan()  # drawn now, whole, however many batches the consumer takes
+        cuda = self.device.type == "cuda"
+        loader = DataLoader(self.dataset, batch_sampler=_EpochBatches(order, seeds, self.batch_size, self.drop_last),
+                            num_workers=self.workers, collate_fn=_collate, pin_memory=cuda)
+        for images, labels in loader:
+            if images is None:
+                raise DataError(labels)
+            images = images.to(self.device, non_blocking=cuda)
+            labels = labels.to(self.device, non_blocking=cuda)
+            yield self.normalise(images), labels
