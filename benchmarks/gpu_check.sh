@@ -46,18 +46,38 @@ else
     export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
 
+# Parts to run (default: all), e.g. GPU_CHECK_PARTS="tests scale stages" for a short second lease.
+PARTS=" ${GPU_CHECK_PARTS:-tests step matrix scale stages} "
+want() { [[ "$PARTS" == *" $1 "* ]]; }
+
 step 30 "environment" python3 -c "import torch, pydantic, torch_pruning; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), '| pydantic', pydantic.VERSION, '| torch-pruning', __import__('importlib.metadata').metadata.version('torch-pruning'))"
 step 20 "nvidia-smi" nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv
-# The CUDA tests first (if a capture fails, the numbers below would be eager ones): CUDA graph vs
-# eager trajectories, fast path vs eager, loader on CUDA == CPU, a CUDA smoke run.
 export CUBLAS_WORKSPACE_CONFIG=:4096:8  # runtime.deterministic's cuBLAS setting, before any cuBLAS call
-step 120 "pytest -m gpu" python3 -m pytest -q -m gpu -p no:cacheprovider -s tests/test_graphs.py tests/test_fast_path.py \
-    tests/test_data.py tests/test_cluster.py tests/test_distributed.py
+# The CUDA tests first (if a capture fails, the numbers below would be eager ones): CUDA graph vs
+# eager trainer (bit for bit), fast path vs eager, loader on CUDA == CPU, a CUDA smoke run, DDP on CUDA.
+want tests && step 120 "pytest -m gpu" python3 -m pytest -q -m gpu -p no:cacheprovider -s tests/test_graphs.py \
+    tests/test_fast_path.py tests/test_data.py tests/test_cluster.py tests/test_distributed.py
 # This project's step vs the plain reference step, both shapes, every method: the CUDA default
 # (fast path: channels_last + batched teacher views + CUDA graph), eager, bf16 variants; the stage
 # path; one CIFAR-100-sized epoch with evaluation, reference loop vs Trainer.fit.
-step 170 "bench_step (cuda)" python3 benchmarks/bench_step.py --device cuda --steps 40 --steps-large 40 \
+want step && step 170 "bench_step (cuda)" python3 benchmarks/bench_step.py --device cuda --steps 40 --steps-large 40 \
     --stage-steps 60 --epoch
 # K student runs packed on the one GPU vs the reference's one run per GPU (the matrix's GPU-hours).
-step 130 "bench_matrix (cuda)" python3 benchmarks/bench_matrix.py --device cuda --procs 1 2 4 --steps 150 --amps none bf16
+want matrix && step 130 "bench_matrix (cuda)" python3 benchmarks/bench_matrix.py --device cuda --procs 1 2 4 --steps 150 \
+    --amps none bf16
+# ImageNet scale: R34 -> R18 R2KD step at 224 px vs the streaming loader at 0/2/8 workers.
+want scale && step 90 "bench_imagenet (cuda)" python3 benchmarks/bench_imagenet.py --device cuda --batch 64 --steps 15 \
+    --images 1000 --threads 4
+# The real stage commands on the embedded default with runtime.device auto (fast path and CUDA graph
+# by default), in a scratch copy; provenance must say "step": "cuda-graph".
+if want stages; then
+    SCRATCH=$(mktemp -d); cp -r r2kd workflow params.yaml "$SCRATCH"/; mkdir -p "$SCRATCH/data"
+    stage() { step 60 "$*" env R2KD_PYTHON="${R2KD_PYTHON:-python3}" PYTHONPATH="${PYTHONPATH:-}" bash -c "cd $SCRATCH && workflow/scripts/r2kd $*"; }
+    stage prepare
+    stage train-teacher wrn_16_2
+    stage prune wrn_16_2
+    stage pair wrn_16_2-resnet8
+    stage distill wrn_16_2-resnet8 r2kd default 0
+    step 10 "stage outputs" bash -c "cd $SCRATCH && grep -h '\"step\"\|\"device\"' runs/students/*/*/s0/provenance.json; cat runs/students/*/*/s0/metrics.json runs/teachers/*/metrics.json; cat .r2kd/timing/*/*.json 2>/dev/null | head -20"
+fi
 log ""; log "report: $REPORT"

@@ -145,10 +145,19 @@ def _stage_case(repo: Path) -> None:
     train_teacher.run(load_params("params.yaml"), "resnet14")
 
 
+def _exact_cuda_math() -> None:
+    """No TF32 (cuDNN convolutions use it by default: ~1e-3 relative rounding, which hides any real
+    difference between N processes and one) and deterministic cuDNN kernels."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+
+
 def _worker(rank: int, port: int, out: str, repo: str | None, device_name: str = "cpu") -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    _exact_cuda_math()
     written: list[str] = []
     real_replace = os.replace
 
@@ -202,14 +211,18 @@ def ranks(tmp_path_factory, repo) -> list[dict]:
 
 
 # --- the tests ----------------------------------------------------------------------------------
-def assert_close_results(many: dict, one: dict, tol: float = 1e-5) -> None:
+def assert_close_results(many: dict, one: dict, tol: float = 1e-5, weight_tol: float | None = None) -> None:
+    weight_tol = tol if weight_tol is None else weight_tol
     assert len(many["history"]) == len(one["history"])
     for row_n, row_1 in zip(many["history"], one["history"]):
         for key, value in row_1.items():
             if key != "seconds":
                 assert row_n[key] == pytest.approx(value, rel=tol, abs=tol / 10), key
+    worst = max((float((many["weights"][n] - v).abs().max()), n) for n, v in one["weights"].items()
+                if v.is_floating_point())
+    print(f"largest weight difference, N processes vs one: {worst[0]:.3g} ({worst[1]})")
     for name, value in one["weights"].items():
-        torch.testing.assert_close(many["weights"][name], value, rtol=tol, atol=tol, msg=name)
+        torch.testing.assert_close(many["weights"][name], value, rtol=weight_tol, atol=weight_tol, msg=name)
 
 
 def test_shards_cover_the_batch_in_order():
@@ -311,15 +324,20 @@ def test_snakemake_asks_n_gpus_and_cores_for_a_training_job(tmp_path):
 def test_two_processes_on_cuda_equal_one(tmp_path):
     """The CUDA path (torch.nn.SyncBatchNorm, DDP with device_ids) on one GPU: both ranks on cuda:0
     over gloo (nccl refuses two ranks on one GPU). cuDNN may pick other kernels for half batches,
-    hence the looser tolerance."""
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    hence the looser tolerance; TF32 is off (with it, the first epoch's loss differed by 1.4e-4
+    relative on an H100)."""
+    _exact_cuda_math()
     mp.start_processes(_worker, args=(_free_port(), str(tmp_path), None, "cuda:0"), nprocs=WORLD,
                        start_method="spawn")
     many = torch.load(tmp_path / "rank0.pt", weights_only=False)
     device = torch.device("cuda:0")
-    assert_close_results(many["teacher"], teacher_case(tmp_path / "one", device), tol=1e-4)
+    # Losses and accuracies agree to 1e-4; the weights after 2 epochs at lr 0.1 drift further apart
+    # (other cuDNN kernels for half batches, another reduction order): 1e-3 for them on CUDA. The
+    # CPU test above is the exact check (1e-5).
+    assert_close_results(many["teacher"], teacher_case(tmp_path / "one", device), tol=1e-4, weight_tol=1e-3)
     for method in ("r2kd", "kd"):
-        assert_close_results(many[method], distill_case(method, tmp_path / "one", device), tol=1e-4)
+        assert_close_results(many[method], distill_case(method, tmp_path / "one", device), tol=1e-4,
+                             weight_tol=1e-3)
 
 
 @pytest.mark.parametrize("override, message", [

@@ -257,6 +257,7 @@ def _params(teachers: dict, data: dict | None = None):
         "data": {**TINY["data"], "name": "imagenet", **(data or {})},
         "teachers": teachers,
         "pairs": {f"{t}-{student}": {"teacher": t, "student": student} for t in teachers},
+        "evaluate": {"corruptions": False},  # a streamed set has no decoded test split to corrupt
     })
     return parse_params(raw)
 
@@ -312,6 +313,7 @@ def _stage_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, num_classes: i
         "teachers": {"tv_mobilenet_v2": {"pretrained": "IMAGENET1K_V1"}},
         "pairs": {"mv2-mv1": {"teacher": "tv_mobilenet_v2", "student": "mobilenet_v1"}},
         "runtime": {"device": "cpu"},
+        "evaluate": {"corruptions": False},  # a streamed set has no decoded test split to corrupt
     }))
     return train_teacher, params, state, weights, path, digest, test
 
