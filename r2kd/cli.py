@@ -90,7 +90,8 @@ def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], int | Non
         nproc = params.runtime.nproc_per_node
         if launch.needs_launch(module, nproc):  # N processes through torchrun (r2kd/launch.py)
             with stage_lock(name):
-                return launch.relaunch(nproc, sys.argv[1:])
+                placement = launch.place(nproc, params.runtime.device, params.resources_for(module).jobs_per_gpu)
+                return launch.relaunch(nproc, sys.argv[1:], placement)
         # In a torchrun world the launcher (or, under a user's own torchrun, rank 0) holds the lock.
         lock_here = not launch.in_world() or (launch.is_global_main() and not os.environ.get(launch.LOCK_HELD_ENV))
         with stage_lock(name) if lock_here else contextlib.nullcontext():

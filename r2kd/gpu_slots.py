@@ -53,29 +53,60 @@ def claim(gpu_ids: list[str], jobs_per_gpu: int, lock_dir: Path, *, poll_seconds
     Waits while every slot is taken (``on_wait`` is called once, when the wait starts); raises
     TimeoutError after ``timeout`` seconds if given.
     """
+    return claim_many(gpu_ids, 1, jobs_per_gpu, lock_dir, poll_seconds=poll_seconds, timeout=timeout,
+                      on_wait=on_wait)[0]
+
+
+def claim_many(gpu_ids: list[str], count: int, jobs_per_gpu: int, lock_dir: Path, *, poll_seconds: float = 0.5,
+               timeout: float | None = None, on_wait: Callable[[], None] | None = None) -> list[int]:
+    """``count`` distinct GPUs with a free slot each (a job of ``count`` processes, one per GPU),
+    least busy first; all or nothing, held until this process exits."""
     if not gpu_ids:
         raise ValueError("no GPU to claim a slot on")
     if jobs_per_gpu < 1:
         raise ValueError("jobs_per_gpu must be at least 1")
+    if not 1 <= count <= len(gpu_ids):
+        raise ValueError(f"a job of {count} processes needs {count} GPUs; {len(gpu_ids)} are visible")
     lock_dir.mkdir(parents=True, exist_ok=True)
     host = "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname())
     safe = ["".join(c if c.isalnum() or c == "-" else "_" for c in gpu) for gpu in gpu_ids]
     began, announced = time.monotonic(), False
     while True:
         free = [[j for j in range(jobs_per_gpu) if not _taken(lock_dir / f"{host}-{gpu}-{j}.lock")] for gpu in safe]
-        # The least busy GPU first; ties go to the lower index.
+        taken: list[tuple[int, TextIO]] = []
+        # The least busy GPUs first; ties go to the lower index.
         for index in sorted(range(len(safe)), key=lambda i: -len(free[i])):
             for slot in free[index]:
                 handle = _try_lock(lock_dir / f"{host}-{safe[index]}-{slot}.lock")
                 if handle is not None:  # another job may have taken it since we looked
-                    _held.append(handle)
-                    return index
+                    taken.append((index, handle))
+                    break
+            if len(taken) == count:
+                _held.extend(handle for _, handle in taken)
+                return [index for index, _ in taken]
+        for _, handle in taken:  # not enough GPUs free: give the slots back and wait
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
         if timeout is not None and time.monotonic() - began > timeout:
-            raise TimeoutError(f"no free GPU slot in {timeout:.0f} s ({len(safe)} GPUs x {jobs_per_gpu} jobs each)")
+            raise TimeoutError(f"no {count} free GPU slot(s) in {timeout:.0f} s ({len(safe)} GPUs x "
+                               f"{jobs_per_gpu} jobs each)")
         if not announced and on_wait is not None:
             on_wait()
             announced = True
         time.sleep(poll_seconds)
+
+
+def nvidia_smi_gpu_ids() -> list[str]:
+    """UUIDs of the machine's GPUs without importing torch (the torchrun launcher stays light);
+    empty when nvidia-smi is missing or fails."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=uuid", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
 def cuda_gpu_ids() -> list[str]:

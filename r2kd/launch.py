@@ -47,9 +47,26 @@ def torchrun_command(nproc_per_node: int, argv: Sequence[str], python: str = sys
             "-m", "r2kd", *argv]
 
 
-def relaunch(nproc_per_node: int, argv: Sequence[str]) -> int:
+def place(nproc_per_node: int, device: str, jobs_per_gpu: int) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES for the children: ``nproc_per_node`` distinct GPUs with a free slot
+    (r2kd.gpu_slots), held by this launcher until it exits, so that two multi-GPU jobs started side
+    by side do not both run on cuda:0..N-1. Nothing is chosen when a scheduler already set
+    CUDA_VISIBLE_DEVICES (SLURM), for a CPU run, or without nvidia-smi."""
+    if device not in ("auto", "cuda") or "CUDA_VISIBLE_DEVICES" in os.environ:
+        return {}
+    from r2kd import gpu_slots, paths
+
+    gpus = gpu_slots.nvidia_smi_gpu_ids()
+    if len(gpus) < nproc_per_node:
+        return {}  # no GPUs (a CPU run) or fewer than asked: the children say so when they start
+    chosen = gpu_slots.claim_many(gpus, nproc_per_node, jobs_per_gpu, paths.GPU_SLOTS,
+                                  on_wait=lambda: print("waiting for free GPU slots", file=sys.stderr, flush=True))
+    return {"CUDA_VISIBLE_DEVICES": ",".join(gpus[i] for i in chosen)}
+
+
+def relaunch(nproc_per_node: int, argv: Sequence[str], placement: dict[str, str] | None = None) -> int:
     """Run this stage command as ``nproc_per_node`` processes; their exit status (torchrun's)."""
-    env = {**os.environ, LOCK_HELD_ENV: "1",
+    env = {**os.environ, **(placement or {}), LOCK_HELD_ENV: "1",
            # torchrun's default of one OpenMP thread per process is what runtime.threads sets anyway
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     return subprocess.run(torchrun_command(nproc_per_node, argv), env=env).returncode

@@ -76,3 +76,36 @@ def test_the_same_process_can_hold_two_slots_and_bad_arguments_are_refused(tmp_p
         claim([], 1, tmp_path)
     with pytest.raises(ValueError):
         claim(["GPU-x"], 0, tmp_path)
+
+
+def test_a_multi_gpu_job_takes_distinct_gpus_all_or_nothing(tmp_path):
+    from r2kd.gpu_slots import claim_many
+
+    gpus = ["GPU-a", "GPU-b", "GPU-c"]
+    holder = _start(tmp_path, gpus, 1, hold=30)  # one single-GPU job holds a GPU
+    try:
+        held = _index(holder)
+        chosen = claim_many(gpus, 2, 1, tmp_path)
+        assert len(set(chosen)) == 2 and held not in chosen
+        # every GPU is taken now: a further 1-GPU claim waits, and times out
+        with pytest.raises(TimeoutError):
+            claim_many(gpus, 1, 1, tmp_path, poll_seconds=0.01, timeout=0.1)
+        with pytest.raises(ValueError, match="needs 4 GPUs"):
+            claim_many(gpus, 4, 1, tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_launcher_places_a_job_only_where_nobody_placed_it(monkeypatch, tmp_path):
+    from r2kd import gpu_slots, launch, paths
+
+    monkeypatch.setattr(paths, "GPU_SLOTS", tmp_path)
+    monkeypatch.setattr(gpu_slots, "nvidia_smi_gpu_ids", lambda: ["GPU-a", "GPU-b", "GPU-c", "GPU-d"])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    first = launch.place(2, "auto", 1)["CUDA_VISIBLE_DEVICES"].split(",")
+    second = launch.place(2, "cuda", 1)["CUDA_VISIBLE_DEVICES"].split(",")
+    assert len(set(first + second)) == 4  # two 2-GPU jobs side by side: four different GPUs
+    assert launch.place(2, "cpu", 1) == {}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # a scheduler placed it: leave it
+    assert launch.place(2, "auto", 1) == {}
