@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from r2kd.errors import CheckpointError, DataError, UserError
-from r2kd.files import load_checkpoint, read_json, sha256_state_dict
+from r2kd.files import load_checkpoint, read_json, save_checkpoint, sha256_state_dict, write_json
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")
@@ -214,3 +214,26 @@ def load_index(out_dir: Path, split: str, meta: dict[str, Any]) -> dict[str, tor
     if sha256_state_dict(obj) != meta["content_sha256"][split]:
         raise DataError(f"{path} does not match meta.json (another run's file, or modified); rerun prepare")
     return obj
+
+
+def write_prepared(out_dir: Path, splits: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """Write each split's payload to ``<split>.pt`` and then ``meta.json``, all or nothing.
+
+    The old meta.json goes first: until the new one lands, the directory reads as unprepared, and a
+    failure part-way removes the split files already written.
+    """
+    out_dir = Path(out_dir)
+    meta_path = out_dir / "meta.json"
+    written: list[Path] = []
+    try:
+        meta_path.unlink(missing_ok=True)
+        for split in SPLITS:
+            path = out_dir / f"{split}.pt"
+            save_checkpoint(path, splits[split])
+            written.append(path)
+        write_json(meta_path, meta)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return meta

@@ -18,12 +18,12 @@ import torch
 
 from r2kd.data import datasets as _datasets  # noqa: F401  (fills the registry)
 from r2kd.config import DataConfig
-from r2kd.data.prepared import FORMAT_VERSION, SPLITS
+from r2kd.data.prepared import FORMAT_VERSION, SPLITS, write_prepared
 from r2kd.data.registry import DATASETS, INDEXERS, RawDataset
 from r2kd.data.storage import choose_storage
 from r2kd.data.write_stream import prepare_stream
 from r2kd.errors import DataError
-from r2kd.files import save_checkpoint, sha256_state_dict, write_json
+from r2kd.files import sha256_state_dict
 
 
 def first_per_class(labels: torch.Tensor, limit: int | None) -> torch.Tensor:
@@ -135,22 +135,7 @@ def prepare_memory(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, st
         **raw.extra,
     }
 
-    out_dir = Path(out_dir)
-    meta_path = out_dir / "meta.json"
-    written: list[Path] = []
-    try:
-        # Remove the old meta first: until the new one lands, the directory reads as unprepared.
-        meta_path.unlink(missing_ok=True)
-        for split in SPLITS:
-            path = out_dir / f"{split}.pt"
-            save_checkpoint(path, splits[split])
-            written.append(path)
-        write_json(meta_path, meta)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-    return meta
+    return write_prepared(out_dir, splits, meta)
 
 
 # storage -> writer; "stream" is chosen only for datasets with an indexer, so ``indexed`` is set there

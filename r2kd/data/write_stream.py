@@ -20,11 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from r2kd.config import DataConfig
 from r2kd.data.index import build_index, decode_files
-from r2kd.data.prepared import FORMAT_VERSION, SPLITS
+from r2kd.data.prepared import FORMAT_VERSION, SPLITS, write_prepared
 from r2kd.data.registry import IndexedDataset
 from r2kd.data.transforms import eval_view, to_chw
 from r2kd.errors import DataError
-from r2kd.files import save_checkpoint, sha256_state_dict, write_json
+from r2kd.files import sha256_state_dict
 
 # Train images whose pixels give mean/std when no published statistics exist (evenly spaced over the
 # sorted index, so the same every run): 1,000 pins each mean to about +-0.005 on natural images.
@@ -115,18 +115,4 @@ def prepare_stream(cfg: DataConfig, out_dir: Path, indexed: IndexedDataset) -> d
         **indexed.extra,
     }
 
-    out_dir = Path(out_dir)
-    meta_path = out_dir / "meta.json"
-    written: list[Path] = []
-    try:
-        meta_path.unlink(missing_ok=True)  # until the new meta lands, the directory reads as unprepared
-        for split in SPLITS:
-            path = out_dir / f"{split}.pt"
-            save_checkpoint(path, indexes[split])
-            written.append(path)
-        write_json(meta_path, meta)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-    return meta
+    return write_prepared(out_dir, indexes, meta)
