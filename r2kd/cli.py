@@ -29,8 +29,13 @@ def _check(args: argparse.Namespace) -> None:
         from r2kd import paths
         from r2kd.files import write_text
 
+        from r2kd.stagecode import STAGE_CODE, stamp_text
+
         # Constant content: a valid change of params.yaml must not make every later stage stale.
         write_text(paths.CHECKED, "params.yaml validated by `r2kd check`\n")
+        # Content that changes only with a stage's own code: an edit reruns the stages that run it.
+        for stage in STAGE_CODE:
+            write_text(paths.code_stamp(stage), stamp_text(stage))
 
 
 def _schema(args: argparse.Namespace) -> None:

@@ -24,6 +24,7 @@ LATENCY = EXPORT / "latency.json"
 # Written by the `check` stage once params.yaml validates; every other stage depends on it, so
 # neither tool runs a stage (or deletes its outputs) for a params.yaml that did not validate.
 CHECKED = RUNS / "checked.txt"
+CODE_STAMPS = RUNS / "code"  # runs/code/<stage>.json: written by `check`, one code dep per DVC stage (r2kd/stagecode.py)
 # Resume state lives outside every declared output: DVC deletes outputs before rerunning a stage,
 # and a checkpoint there would be lost exactly when it is needed.
 STATE = Path(".r2kd/state")
@@ -80,3 +81,7 @@ def producer(path: Path) -> str | None:
     if len(parts) >= 3 and parts[:2] == ("runs", "pairs"):
         return f"`r2kd pair {Path(parts[2]).stem}` (DVC stage pair@{Path(parts[2]).stem})"
     return None
+
+
+def code_stamp(stage: str) -> Path:
+    return CODE_STAMPS / f"{stage}.json"

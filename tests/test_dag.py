@@ -22,6 +22,7 @@ from r2kd import paths
 from r2kd.config import load_params
 from r2kd.dag import load_stages, upstream_outputs
 from r2kd.runs import student_runs
+from r2kd.stagecode import STAGE_CODE, code_files
 
 LOG_REDIRECT = re.compile(r"\s*>\s*logs/\S+\s+2>&1\s*$")
 
@@ -49,6 +50,8 @@ def expand_dep(dep: str, stages, root: Path) -> list[str]:
     """What a DVC dep stands for as files: outputs of other stages inside it, or source files."""
     if dep == str(paths.CHECKED) or dep == "params.yaml":
         return []  # DVC's validation gate; Snakemake validates at parse time
+    if dep.startswith(str(paths.CODE_STAMPS) + "/"):
+        return code_files(Path(dep).stem, root)  # DVC's code stamp stands for the stage's source files
     inside = upstream_outputs(dep, stages)
     if inside != [dep]:
         return inside
@@ -179,14 +182,40 @@ def test_results_changing_runtime_settings_are_tracked():
             assert "runtime.threads" in stage.params, stage.name
 
 
-@pytest.mark.parametrize("group", sorted(set(STAGE_MODULES) - {"check"}) + ["check"])
-def test_code_deps_cover_each_stages_import_closure(group):
-    """Every file a stage can import is a dep (directly or through its directory), in both tools."""
+@pytest.mark.parametrize("group", sorted(set(STAGE_MODULES) - {"check"}))
+def test_code_stamps_cover_each_stages_import_closure(group):
+    """Every file a stage can import is in its code stamp, which is its one code dep in both tools."""
     stage = next(s for s in load_stages(REPO) if s.group == group)
-    covered = lambda f: any(f == d or f.startswith(d.rstrip("/") + "/") for d in stage.deps)  # noqa: E731
-    missing = sorted(f for f in stage_closure(group) if not covered(f))
-    assert not missing, f"{group}: dvc.yaml lacks code deps {missing}"
-    assert "workflow/scripts/r2kd" in stage.deps
+    files = set(code_files(group, REPO))
+    missing = sorted(f for f in stage_closure(group) if f not in files)
+    assert not missing, f"{group}: r2kd/stagecode.py lacks {missing}"
+    assert "workflow/scripts/r2kd" in files
+    assert str(paths.code_stamp(group)) in stage.deps
+    assert not [d for d in stage.deps if d.startswith(("r2kd", "workflow/"))], "code is a dep only through the stamp"
+
+
+def test_check_stage_covers_all_code_and_writes_every_stamp():
+    """`check` reruns on any source change (it depends on the whole tree) and rewrites the stamps."""
+    check = next(s for s in load_stages(REPO) if s.group == "check")
+    assert {"r2kd", "workflow/scripts/r2kd", "params.yaml"} <= set(check.deps)
+    assert {str(paths.code_stamp(g)) for g in STAGE_CODE} <= set(check.outs)
+    assert set(STAGE_CODE) == set(STAGE_MODULES) - {"check"}
+    assert set(stage_closure("check")) <= {str(p.relative_to(REPO)) for p in (REPO / "r2kd").rglob("*.py")}
+
+
+def test_code_stamp_changes_only_for_the_stages_that_run_the_edited_file(tmp_path):
+    root = make_repo(tmp_path / "repo", override={}, git=False)
+    run(["workflow/scripts/r2kd", "check", "--stamp"], root)
+    before = {g: (root / paths.code_stamp(g)).read_text() for g in STAGE_CODE}
+    assert json.loads(before["distill"])["r2kd/static_views.py"]  # a digest per file
+    with open(root / "r2kd/static_views.py", "a") as fh:  # distill's code, no one else's
+        fh.write("\n# edited\n")
+    (root / "r2kd/models/resnet.py").touch()  # a touch is not an edit
+    run(["workflow/scripts/r2kd", "check", "--stamp"], root)
+    after = {g: (root / paths.code_stamp(g)).read_text() for g in STAGE_CODE}
+    changed = sorted(g for g in STAGE_CODE if before[g] != after[g])
+    assert changed == sorted(g for g in STAGE_CODE if "r2kd/static_views.py" in code_files(g, root))
+    assert "distill" in changed and "pair" not in changed and "report" not in changed
 
 
 def test_dvcignore_keeps_bytecode_and_editor_files_out():

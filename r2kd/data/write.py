@@ -21,7 +21,6 @@ from r2kd.config import DataConfig
 from r2kd.data.prepared import FORMAT_VERSION, SPLITS, write_prepared
 from r2kd.data.registry import DATASETS, INDEXERS, RawDataset
 from r2kd.data.storage import choose_storage
-from r2kd.data.write_stream import prepare_stream
 from r2kd.errors import DataError
 from r2kd.files import sha256_state_dict
 
@@ -141,5 +140,12 @@ def prepare_memory(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, st
 # storage -> writer; "stream" is chosen only for datasets with an indexer, so ``indexed`` is set there
 PREPARERS = {
     "memory": lambda cfg, out_dir, indexed, checksums: prepare_memory(cfg, out_dir, checksums=checksums),
-    "stream": lambda cfg, out_dir, indexed, checksums: prepare_stream(cfg, out_dir, indexed),
+    "stream": lambda cfg, out_dir, indexed, checksums: _prepare_stream(cfg, out_dir, indexed),
 }
+
+
+def _prepare_stream(cfg: DataConfig, out_dir: Path, indexed: Any) -> Any:
+    # Imported here: the streaming writer pulls in torchvision (1.4 s), which in-memory sets never use.
+    from r2kd.data.write_stream import prepare_stream
+
+    return prepare_stream(cfg, out_dir, indexed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 import torch
 
@@ -18,9 +18,13 @@ from r2kd import paths
 from r2kd.config import DataConfig
 from r2kd.data.loader import BatchIterator
 from r2kd.data.prepared import load_index, load_meta, load_prepared, storage_of
-from r2kd.data.stream import StreamDataset, StreamIterator
 
-Batches = Union[BatchIterator, StreamIterator]
+if TYPE_CHECKING:
+    # The streaming loader imports torchvision, which imports torch._dynamo: 1.6 s per stage process
+    # on the 2-core CPU, paid by every stage of an in-memory run (the embedded default) for nothing.
+    from r2kd.data.stream import StreamIterator
+
+Batches = Union[BatchIterator, "StreamIterator"]
 # Until every stage passes params.data.workers, the config's default.
 DEFAULT_WORKERS: int = DataConfig.model_fields["workers"].default
 
@@ -50,6 +54,7 @@ def _memory(meta: dict, batch_size: int, device: torch.device, generator: torch.
 def stream_iterators(out_dir: Path, meta: dict, batch_size: int, device: torch.device,
                      generator: torch.Generator | None, workers: int) -> tuple[StreamIterator, StreamIterator]:
     from r2kd.data.index import decode_files
+    from r2kd.data.stream import StreamDataset, StreamIterator
 
     out = []
     for split, train in (("train", True), ("test", False)):

@@ -16,6 +16,7 @@ from r2kd import paths
 from r2kd.config import load_params
 from r2kd.errors import UserError
 from r2kd.runs import student_runs
+from r2kd.stagecode import code_files, stamp_text
 from r2kd.yamlfile import read_yaml
 
 if config:
@@ -49,106 +50,12 @@ PREPARED = [str(paths.PREPARED / name) for name in ("train.pt", "test.pt", "meta
 RUNS = student_runs(PARAMS)
 
 
-# Each stage's code: its import closure, as in dvc.yaml (tests/test_dag.py checks both). Listed as
-# files, so an edit in place reruns the stage and an editor's swap file does not.
-CODE = {
-    "prepare": [
-        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
-        "r2kd/data/__init__.py", "r2kd/data/datasets", "r2kd/data/idx.py", "r2kd/data/index.py",
-        "r2kd/data/prepared.py", "r2kd/data/registry.py", "r2kd/data/safe_pickle.py", "r2kd/data/sources.py",
-        "r2kd/data/storage.py", "r2kd/data/transforms.py", "r2kd/data/write.py", "r2kd/data/write_stream.py",
-        "r2kd/errors.py", "r2kd/files.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/stages/__init__.py",
-        "r2kd/stages/prepare.py", "r2kd/yamlfile.py"
-    ],
-    "train_teacher": [
-        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
-        "r2kd/data/__init__.py", "r2kd/data/index.py", "r2kd/data/loader.py", "r2kd/data/prepared.py",
-        "r2kd/data/registry.py", "r2kd/data/stream.py", "r2kd/data/transforms.py", "r2kd/distributed.py",
-        "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/gpu_slots.py", "r2kd/graphs.py",
-        "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py", "r2kd/parallel.py", "r2kd/paths.py",
-        "r2kd/pickle_scan.py", "r2kd/pretrained.py", "r2kd/runtime.py", "r2kd/stages/__init__.py",
-        "r2kd/stages/csvlog.py", "r2kd/stages/dataset.py", "r2kd/stages/record.py",
-        "r2kd/stages/train_teacher.py", "r2kd/syncbn.py", "r2kd/train.py", "r2kd/yamlfile.py"
-    ],
-    "prune": [
-        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
-        "r2kd/data/__init__.py", "r2kd/data/index.py", "r2kd/data/loader.py", "r2kd/data/prepared.py",
-        "r2kd/data/registry.py", "r2kd/data/stream.py", "r2kd/data/transforms.py", "r2kd/distributed.py",
-        "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/gpu_slots.py", "r2kd/graphs.py",
-        "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py", "r2kd/paths.py", "r2kd/pickle_scan.py",
-        "r2kd/pruning", "r2kd/runtime.py", "r2kd/stages/__init__.py", "r2kd/stages/dataset.py",
-        "r2kd/stages/prune.py", "r2kd/stages/record.py", "r2kd/train.py", "r2kd/yamlfile.py"
-    ],
-    "pair": [
-        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
-        "r2kd/errors.py", "r2kd/files.py", "r2kd/gpu_slots.py", "r2kd/models/__init__.py",
-        "r2kd/models/complexity.py", "r2kd/models/layers.py", "r2kd/models/mobilenetv1.py",
-        "r2kd/models/mobilenetv2.py", "r2kd/models/registry.py", "r2kd/models/resnet.py",
-        "r2kd/models/shufflenetv1.py", "r2kd/models/shufflenetv2.py", "r2kd/models/torchvision_zoo.py",
-        "r2kd/models/vgg.py", "r2kd/models/wrn.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/runtime.py",
-        "r2kd/stages/__init__.py", "r2kd/stages/pair.py", "r2kd/stages/record.py", "r2kd/yamlfile.py"
-    ],
-    "distill": [
-        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/augment.py", "r2kd/cli.py",
-        "r2kd/config.py", "r2kd/data/__init__.py", "r2kd/data/index.py", "r2kd/data/loader.py",
-        "r2kd/data/prepared.py", "r2kd/data/registry.py", "r2kd/data/stream.py", "r2kd/data/transforms.py",
-        "r2kd/distributed.py", "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/gpu_slots.py",
-        "r2kd/graphs.py", "r2kd/methods", "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py",
-        "r2kd/parallel.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/pruning/__init__.py",
-        "r2kd/pruning/bn.py", "r2kd/pruning/methods.py", "r2kd/runs.py", "r2kd/runtime.py",
-        "r2kd/stages/__init__.py", "r2kd/stages/csvlog.py", "r2kd/stages/dataset.py", "r2kd/stages/distill.py",
-        "r2kd/stages/pair.py", "r2kd/stages/record.py", "r2kd/static_views.py", "r2kd/syncbn.py",
-        "r2kd/train.py", "r2kd/yamlfile.py"
-    ],
-    "corrupt": [
-        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
-        "r2kd/corruptions.py", "r2kd/data/__init__.py", "r2kd/data/corrupted.py", "r2kd/data/prepared.py",
-        "r2kd/errors.py", "r2kd/files.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/stages/__init__.py",
-        "r2kd/stages/corrupt.py", "r2kd/yamlfile.py"
-    ],
-    "evaluate": [
-        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
-        "r2kd/data/__init__.py", "r2kd/data/corrupted.py", "r2kd/data/index.py", "r2kd/data/loader.py",
-        "r2kd/data/prepared.py", "r2kd/data/registry.py", "r2kd/data/stream.py", "r2kd/data/transforms.py",
-        "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/gpu_slots.py", "r2kd/modelfile.py",
-        "r2kd/models", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/runs.py", "r2kd/runtime.py",
-        "r2kd/stages/__init__.py", "r2kd/stages/dataset.py", "r2kd/stages/evaluate.py", "r2kd/yamlfile.py"
-    ],
-    "export": [
-        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
-        "r2kd/data/__init__.py", "r2kd/data/index.py", "r2kd/data/loader.py", "r2kd/data/prepared.py",
-        "r2kd/data/registry.py", "r2kd/data/stream.py", "r2kd/data/transforms.py", "r2kd/errors.py",
-        "r2kd/export.py", "r2kd/files.py", "r2kd/gpu_slots.py", "r2kd/modelfile.py", "r2kd/models",
-        "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/runs.py", "r2kd/runtime.py", "r2kd/stages/__init__.py",
-        "r2kd/stages/dataset.py", "r2kd/stages/export.py", "r2kd/yamlfile.py"
-    ],
-    "report": [
-        "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
-        "r2kd/errors.py", "r2kd/files.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/runs.py",
-        "r2kd/stages/__init__.py", "r2kd/stages/csvlog.py", "r2kd/stages/report.py", "r2kd/yamlfile.py"
-    ],
-}
-
-
-def code_files(stage):
-    """The source files of ``stage`` (directories expanded to their .py files)."""
-    files = set()
-    for entry in CODE[stage]:
-        path = Path(ROOT, entry)
-        files.update(sorted(str(p.relative_to(ROOT)) for p in path.rglob("*.py")) if path.is_dir() else [entry])
-    return sorted(files)
-
-
 @functools.cache
 def code(stage):
-    """One input standing for the stage's code: a file of its sources' SHA-256, rewritten only when
-    one changes. An edit in place reruns the stage, a touched file or an editor's swap file does not,
-    and a job has one code input instead of sixty (Snakemake's DAG cost grows with inputs per job)."""
-    import hashlib
-
-    digests = {f: hashlib.sha256(Path(ROOT, f).read_bytes()).hexdigest() for f in code_files(stage)}
+    """One input standing for the stage's code (r2kd/stagecode.py): a file of its sources' SHA-256,
+    rewritten only when one changes."""
+    text = stamp_text(stage, ROOT)
     path = Path(ROOT, ".r2kd", "code", f"{stage}.json")
-    text = json.dumps(digests, indent=0, sort_keys=True)
     if not path.is_file() or path.read_text() != text:
         existed = path.is_file()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +63,7 @@ def code(stage):
         tmp.write_text(text)
         os.replace(tmp, path)
         if not existed:  # dated when the code last changed, not when Snakemake first saw it
-            newest = max(Path(ROOT, f).stat().st_mtime for f in digests)
+            newest = max(Path(ROOT, f).stat().st_mtime for f in code_files(stage, ROOT))
             os.utime(path, (newest, newest))
     return str(path.relative_to(ROOT))
 
