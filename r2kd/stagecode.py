@@ -9,7 +9,9 @@ a JSON map of file -> SHA-256, rewritten only when a digest changes.
   ~1,000 entries for the default matrix, and DVC re-parses dvc.lock (ruamel, round trip) on every
   no-op status check and twice per stage it runs: most of a no-op `dvc repro`'s time.
 - Snakemake: the Snakefile writes `.r2kd/code/<stage>.json` at parse time (a job with one code input
-  instead of forty keeps its DAG cheap).
+  instead of forty keeps its DAG cheap). A file of its own, not DVC's: DVC's `check` rewrites its
+  stamps on every params.yaml change (DVC deletes a stage's outputs before running it), and the
+  newer date would make Snakemake rerun every job after any `dvc exp run`.
 
 An edit in place reruns the stage; a touched file, bytecode or an editor's swap file does not.
 Standard library only: Snakemake's parse and `r2kd check` import this without torch.
