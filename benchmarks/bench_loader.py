@@ -53,7 +53,7 @@ def loader_images_per_second(root: Path, workers: int, *, image_size: int = 224,
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(prepared) if prepared is not None else Path(tmp)
         if not (out / "meta.json").is_file():
-            prepare(DataConfig(name="imagenet", root=str(root), image_size=image_size, workers=max(workers, 1)), out)
+            prepare(DataConfig(name="imagenet", root=str(root), image_size=image_size), out, workers=max(workers, 1))
         meta = load_meta(out)
         train, _ = stream_iterators(out, meta, batch_size, torch.device(device), torch.Generator().manual_seed(0),
                                     workers)

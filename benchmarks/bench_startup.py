@@ -57,11 +57,18 @@ def copy_checkout(dest: Path) -> Path:
 
 
 def per_file_dvc_yaml(text: str) -> str:
-    """dvc.yaml with each stage's code stamp replaced by the stamp's source files (the old layout)."""
-    def expand(match: re.Match) -> str:
-        indent, stage = match.group(1), match.group(2)
-        return "\n".join(f"{indent}- {entry}" for entry in STAGE_CODE[stage])
-    return re.sub(r"^(\s+)- runs/code/(\w+)\.json$", expand, text, flags=re.M)
+    """dvc.yaml with each stage's code stamp dep replaced by the stamp's source files (the old layout);
+    `check` still writes the stamps, which nothing reads then."""
+    lines, stage = [], None
+    for line in text.splitlines():
+        top = re.match(r"^  (\w+):\s*$", line)
+        stage = top.group(1) if top else stage
+        dep = re.match(r"^(\s+)- runs/code/(\w+)\.json$", line)
+        if dep and stage != "check":
+            lines.extend(f"{dep.group(1)}- {entry}" for entry in STAGE_CODE[dep.group(2)])
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def timed(cmd: list[str], cwd: Path) -> float:

@@ -96,9 +96,6 @@ class DataConfig(_Strict):
     # auto: stream when the train split at image_size would exceed memory_limit_mb (imagenet: always).
     storage: Literal["auto", "memory", "stream"] = "auto"
     memory_limit_mb: int = Field(2048, ge=1, le=16_777_216)
-    # DataLoader worker processes of the streaming loader (0: decode in the training process).
-    # Results do not depend on it; the in-memory path ignores it.
-    workers: int = Field(4, ge=0, le=64)
     # Streaming eval transform: Resize(eval_resize) of the shorter side, then CenterCrop(image_size).
     # null: round(image_size * 256 / 224) (256 for 224, the standard ImageNet recipe).
     eval_resize: int | None = Field(None, ge=4, le=4096)
@@ -345,6 +342,11 @@ class Runtime(_Strict):
     # prune.bn_mode train) normalises with the statistics of the global batch (true, as one process)
     # instead of its own shard's (false, as the reference under data parallelism).
     sync_frozen_bn: bool = False
+    # DataLoader worker processes of the streaming loader (0: decode in the training process), and
+    # prepare's threads for indexing. Results do not depend on it (each sample's randomness comes
+    # from the run's generator, not the worker), so no stage lists it: changing it reruns nothing.
+    # The in-memory path ignores it.
+    workers: int = Field(default=4, ge=0, le=64)
 
     @model_validator(mode="after")
     def _one_device_per_process(self) -> "Runtime":
@@ -472,13 +474,20 @@ def _validate_section(model: type[BaseModel], raw: Any, where: str, source: str 
         raise ConfigError(_format_errors(exc, prefix=where, source=source)) from None
 
 
+# Keys that moved: an old params.yaml gets told where, not just "unknown key".
+MOVED_KEYS = {
+    "data.workers": "runtime.workers (results do not depend on it, so it no longer reruns every stage)",
+}
+
+
 def _format_errors(exc: ValidationError, prefix: str = "", source: str = PARAMS_FILE) -> str:
     lines = [f"invalid parameters in {source}:"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see params.yaml for the allowed keys)"
+            msg = (f"moved to {MOVED_KEYS[loc]}" if loc in MOVED_KEYS
+                   else "unknown key (check the spelling; see params.yaml for the allowed keys)")
         if not err["loc"]:  # a cross-field rule: its message already names the keys
             lines.append(f"  {msg}")
             continue

@@ -175,6 +175,12 @@ def test_student_key_does_not_touch_teacher_stages():
                            for k in stage.params), stage.name
 
 
+def test_settings_that_do_not_change_results_rerun_nothing():
+    """runtime.workers (DataLoader processes) gives the same batches for any value (test_stream.py)."""
+    for stage in load_stages(REPO):
+        assert "runtime.workers" not in stage.params and "runtime" not in stage.params, stage.name
+
+
 def test_results_changing_runtime_settings_are_tracked():
     """runtime.threads changes CPU results bit for bit, so every training stage must rerun on it."""
     for stage in load_stages(REPO):

@@ -18,7 +18,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from r2kd import config
-from r2kd.config import DataConfig
+from r2kd.config import DataConfig, Runtime, load_params
+from r2kd.errors import ConfigError
 from r2kd.data.index import decode_files
 from r2kd.data.prepared import load_index, load_meta, load_prepared
 from r2kd.data.registry import DATASETS, INDEXERS
@@ -75,14 +76,26 @@ def test_registries_match_config_names():
     assert not set(config.STREAM_ONLY_DATASETS) & set(DATASETS)
 
 
+def test_loader_workers_are_a_runtime_setting_and_the_old_key_says_where_it_went(tmp_path):
+    assert Runtime().workers == 4 and Runtime(workers=0).workers == 0
+    for bad in (65, -1, 2.0):
+        with pytest.raises(ValidationError) as info:
+            Runtime(workers=bad)
+        assert info.value.errors()[0]["loc"] == ("workers",)
+    old = tmp_path / "params.yaml"
+    old.write_text("data:\n  name: digits\n  workers: 8\n")
+    with pytest.raises(ConfigError, match=r"data\.workers: moved to runtime\.workers"):
+        load_params(old)
+
+
 def test_config_storage_keys_are_strict_and_name_the_key():
     cfg = DataConfig(name="imagenet")
     assert (cfg.image_size, cfg.resize_for_eval(), cfg.storage, cfg.index_hash) == (224, 256, "auto", "sha256")
     assert DataConfig(name="imagenet", image_size=112).resize_for_eval() == 128
     assert DataConfig(name="imagefolder", image_size=32, eval_resize=40).resize_for_eval() == 40
-    for kwargs, key in [({"workers": 65}, "workers"), ({"workers": -1}, "workers"), ({"storage": "disk"}, "storage"),
+    for kwargs, key in [({"storage": "disk"}, "storage"),
                         ({"memory_limit_mb": 0}, "memory_limit_mb"), ({"index_hash": "md5"}, "index_hash"),
-                        ({"workers": 2.0}, "workers"), ({"name": "cifar10", "image_size": 224}, "image_size")]:
+                        ({"workers": 2}, "workers"), ({"name": "cifar10", "image_size": 224}, "image_size")]:
         with pytest.raises(ValidationError) as info:
             DataConfig(**kwargs)
         assert info.value.errors()[0]["loc"] == (key,)
@@ -332,7 +345,7 @@ PEAK_SCRIPT = textwrap.dedent("""
     root, out, storage, size = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     torch.set_num_threads(1)
     base = peak_kb()
-    meta = prepare(DataConfig(name="imagefolder", root=root, image_size=size, storage=storage, workers=0), out)
+    meta = prepare(DataConfig(name="imagefolder", root=root, image_size=size, storage=storage), out, workers=0)
     meta = load_meta(out)
     prepared = peak_kb()
     g = torch.Generator().manual_seed(0)

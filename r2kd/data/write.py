@@ -76,18 +76,20 @@ def _counts(labels: torch.Tensor, num_classes: int) -> list[int]:
     return torch.bincount(labels, minlength=num_classes).tolist()
 
 
-def prepare(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | None = None) -> dict[str, Any]:
+def prepare(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | None = None,
+            workers: int = 4) -> dict[str, Any]:
     """Read the configured dataset's source files and write ``out_dir/{train,test}.pt`` + ``meta.json``:
     decoded images, or for a streamed dataset (:mod:`r2kd.data.storage`) an index of the files.
 
     ``checksums`` (path relative to ``cfg.root`` -> MD5) override the published sums; tests use it
-    for small archives built in the official formats.
+    for small archives built in the official formats. ``workers``: threads that index a streamed
+    set (params ``runtime.workers``; results do not depend on it).
     """
     indexer = INDEXERS.get(cfg.name)
     # Listing the files is cheap next to decoding them; auto needs the train count to decide.
     indexed = indexer.index(cfg) if indexer is not None and cfg.storage != "memory" else None
     storage = choose_storage(cfg, len(indexed.train.files) if indexed is not None else None)
-    return PREPARERS[storage](cfg, Path(out_dir), indexed, checksums)
+    return PREPARERS[storage](cfg, Path(out_dir), indexed, checksums, workers)
 
 
 def prepare_memory(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -139,13 +141,13 @@ def prepare_memory(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, st
 
 # storage -> writer; "stream" is chosen only for datasets with an indexer, so ``indexed`` is set there
 PREPARERS = {
-    "memory": lambda cfg, out_dir, indexed, checksums: prepare_memory(cfg, out_dir, checksums=checksums),
-    "stream": lambda cfg, out_dir, indexed, checksums: _prepare_stream(cfg, out_dir, indexed),
+    "memory": lambda cfg, out_dir, indexed, checksums, workers: prepare_memory(cfg, out_dir, checksums=checksums),
+    "stream": lambda cfg, out_dir, indexed, checksums, workers: _prepare_stream(cfg, out_dir, indexed, workers),
 }
 
 
-def _prepare_stream(cfg: DataConfig, out_dir: Path, indexed: Any) -> Any:
+def _prepare_stream(cfg: DataConfig, out_dir: Path, indexed: Any, workers: int) -> Any:
     # Imported here: the streaming writer pulls in torchvision (1.4 s), which in-memory sets never use.
     from r2kd.data.write_stream import prepare_stream
 
-    return prepare_stream(cfg, out_dir, indexed)
+    return prepare_stream(cfg, out_dir, indexed, workers)

@@ -63,7 +63,8 @@ def sample_stats(root: Path, files: list[str], resize: int, size: int, threads: 
     return means, stds, int(picks.size)
 
 
-def prepare_stream(cfg: DataConfig, out_dir: Path, indexed: IndexedDataset) -> dict[str, Any]:
+def prepare_stream(cfg: DataConfig, out_dir: Path, indexed: IndexedDataset, workers: int = 4) -> dict[str, Any]:
+    """``workers``: threads that hash and sample the files (params ``runtime.workers``)."""
     root = Path(cfg.root)
     size = cfg.image_size
     assert size is not None  # DataConfig fills it for every streamable dataset
@@ -76,13 +77,13 @@ def prepare_stream(cfg: DataConfig, out_dir: Path, indexed: IndexedDataset) -> d
                   console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(f"prepare: {what} {total:,} files", total=total)
         for split, files in splits.items():
-            indexes[split] = build_index(root, files, cfg.index_hash, cfg.workers,
+            indexes[split] = build_index(root, files, cfg.index_hash, workers,
                                          advance=lambda k: progress.advance(task, k))
 
     if indexed.mean is not None and indexed.std is not None:
         mean, std, stats_from = list(indexed.mean), list(indexed.std), indexed.stats_from or "published"
     else:
-        mean, std, used = sample_stats(root, decode_files(indexes["train"]["files"]), resize, size, cfg.workers)
+        mean, std, used = sample_stats(root, decode_files(indexes["train"]["files"]), resize, size, workers)
         stats_from = f"train sample ({used} images, eval transform)"
     num_classes = len(indexed.class_names)
     meta: dict[str, Any] = {

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Union
 import torch
 
 from r2kd import paths
-from r2kd.config import DataConfig
+from r2kd.config import Runtime
 from r2kd.data.loader import BatchIterator
 from r2kd.data.prepared import load_index, load_meta, load_prepared, storage_of
 
@@ -25,8 +25,7 @@ if TYPE_CHECKING:
     from r2kd.data.stream import StreamIterator
 
 Batches = Union[BatchIterator, "StreamIterator"]
-# Until every stage passes params.data.workers, the config's default.
-DEFAULT_WORKERS: int = DataConfig.model_fields["workers"].default
+DEFAULT_WORKERS: int = Runtime.model_fields["workers"].default
 
 
 @dataclass
@@ -78,7 +77,7 @@ LOADERS: dict[str, Callable[..., tuple[Batches, Batches]]] = {"memory": _memory,
 
 def load_data(batch_size: int, device: torch.device, generator: torch.Generator | None, *,
               workers: int = DEFAULT_WORKERS) -> Data:
-    """``workers``: DataLoader processes of a streamed set (params ``data.workers``); unused in memory."""
+    """``workers``: DataLoader processes of a streamed set (params ``runtime.workers``); unused in memory."""
     meta = load_meta(paths.PREPARED)
     train, test = LOADERS[storage_of(meta)](meta, batch_size, device, generator, workers)
     files = [paths.PREPARED / "train.pt", paths.PREPARED / "test.pt", paths.PREPARED / "meta.json"]

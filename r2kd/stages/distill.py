@@ -38,7 +38,7 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
     fast = fast_path_enabled(params.runtime.fast_path, device)
     data_generator = seed_everything(seed, params.runtime.deterministic)
     view_generator = torch.Generator().manual_seed(seed * 1_000_003 + VIEW_STREAM)
-    data = load_data(recipe.batch_size, device, data_generator, workers=params.data.workers)
+    data = load_data(recipe.batch_size, device, data_generator, workers=params.runtime.workers)
 
     # The pair file pins the exact teacher files (by SHA-256) that this pair's students learn from.
     verify = tuple(role for role, used in (("teacher", method_cls.uses_teacher),

@@ -38,7 +38,7 @@ def run(params: Params) -> None:
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device, params.resources_for("evaluate").jobs_per_gpu)
     seed_everything(0, params.runtime.deterministic)
-    data = load_data(256, device, generator=None, workers=params.data.workers)
+    data = load_data(256, device, generator=None, workers=params.runtime.workers)
     amp = resolve_amp(params.runtime.amp, device)
     labels = data.test.labels.cpu()
     corrupted = load_corrupted(paths.CORRUPTED, data.meta)

@@ -57,7 +57,7 @@ def run(params: Params) -> None:
 
     set_threads(params.runtime.threads)
     seed_everything(0, params.runtime.deterministic)
-    data = load_data(CHECK_BATCH, torch.device("cpu"), generator=None, workers=params.data.workers)
+    data = load_data(CHECK_BATCH, torch.device("cpu"), generator=None, workers=params.runtime.workers)
     check = [x for _, (x, _) in zip(range(cfg.check_batches), data.test)]
     example = check[0][:2].contiguous()
     bench = torch.cat(check)[:THROUGHPUT_BATCH]

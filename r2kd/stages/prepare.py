@@ -11,7 +11,7 @@ from r2kd.data.write import prepare
 
 
 def run(params: Params) -> None:
-    meta = prepare(params.data, paths.PREPARED)
+    meta = prepare(params.data, paths.PREPARED, workers=params.runtime.workers)
     table = Table(title=f"prepared {meta['name']}", show_header=False)
     for key in ("num_classes", "channels", "image_size", "counts", "mean", "std"):
         table.add_row(key, str(meta.get(key)))

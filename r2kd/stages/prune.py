@@ -45,7 +45,7 @@ def run(params: Params, arch: str) -> None:
     device = resolve_device(params.runtime.device, params.resources_for("prune").jobs_per_gpu)
     amp = resolve_amp(params.runtime.amp, device)
     generator = seed_everything(params.train_teacher.seed, params.runtime.deterministic)
-    data = load_data(EVAL_BATCH, device, generator=None, workers=params.data.workers)
+    data = load_data(EVAL_BATCH, device, generator=None, workers=params.runtime.workers)
     spec = arch_spec(arch, data.meta)
     teacher_file = paths.teacher_dir(arch) / "model.pt"
     teacher = load_model(teacher_file, spec, device=device)
@@ -137,7 +137,7 @@ def _finetune(params: Params, arch: str, pruned: torch.nn.Module, spec: dict, in
     recipe = params.prune.finetune.recipe()
     for param in pruned.parameters():
         param.requires_grad_(True)
-    data = load_data(recipe.batch_size, device, generator, workers=params.data.workers)
+    data = load_data(recipe.batch_size, device, generator, workers=params.runtime.workers)
     out_dir = paths.pruned_dir(arch)
     trainer = Trainer(
         model=pruned,

@@ -33,7 +33,7 @@ def run(params: Params, arch: str) -> None:
     device = resolve_device(params.runtime.device, params.resources_for("train_teacher").jobs_per_gpu)
     amp = resolve_amp(params.runtime.amp, device)
     generator = seed_everything(recipe.seed, params.runtime.deterministic)
-    data = load_data(recipe.batch_size, device, generator, workers=params.data.workers)
+    data = load_data(recipe.batch_size, device, generator, workers=params.runtime.workers)
     spec = arch_spec(arch, data.meta)
     model = build(spec).to(device)
     out_dir = paths.teacher_dir(arch)
