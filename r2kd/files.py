@@ -15,12 +15,16 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
-
-import torch
+import sys
+from typing import TYPE_CHECKING, Any, Iterator
 
 from r2kd.errors import CheckpointError, UserError
 from r2kd.pickle_scan import foreign_globals
+
+if TYPE_CHECKING:
+    import torch
+# torch is imported where a checkpoint or tensor is handled, not here: `r2kd check` (the first stage
+# of every `dvc repro`) and the JSON writers then start in 0.2 s instead of 2 s.
 
 
 @contextlib.contextmanager
@@ -99,7 +103,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
-    if isinstance(obj, torch.Tensor):
+    torch = sys.modules.get("torch")  # no tensor can exist unless torch was imported
+    if torch is not None and isinstance(obj, torch.Tensor):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
@@ -118,6 +123,8 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def save_checkpoint(path: str | os.PathLike, obj: Any) -> None:
     """Save tensors / plain containers atomically (loadable with weights_only=True)."""
+    import torch
+
     with atomic_path(path) as tmp:
         # Through a file object: given a path, torch names the archive after the (random) temp
         # file, and identical content would hash differently on every run.
@@ -135,6 +142,8 @@ def load_checkpoint(
 
     ``remedy`` is the way out the error offers; an imported file that no stage writes needs another.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -166,6 +175,8 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_state_dict(state: dict[str, torch.Tensor]) -> str:
     """Hash of tensor contents (not of the pickle bytes, which embed storage ids)."""
+    import torch
+
     digest = hashlib.sha256()
     for key in sorted(state):
         tensor = state[key].detach().cpu().contiguous()

@@ -262,12 +262,12 @@ def test_torch_zip_writer_failure_without_an_oserror_is_a_user_error(tmp_path, m
         raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing "
                            "file data/0: file write failed")
 
-    monkeypatch.setattr(files.torch, "save", failing_save)
+    monkeypatch.setattr(torch, "save", failing_save)
     with pytest.raises(UserError, match=r"cannot write .*model.pt: (No space left on device|write failed)"):
         save_checkpoint(tmp_path / "model.pt", {"w": torch.ones(1)})
     assert list(tmp_path.iterdir()) == []
     # any other RuntimeError is a bug, and keeps its traceback
-    monkeypatch.setattr(files.torch, "save", lambda obj, fh: (_ for _ in ()).throw(RuntimeError("a bug")))
+    monkeypatch.setattr(torch, "save", lambda obj, fh: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):
         save_checkpoint(tmp_path / "model.pt", {"w": torch.ones(1)})
 
