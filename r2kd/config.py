@@ -348,6 +348,10 @@ class Runtime(_Strict):
     # The in-memory path ignores it.
     workers: int = Field(default=4, ge=0, le=64)
 
+    def result_settings(self) -> dict[str, Any]:
+        """The settings results may depend on: what a resume state must match (not ``workers``)."""
+        return self.model_dump(exclude={"workers"})
+
     @model_validator(mode="after")
     def _one_device_per_process(self) -> "Runtime":
         if self.nproc_per_node > 1 and self.device.startswith("cuda:"):

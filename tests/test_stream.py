@@ -78,6 +78,9 @@ def test_registries_match_config_names():
 
 def test_loader_workers_are_a_runtime_setting_and_the_old_key_says_where_it_went(tmp_path):
     assert Runtime().workers == 4 and Runtime(workers=0).workers == 0
+    # a resume state made with other workers is still this run's (the fingerprint leaves them out)
+    assert Runtime(workers=0).result_settings() == Runtime(workers=8).result_settings()
+    assert Runtime(threads=1).result_settings() != Runtime(threads=2).result_settings()
     for bad in (65, -1, 2.0):
         with pytest.raises(ValidationError) as info:
             Runtime(workers=bad)

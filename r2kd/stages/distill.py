@@ -79,7 +79,7 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
         generators={"data": data_generator, "view": view_generator},
         state_path=paths.state_file(out_dir),
         fingerprint=fingerprint(spec, recipe.model_dump(), hparams.model_dump(), inputs, seed,
-                                params.prune.bn_mode, params.runtime.model_dump()),
+                                params.prune.bn_mode, params.runtime.result_settings()),
         label=f"{method}/{augment} s{seed}",
         amp=amp,
         graphs=graphs_enabled(fast, device, amp),
