@@ -76,6 +76,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def all_true(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on every rank (a collective: every rank must call it)."""
+    if not world().distributed:
+        return flag
+    value = torch.tensor([int(flag)], dtype=torch.int64, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
 def shard_bounds(rows: int, w: World | None = None) -> list[int]:
     """Row boundaries of each rank's contiguous shard of a ``rows``-row global batch: rank r owns
     [b[r], b[r+1]). Equal shards when ``rows`` is a multiple of the world size (config enforces it

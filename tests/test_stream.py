@@ -397,3 +397,74 @@ def test_streaming_epoch_has_bounded_peak_memory(tmp_path):
     assert seen_m == seen_s == n
     assert memory_mb > decoded_mb, (memory_mb, stream_mb)
     assert stream_mb < 0.75 * decoded_mb and stream_mb < memory_mb / 4, (memory_mb, stream_mb)
+
+
+# --------------------------------------------------------------------------------------------
+# several processes: each decodes its shard of the global batch, every rank gets the whole batch
+
+
+def _sharded_worker(rank: int, port: int, out: str, prepared: str, bad: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from r2kd.data import stream
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    decoded: list[int] = []
+    real_load = stream.StreamDataset._load
+
+    def counting_load(self, i, seed):
+        decoded.append(i)
+        return real_load(self, i, seed)
+
+    stream.StreamDataset._load = counting_load
+    dist.init_process_group("gloo")
+    try:
+        result: dict = {}
+        train, test = iterators(Path(prepared), seed=3)
+        result["train"], result["test"] = batches(train), batches(test)
+        result["decoded"] = len(decoded)
+        Path(bad).write_bytes(Path(bad).read_bytes()[:100])  # both ranks: same bytes, a truncated JPEG
+        dist.barrier()
+        try:
+            batches(iterators(Path(prepared), seed=3)[0])
+            result["error"] = None
+        except DataError as exc:
+            result["error"] = str(exc)
+        torch.save(result, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_each_decode_half_and_get_the_one_process_batches(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    tree = make_tree(tmp_path / "tree", {"n02": 4, "n01": 5})  # 9 images, batch 4: the last has 1 row for 2 ranks
+    prepare(DataConfig(name="imagenet", root=str(tree), image_size=32), tmp_path / "out", workers=0)
+    one_train, one_test = (batches(it) for it in iterators(tmp_path / "out", seed=3))
+    assert [len(y) for _, y in one_train] == [4, 4, 1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bad = sorted((tree / "train" / "n01").iterdir())[0]
+    context = mp.start_processes(_sharded_worker, args=(port, str(tmp_path), str(tmp_path / "out"), str(bad)),
+                                 nprocs=2, start_method="spawn", join=False)
+    deadline = 180.0
+    while not context.join(timeout=5):  # a rank stuck in a collective must fail the test, not hang it
+        deadline -= 5
+        if deadline <= 0:
+            for p in context.processes:
+                p.kill()
+            pytest.fail("the two processes did not finish in 180 s (a rank waiting in a collective?)")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for result in ranks:
+        assert same(result["train"], one_train) and same(result["test"], one_test)
+    # 9 train + 4 test images decoded once in all, not once per process
+    assert sorted(r["decoded"] for r in ranks) == [6, 7]
+    errors = [r["error"] for r in ranks]
+    assert all(errors), "every rank stops on a bad file, none waits in the gather"
+    assert any(bad.name in e for e in errors)

@@ -13,6 +13,11 @@ what the Trainer saves — fixes every later epoch exactly.
 Every file read is checked against its index entry (size, SHA-256 unless ``index_hash: size``), and
 a file that does not decode is an error naming it. uint8 batches travel to the device (pinned when
 it is CUDA) and are normalised there, a quarter of the bytes of float32.
+
+In a multi-process run (runtime.nproc_per_node > 1) every rank needs the whole global batch (the
+views and the losses are built on it, r2kd/parallel.py), but each decodes only its own shard of it
+(r2kd.distributed.shard_bounds) and the uint8 shards are all-gathered: a sample's pixels depend on
+its (file, seed) only, so the batch is the one a single process decodes, for 1/N of the decoding.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from r2kd.data.index import check_file_bytes, decode_files
 from r2kd.data.transforms import eval_view, to_chw, train_view
+from r2kd.distributed import World, all_true, gather_rows, shard_bounds, world
 from r2kd.errors import DataError
 
 SEED_HIGH = 2**62
@@ -95,10 +101,17 @@ class StreamDataset(Dataset):
 
 
 class _EpochBatches:
-    """A batch sampler over one epoch's plan: lists of (position, seed), made lazily."""
+    """A batch sampler over one epoch's plan: lists of (position, seed), made lazily; with a
+    multi-process ``shard``, only this rank's rows of each global batch."""
 
-    def __init__(self, order: Tensor, seeds: Tensor, batch_size: int, drop_last: bool) -> None:
+    def __init__(self, order: Tensor, seeds: Tensor, batch_size: int, drop_last: bool,
+                 shard: World | None = None) -> None:
         self.order, self.seeds, self.batch_size, self.drop_last = order, seeds, batch_size, drop_last
+        self.shard = shard
+
+    def rows(self, k: int) -> int:
+        """The number of rows of global batch ``k``."""
+        return min(self.batch_size, self.order.numel() - k * self.batch_size)
 
     def __len__(self) -> int:
         n = self.order.numel()
@@ -107,14 +120,23 @@ class _EpochBatches:
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             stop = start + self.batch_size
+            if self.shard is not None:
+                bounds = shard_bounds(min(stop, self.order.numel()) - start, self.shard)
+                start, stop = start + bounds[self.shard.rank], start + bounds[self.shard.rank + 1]
             yield list(zip(self.order[start:stop].tolist(), self.seeds[start:stop].tolist()))
 
 
-def _collate(samples: list[tuple[Tensor | None, int | str]]) -> tuple[Tensor | None, Tensor | str]:
-    failed = next((message for image, message in samples if image is None), None)
-    if failed is not None:
-        return None, failed
-    return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples], dtype=torch.int64)
+class _Collate:
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size  # an empty shard (a last batch with fewer rows than ranks) has no sample
+
+    def __call__(self, samples: list[tuple[Tensor | None, int | str]]) -> tuple[Tensor | None, Tensor | str]:
+        failed = next((message for image, message in samples if image is None), None)
+        if failed is not None:
+            return None, failed
+        if not samples:
+            return torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
+        return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples], dtype=torch.int64)
 
 
 class StreamIterator:
@@ -178,11 +200,22 @@ class StreamIterator:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order, seeds = self._plan()  # drawn now, whole, however many batches the consumer takes
         cuda = self.device.type == "cuda"
-        loader = DataLoader(self.dataset, batch_sampler=_EpochBatches(order, seeds, self.batch_size, self.drop_last),
-                            num_workers=self.workers, collate_fn=_collate, pin_memory=cuda)
-        for images, labels in loader:
-            if images is None:
+        w = world()
+        batches = _EpochBatches(order, seeds, self.batch_size, self.drop_last, shard=w if w.distributed else None)
+        loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
+                            collate_fn=_Collate(self.dataset.image_size), pin_memory=cuda)
+        for k, (images, labels) in enumerate(loader):
+            if w.distributed:
+                # Every rank must learn of a bad file before the gather, or the others would wait
+                # in it forever; the rank that read it names it.
+                if not all_true(images is not None, self.device):
+                    raise DataError(labels if images is None else
+                                    "another process of this run could not read a file of this batch (its error names it)")
+            elif images is None:
                 raise DataError(labels)
             images = images.to(self.device, non_blocking=cuda)
             labels = labels.to(self.device, non_blocking=cuda)
+            if w.distributed:
+                rows = batches.rows(k)
+                images, labels = gather_rows(images, rows), gather_rows(labels, rows)
             yield self.normalise(images), labels
