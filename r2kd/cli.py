@@ -28,7 +28,6 @@ def _check(args: argparse.Namespace) -> None:
     if args.stamp:
         from r2kd import paths
         from r2kd.files import write_text
-
         from r2kd.stagecode import STAGE_CODE, stamp_text
 
         # Constant content: a valid change of params.yaml must not make every later stage stale.

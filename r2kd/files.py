@@ -13,9 +13,9 @@ import errno
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
-import sys
 from typing import TYPE_CHECKING, Any, Iterator
 
 from r2kd.errors import CheckpointError, UserError

@@ -24,7 +24,8 @@ LATENCY = EXPORT / "latency.json"
 # Written by the `check` stage once params.yaml validates; every other stage depends on it, so
 # neither tool runs a stage (or deletes its outputs) for a params.yaml that did not validate.
 CHECKED = RUNS / "checked.txt"
-CODE_STAMPS = RUNS / "code"  # runs/code/<stage>.json: written by `check`, one code dep per DVC stage (r2kd/stagecode.py)
+# runs/code/<stage>.json: written by `check`, the one code dep of each DVC stage (r2kd/stagecode.py).
+CODE_STAMPS = RUNS / "code"
 # Resume state lives outside every declared output: DVC deletes outputs before rerunning a stage,
 # and a checkpoint there would be lost exactly when it is needed.
 STATE = Path(".r2kd/state")

@@ -2,7 +2,7 @@
 
 Each stage's code is its import closure (tests/test_dag.py checks these lists cover it). Both tools
 rerun a stage when one of its files changes, and only then, through ONE small stamp per stage kind:
-a JSON map of file -> SHA-256, rewritten only when a digest changes.
+a JSON map of file -> SHA-256, whose content changes only when a digest does.
 
 - DVC: the `check` stage, which depends on the whole `r2kd/` tree, writes `runs/code/<stage>.json`;
   each stage depends on its own stamp. Listing 40 source files per stage instead made dvc.lock

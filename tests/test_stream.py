@@ -410,7 +410,8 @@ def _sharded_worker(rank: int, port: int, out: str, prepared: str, bad: str) -> 
 
     from r2kd.data import stream
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     decoded: list[int] = []
     real_load = stream.StreamDataset._load

@@ -135,7 +135,8 @@ class _Collate:
         if failed is not None:
             return None, failed
         if not samples:
-            return torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
+            size = self.image_size
+            return torch.empty((0, 3, size, size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
         return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples], dtype=torch.int64)
 
 
@@ -209,8 +210,8 @@ class StreamIterator:
                 # Every rank must learn of a bad file before the gather, or the others would wait
                 # in it forever; the rank that read it names it.
                 if not all_true(images is not None, self.device):
-                    raise DataError(labels if images is None else
-                                    "another process of this run could not read a file of this batch (its error names it)")
+                    raise DataError(labels if images is None else "another process of this run could not "
+                                    "read a file of this batch (its error names it)")
             elif images is None:
                 raise DataError(labels)
             images = images.to(self.device, non_blocking=cuda)

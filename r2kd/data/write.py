@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from r2kd.data import datasets as _datasets  # noqa: F401  (fills the registry)
-from r2kd.config import DataConfig
+from r2kd.config import DataConfig, Runtime
 from r2kd.data.prepared import FORMAT_VERSION, SPLITS, write_prepared
 from r2kd.data.registry import DATASETS, INDEXERS, RawDataset
 from r2kd.data.storage import choose_storage
@@ -77,7 +77,7 @@ def _counts(labels: torch.Tensor, num_classes: int) -> list[int]:
 
 
 def prepare(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | None = None,
-            workers: int = 4) -> dict[str, Any]:
+            workers: int = Runtime.model_fields["workers"].default) -> dict[str, Any]:
     """Read the configured dataset's source files and write ``out_dir/{train,test}.pt`` + ``meta.json``:
     decoded images, or for a streamed dataset (:mod:`r2kd.data.storage`) an index of the files.
 

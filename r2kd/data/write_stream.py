@@ -63,7 +63,7 @@ def sample_stats(root: Path, files: list[str], resize: int, size: int, threads: 
     return means, stds, int(picks.size)
 
 
-def prepare_stream(cfg: DataConfig, out_dir: Path, indexed: IndexedDataset, workers: int = 4) -> dict[str, Any]:
+def prepare_stream(cfg: DataConfig, out_dir: Path, indexed: IndexedDataset, workers: int) -> dict[str, Any]:
     """``workers``: threads that hash and sample the files (params ``runtime.workers``)."""
     root = Path(cfg.root)
     size = cfg.image_size
