@@ -9,6 +9,7 @@ cuda:LOCAL_RANK), gloo on the CPU.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 from typing import Iterator
@@ -68,6 +69,7 @@ def session(device_spec: str = "auto") -> Iterator[World]:
     try:
         yield world()
     finally:
+        _host_group.cache_clear()
         dist.destroy_process_group()
 
 
@@ -76,12 +78,20 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_true(flag: bool, device: torch.device) -> bool:
-    """Whether ``flag`` holds on every rank (a collective: every rank must call it)."""
+@functools.cache
+def _host_group() -> dist.ProcessGroup | None:
+    """A gloo group for host-side agreement: None (the default group) when that is gloo already."""
+    return None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+
+
+def all_true(flag: bool) -> bool:
+    """Whether ``flag`` holds on every rank (a collective: every rank must call it). Agreed on the
+    host, so asking once per batch never waits for the GPU's queued work (as a CUDA tensor's
+    ``.item()`` would)."""
     if not world().distributed:
         return flag
-    value = torch.tensor([int(flag)], dtype=torch.int64, device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    value = torch.tensor([int(flag)], dtype=torch.int64)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN, group=_host_group())
     return bool(value.item())
 
 

@@ -109,9 +109,9 @@ class _EpochBatches:
         self.order, self.seeds, self.batch_size, self.drop_last = order, seeds, batch_size, drop_last
         self.shard = shard
 
-    def rows(self, k: int) -> int:
-        """The number of rows of global batch ``k``."""
-        return min(self.batch_size, self.order.numel() - k * self.batch_size)
+    def positions(self, k: int) -> Tensor:
+        """The dataset positions of global batch ``k``, every rank's rows."""
+        return self.order[k * self.batch_size: (k + 1) * self.batch_size]
 
     def __len__(self) -> int:
         n = self.order.numel()
@@ -209,14 +209,15 @@ class StreamIterator:
             if w.distributed:
                 # Every rank must learn of a bad file before the gather, or the others would wait
                 # in it forever; the rank that read it names it.
-                if not all_true(images is not None, self.device):
+                if not all_true(images is not None):
                     raise DataError(labels if images is None else "another process of this run could not "
                                     "read a file of this batch (its error names it)")
             elif images is None:
                 raise DataError(labels)
+            if w.distributed:  # the other ranks' labels are known from the plan; only pixels travel
+                labels = torch.from_numpy(self.dataset.labels[batches.positions(k).numpy()])
             images = images.to(self.device, non_blocking=cuda)
             labels = labels.to(self.device, non_blocking=cuda)
             if w.distributed:
-                rows = batches.rows(k)
-                images, labels = gather_rows(images, rows), gather_rows(labels, rows)
+                images = gather_rows(images, labels.shape[0])
             yield self.normalise(images), labels
