@@ -321,24 +321,26 @@ def epoch_rows(args, device) -> list[tuple]:
     fast = device.type == "cuda"
     proj_pr = set_bn_mode(prune_teacher(copy.deepcopy(teacher), images[:2].to(device).float(), PruneConfig()).model,
                           "train")
-    t, p, model = (fast_layout(copy.deepcopy(m)) if fast else copy.deepcopy(m) for m in (teacher, proj_pr, student0))
-    objective = DistillObjective(method=METHODS["r2kd"](METHODS["r2kd"].Params(aug_view="cutmix")), teacher=t,
-                                 pruned=p, view_generator=torch.Generator().manual_seed(0), mean=[0.5] * ch,
-                                 std=[0.25] * ch, fast=fast)
-    data_g = torch.Generator().manual_seed(1)
-    train = BatchIterator(images, labels, train=True, generator=data_g, crop_padding=4, hflip=True, **common)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(model=model, recipe=TrainRecipe(epochs=1, batch_size=args.batch, lr=0.05, momentum=0.9,
-                          weight_decay=5e-4), train_batches=train, test_batches=test, objective=objective,
-                          generators={"data": data_g}, state_path=Path(tmp) / "state.pt", fingerprint="bench",
-                          label="epoch", graphs=fast)
-        sync(device)
-        began = time.perf_counter()
-        trainer.fit()
-        sync(device)
-        seconds = time.perf_counter() - began
-    rows.append(("cifar100 epoch", "r2kd", f"r2kd Trainer.fit, default settings ({trainer.step_kind})", seconds,
-                 ref_seconds / seconds))
+    for amp in ("none", "bf16") if fast else ("none",):  # bf16: the opt-in, on the GPU only
+        t, p, model = (fast_layout(copy.deepcopy(m)) if fast else copy.deepcopy(m) for m in (teacher, proj_pr, student0))
+        objective = DistillObjective(method=METHODS["r2kd"](METHODS["r2kd"].Params(aug_view="cutmix")), teacher=t,
+                                     pruned=p, view_generator=torch.Generator().manual_seed(0), mean=[0.5] * ch,
+                                     std=[0.25] * ch, fast=fast)
+        data_g = torch.Generator().manual_seed(1)
+        train = BatchIterator(images, labels, train=True, generator=data_g, crop_padding=4, hflip=True, **common)
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = Trainer(model=model, recipe=TrainRecipe(epochs=1, batch_size=args.batch, lr=0.05, momentum=0.9,
+                              weight_decay=5e-4), train_batches=train, test_batches=test, objective=objective,
+                              generators={"data": data_g}, state_path=Path(tmp) / "state.pt", fingerprint="bench",
+                              label="epoch", graphs=fast, amp=amp)
+            sync(device)
+            began = time.perf_counter()
+            trainer.fit()
+            sync(device)
+            seconds = time.perf_counter() - began
+        settings = "default settings" if amp == "none" else "default + amp=bf16 (opt-in)"
+        rows.append(("cifar100 epoch", "r2kd", f"r2kd Trainer.fit, {settings} ({trainer.step_kind})", seconds,
+                     ref_seconds / seconds))
     return rows
 
 

@@ -47,7 +47,7 @@ else
 fi
 
 # Parts to run (default: all), e.g. GPU_CHECK_PARTS="tests scale stages" for a short second lease.
-PARTS=" ${GPU_CHECK_PARTS:-tests step matrix scale stages} "
+PARTS=" ${GPU_CHECK_PARTS:-tests step cohort matrix scale stages} "
 want() { [[ "$PARTS" == *" $1 "* ]]; }
 
 step 30 "environment" python3 -c "import torch, pydantic, torch_pruning; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), '| pydantic', pydantic.VERSION, '| torch-pruning', __import__('importlib.metadata').metadata.version('torch-pruning'))"
@@ -56,11 +56,14 @@ export CUBLAS_WORKSPACE_CONFIG=:4096:8  # runtime.deterministic's cuBLAS setting
 # The CUDA tests first (if a capture fails, the numbers below would be eager ones): CUDA graph vs
 # eager trainer (bit for bit), fast path vs eager, loader on CUDA == CPU, a CUDA smoke run, DDP on CUDA.
 want tests && step 120 "pytest -m gpu" python3 -m pytest -q -m gpu -p no:cacheprovider -s tests/test_graphs.py \
-    tests/test_fast_path.py tests/test_data.py tests/test_cluster.py tests/test_distributed.py
+    tests/test_fast_path.py tests/test_data.py tests/test_cluster.py tests/test_distributed.py tests/test_cohort.py
+# The matrix with runtime.share_teachers: the 10 runs of a (pair, seed) as one cohort step (one graph,
+# teachers' forwards shared) vs each run alone vs the official code's 10 steps.
+want cohort && step 120 "bench_cohort (cuda)" python3 benchmarks/bench_cohort.py --device cuda --steps 30
 # This project's step vs the plain reference step, both shapes, every method: the CUDA default
 # (fast path: channels_last + batched teacher views + CUDA graph), eager, bf16 variants; the stage
 # path; one CIFAR-100-sized epoch with evaluation, reference loop vs Trainer.fit.
-want step && step 170 "bench_step (cuda)" python3 benchmarks/bench_step.py --device cuda --steps 40 --steps-large 40 \
+want step && step 200 "bench_step (cuda)" python3 benchmarks/bench_step.py --device cuda --steps 40 --steps-large 40 \
     --stage-steps 60 --epoch
 # K student runs packed on the one GPU vs the reference's one run per GPU (the matrix's GPU-hours).
 want matrix && step 130 "bench_matrix (cuda)" python3 benchmarks/bench_matrix.py --device cuda --procs 1 2 4 --steps 150 \

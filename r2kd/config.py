@@ -347,16 +347,26 @@ class Runtime(_Strict):
     # from the run's generator, not the worker), so no stage lists it: changing it reruns nothing.
     # The in-memory path ignores it.
     workers: int = Field(default=4, ge=0, le=64)
+    # Train the student runs of one (pair, seed) that are due together, in one process, computing
+    # each batch's views and each frozen teacher's forward once for all of them (r2kd.cohort). Every
+    # run ends bit-identical to the same run alone, so no stage lists it: changing it reruns nothing.
+    # The first distill stage of a (pair, seed) trains the cohort; the others then only publish their
+    # result. docs/performance.md ("The matrix").
+    share_teachers: bool = False
 
     def result_settings(self) -> dict[str, Any]:
-        """The settings results may depend on: what a resume state must match (not ``workers``)."""
-        return self.model_dump(exclude={"workers"})
+        """The settings results may depend on: what a resume state must match (not ``workers``,
+        not ``share_teachers``)."""
+        return self.model_dump(exclude={"workers", "share_teachers"})
 
     @model_validator(mode="after")
     def _one_device_per_process(self) -> "Runtime":
         if self.nproc_per_node > 1 and self.device.startswith("cuda:"):
             raise ValueError(f"runtime.device: {self.device!r} names one GPU, but runtime.nproc_per_node is "
                              f"{self.nproc_per_node}: use auto or cuda (process i runs on cuda:i)")
+        if self.nproc_per_node > 1 and self.share_teachers:
+            raise ValueError(f"runtime.share_teachers: a cohort of runs trains in one process, but "
+                             f"runtime.nproc_per_node is {self.nproc_per_node}: set one of them back")
         return self
 
 

@@ -12,6 +12,9 @@ import torch
 from r2kd.errors import ConfigError
 
 
+_claimed_gpu: dict[tuple[int, int], int] = {}
+
+
 def resolve_device(spec: str = "auto", jobs_per_gpu: int | None = None) -> torch.device:
     """``auto`` picks CUDA when present, else CPU; ``cuda[:N]`` fails clearly without a GPU.
 
@@ -28,7 +31,13 @@ def resolve_device(spec: str = "auto", jobs_per_gpu: int | None = None) -> torch
             warnings.warn(f"every GPU runs {jobs_per_gpu} job(s) of this kind already "
                           f"(resources.<stage>.jobs_per_gpu); waiting for a free slot")
 
-        index = gpu_slots.claim(gpu_slots.cuda_gpu_ids(), jobs_per_gpu, paths.GPU_SLOTS, on_wait=waiting)
+        # One slot per process: a stage function called again in the same process (tests, a cohort
+        # after a publish check) keeps the GPU it holds instead of waiting for a second slot.
+        key = (os.getpid(), jobs_per_gpu)
+        if key not in _claimed_gpu:
+            _claimed_gpu[key] = gpu_slots.claim(gpu_slots.cuda_gpu_ids(), jobs_per_gpu, paths.GPU_SLOTS,
+                                                on_wait=waiting)
+        index = _claimed_gpu[key]
         torch.cuda.set_device(index)
         return torch.device("cuda", index)
     if spec == "auto":

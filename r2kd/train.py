@@ -127,6 +127,22 @@ class Trainer:
 
     def fit(self) -> FitResult:
         device = next(self.model.parameters()).device
+        member = self._start(device)
+        step = member.step
+        # One process only: the multi-process step all-gathers logits between ranks (r2kd.parallel).
+        if self.graphs and world().world_size == 1:
+            step = GraphedStep(step, batch_size=self.train_batches.batch_size, backend=self.graph_backend)
+        start_epoch = self._resume(member.optimizer, member.history)
+        member.begin(start_epoch)
+        (outcome,) = run_epochs([member], _OneStep(step), start_epoch, self.recipe.epochs,
+                                save=lambda epoch: self._save_state(epoch, member.optimizer, member.history),
+                                label=self.label, solo=True)
+        self.step_kind = step.kind  # a failed capture turns a graphed run eager
+        assert isinstance(outcome, FitResult)
+        return outcome
+
+    def _start(self, device: torch.device) -> "Member":
+        """The optimiser and the eager step of this run, before any resume."""
         optimizer = SGD(
             self.model.parameters(),
             lr=self.recipe.lr,
@@ -134,75 +150,9 @@ class Trainer:
             weight_decay=self.recipe.weight_decay,
         )
         scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16" and device.type == "cuda")
-        history: list[dict[str, float]] = []
-        start_epoch = self._resume(optimizer, history)
         forward = self.forward_model if self.forward_model is not None else self.model
         step = TrainStep(forward, self.objective, optimizer, scaler, self.amp, device)
-        # One process only: the multi-process step all-gathers logits between ranks (r2kd.parallel).
-        if self.graphs and world().world_size == 1:
-            step = GraphedStep(step, batch_size=self.train_batches.batch_size, backend=self.graph_backend)
-        self.step_kind = step.kind
-        best = max(history, key=lambda row: row["test_top1"], default=None)
-        train_seconds = sum(row["seconds"] for row in history)
-        steps_per_epoch = len(self.train_batches)
-        main = world().is_main  # only rank 0 of a multi-process run reports and writes
-
-        with _progress(disable=not main) as progress:
-            task = progress.add_task(
-                self.label, total=self.recipe.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch
-            )
-            for epoch in range(start_epoch + 1, self.recipe.epochs + 1):
-                began = time.perf_counter()
-                optimizer.lr = lr_at(self.recipe, epoch)
-                self.model.train()
-                step.begin_epoch(epoch)
-                for x, y in self.train_batches:
-                    step(x, y, epoch)
-                    progress.advance(task)
-                term_sums, bad_step = step.end_epoch()
-                if bad_step >= 0:
-                    kept = (
-                        f"the last good state (epoch {epoch - 1}) is kept in {self.state_path}"
-                        if epoch > 1
-                        else "no earlier good state exists (it diverged in the first epoch), so nothing was kept"
-                    )
-                    raise TrainingDiverged(
-                        f"{self.label}: the loss became NaN or infinite at epoch {epoch}, step {bad_step + 1}; "
-                        f"{kept}. Lower the learning rate or check the data."
-                    )
-                scores = evaluate(self.model, self.test_batches, self.amp)
-                seconds = time.perf_counter() - began
-                train_seconds += seconds
-                row = {
-                    "epoch": epoch,
-                    "lr": lr_at(self.recipe, epoch),
-                    **{f"train_{k}": float(v) / steps_per_epoch for k, v in term_sums.items()},
-                    "test_top1": scores["top1"],
-                    "test_top5": scores["top5"],
-                    "test_loss": scores["nll"],
-                    "seconds": seconds,
-                }
-                history.append(row)
-                if best is None or row["test_top1"] > best["test_top1"]:
-                    best = row
-                if main:
-                    progress.console.print(
-                        f"[dim]{self.label}[/] epoch {epoch}/{self.recipe.epochs}  "
-                        f"loss {sum(float(v) for v in term_sums.values()) / steps_per_epoch:.4f}  "
-                        f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {seconds:.1f}s"
-                    )
-                self._save_state(epoch, optimizer, history)
-
-        self.step_kind = step.kind  # a failed capture turns a graphed run eager
-        assert best is not None
-        return FitResult(
-            history=history,
-            best_top1=best["test_top1"],
-            best_epoch=int(best["epoch"]),
-            last=history[-1],
-            train_seconds=train_seconds,
-            resumed_from_epoch=start_epoch,
-        )
+        return Member(self, optimizer, step)
 
     # --- resume state -------------------------------------------------------------------------
     def _save_state(self, epoch: int, optimizer: SGD, history: list[dict]) -> None:
@@ -215,19 +165,33 @@ class Trainer:
     def _write_state(self, epoch: int, optimizer: SGD, history: list[dict]) -> None:
         save_checkpoint(
             self.state_path,
-            {
-                "format": "r2kd-resume-v1",
-                "fingerprint": self.fingerprint,
-                "epoch": epoch,
-                "model": self.model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "generators": {name: g.get_state() for name, g in self.generators.items()},
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "modules": {name: m.state_dict() for name, m in self.modules_to_save.items()},
-                "history": history,
-            },
+            {"format": "r2kd-resume-v1", "fingerprint": self.fingerprint, "epoch": epoch,
+             **self.state_dict(optimizer, history)},
         )
+
+    def state_dict(self, optimizer: SGD, history: list[dict]) -> dict:
+        """Everything a resume restores: weights, optimiser, every random stream, frozen modules' state."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generators": {name: g.get_state() for name, g in self.generators.items()},
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "modules": {name: m.state_dict() for name, m in self.modules_to_save.items()},
+            "history": history,
+        }
+
+    def load_state_dict(self, state: dict, optimizer: SGD, history: list[dict]) -> None:
+        self.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        for name, generator in self.generators.items():
+            generator.set_state(state["generators"][name])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        for name, module in self.modules_to_save.items():
+            module.load_state_dict(state["modules"][name])
+        history.extend(state["history"])
 
     def _resume(self, optimizer: SGD, history: list[dict]) -> int:
         if not self.state_path.exists():
@@ -245,16 +209,7 @@ class Trainer:
         epoch = int(state["epoch"])
         if epoch > self.recipe.epochs:
             return 0
-        self.model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        for name, generator in self.generators.items():
-            generator.set_state(state["generators"][name])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        for name, module in self.modules_to_save.items():
-            module.load_state_dict(state["modules"][name])
-        history.extend(state["history"])
+        self.load_state_dict(state, optimizer, history)
         _say(f"[green]{self.label}: resuming after epoch {epoch}[/] (state {self.state_path})")
         return epoch
 
@@ -262,6 +217,122 @@ class Trainer:
         """Called once the stage's outputs are written: the result supersedes the resume state."""
         if world().is_main:
             self.state_path.unlink(missing_ok=True)
+
+
+
+@dataclass
+class Member:
+    """One run inside :func:`run_epochs`: its trainer, optimiser and step, and its record so far."""
+
+    trainer: Trainer
+    optimizer: SGD
+    step: TrainStep
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, float] | None = None
+    train_seconds: float = 0.0
+    resumed_from_epoch: int = 0
+    failed: TrainingDiverged | None = None
+
+    def begin(self, resumed_from_epoch: int) -> None:
+        """Called once the history is restored (or left empty)."""
+        self.resumed_from_epoch = resumed_from_epoch
+        self.best = max(self.history, key=lambda row: row["test_top1"], default=None)
+        self.train_seconds = sum(row["seconds"] for row in self.history)
+
+    def result(self) -> "FitResult | TrainingDiverged":
+        if self.failed is not None:
+            return self.failed
+        assert self.best is not None
+        return FitResult(history=self.history, best_top1=self.best["test_top1"], best_epoch=int(self.best["epoch"]),
+                         last=self.history[-1], train_seconds=self.train_seconds,
+                         resumed_from_epoch=self.resumed_from_epoch)
+
+
+class _OneStep:
+    """A single run's step with the group interface :func:`run_epochs` drives (a list per epoch)."""
+
+    def __init__(self, step) -> None:
+        self.step = step
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.step.begin_epoch(epoch)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+        self.step(x, y, epoch)
+
+    def end_epoch(self) -> list[tuple[dict[str, torch.Tensor], int]]:
+        return [self.step.end_epoch()]
+
+
+def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, save: Callable[[int], None],
+               label: str, solo: bool = False) -> list["FitResult | TrainingDiverged"]:
+    """The epoch loop: every member sees the same batches, in lockstep (one run, or a cohort of runs
+    that share their frozen teachers' forwards: r2kd.cohort). ``step`` trains every live member on a
+    batch; ``save(epoch)`` writes the resume state after each epoch. A member whose loss stops being
+    finite is dropped (``solo``: raised at once, before its state is saved) and returned as the error."""
+    trainer0 = members[0].trainer
+    train_batches = trainer0.train_batches
+    steps_per_epoch = len(train_batches)
+    main = world().is_main  # only rank 0 of a multi-process run reports and writes
+
+    with _progress(disable=not main) as progress:
+        task = progress.add_task(label, total=epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch)
+        for epoch in range(start_epoch + 1, epochs + 1):
+            live = [m for m in members if m.failed is None]
+            if not live:
+                break
+            began = time.perf_counter()
+            for m in live:
+                m.optimizer.lr = lr_at(m.trainer.recipe, epoch)
+                m.trainer.model.train()
+            step.begin_epoch(epoch)
+            for x, y in train_batches:
+                step(x, y, epoch)
+                progress.advance(task)
+            outcomes = step.end_epoch()
+            trained = time.perf_counter() - began
+            for m, (term_sums, bad_step) in zip(live, outcomes):
+                member_began = time.perf_counter()
+                t = m.trainer
+                if bad_step >= 0:
+                    kept = (
+                        f"the last good state (epoch {epoch - 1}) is kept in {t.state_path}"
+                        if epoch > 1
+                        else "no earlier good state exists (it diverged in the first epoch), so nothing was kept"
+                    )
+                    m.failed = TrainingDiverged(
+                        f"{t.label}: the loss became NaN or infinite at epoch {epoch}, step {bad_step + 1}; "
+                        f"{kept}. Lower the learning rate or check the data."
+                    )
+                    if solo:
+                        raise m.failed
+                    progress.console.print(f"[red]{m.failed}[/] (the other runs go on)")
+                    continue
+                scores = evaluate(t.model, t.test_batches, t.amp)
+                # A run's seconds: the shared training pass split evenly, plus its own evaluation.
+                seconds = trained / len(live) + time.perf_counter() - member_began
+                m.train_seconds += seconds
+                row = {
+                    "epoch": epoch,
+                    "lr": lr_at(t.recipe, epoch),
+                    **{f"train_{k}": float(v) / steps_per_epoch for k, v in term_sums.items()},
+                    "test_top1": scores["top1"],
+                    "test_top5": scores["top5"],
+                    "test_loss": scores["nll"],
+                    "seconds": seconds,
+                }
+                m.history.append(row)
+                if m.best is None or row["test_top1"] > m.best["test_top1"]:
+                    m.best = row
+                if main:
+                    best = m.best
+                    progress.console.print(
+                        f"[dim]{t.label}[/] epoch {epoch}/{t.recipe.epochs}  "
+                        f"loss {sum(float(v) for v in term_sums.values()) / steps_per_epoch:.4f}  "
+                        f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {seconds:.1f}s"
+                    )
+            save(epoch)
+    return [m.result() for m in members]
 
 
 def _say(message: str) -> None:

@@ -29,9 +29,16 @@ TINY = {
 
 
 def tracked_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True)
     generated = ("data/prepared/", "runs/", "reports/", "dvc.lock", ".r2kd/", "logs/", ".snakemake/")
-    return [line for line in out.stdout.splitlines()
+    try:
+        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):  # a copy without .git (the GPU machine's)
+        skip = (".git/", ".venv/", ".whl/", ".gl/", ".dvc/cache/", ".dvc/tmp/", ".pytest_cache/", "data/raw/",
+                "data/corrupted/", "r2kd.egg-info/", "report.html")
+        out = [p.relative_to(REPO).as_posix() for p in REPO.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        out = [line for line in out if not line.startswith(skip)]
+    return [line for line in out
             if line and (REPO / line).exists() and not line.startswith(generated) and not line.endswith("/.gitignore")]
 
 

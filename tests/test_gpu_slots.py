@@ -109,3 +109,25 @@ def test_the_launcher_places_a_job_only_where_nobody_placed_it(monkeypatch, tmp_
     assert launch.place(2, "cpu", 1) == {}
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # a scheduler placed it: leave it
     assert launch.place(2, "auto", 1) == {}
+
+
+def test_a_process_asking_for_its_device_again_keeps_its_slot(monkeypatch, tmp_path):
+    """A stage function called twice in one process (tests do; so does a cohort) must not wait for
+    a second slot while it holds the only one."""
+    import torch
+
+    from r2kd import gpu_slots, paths, runtime
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    monkeypatch.setattr(gpu_slots, "cuda_gpu_ids", lambda: ["GPU-only"])
+    monkeypatch.setattr(runtime, "_claimed_gpu", {})
+    waits = []
+    real_claim = gpu_slots.claim
+    monkeypatch.setattr(gpu_slots, "claim", lambda *a, **k: real_claim(*a, **{**k, "timeout": 2.0,
+                                                                              "on_wait": lambda: waits.append(1)}))
+    first = runtime.resolve_device("auto", jobs_per_gpu=1)
+    again = runtime.resolve_device("auto", jobs_per_gpu=1)
+    assert first == again == torch.device("cuda", 0) and not waits
+    assert len(list((tmp_path / paths.GPU_SLOTS).glob("*.lock"))) == 1

@@ -35,6 +35,27 @@ from r2kd.methods.base import Method
 from r2kd.static_views import apply_view, draw_view, static_views
 
 
+class SharedPasses:
+    """One step's views and frozen-network logits, keyed by (what, on which input), for the runs of
+    a cohort (r2kd.cohort). Cleared at every step, so nothing outlives the batch it was computed on."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[str, str], object] = {}
+        self.computed = 0  # how many passes ran (tests and benchmarks count the sharing)
+        self.reused = 0
+
+    def get(self, key: tuple[str, str], compute):
+        if key in self._done:
+            self.reused += 1
+        else:
+            self._done[key] = compute()
+            self.computed += 1
+        return self._done[key]
+
+    def clear(self) -> None:
+        self._done.clear()
+
+
 def _frozen(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits of a frozen network: no autograd graph, returned as an ordinary tensor."""
     with torch.inference_mode():
@@ -59,6 +80,10 @@ class DistillObjective:
     # Set by r2kd.graphs.GraphedStep for a step replayed as a CUDA graph: the device tensors holding
     # this step's view draws; the view is then built from them (r2kd.static_views), not drawn here.
     static_draw: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    # The runs of a cohort (r2kd.cohort) see the same batch, the same view draws (one view generator
+    # per view kind, shared) and the same frozen networks: each view and each frozen pass is computed
+    # by the first run that needs it in a step and reused, bit for bit, by the others.
+    shared: SharedPasses | None = field(default=None, repr=False)
 
     def graph_view(self) -> str | None:
         """The view every step builds, if it has a fixed-shape form; None if it cannot be captured."""
@@ -77,7 +102,7 @@ class DistillObjective:
         # Every view but cutmixpick is a function of the batch and the view generator only, so it can
         # be drawn first and the teacher can see both views in one pass. cutmixpick (when it drops
         # rows) needs the teacher's clean logits to build the view: it is drawn after them.
-        view = None if aug in ("none", "cutmixpick") else self._view(aug, x, None)
+        view = None if aug in ("none", "cutmixpick") else self._once(("view", aug), lambda: self._view(aug, x, None))
         nets = [name for name, used in (("teacher", method.uses_teacher), ("pruned", method.uses_pruned_teacher)) if used]
         clean: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
         on_view: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
@@ -86,21 +111,24 @@ class DistillObjective:
             if net is None:
                 continue
             if view is not None and self._batch_views(net, x, view.x):
-                both = _frozen(net, torch.cat([x, view.x]))
+                both = self._once((name, "clean+" + aug), lambda: _frozen(net, torch.cat([x, view.x])))
                 clean[name], on_view[name] = both[: x.shape[0]], both[x.shape[0]:]
             else:
-                clean[name] = _frozen(net, x)
+                clean[name] = self._once((name, "clean"), lambda: _frozen(net, x))
         terms = self._losses(student, x, y, epoch, clean, clean=True)
         if aug == "cutmixpick":
-            view = self._view(aug, x, clean["teacher"])
+            view = self._once(("view", aug), lambda: self._view(aug, x, clean["teacher"]))
         if view is not None:
             labels = y if view.index is None else y[view.index]
             for name in nets:
                 net = getattr(self, name)
                 if net is not None and on_view[name] is None:
-                    on_view[name] = _frozen(net, view.x)
+                    on_view[name] = self._once((name, aug), lambda: _frozen(net, view.x))
             terms.update(self._losses(student, view.x, labels, epoch, on_view, clean=False))
         return terms
+
+    def _once(self, key: tuple[str, str], compute):
+        return compute() if self.shared is None else self.shared.get(key, compute)
 
     def _batch_views(self, net: torch.nn.Module, x: torch.Tensor, v: torch.Tensor) -> bool:
         return (self.fast and x.device.type == "cuda" and v.shape[1:] == x.shape[1:] and v.dtype == x.dtype

@@ -80,5 +80,9 @@ def load_data(batch_size: int, device: torch.device, generator: torch.Generator 
     """``workers``: DataLoader processes of a streamed set (params ``runtime.workers``); unused in memory."""
     meta = load_meta(paths.PREPARED)
     train, test = LOADERS[storage_of(meta)](meta, batch_size, device, generator, workers)
-    files = [paths.PREPARED / "train.pt", paths.PREPARED / "test.pt", paths.PREPARED / "meta.json"]
-    return Data(meta=meta, train=train, test=test, files=files)
+    return Data(meta=meta, train=train, test=test, files=data_files())
+
+
+def data_files() -> list[Path]:
+    """The prepared files every stage that reads the data records the hashes of."""
+    return [paths.PREPARED / "train.pt", paths.PREPARED / "test.pt", paths.PREPARED / "meta.json"]

@@ -1,0 +1,196 @@
+"""What the paper's matrix costs in GPU time with ``runtime.share_teachers``, against the official
+code: every run of one (pair, seed) of the CIFAR-100 preset, in ONE process on one device, interleaved.
+
+    python benchmarks/bench_cohort.py --device cuda            # the figure in docs/performance.md
+    python benchmarks/bench_cohort.py --device cpu --shape default --steps 5   # a dry run
+
+The preset's matrix is 4 pairs x 5 methods (ce, kd, dist, dkd, r2kd) x 2 augments (none, cutmix) x
+3 seeds. Every (pair, seed) has the same 10 runs, each the same number of steps, so the matrix's
+GPU-hours relative to the official code are the ratio of one (pair, seed)'s summed step times:
+
+- reference: each of the 10 runs' steps written plainly, as benchmarks/bench_step.py's reference
+  (separate forwards of student, teacher and pruned teacher on each view, an l1_unstructured
+  pruned copy in train-mode BatchNorm, torch.optim.SGD, ``loss.item()`` every step), one run per
+  process as the official code runs them; summed;
+- project, alone: each run's step as its own stage runs it (the device's default: on CUDA the
+  fast path, one CUDA graph per step); summed;
+- project, cohort: the 10 runs' steps as ONE r2kd.cohort.CohortStep, views and frozen passes
+  computed once (on CUDA: one CUDA graph for all 10), as ``share_teachers: true`` runs them;
+  also with ``amp: bf16`` (opt-in).
+
+Shape: resnet32x4 -> resnet8x4 at CIFAR-100 shape (the preset's first pair, its costliest teacher),
+batch 64, random weights and pixels (speed only); DKD's beta 8 as the preset sets it for this pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_step import (SHAPES, T, interleaved, project_step_fn, ref_cutmix, ref_dkd,  # noqa: E402
+                                   ref_pearson_dist, ref_r2kd_view, reference_pruned)
+from r2kd import models  # noqa: E402
+from r2kd.cohort import CohortStep  # noqa: E402
+from r2kd.config import PruneConfig  # noqa: E402
+from r2kd.graphs import GraphedStep  # noqa: E402
+from r2kd.methods import METHODS  # noqa: E402
+from r2kd.methods.objective import DistillObjective, SharedPasses  # noqa: E402
+from r2kd.optim import SGD  # noqa: E402
+from r2kd.pruning import prune_teacher, set_bn_mode  # noqa: E402
+from r2kd.runtime import fast_layout, resolve_device, seed_everything  # noqa: E402
+from r2kd.train import TrainStep  # noqa: E402
+
+console = Console(width=140)
+METHOD_NAMES = ("ce", "kd", "dist", "dkd", "r2kd")
+AUGMENTS = ("none", "cutmix")
+EPOCH = 30  # past DKD's warm-up
+
+
+def reference_terms(method: str, z_s, z_t, z_p, y, clean: bool):
+    """The method's loss on one view, written inline (CE on the clean view only, METHOD.md §4)."""
+    loss = F.cross_entropy(z_s, y) * (0.1 if method == "kd" else 1.0) if clean else z_s.new_zeros(())
+    if method == "kd":
+        loss = loss + 0.9 * F.kl_div(F.log_softmax(z_s / T, 1), F.softmax(z_t / T, 1), reduction="batchmean") * T * T
+    elif method == "dist":
+        p_s, p_t = F.softmax(z_s / T, 1), F.softmax(z_t / T, 1)
+        loss = loss + T * T * (2.0 * ref_pearson_dist(p_s, p_t) + 2.0 * ref_pearson_dist(p_s.t(), p_t.t()))
+    elif method == "dkd":
+        loss = loss + ref_dkd(z_s, z_t, y)
+    elif method == "r2kd":
+        loss = loss + ref_r2kd_view(z_s, z_t, z_p)
+    return loss
+
+
+def reference_step(method: str, augment: str, student, teacher, pruned, opt, x, y) -> float:
+    """One run's step, the official way: every network on every view, separately."""
+    views = [x] if method == "ce" or augment == "none" else [x, ref_cutmix(x)]  # ce has no term on a view
+    loss = 0.0
+    for i, v in enumerate(views):
+        z_s = student(v)
+        with torch.no_grad():
+            z_t = teacher(v) if method != "ce" else None
+            z_p = pruned(v) if method == "r2kd" else None
+        loss = loss + reference_terms(method, z_s, z_t, z_p, y, clean=i == 0)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def objective_for(method: str, augment: str, teacher, pruned, views: dict, ch: int, fast: bool,
+                  shared: SharedPasses | None, pair_beta: float = 8.0) -> DistillObjective:
+    cls = METHODS[method]
+    extra = {"beta": pair_beta} if method == "dkd" else {}
+    params = cls.Params(aug_view=augment, **extra)
+    view = cls(params).aug_view
+    generator = views.setdefault(view, torch.Generator().manual_seed(0)) if views is not None \
+        else torch.Generator().manual_seed(0)
+    return DistillObjective(method=cls(params), teacher=teacher, pruned=pruned, view_generator=generator,
+                            mean=[0.0] * ch, std=[1.0] * ch, fast=fast, shared=shared)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
+    parser.add_argument("--shape", default="cifar100", choices=list(SHAPES))
+    parser.add_argument("--steps", type=int, default=30, help="interleaved samples per row")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    seed_everything(0, deterministic=True)
+    t_name, s_name, ch, side, classes = SHAPES[args.shape]
+    torch.manual_seed(0)
+    build = lambda n: models.create(n, classes, in_channels=ch, input_size=side).to(device)  # noqa: E731
+    teacher = set_bn_mode(build(t_name), "eval")
+    x = torch.randn(64, ch, side, side, device=device)
+    y = torch.randint(0, classes, (64,), device=device)
+    ref_pruned = reference_pruned(teacher)
+    proj_pruned = set_bn_mode(prune_teacher(copy.deepcopy(teacher), x[:2], PruneConfig()).model, "train")
+    student0 = build(s_name).train()
+    fast = device.type == "cuda"  # the device's default (runtime.fast_path: auto)
+    f_teacher, f_pruned = ((fast_layout(copy.deepcopy(m)) for m in (teacher, proj_pruned)) if fast
+                           else (teacher, proj_pruned))
+    runs = [(m, a) for m in METHOD_NAMES for a in AUGMENTS]
+
+    def sgd(model):
+        return SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    def student():
+        s = copy.deepcopy(student0)
+        return fast_layout(s) if fast else s
+
+    fns = {}
+    for m, a in runs:
+        s_ref = copy.deepcopy(student0)
+        opt = torch.optim.SGD(s_ref.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False)
+        fns[f"reference {m}/{a}"] = (lambda m=m, a=a, s=s_ref, o=opt:
+                                     reference_step(m, a, s, teacher, ref_pruned, o, x, y))
+    for m, a in runs:
+        s = student()
+        fns[f"project alone {m}/{a}"] = project_step_fn(objective_for(m, a, f_teacher, f_pruned, None, ch, fast, None),
+                                                        s, sgd(s), x, y, graphs=fast)
+
+    def cohort(amp: str):
+        shared, views = SharedPasses(), {}
+        steps = []
+        for m, a in runs:
+            s = student()
+            steps.append(TrainStep(s, objective_for(m, a, f_teacher, f_pruned, views, ch, fast, shared), sgd(s),
+                                   torch.amp.GradScaler(device.type, enabled=False), amp, device))
+        step = CohortStep(steps, shared)
+        if fast:
+            step = GraphedStep(step, batch_size=x.shape[0])
+        step.begin_epoch(EPOCH)
+
+        def run():
+            step(x, y, EPOCH)
+
+        run.step, run.shared = step, shared
+        return run
+
+    fns["project cohort (share_teachers)"] = cohort("none")
+    fns["project cohort + amp=bf16 (opt-in)"] = cohort("bf16")
+
+    console.print(f"torch {torch.__version__}, {device}"
+                  + (f", {torch.cuda.get_device_name(device)}" if fast else f", {args.threads} threads")
+                  + f", deterministic kernels; {t_name} -> {s_name}, {ch}x{side}x{side}, {classes} classes, batch 64")
+    times = interleaved(fns, args.steps, args.warmup, device)
+    kinds = {k: fn.step.kind for k, fn in fns.items() if hasattr(fn, "step")}
+    if fast and any(v != "cuda-graph" for v in kinds.values()):
+        console.print(f"[red]a graphed step fell back to eager[/]: {kinds}")
+    shared = fns["project cohort (share_teachers)"].shared
+    console.print(f"cohort: {shared.computed} views / frozen passes computed, {shared.reused} reused (eager calls only)")
+
+    ref_total = sum(times[f"reference {m}/{a}"] for m, a in runs)
+    alone_total = sum(times[f"project alone {m}/{a}"] for m, a in runs)
+    table = Table(title="one step of each run of a (pair, seed): median ms, interleaved")
+    for col in ("run", "reference", "project alone", "speed-up"):
+        table.add_column(col, justify="right" if col != "run" else "left")
+    for m, a in runs:
+        r, p = times[f"reference {m}/{a}"], times[f"project alone {m}/{a}"]
+        table.add_row(f"{m}/{a}", f"{r * 1e3:.1f}", f"{p * 1e3:.1f}", f"{r / p:.2f}x")
+    console.print(table)
+    table = Table(title="the matrix: GPU time of a (pair, seed)'s 10 runs per step (= the matrix's GPU-hours ratio)")
+    for col in ("how", "ms per step of all 10 runs", "GPU-hours vs official code"):
+        table.add_column(col, justify="right" if col != "how" else "left")
+    table.add_row("official code (reference), one run at a time", f"{ref_total * 1e3:.1f}", "1.00")
+    table.add_row("project, each run alone (default)", f"{alone_total * 1e3:.1f}",
+                  f"{alone_total / ref_total:.3f} (1/{ref_total / alone_total:.1f})")
+    for k in ("project cohort (share_teachers)", "project cohort + amp=bf16 (opt-in)"):
+        table.add_row(k, f"{times[k] * 1e3:.1f}", f"{times[k] / ref_total:.3f} (1/{ref_total / times[k]:.1f})")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Several student runs trained in one process, in lockstep, sharing their frozen teachers' forwards.
+
+Why: at CIFAR shape about three quarters of an R2KD step's arithmetic is frozen forwards (the
+teacher and the pruned teacher, on the clean batch and the view), and the runs of one (pair, seed)
+compute the same ones: the data order and every view draw depend on the seed alone (r2kd.stages.
+distill). Trained together, the runs of a *cohort* compute each batch's views and each frozen pass
+once (r2kd.methods.objective.SharedPasses) and each run keeps its own student, optimiser and loss.
+
+Same numbers: every run gets exactly the tensors it would compute alone (the same kernels on the
+same inputs), so a run trained in a cohort ends bit-identical to the same run trained alone; the
+tests check it. What is shared is the work, never a result: a run's own random streams are the
+cohort's (one data generator; one view generator per view kind, which only that kind's runs draw
+from, once per step, as one run alone would).
+
+The cohort's step (every run's step, one after the other) is one :class:`CohortStep`; on CUDA it is
+replayed as ONE graph (r2kd.graphs.GraphedStep), teachers included. Resume: one state file holds
+every run's state, written atomically after each epoch, so a killed cohort never resumes with its
+runs at different epochs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from r2kd.distributed import world
+from r2kd.errors import CheckpointError, TrainingDiverged
+from r2kd.files import load_checkpoint, save_checkpoint
+from r2kd.graphs import GraphedStep
+from r2kd.methods.objective import SharedPasses
+from r2kd.train import FitResult, Member, Trainer, TrainStep, _say, run_epochs
+
+STATE_FORMAT = "r2kd-cohort-resume-v1"
+
+
+class CohortViews:
+    """The cohort's view draws as one objective for GraphedStep: each view kind drawn once per step
+    from its (shared) generator, by the first run that builds it, and handed to every run of that kind."""
+
+    def __init__(self, objectives: list) -> None:
+        self.objectives = objectives
+        self._static: dict[str, torch.Tensor] | None = None
+        first: dict[str, object] = {}
+        for objective in objectives:
+            view = objective.graph_view() if hasattr(objective, "graph_view") else "none"
+            first.setdefault(view, objective)
+        self.first_of_view = first
+
+    def graph_view(self) -> str | None:
+        if None in self.first_of_view:
+            return None  # one run's view cannot be captured: the whole cohort stays eager
+        views = [v for v in self.first_of_view if v != "none"]
+        return "+".join(views) if views else "none"
+
+    def draw_view(self, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        draws = {}
+        for view, objective in self.first_of_view.items():
+            if view != "none":
+                draws.update({f"{view}/{name}": value for name, value in objective.draw_view(shape).items()})
+        return draws
+
+    @property
+    def static_draw(self) -> dict[str, torch.Tensor] | None:
+        return self._static
+
+    @static_draw.setter
+    def static_draw(self, draws: dict[str, torch.Tensor] | None) -> None:
+        self._static = draws
+        for objective in self.objectives:
+            if not hasattr(objective, "static_draw"):
+                continue
+            if draws is None:
+                objective.static_draw = None
+                continue
+            view = objective.graph_view()
+            prefix = f"{view}/"
+            objective.static_draw = {name[len(prefix):]: value for name, value in draws.items()
+                                     if name.startswith(prefix)}
+
+
+class CohortStep:
+    """Every live run's :class:`r2kd.train.TrainStep` on the same batch, views and frozen passes
+    shared; the interface of one TrainStep, except that ``end_epoch`` returns one outcome per run."""
+
+    kind = "eager"
+
+    def __init__(self, steps: list[TrainStep], shared: SharedPasses) -> None:
+        self.steps, self.shared = steps, shared
+        self.device = steps[0].device
+        self.objective = CohortViews([s.objective for s in steps])
+
+    @property
+    def autocast_cache(self) -> bool:
+        return self.steps[0].autocast_cache
+
+    @autocast_cache.setter
+    def autocast_cache(self, value: bool) -> None:
+        for step in self.steps:
+            step.autocast_cache = value
+
+    def begin_epoch(self, epoch: int) -> None:
+        for step in self.steps:
+            step.begin_epoch(epoch)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+        self.shared.clear()
+        for step in self.steps:
+            step(x, y, epoch)
+        self.shared.clear()  # frees the step's logits before the next batch
+
+    def end_epoch(self) -> list[tuple[dict[str, torch.Tensor], int]]:
+        return [step.end_epoch() for step in self.steps]
+
+
+class _Live:
+    """Rebuilds the cohort's (graphed) step whenever a run drops out (a diverged loss)."""
+
+    def __init__(self, members: list[Member], shared: SharedPasses, graphs: bool, batch_size: int, backend) -> None:
+        self.members, self.shared = members, shared
+        self.graphs, self.batch_size, self.backend = graphs, batch_size, backend
+        self.kind = "eager"
+        self._live: list[Member] = []
+        self._step = None
+
+    def begin_epoch(self, epoch: int) -> None:
+        live = [m for m in self.members if m.failed is None]
+        if live != self._live:
+            self._live = live
+            step = CohortStep([m.step for m in live], self.shared)
+            self._step = GraphedStep(step, self.batch_size, backend=self.backend) if self.graphs else step
+        self._step.begin_epoch(epoch)
+        self.kind = self._step.kind
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+        self._step(x, y, epoch)
+
+    def end_epoch(self):
+        self.kind = self._step.kind  # a failed capture turns a graphed cohort eager
+        return self._step.end_epoch()
+
+
+def fit_cohort(trainers: list[Trainer], shared: SharedPasses, state_path: Path, fingerprint: str,
+               label: str) -> tuple[list[FitResult | TrainingDiverged], str]:
+    """Train ``trainers`` together (their objectives hold ``shared``; their loaders, generators, teachers
+    and settings are the cohort's). Returns each run's result, or the error that stopped it, and
+    the step kind that ran (eager | cuda-graph)."""
+    if world().distributed:
+        raise ValueError("a cohort runs in one process (runtime.share_teachers needs nproc_per_node: 1)")
+    first = trainers[0]
+    device = next(first.model.parameters()).device
+    members = [t._start(device) for t in trainers]
+    start_epoch = _resume(members, state_path, fingerprint, label)
+    for m in members:
+        m.begin(start_epoch)
+    step = _Live(members, shared, first.graphs, first.train_batches.batch_size, first.graph_backend)
+
+    def save(epoch: int) -> None:
+        save_checkpoint(state_path, {
+            "format": STATE_FORMAT, "fingerprint": fingerprint, "epoch": epoch,
+            "members": [{"failed": str(m.failed)} if m.failed is not None
+                        else m.trainer.state_dict(m.optimizer, m.history) for m in members],
+        })
+
+    outcomes = run_epochs(members, step, start_epoch, first.recipe.epochs, save=save, label=label)
+    return outcomes, step.kind
+
+
+def _resume(members: list[Member], state_path: Path, fingerprint: str, label: str) -> int:
+    if not state_path.exists():
+        return 0
+    try:
+        state = load_checkpoint(state_path)
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT \
+                or len(state.get("members", ())) != len(members):
+            raise CheckpointError(f"{state_path} is not the resume state of this cohort")
+    except CheckpointError as exc:
+        _say(f"[yellow]ignoring unusable resume state[/]: {exc}")
+        return 0
+    if state["fingerprint"] != fingerprint:
+        _say(f"[yellow]{label}: params, inputs or code changed since the interrupted run; starting over[/]")
+        return 0
+    epoch = int(state["epoch"])
+    for m, saved in zip(members, state["members"]):
+        if "failed" in saved:
+            m.failed = TrainingDiverged(saved["failed"])
+        else:
+            m.trainer.load_state_dict(saved, m.optimizer, m.history)
+    _say(f"[green]{label}: resuming after epoch {epoch}[/] (state {state_path})")
+    return epoch

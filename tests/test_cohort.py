@@ -1,0 +1,263 @@
+"""runtime.share_teachers: the runs of a (pair, seed) trained together, sharing views and frozen
+forwards, must end bit-identical to the same runs trained alone (CPU), do less frozen work, and
+leave every other run's result for its own stage to publish, under its own result key only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import make_repo
+from r2kd import paths
+from r2kd.config import load_params
+from r2kd.files import read_json, sha256_file, write_text
+
+PAIR = "resnet14-resnet8"
+SETUP = {
+    "data": {"train_limit": 20, "test_limit": 8},
+    "pairs": {PAIR: {"teacher": "resnet14", "student": "resnet8"}},
+    "methods": ["ce", "kd", "dkd", "r2kd"],
+    "augments": ["none", "cutmix"],
+    "seeds": [0],
+    "distill": {"epochs": 2, "milestones": [1], "batch_size": 32},
+    "method_params": {"ce": {}, "kd": {"temperature": 4.0}, "dist": {}, "dkd": {"warmup": 1},
+                      "r2kd": {"aug_view": "cutmix", "rank": "hard"}},
+}
+RESULTS = ("model.pt", "log.csv", "metrics.json")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """Teacher, pruned copy and pair made once; each test works in its own copy of this checkout."""
+    from r2kd.stages import pair, prepare, prune, train_teacher
+
+    root = make_repo(tmp_path_factory.mktemp("cohort") / "repo", override=SETUP, git=False)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        params = load_params("params.yaml")
+        prepare.run(params)
+        train_teacher.run(params, "resnet14")
+        prune.run(params, "resnet14")
+        pair.run(params, PAIR)
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+@pytest.fixture
+def work(repo, tmp_path, monkeypatch):
+    copy = tmp_path / "work"
+    shutil.copytree(repo, copy, symlinks=True)
+    monkeypatch.chdir(copy)
+    return copy
+
+
+def _set_sharing(on: bool, device: str = "cpu") -> object:
+    params = load_params("params.yaml")
+    return params.model_copy(update={"runtime": params.runtime.model_copy(update={"share_teachers": on,
+                                                                                  "device": device})})
+
+
+def _runs(params):
+    from r2kd.runs import student_runs
+
+    return student_runs(params)
+
+
+def _count_frozen_forwards(monkeypatch) -> dict[str, int]:
+    """Count every forward of the frozen networks the distill stage loads."""
+    from r2kd.stages import distill
+
+    counts = {"teacher": 0, "pruned": 0}
+    real = distill.load_frozen
+
+    def counting(*args, **kwargs):
+        frozen = real(*args, **kwargs)
+        for name, module in frozen.items():
+            module.register_forward_hook(lambda *_, name=name: counts.__setitem__(name, counts[name] + 1))
+        return frozen
+
+    monkeypatch.setattr(distill, "load_frozen", counting)
+    return counts
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])])
+def test_a_cohort_gives_each_run_the_bytes_it_gets_alone_with_a_fraction_of_the_frozen_work(work, monkeypatch,
+                                                                                          device):
+    """On CUDA too (deterministic kernels, the fast path: one CUDA graph per run alone, one for the
+    whole cohort)."""
+    from r2kd.stages import distill
+
+    counts = _count_frozen_forwards(monkeypatch)
+    alone = _set_sharing(False, device)
+    runs = _runs(alone)
+    assert len(runs) == 8
+    for run in runs:
+        distill.run(alone, run.pair, run.method, run.augment, run.seed)
+    solo = {run: {name: sha256_file(run.dir / name) for name in RESULTS} for run in runs}
+    solo_counts = dict(counts)
+    shutil.rmtree(paths.RUNS / "students")
+
+    counts.update(teacher=0, pruned=0)
+    shared = _set_sharing(True, device)
+    first, rest = runs[0], runs[1:]
+    distill.run(shared, first.pair, first.method, first.augment, first.seed)
+    # the first stage trained all eight; the seven others wait under their keys, outside any output
+    waiting = sorted(p.name for p in paths.COHORT_RESULTS.iterdir())
+    assert len(waiting) == 7 and not any(run.dir.exists() for run in rest)
+    for run in rest:
+        distill.run(shared, run.pair, run.method, run.augment, run.seed)
+    assert not any(paths.COHORT_RESULTS.iterdir())  # every waiting result was published, then dropped
+
+    for run in runs:
+        assert {name: sha256_file(run.dir / name) for name in RESULTS} == solo[run], run.stage
+        provenance = read_json(run.dir / "provenance.json")
+        assert provenance["cohort"] == [r.stage for r in runs]
+        assert provenance["result_key"] == distill.result_key(shared, run, read_json("data/prepared/meta.json"))
+    if device == "cuda":
+        assert read_json(runs[-1].dir / "provenance.json")["step"] == "cuda-graph"
+        return  # the fast path batches the teacher's two views on CUDA: other pass counts
+    # Alone: kd, dkd and r2kd run the teacher on the clean batch, and under cutmix on the view too:
+    # 3 + 6 passes per step; r2kd the pruned copy: 1 + 2. Together: clean and view, once each.
+    steps = 2 * 7  # 2 epochs of 200 images in batches of 32
+    assert solo_counts == {"teacher": 9 * steps, "pruned": 3 * steps}
+    assert counts == {"teacher": 2 * steps, "pruned": 2 * steps}
+
+
+def test_only_the_runs_a_change_touches_are_trained_again(work, monkeypatch):
+    from r2kd.stages import distill
+
+    shared = _set_sharing(True)
+    runs = _runs(shared)
+    for run in runs:
+        distill.run(shared, run.pair, run.method, run.augment, run.seed)
+    before = {run: sha256_file(run.dir / "model.pt") for run in runs}
+
+    # what `dvc exp run -S method_params.kd.temperature=2` does: it reruns the two kd stages
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    raw["method_params"]["kd"]["temperature"] = 2.0
+    raw["runtime"].update(share_teachers=True, device="cpu")
+    Path("params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    changed = load_params("params.yaml")
+    kd = [run for run in runs if run.method == "kd"]
+    trained = []
+    monkeypatch.setattr("r2kd.stages.cohort.train", _spy(trained))
+    for run in kd:
+        for name in ("model.pt", "provenance.json"):  # DVC deletes a stage's outputs before running it
+            (run.dir / name).unlink()
+        distill.run(changed, run.pair, run.method, run.augment, run.seed)
+    assert trained == [[run.stage for run in kd]]  # one cohort: both kd runs, nothing else
+    for run in runs:
+        assert (sha256_file(run.dir / "model.pt") == before[run]) == (run.method != "kd"), run.stage
+
+
+def _spy(calls: list):
+    from r2kd.stages import cohort
+
+    real = cohort.train
+
+    def spy(params, due, keys):
+        calls.append([run.stage for run in due])
+        return real(params, due, keys)
+
+    return spy
+
+
+def test_a_waiting_result_is_published_only_under_its_own_key(work):
+    from r2kd.stages import cohort, distill
+
+    shared = _set_sharing(True)
+    runs = _runs(shared)
+    distill.run(shared, runs[0].pair, runs[0].method, runs[0].augment, runs[0].seed)
+    later = runs[1]
+    meta = read_json("data/prepared/meta.json")
+    key = distill.result_key(shared, later, meta)
+    assert (cohort.cache_dir(key) / "model.pt").is_file()
+    # the distill code changes before the later run's stage runs: its key changes, the waiting
+    # result (trained by the old code) is not taken; the stage trains a cohort of what is due now
+    source = Path("r2kd/optim.py")
+    write_text(source, source.read_text() + "\n# an edit\n")
+    new_key = distill.result_key(shared, later, meta)
+    assert new_key != key and not cohort.publish(new_key, later.dir)
+    distill.run(shared, later.pair, later.method, later.augment, later.seed)
+    assert read_json(later.dir / "provenance.json")["result_key"] == new_key
+
+
+def test_cohort_resumes_after_a_crash_and_ends_as_an_uninterrupted_cohort(work, monkeypatch):
+    from r2kd import cohort as cohort_lib
+    from r2kd.stages import cohort, distill
+
+    shared = _set_sharing(True)
+    runs = [run for run in _runs(shared) if run.method in ("kd", "r2kd")]
+    keys = {run: distill.result_key(shared, run, read_json("data/prepared/meta.json")) for run in runs}
+    cohort.train(shared, runs, keys)
+    reference = {run: sha256_file(cohort.cache_dir(keys[run]) / "model.pt") for run in runs}
+    shutil.rmtree(paths.COHORT_RESULTS)
+
+    real_run_epochs = cohort_lib.run_epochs
+
+    def crash_after_first_epoch(members, step, start_epoch, epochs, **kwargs):
+        real_run_epochs(members, step, start_epoch, 1, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cohort_lib, "run_epochs", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        cohort.train(shared, runs, keys)
+    assert list((paths.STATE / "cohort").glob("*.pt"))  # the state of epoch 1, all runs in one file
+    monkeypatch.setattr(cohort_lib, "run_epochs", real_run_epochs)
+    cohort.train(shared, runs, keys)
+    assert {run: sha256_file(cohort.cache_dir(keys[run]) / "model.pt") for run in runs} == reference
+    assert not list((paths.STATE / "cohort").glob("*.pt"))  # superseded by the results
+    timing = read_json(paths.timing_file(runs[0].dir))
+    assert timing["resumed_from_epoch"] == 1 and timing["cohort_size"] == len(runs)
+
+
+def test_the_cohort_step_replayed_as_one_graph_matches_the_eager_cohort(work):
+    """The CUDA-graph plumbing (one capture for every run's step, the view draws of each view kind
+    handed to its runs) on the CPU stand-in backend: same bytes as the eager cohort."""
+    from r2kd.cohort import fit_cohort
+    from r2kd.graphs import EagerReplayBackend
+    from r2kd.methods.objective import SharedPasses
+    from r2kd.runtime import seed_everything
+    from r2kd.stages import distill
+    from r2kd.stages.dataset import load_data
+
+    params = _set_sharing(True)
+    runs = [run for run in _runs(params) if run.method in ("ce", "dkd", "r2kd")]
+    results = {}
+    for graphs in (False, True):
+        data_generator = seed_everything(0)
+        views: dict[str, torch.Generator] = {}
+        data = load_data(params.distill.batch_size, torch.device("cpu"), data_generator)
+        frozen = distill.load_frozen(params, runs[0], data.meta, torch.device("cpu"), ("pruned", "teacher"))
+        shared = SharedPasses()
+        built = [distill.build_run(params, run, data, torch.device("cpu"), frozen, data_generator,
+                                   lambda v: views.setdefault(v, torch.Generator().manual_seed(distill.view_seed(0))),
+                                   shared) for run in runs]
+        backend = EagerReplayBackend()
+        for b in built:
+            b.trainer.graphs, b.trainer.graph_backend = graphs, backend
+        outcomes, kind = fit_cohort([b.trainer for b in built], shared, paths.STATE / f"c{graphs}.pt", "fp", "c")
+        assert kind == ("cuda-graph" if graphs else "eager")
+        assert (backend.captures > 0) == graphs and (backend.replays > 0) == graphs
+        results[graphs] = [({k: v.clone() for k, v in b.model.state_dict().items()}, o.history) for b, o in
+                           zip(built, outcomes)]
+    for (eager_state, eager_log), (graph_state, graph_log) in zip(results[False], results[True]):
+        assert all(torch.equal(eager_state[k], graph_state[k]) for k in eager_state)
+        assert [{k: v for k, v in r.items() if k != "seconds"} for r in eager_log] == \
+               [{k: v for k, v in r.items() if k != "seconds"} for r in graph_log]
+
+
+def test_sharing_teachers_needs_one_process():
+    from r2kd.config import Runtime
+
+    with pytest.raises(ValueError, match="runtime.share_teachers"):
+        Runtime(share_teachers=True, nproc_per_node=2)
+    assert Runtime(share_teachers=True).result_settings() == Runtime().result_settings()
