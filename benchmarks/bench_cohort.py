@@ -30,14 +30,13 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_step import (SHAPES, T, interleaved, project_step_fn, ref_cutmix, ref_dkd,  # noqa: E402
-                                   ref_pearson_dist, ref_r2kd_view, reference_pruned)
+from benchmarks.bench_step import (SHAPES, interleaved, project_step_fn, ref_cutmix,  # noqa: E402
+                                   reference_pruned, reference_terms)
 from r2kd import models  # noqa: E402
 from r2kd.cohort import CohortStep  # noqa: E402
 from r2kd.config import PruneConfig  # noqa: E402
@@ -53,21 +52,6 @@ console = Console(width=140)
 METHOD_NAMES = ("ce", "kd", "dist", "dkd", "r2kd")
 AUGMENTS = ("none", "cutmix")
 EPOCH = 30  # past DKD's warm-up
-
-
-def reference_terms(method: str, z_s, z_t, z_p, y, clean: bool):
-    """The method's loss on one view, written inline (CE on the clean view only, METHOD.md §4)."""
-    loss = F.cross_entropy(z_s, y) * (0.1 if method == "kd" else 1.0) if clean else z_s.new_zeros(())
-    if method == "kd":
-        loss = loss + 0.9 * F.kl_div(F.log_softmax(z_s / T, 1), F.softmax(z_t / T, 1), reduction="batchmean") * T * T
-    elif method == "dist":
-        p_s, p_t = F.softmax(z_s / T, 1), F.softmax(z_t / T, 1)
-        loss = loss + T * T * (2.0 * ref_pearson_dist(p_s, p_t) + 2.0 * ref_pearson_dist(p_s.t(), p_t.t()))
-    elif method == "dkd":
-        loss = loss + ref_dkd(z_s, z_t, y)
-    elif method == "r2kd":
-        loss = loss + ref_r2kd_view(z_s, z_t, z_p)
-    return loss
 
 
 def reference_step(method: str, augment: str, student, teacher, pruned, opt, x, y) -> float:

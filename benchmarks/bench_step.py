@@ -105,13 +105,9 @@ def ref_dkd(z_s, z_t, y, alpha=1.0, beta=8.0):
     return alpha * tckd + beta * nckd
 
 
-def reference_step(method, student, teacher, pruned, opt, x, y):
-    z_s = student(x)
-    loss = F.cross_entropy(z_s, y) * (0.1 if method == "kd" else 1.0)
-    if method != "ce":
-        with torch.no_grad():
-            z_t = teacher(x)
-            z_p = pruned(x) if method == "r2kd" else None
+def reference_terms(method: str, z_s, z_t, z_p, y, clean: bool = True):
+    """The method's loss on one view, written inline (CE on the clean view only, METHOD.md §4)."""
+    loss = F.cross_entropy(z_s, y) * (0.1 if method == "kd" else 1.0) if clean else z_s.new_zeros(())
     if method == "kd":
         loss = loss + 0.9 * F.kl_div(F.log_softmax(z_s / T, 1), F.softmax(z_t / T, 1), reduction="batchmean") * T * T
     elif method == "dist":
@@ -121,6 +117,18 @@ def reference_step(method, student, teacher, pruned, opt, x, y):
         loss = loss + ref_dkd(z_s, z_t, y)
     elif method == "r2kd":
         loss = loss + ref_r2kd_view(z_s, z_t, z_p)
+    return loss
+
+
+def reference_step(method, student, teacher, pruned, opt, x, y):
+    z_s = student(x)
+    z_t = z_p = None
+    if method != "ce":
+        with torch.no_grad():
+            z_t = teacher(x)
+            z_p = pruned(x) if method == "r2kd" else None
+    loss = reference_terms(method, z_s, z_t, z_p, y)
+    if method == "r2kd":
         x_aug = ref_cutmix(x)
         z_s_aug = student(x_aug)
         with torch.no_grad():

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from r2kd.errors import UserError
 
@@ -75,16 +75,27 @@ def check_other_tool() -> None:
 def stage_lock(name: str) -> Iterator[None]:
     """Hold the lock of stage ``name`` (e.g. "distill@pair-kd-none-0") for the block."""
     check_other_tool()
-    LOCKS.mkdir(parents=True, exist_ok=True)
-    path = LOCKS / f"{name.replace('/', '_')}.lock"
+
+    def refuse(holder: str) -> None:
+        raise UserError(f"stage {name} is already running in this checkout ({holder}); "
+                        "wait for it to finish") from None
+
+    with file_lock(LOCKS / f"{name.replace('/', '_')}.lock", on_busy=refuse):
+        yield
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, on_busy: Callable[[str], None]) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` for the block, the holder's pid and command written in it.
+    When another process holds it, ``on_busy(holder)`` either raises (give up) or returns (wait for it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise UserError(f"stage {name} is already running in this checkout ({holder}); "
-                            "wait for it to finish") from None
+            on_busy(fh.read().strip() or "another process")
+            fcntl.flock(fh, fcntl.LOCK_EX)
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()}: {' '.join(['r2kd', *sys.argv[1:]])}\n")

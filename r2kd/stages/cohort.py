@@ -21,7 +21,6 @@ unless the runs of a (pair, seed) are grouped into one job.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -39,7 +38,7 @@ from r2kd.data.prepared import load_meta
 from r2kd.distributed import resolve_device
 from r2kd.errors import TrainingDiverged, UserError
 from r2kd.files import atomic_path, read_json
-from r2kd.lock import LOCKS
+from r2kd.lock import LOCKS, file_lock
 from r2kd.methods.objective import SharedPasses
 from r2kd.runs import StudentRun, student_runs
 from r2kd.runtime import seed_everything, set_threads
@@ -99,21 +98,10 @@ def _has_result(run: StudentRun, key: str) -> bool:
 
 @contextlib.contextmanager
 def cohort_lock(run: StudentRun) -> Iterator[None]:
-    LOCKS.mkdir(parents=True, exist_ok=True)
-    path = LOCKS / f"cohort-{run.pair}-s{run.seed}.lock"
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            console.print(f"[dim]{run.stage}: waiting for the cohort of {run.pair} seed {run.seed} "
-                                  f"({holder})[/]")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}\n")
-        fh.flush()
+    def wait(holder: str) -> None:
+        console.print(f"[dim]{run.stage}: waiting for the cohort of {run.pair} seed {run.seed} ({holder})[/]")
+
+    with file_lock(LOCKS / f"cohort-{run.pair}-s{run.seed}.lock", on_busy=wait):
         yield
 
 
