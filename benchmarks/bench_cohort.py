@@ -15,8 +15,9 @@ GPU-hours relative to the official code are the ratio of one (pair, seed)'s summ
 - project, alone: each run's step as its own stage runs it (the device's default: on CUDA the
   fast path, one CUDA graph per step); summed;
 - project, cohort: the 10 runs' steps as ONE r2kd.cohort.CohortStep, views and frozen passes
-  computed once (on CUDA: one CUDA graph for all 10), as ``share_teachers: true`` runs them;
-  also with ``amp: bf16`` (opt-in).
+  computed once (on CUDA: one CUDA graph for all 10, the students on one stream each), as
+  ``share_teachers: true`` runs them; on CUDA also with the students in turn (one stream), and
+  with ``amp: bf16`` (opt-in).
 
 Shape: resnet32x4 -> resnet8x4 at CIFAR-100 shape (the preset's first pair, its costliest teacher),
 batch 64, random weights and pixels (speed only); DKD's beta 8 as the preset sets it for this pair.
@@ -125,14 +126,14 @@ def main() -> None:
         fns[f"project alone {m}/{a}"] = project_step_fn(objective_for(m, a, f_teacher, f_pruned, None, ch, fast, None),
                                                         s, sgd(s), x, y, graphs=fast)
 
-    def cohort(amp: str):
+    def cohort(amp: str, concurrent: bool | None = None):
         shared, views = SharedPasses(), {}
         steps = []
         for m, a in runs:
             s = student()
             steps.append(TrainStep(s, objective_for(m, a, f_teacher, f_pruned, views, ch, fast, shared), sgd(s),
                                    torch.amp.GradScaler(device.type, enabled=False), amp, device))
-        step = CohortStep(steps, shared)
+        step = CohortStep(steps, shared, concurrent=concurrent)
         if fast:
             step = GraphedStep(step, batch_size=x.shape[0])
         step.begin_epoch(EPOCH)
@@ -143,7 +144,11 @@ def main() -> None:
         run.step, run.shared = step, shared
         return run
 
+    if fast:  # the students one after another, instead of one CUDA stream each
+        fns["project cohort, students in turn"] = cohort("none", concurrent=False)
     fns["project cohort (share_teachers)"] = cohort("none")
+    if fast:
+        fns["project cohort + amp=bf16, students in turn"] = cohort("bf16", concurrent=False)
     fns["project cohort + amp=bf16 (opt-in)"] = cohort("bf16")
 
     console.print(f"torch {torch.__version__}, {device}"
@@ -171,7 +176,10 @@ def main() -> None:
     table.add_row("official code (reference), one run at a time", f"{ref_total * 1e3:.1f}", "1.00")
     table.add_row("project, each run alone (default)", f"{alone_total * 1e3:.1f}",
                   f"{alone_total / ref_total:.3f} (1/{ref_total / alone_total:.1f})")
-    for k in ("project cohort (share_teachers)", "project cohort + amp=bf16 (opt-in)"):
+    for k in ("project cohort, students in turn", "project cohort (share_teachers)",
+              "project cohort + amp=bf16, students in turn", "project cohort + amp=bf16 (opt-in)"):
+        if k not in times:
+            continue
         table.add_row(k, f"{times[k] * 1e3:.1f}", f"{times[k] / ref_total:.3f} (1/{ref_total / times[k]:.1f})")
     console.print(table)
 

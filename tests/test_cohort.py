@@ -219,9 +219,24 @@ def test_cohort_resumes_after_a_crash_and_ends_as_an_uninterrupted_cohort(work, 
     assert timing["resumed_from_epoch"] == 1 and timing["cohort_size"] == len(runs)
 
 
-def test_the_cohort_step_replayed_as_one_graph_matches_the_eager_cohort(work):
+class _FakeStream:
+    """torch.cuda's stream API as no-ops, so that the CPU runs the side-by-side path's order."""
+
+    def __init__(self, device=None) -> None:
+        pass
+
+    def wait_stream(self, other) -> None:
+        pass
+
+
+@pytest.mark.parametrize("variant", ["graph", "side by side"])
+def test_the_cohort_step_as_one_graph_and_side_by_side_matches_the_eager_cohort(work, monkeypatch, variant):
     """The CUDA-graph plumbing (one capture for every run's step, the view draws of each view kind
-    handed to its runs) on the CPU stand-in backend: same bytes as the eager cohort."""
+    handed to its runs) on the CPU stand-in backend; and the CUDA order of a cohort step (every
+    shared pass first, then each student on its own stream) with no-op streams: same bytes as the
+    plain eager cohort, and no shared pass computed twice."""
+    import contextlib
+
     from r2kd.cohort import fit_cohort
     from r2kd.graphs import EagerReplayBackend
     from r2kd.methods.objective import SharedPasses
@@ -231,8 +246,8 @@ def test_the_cohort_step_replayed_as_one_graph_matches_the_eager_cohort(work):
 
     params = _set_sharing(True)
     runs = [run for run in _runs(params) if run.method in ("ce", "dkd", "r2kd")]
-    results = {}
-    for graphs in (False, True):
+    results, passes = {}, {}
+    for case in ("eager", variant):
         data_generator = seed_everything(0)
         views: dict[str, torch.Generator] = {}
         data = load_data(params.distill.batch_size, torch.device("cpu"), data_generator)
@@ -243,16 +258,25 @@ def test_the_cohort_step_replayed_as_one_graph_matches_the_eager_cohort(work):
                                    shared) for run in runs]
         backend = EagerReplayBackend()
         for b in built:
-            b.trainer.graphs, b.trainer.graph_backend = graphs, backend
-        outcomes, kind = fit_cohort([b.trainer for b in built], shared, paths.STATE / f"c{graphs}.pt", "fp", "c")
-        assert kind == ("cuda-graph" if graphs else "eager")
-        assert (backend.captures > 0) == graphs and (backend.replays > 0) == graphs
-        results[graphs] = [({k: v.clone() for k, v in b.model.state_dict().items()}, o.history) for b, o in
-                           zip(built, outcomes)]
-    for (eager_state, eager_log), (graph_state, graph_log) in zip(results[False], results[True]):
-        assert all(torch.equal(eager_state[k], graph_state[k]) for k in eager_state)
+            b.trainer.graphs, b.trainer.graph_backend = case == "graph", backend
+        with monkeypatch.context() as patch:
+            if case == "side by side":
+                patch.setattr(torch.cuda, "Stream", _FakeStream)
+                patch.setattr(torch.cuda, "current_stream", lambda device=None: _FakeStream())
+                patch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+            outcomes, kind = fit_cohort([b.trainer for b in built], shared, paths.STATE / f"{case}.pt", "fp", "c",
+                                        concurrent=case == "side by side")
+        assert kind == ("cuda-graph" if case == "graph" else "eager")
+        assert (backend.captures > 0) == (case == "graph")
+        results[case] = [({k: v.clone() for k, v in b.model.state_dict().items()}, o.history) for b, o in
+                         zip(built, outcomes)]
+        passes[case] = shared.computed
+    for (eager_state, eager_log), (other_state, other_log) in zip(results["eager"], results[variant]):
+        assert all(torch.equal(eager_state[k], other_state[k]) for k in eager_state)
         assert [{k: v for k, v in r.items() if k != "seconds"} for r in eager_log] == \
-               [{k: v for k, v in r.items() if k != "seconds"} for r in graph_log]
+               [{k: v for k, v in r.items() if k != "seconds"} for r in other_log]
+    if variant == "side by side":
+        assert passes[variant] == passes["eager"]  # the prefetch computed each pass once, the steps reused it
 
 
 def test_sharing_teachers_needs_one_process():

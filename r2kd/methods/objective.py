@@ -95,37 +95,60 @@ class DistillObjective:
         return draw_view(self.method.aug_view, shape, self.view_generator)
 
     def __call__(self, student: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
+        x = self._layout(x)
+        view, clean, on_view = self._clean_passes(x)
+        terms = self._losses(student, x, y, epoch, clean, clean=True)
+        view = self._view_passes(x, view, clean, on_view)
+        if view is not None:
+            labels = y if view.index is None else y[view.index]
+            terms.update(self._losses(student, view.x, labels, epoch, on_view, clean=False))
+        return terms
+
+    def frozen_passes(self, x: torch.Tensor) -> None:
+        """Compute (into ``shared``) every view and frozen pass a step on ``x`` needs, in the step's
+        order, without the student: a cohort does this first, then runs its students side by side."""
+        x = self._layout(x)
+        view, clean, on_view = self._clean_passes(x)
+        self._view_passes(x, view, clean, on_view)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.fast and x.dim() == 4 else x
+
+    def _nets(self) -> list[str]:
         method = self.method
-        aug = method.aug_view  # "none" also for a method with no term on the view (ce)
-        if self.fast and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        return [name for name, used in (("teacher", method.uses_teacher), ("pruned", method.uses_pruned_teacher))
+                if used and getattr(self, name) is not None]
+
+    def _clean_passes(self, x: torch.Tensor):
+        """The view (all but cutmixpick) and the frozen networks' clean logits (and view logits, where
+        one pass computes both)."""
+        aug = self.method.aug_view  # "none" also for a method with no term on the view (ce)
         # Every view but cutmixpick is a function of the batch and the view generator only, so it can
         # be drawn first and the teacher can see both views in one pass. cutmixpick (when it drops
         # rows) needs the teacher's clean logits to build the view: it is drawn after them.
         view = None if aug in ("none", "cutmixpick") else self._once(("view", aug), lambda: self._view(aug, x, None))
-        nets = [name for name, used in (("teacher", method.uses_teacher), ("pruned", method.uses_pruned_teacher)) if used]
         clean: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
         on_view: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
-        for name in nets:
+        for name in self._nets():
             net = getattr(self, name)
-            if net is None:
-                continue
             if view is not None and self._batch_views(net, x, view.x):
                 both = self._once((name, "clean+" + aug), lambda: _frozen(net, torch.cat([x, view.x])))
                 clean[name], on_view[name] = both[: x.shape[0]], both[x.shape[0]:]
             else:
                 clean[name] = self._once((name, "clean"), lambda: _frozen(net, x))
-        terms = self._losses(student, x, y, epoch, clean, clean=True)
+        return view, clean, on_view
+
+    def _view_passes(self, x: torch.Tensor, view, clean: dict, on_view: dict):
+        """The view (cutmixpick: from the clean teacher logits) and the frozen logits on it; fills ``on_view``."""
+        aug = self.method.aug_view
         if aug == "cutmixpick":
             view = self._once(("view", aug), lambda: self._view(aug, x, clean["teacher"]))
         if view is not None:
-            labels = y if view.index is None else y[view.index]
-            for name in nets:
+            for name in self._nets():
                 net = getattr(self, name)
-                if net is not None and on_view[name] is None:
+                if on_view[name] is None:
                     on_view[name] = self._once((name, aug), lambda: _frozen(net, view.x))
-            terms.update(self._losses(student, view.x, labels, epoch, on_view, clean=False))
-        return terms
+        return view
 
     def _once(self, key: tuple[str, str], compute):
         return compute() if self.shared is None else self.shared.get(key, compute)
