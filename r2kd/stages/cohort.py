@@ -43,8 +43,8 @@ from r2kd.methods.objective import SharedPasses
 from r2kd.runs import StudentRun, student_runs
 from r2kd.runtime import seed_everything, set_threads
 from r2kd.stages import distill
-from r2kd.stages.dataset import load_data
-from r2kd.stages.record import write_timing
+from r2kd.stages.dataset import data_files, load_data
+from r2kd.stages.record import input_hashes, write_timing
 from r2kd.train import FitResult, console
 
 OUTPUTS = ("model.pt", "log.csv", "metrics.json", "provenance.json")
@@ -52,13 +52,14 @@ OUTPUTS = ("model.pt", "log.csv", "metrics.json", "provenance.json")
 
 def run(params: Params, selected: StudentRun) -> None:
     meta = load_meta(paths.PREPARED)
-    key = distill.result_key(params, selected, meta)
+    inputs = input_hashes([*data_files(), paths.pair_file(selected.pair)])  # the same for the whole cohort
+    key = distill.result_key(params, selected, meta, inputs)
     if publish(key, selected.dir):
         return
     with cohort_lock(selected):
         if publish(key, selected.dir):  # trained by the cohort we waited for
             return
-        keys = {r: distill.result_key(params, r, meta) for r in student_runs(params)
+        keys = {r: distill.result_key(params, r, meta, inputs) for r in student_runs(params)
                 if (r.pair, r.seed) == (selected.pair, selected.seed)}
         due = [r for r in keys if r == selected or not _has_result(r, keys[r])]
         failed = train(params, due, keys)
@@ -122,7 +123,9 @@ def train(params: Params, due: list[StudentRun], keys: dict[StudentRun, str]) ->
     roles = tuple(sorted({role for r in due for role in distill.needs(r.method)}))
     frozen = distill.load_frozen(params, first, data.meta, device, roles)
     shared = SharedPasses()
-    built = [distill.build_run(params, r, data, device, frozen, data_generator, view_generator, shared) for r in due]
+    inputs = input_hashes([*data_files(), paths.pair_file(first.pair)])
+    built = [distill.build_run(params, r, data, device, frozen, data_generator, view_generator, shared, inputs)
+             for r in due]
     trainers = [b.trainer for b in built]
     fingerprint = hashlib.sha256(json.dumps([t.fingerprint for t in trainers]).encode()).hexdigest()
     state_path = paths.STATE / "cohort" / f"{first.pair}-s{first.seed}-{fingerprint[:16]}.pt"

@@ -1,4 +1,8 @@
-"""Stage `distill`: train one student run (pair x method x augment x seed) from the frozen teachers."""
+"""Stage `distill`: train one student run (pair x method x augment x seed) from the frozen teachers.
+
+With ``runtime.share_teachers`` the run is trained together with the other due runs of its (pair,
+seed), or its result is published from that cohort (r2kd.stages.cohort); the pieces here
+(``load_frozen``, ``build_run``, ``write_outputs``, ``result_key``) serve both ways."""
 
 from __future__ import annotations
 
@@ -52,19 +56,22 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
         barrier()
         return
     write_outputs(params, built, result, selected.dir, device, built.trainer.step_kind,
-                  result_key=result_key(params, selected, data.meta))
+                  result_key=result_key(params, selected, data.meta, built.inputs))
     write_timing(selected.dir, wall_seconds=time.perf_counter() - began, train_seconds=result.train_seconds,
                  resumed_from_epoch=result.resumed_from_epoch)
     built.trainer.discard_state()
     barrier()
 
 
-def result_key(params: Params, run: StudentRun, meta: dict) -> str:
-    """A hash of everything ``run``'s result depends on (see the module docstring)."""
+def result_key(params: Params, run: StudentRun, meta: dict, inputs: dict[str, str] | None = None) -> str:
+    """A hash of everything ``run``'s result depends on (r2kd.stages.cohort); ``inputs``: the hashes
+    of the run's input files, if already computed."""
     hparams = params.method_hparams(run.method, run.augment, run.pair)
+    if inputs is None:
+        inputs = input_hashes([*data_files(), paths.pair_file(run.pair)])
     parts = [
         arch_spec(run.student, meta), params.distill.model_dump(), hparams.model_dump(mode="json"),
-        input_hashes([*data_files(), paths.pair_file(run.pair)]), run.seed, params.prune.bn_mode,
+        inputs, run.seed, params.prune.bn_mode,
         params.runtime.result_settings(), code_digests("distill"),
         {k: v for k, v in versions().items() if k != "platform"},
     ]
@@ -114,7 +121,7 @@ class BuiltRun:
 
 def build_run(params: Params, run: StudentRun, data: Data, device: torch.device, frozen: dict[str, torch.nn.Module],
               data_generator: torch.Generator, view_generator: Callable[[str], torch.Generator],
-              shared: SharedPasses | None = None) -> BuiltRun:
+              shared: SharedPasses | None = None, inputs: dict[str, str] | None = None) -> BuiltRun:
     """The student, objective and trainer of ``run``; ``frozen`` and the generators may be shared
     (``view_generator(view)``: the generator the run's view kind draws from)."""
     hparams = params.method_hparams(run.method, run.augment, run.pair)
@@ -130,7 +137,8 @@ def build_run(params: Params, run: StudentRun, data: Data, device: torch.device,
         model = fast_layout(model)
     teacher_model = frozen.get("teacher") if method_cls.uses_teacher else None
     pruned_model = frozen.get("pruned") if method_cls.uses_pruned_teacher else None
-    inputs = input_hashes([*data_files(), paths.pair_file(run.pair)])
+    if inputs is None:
+        inputs = input_hashes([*data_files(), paths.pair_file(run.pair)])
     view_generator = view_generator(chosen.aug_view)
     objective = DistillObjective(
         method=chosen,
