@@ -66,6 +66,27 @@ def test_dvc_and_snakemake_give_identical_outputs(both_runs):
         assert comparable(dvc_out[rel]) == comparable(smk_out[rel]), rel
 
 
+@pytest.mark.parametrize("tool", ["dvc", "snakemake"])
+def test_sharing_teachers_changes_no_result_under_either_tool(both_runs, tmp_path, tool):
+    """runtime.share_teachers end to end: the first distill stage of a (pair, seed) trains its
+    cohort, the others publish; every result has the bytes of the runs trained alone (the DVC run
+    of both_runs). Under `snakemake --cores 2` two stages of one cohort may start together: the
+    second waits for the first, then publishes."""
+    dvc_repo = both_runs[0]
+    repo = make_repo(tmp_path / "shared", override={"runtime": {"share_teachers": True}})
+    run(["dvc", "repro"] if tool == "dvc" else ["snakemake", "--cores", "2"], repo)
+    students = sorted(p.relative_to(dvc_repo) for p in (dvc_repo / "runs/students").rglob("*")
+                      if p.name in ("model.pt", "log.csv", "metrics.json"))
+    assert len(students) == 8 * 3  # 2 pairs x 2 methods x 2 seeds, 3 files each
+    for rel in students:
+        assert sha256_file(repo / rel) == sha256_file(dvc_repo / rel), rel
+    for rel in ("reports/eval.json", "reports/summary.csv"):
+        assert sha256_file(repo / rel) == sha256_file(dvc_repo / rel), rel
+    provenance = json.loads((repo / STUDENT / "provenance.json").read_text())
+    assert len(provenance["cohort"]) == 2  # ce and r2kd of resnet14-resnet8, seed 0
+    assert not list((repo / paths.COHORT_RESULTS).iterdir())  # every waiting result was published
+
+
 def test_outputs_have_required_content(both_runs):
     dvc_repo, *_ = both_runs
     summary = json.loads((dvc_repo / "reports/summary.json").read_text())
