@@ -31,8 +31,8 @@ def resolve_device(spec: str = "auto", jobs_per_gpu: int | None = None) -> torch
             warnings.warn(f"every GPU runs {jobs_per_gpu} job(s) of this kind already "
                           f"(resources.<stage>.jobs_per_gpu); waiting for a free slot")
 
-        # One slot per process: a stage function called again in the same process (tests, a cohort
-        # after a publish check) keeps the GPU it holds instead of waiting for a second slot.
+        # One slot per process: a stage function called again in the same process (as tests do) keeps
+        # the GPU it holds instead of waiting, forever, for a second slot.
         key = (os.getpid(), jobs_per_gpu)
         if key not in _claimed_gpu:
             _claimed_gpu[key] = gpu_slots.claim(gpu_slots.cuda_gpu_ids(), jobs_per_gpu, paths.GPU_SLOTS,

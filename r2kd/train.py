@@ -295,18 +295,19 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                 member_began = time.perf_counter()
                 t = m.trainer
                 if bad_step >= 0:
-                    kept = (
-                        f"the last good state (epoch {epoch - 1}) is kept in {t.state_path}"
-                        if epoch > 1
-                        else "no earlier good state exists (it diverged in the first epoch), so nothing was kept"
-                    )
+                    if not solo:  # its last good state is the cohort's, whose other runs go on
+                        kept = "the run leaves its cohort, whose other runs go on"
+                    elif epoch > 1:
+                        kept = f"the last good state (epoch {epoch - 1}) is kept in {t.state_path}"
+                    else:
+                        kept = "no earlier good state exists (it diverged in the first epoch), so nothing was kept"
                     m.failed = TrainingDiverged(
                         f"{t.label}: the loss became NaN or infinite at epoch {epoch}, step {bad_step + 1}; "
                         f"{kept}. Lower the learning rate or check the data."
                     )
                     if solo:
                         raise m.failed
-                    progress.console.print(f"[red]{m.failed}[/] (the other runs go on)")
+                    progress.console.print(f"[red]{m.failed}[/]")
                     continue
                 scores = evaluate(t.model, t.test_batches, t.amp)
                 # A run's seconds: the shared training pass split evenly, plus its own evaluation.

@@ -163,9 +163,9 @@ def _spy(calls: list):
 
     real = cohort.train
 
-    def spy(params, due, keys):
+    def spy(params, due, *rest):
         calls.append([run.stage for run in due])
-        return real(params, due, keys)
+        return real(params, due, *rest)
 
     return spy
 

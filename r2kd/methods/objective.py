@@ -172,6 +172,3 @@ class DistillObjective:
     def _losses(self, student, x, y, epoch, logits: dict, *, clean: bool) -> dict[str, torch.Tensor]:
         return self.method.losses(student=student(x), teacher=logits["teacher"], pruned=logits["pruned"], labels=y,
                                   clean=clean, epoch=epoch)
-
-    def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return _frozen(self.teacher, x)

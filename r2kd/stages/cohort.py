@@ -62,7 +62,7 @@ def run(params: Params, selected: StudentRun) -> None:
         keys = {r: distill.result_key(params, r, meta, inputs) for r in student_runs(params)
                 if (r.pair, r.seed) == (selected.pair, selected.seed)}
         due = [r for r in keys if r == selected or not _has_result(r, keys[r])]
-        failed = train(params, due, keys)
+        failed = train(params, due, keys, inputs)
     if selected in failed:
         raise failed[selected]
     if not publish(key, selected.dir):
@@ -106,9 +106,11 @@ def cohort_lock(run: StudentRun) -> Iterator[None]:
         yield
 
 
-def train(params: Params, due: list[StudentRun], keys: dict[StudentRun, str]) -> dict[StudentRun, TrainingDiverged]:
+def train(params: Params, due: list[StudentRun], keys: dict[StudentRun, str],
+          inputs: dict[str, str] | None = None) -> dict[StudentRun, TrainingDiverged]:
     """Train ``due`` (runs of one pair and seed) together; leave each result in the cache under its
-    key. Returns the runs whose training diverged, with their errors."""
+    key. Returns the runs whose training diverged, with their errors. ``inputs``: the hashes of the
+    cohort's input files, if already computed."""
     first = due[0]
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device, params.resources_for("distill").jobs_per_gpu)
@@ -123,7 +125,8 @@ def train(params: Params, due: list[StudentRun], keys: dict[StudentRun, str]) ->
     roles = tuple(sorted({role for r in due for role in distill.needs(r.method)}))
     frozen = distill.load_frozen(params, first, data.meta, device, roles)
     shared = SharedPasses()
-    inputs = input_hashes([*data_files(), paths.pair_file(first.pair)])
+    if inputs is None:
+        inputs = input_hashes([*data_files(), paths.pair_file(first.pair)])
     built = [distill.build_run(params, r, data, device, frozen, data_generator, view_generator, shared, inputs)
              for r in due]
     trainers = [b.trainer for b in built]
