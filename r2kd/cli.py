@@ -69,6 +69,29 @@ def _preset(args: argparse.Namespace) -> None:
               "or `snakemake --cores N` / `snakemake --workflow-profile workflow/profiles/slurm`.")
 
 
+def _warm(args: argparse.Namespace) -> None:
+    import os
+
+    from r2kd import warm
+
+    root = os.getcwd()
+    if args.stop:
+        pids = warm.stop(root)
+        err.print(f"warm interpreter(s) stopped: pid {', '.join(map(str, pids))}" if pids
+                  else "no warm interpreter runs here")
+        return
+    try:
+        pid, started = warm.start(root, args.idle)
+    except RuntimeError as error:
+        raise UserError(str(error)) from None
+    if started:
+        err.print(f"[green]warm interpreter ready[/] (pid {pid}): stage commands of this checkout now fork from "
+                  f"one, torch already imported; each stops after {args.idle:g} s without one "
+                  "(`r2kd warm --stop`)")
+    else:
+        err.print(f"a warm interpreter already runs here (pid {pid})")
+
+
 def _stages(args: argparse.Namespace) -> None:
     from r2kd.config import load_params
     from r2kd.runs import stage_commands
@@ -131,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="e.g. cifar100, tiny_imagenet")
     p.set_defaults(func=_preset)
     sub.add_parser("stages", help="list the expanded DAG (from dvc.yaml)").set_defaults(func=_stages)
+    p = sub.add_parser("warm", help="start a server that has torch imported, for this checkout's stage commands")
+    p.add_argument("--idle", type=float, default=120.0, help="seconds without a command before it stops")
+    p.add_argument("--stop", action="store_true", help="stop it (once its running commands end)")
+    p.set_defaults(func=_warm)
     sub.add_parser("prepare", help="materialise the dataset under data/prepared").set_defaults(func=_stage("prepare"))
 
     p = sub.add_parser("train-teacher", help="train (or import) one teacher")

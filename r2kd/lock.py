@@ -23,7 +23,7 @@ DVC_RWLOCK = Path(".dvc/tmp/rwlock")  # DVC lists the pid and command of every r
 SNAKEMAKE_LOCKS = Path(".snakemake/locks")
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     if pid <= 0:  # os.kill(0, …) would signal our own process group: a malformed entry is no process
         return False
     try:
@@ -56,7 +56,7 @@ def _running_dvc() -> list[str]:
     infos = [*table.get("write", {}).values(), *(i for lst in table.get("read", {}).values() for i in lst)]
     mine = _ancestors()
     return sorted({f"pid {i['pid']}: {i['cmd']}" for i in infos
-                   if isinstance(i, dict) and i.get("pid") not in mine and _alive(int(i.get("pid", 0)))})
+                   if isinstance(i, dict) and i.get("pid") not in mine and process_alive(int(i.get("pid", 0)))})
 
 
 def check_other_tool() -> None:

@@ -190,6 +190,64 @@ def test_a_waiting_result_is_published_only_under_its_own_key(work):
     assert read_json(later.dir / "provenance.json")["result_key"] == new_key
 
 
+def test_a_run_that_diverges_in_a_cohort_is_reported_by_its_own_stage_not_trained_again(work, monkeypatch):
+    from r2kd.errors import TrainingDiverged
+    from r2kd.stages import cohort, distill
+
+    shared = _set_sharing(True)
+    runs = _runs(shared)
+    real_fit = cohort.fit_cohort
+
+    def second_run_diverges(trainers, *args, **kwargs):
+        outcomes, kind = real_fit(trainers, *args, **kwargs)
+        outcomes[1] = TrainingDiverged("loss is nan at epoch 2")
+        return outcomes, kind
+
+    monkeypatch.setattr(cohort, "fit_cohort", second_run_diverges)
+    trained = []
+    monkeypatch.setattr(cohort, "train", _spy(trained))
+    first = runs[0]
+    distill.run(shared, first.pair, first.method, first.augment, first.seed)  # the cohort: every run
+    diverged = next(run for run in runs if run.stage == trained[0][1])
+    monkeypatch.setattr(cohort, "fit_cohort", real_fit)
+    with pytest.raises(TrainingDiverged, match="loss is nan at epoch 2.*diverged in the cohort"):
+        distill.run(shared, diverged.pair, diverged.method, diverged.augment, diverged.seed)
+    assert len(trained) == 1  # reported, not trained a second time
+    assert not (diverged.dir / "model.pt").exists()
+    for run in runs[1:]:  # the others went on and publish their results
+        if run != diverged:
+            distill.run(shared, run.pair, run.method, run.augment, run.seed)
+    assert len(trained) == 1
+    # the error was consumed: running the stage again trains the run again (alone now)
+    distill.run(shared, diverged.pair, diverged.method, diverged.augment, diverged.seed)
+    assert trained[1:] == [[diverged.stage]] and (diverged.dir / "model.pt").is_file()
+
+
+def test_results_no_stage_will_ever_publish_are_dropped(work):
+    from r2kd.stages import cohort, distill
+
+    shared = _set_sharing(True)
+    runs = _runs(shared)
+    first = runs[0]
+    distill.run(shared, first.pair, first.method, first.augment, first.seed)
+    meta = read_json("data/prepared/meta.json")
+    old = {run: distill.result_key(shared, run, meta) for run in runs[1:]}
+    assert all((cohort.cache_dir(key) / "model.pt").is_file() for key in old.values())
+    dead = paths.COHORT_RESULTS / f".{'0' * 64}.999999999.tmp"  # a staging folder of a cohort that died
+    dead.mkdir()
+
+    raw = yaml.safe_load(Path("params.yaml").read_text())  # the kd runs' keys change
+    raw["method_params"]["kd"]["temperature"] = 2.0
+    raw["runtime"].update(share_teachers=True, device="cpu")
+    Path("params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    changed = load_params("params.yaml")
+    kd = next(run for run in runs if run.method == "kd")
+    distill.run(changed, kd.pair, kd.method, kd.augment, kd.seed)
+    for run, key in old.items():  # the old kd results are gone; every other result still waits
+        assert cohort.cache_dir(key).exists() == (run.method != "kd"), run.stage
+    assert not dead.exists()
+
+
 def test_cohort_resumes_after_a_crash_and_ends_as_an_uninterrupted_cohort(work, monkeypatch):
     from r2kd import cohort as cohort_lib
     from r2kd.stages import cohort, distill

@@ -87,6 +87,27 @@ def test_sharing_teachers_changes_no_result_under_either_tool(both_runs, tmp_pat
     assert not list((repo / paths.COHORT_RESULTS).iterdir())  # every waiting result was published
 
 
+def test_the_warm_interpreter_changes_no_output(both_runs, tmp_path):
+    """`r2kd warm` (make run starts it): every stage of `snakemake --cores 2` forked from one warm
+    interpreter, two at a time, gives the bytes `dvc repro` gave with a fresh Python per stage."""
+    dvc_repo = both_runs[0]
+    repo = make_repo(tmp_path / "warm")
+    run(["workflow/scripts/r2kd", "warm", "--idle", "120"], repo)
+    try:
+        run(["snakemake", "--cores", "2"], repo)
+    finally:
+        run(["workflow/scripts/r2kd", "warm", "--stop"], repo)
+    log = (repo / ".r2kd/warm/log").read_text()
+    # Snakemake sets OMP_NUM_THREADS and its kin per job: its first job runs cold and starts the
+    # server of that flavor; the others fork from it.
+    stages = [line for line in log.splitlines() if ": r2kd " in line]
+    assert len(stages) >= 10 and "cold" not in log
+    assert len(stages) == len([line for line in log.splitlines() if line.endswith(": exit 0")])
+    warm_out, dvc_out = outputs(repo), outputs(dvc_repo)
+    for rel in [r for r in dvc_out if not r.startswith(("runs/checked.txt", str(paths.CODE_STAMPS)))]:
+        assert comparable(warm_out[rel]) == comparable(dvc_out[rel]), rel
+
+
 def test_outputs_have_required_content(both_runs):
     dvc_repo, *_ = both_runs
     summary = json.loads((dvc_repo / "reports/summary.json").read_text())

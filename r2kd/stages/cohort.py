@@ -37,8 +37,8 @@ from r2kd.config import Params
 from r2kd.data.prepared import load_meta
 from r2kd.distributed import resolve_device
 from r2kd.errors import TrainingDiverged, UserError
-from r2kd.files import atomic_path, read_json
-from r2kd.lock import LOCKS, file_lock
+from r2kd.files import atomic_path, read_json, write_json
+from r2kd.lock import LOCKS, file_lock, process_alive
 from r2kd.methods.objective import SharedPasses
 from r2kd.runs import StudentRun, student_runs
 from r2kd.runtime import seed_everything, set_threads
@@ -48,6 +48,7 @@ from r2kd.stages.record import input_hashes, write_timing
 from r2kd.train import FitResult, console
 
 OUTPUTS = ("model.pt", "log.csv", "metrics.json", "provenance.json")
+FAILED = "failed.json"  # a run that diverged in a cohort: its error, for its own stage to report
 
 
 def run(params: Params, selected: StudentRun) -> None:
@@ -56,14 +57,18 @@ def run(params: Params, selected: StudentRun) -> None:
     key = distill.result_key(params, selected, meta, inputs)
     if publish(key, selected.dir):
         return
+    _raise_stored_failure(selected, key)
     with cohort_lock(selected):
         if publish(key, selected.dir):  # trained by the cohort we waited for
             return
+        _raise_stored_failure(selected, key)
         keys = {r: distill.result_key(params, r, meta, inputs) for r in student_runs(params)
                 if (r.pair, r.seed) == (selected.pair, selected.seed)}
+        prune_stale(selected, set(keys.values()))
         due = [r for r in keys if r == selected or not _has_result(r, keys[r])]
         failed = train(params, due, keys, inputs)
     if selected in failed:
+        _take_failure(key)  # reported here; nobody else will
         raise failed[selected]
     if not publish(key, selected.dir):
         raise UserError(f"{selected.stage}: the cohort finished but its result is missing from {cache_dir(key)}")
@@ -71,6 +76,49 @@ def run(params: Params, selected: StudentRun) -> None:
 
 def cache_dir(key: str) -> Path:
     return paths.COHORT_RESULTS / key
+
+
+def _take_failure(key: str) -> str | None:
+    """The error a cohort stored for the run of ``key``, consumed: a rerun trains the run again."""
+    marker = cache_dir(key) / FAILED
+    try:
+        error = read_json(marker)["error"]
+    except (UserError, KeyError, TypeError):
+        return None
+    shutil.rmtree(cache_dir(key), ignore_errors=True)
+    return error
+
+
+def _raise_stored_failure(run: StudentRun, key: str) -> None:
+    # A run that diverged in another stage's cohort is reported by its own stage, not trained again
+    # within the same pass over the DAG (the same key gives the same divergence on the CPU).
+    error = _take_failure(key)
+    if error is not None:
+        raise TrainingDiverged(f"{error} (it diverged in the cohort of {run.pair} seed {run.seed}; "
+                               "run this stage again to train it again)")
+
+
+def prune_stale(run: StudentRun, current: set[str]) -> None:
+    """Drop what waits for ``run``'s (pair, seed) under a key no run has any more (older params, inputs
+    or code: no stage would ever publish it), and staging folders of processes that are gone."""
+    if not paths.COHORT_RESULTS.is_dir():
+        return
+    for entry in paths.COHORT_RESULTS.iterdir():
+        if entry.name.startswith("."):  # .<key>.<pid>.tmp: a cohort writing, or one that died
+            pid = entry.name.rsplit(".", 2)[-2] if entry.name.endswith(".tmp") else ""
+            if pid.isdigit() and not process_alive(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
+            continue
+        if entry.name in current:
+            continue
+        for name in ("provenance.json", FAILED):
+            try:
+                record = read_json(entry / name)
+            except (UserError, OSError):
+                continue
+            if isinstance(record, dict) and (record.get("pair"), record.get("seed")) == (run.pair, run.seed):
+                shutil.rmtree(entry, ignore_errors=True)
+            break
 
 
 def publish(key: str, out_dir: Path) -> bool:
@@ -86,8 +134,9 @@ def publish(key: str, out_dir: Path) -> bool:
 
 
 def _has_result(run: StudentRun, key: str) -> bool:
-    """A result for ``key`` waits in the cache, or sits in the run's own outputs already."""
-    if all((cache_dir(key) / name).is_file() for name in OUTPUTS):
+    """A result (or the record of a divergence) for ``key`` waits in the cache, or sits in the run's
+    own outputs already."""
+    if all((cache_dir(key) / name).is_file() for name in OUTPUTS) or (cache_dir(key) / FAILED).is_file():
         return True
     if not all((run.dir / name).is_file() for name in OUTPUTS):
         return False
@@ -141,6 +190,9 @@ def train(params: Params, due: list[StudentRun], keys: dict[StudentRun, str],
     for b, outcome in zip(built, outcomes):
         if not isinstance(outcome, FitResult):
             failed[b.run] = outcome
+            shutil.rmtree(cache_dir(keys[b.run]), ignore_errors=True)
+            write_json(cache_dir(keys[b.run]) / FAILED, {"pair": b.run.pair, "seed": b.run.seed,
+                                                        "stage": b.run.stage, "error": str(outcome)})
             continue
         key = keys[b.run]
         staging = paths.COHORT_RESULTS / f".{key}.{os.getpid()}.tmp"
