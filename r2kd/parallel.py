@@ -30,6 +30,10 @@ from r2kd.syncbn import sync_batchnorm
 class GlobalBatch(nn.Module):
     """Call ``inner`` on this rank's shard of a global batch; return the global batch's output."""
 
+    # A rank sees rows of the concatenated views, not each view's own shard: per-view batch
+    # statistics (r2kd.methods.objective.per_view_statistics) cannot be kept apart through it.
+    shards_batch = True
+
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner

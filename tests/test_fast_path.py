@@ -6,8 +6,8 @@
   uses it.) Checked here against a plain step written the old way (separate
   no_grad forwards, value_loss + rank_loss, a per-parameter SGD loop): same losses, gradients and
   weights, bit for bit. tests/test_method_numerics.py compares with the code of commit 57a9794.
-- ``runtime.fast_path`` (channels_last; on CUDA also the batched teacher views) may change rounding:
-  the same loss trajectory to float tolerance over 50 SGD steps; the default (auto) is on for CUDA only.
+- ``runtime.fast_path`` (channels_last; on CUDA also the teacher's and the pruned teacher's views
+  batched) may change rounding: the same loss trajectory to float tolerance over 50 SGD steps; the default (auto) is on for CUDA only.
 """
 
 from __future__ import annotations
@@ -46,6 +46,59 @@ def test_eval_teacher_on_both_views_as_one_batch_is_bit_identical_on_cpu(name, c
         separate = torch.cat([net(x), net(v)])
         batched = net(torch.cat([x, v]))
     assert torch.equal(separate, batched)
+
+
+@pytest.mark.parametrize(("name", "channels", "size"), [
+    ("resnet8", 1, 8), ("wrn_16_2", 1, 8), ("vgg8", 3, 32), ("resnet8x4", 3, 32), ("MobileNetV2", 3, 32),
+    ("ShuffleV2", 3, 32),
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_train_mode_batch_norm_keeps_each_views_statistics_in_one_pass(name, channels, size, threads):
+    """The pruned teacher (train-mode BatchNorm) on both views as one pass, each view normalised by
+    its own statistics: the logits and the running statistics of a pass per view, bit for bit."""
+    from r2kd.methods.objective import only_batch_norm_trains, per_view_statistics
+    from r2kd.parallel import FrozenGlobalBatch
+
+    torch.set_num_threads(threads)
+    net = set_bn_mode(_net(name, 0, 100, channels, size), "train")
+    twin = copy.deepcopy(net)
+    assert only_batch_norm_trains(net) and not only_batch_norm_trains(FrozenGlobalBatch(net))
+    g = torch.Generator().manual_seed(1)
+    x, v = torch.randn(2, 64, channels, size, size, generator=g) * torch.tensor([1.0, 3.0]).view(2, 1, 1, 1, 1)
+    with torch.inference_mode():
+        separate = torch.cat([twin(x), twin(v)])
+        with per_view_statistics(net, 2):
+            batched = net(torch.cat([x, v]))
+        whole = copy.deepcopy(twin)(torch.cat([x, v]))
+    assert torch.equal(separate, batched)
+    assert not torch.allclose(whole, separate)  # one batch's statistics for both views: not the same
+    for (key, a), b in zip(net.state_dict().items(), twin.state_dict().values()):
+        assert torch.equal(a, b), key  # running statistics updated clean half first, as two passes do
+    assert not any("forward" in vars(m) for m in net.modules())  # the class's forward again
+
+
+def test_the_fast_step_runs_the_pruned_teacher_once_per_step_with_the_same_terms(monkeypatch):
+    """What CUDA's fast path does, run on the CPU: one pruned-teacher pass over clean + view, the
+    terms of two passes bit for bit."""
+    def step(batched: bool) -> tuple[dict, int, dict]:
+        monkeypatch.setattr(DistillObjective, "batch_views_on", ("cuda", "cpu") if batched else ("cuda",))
+        teacher = set_bn_mode(_net("wrn_16_2", 1), "eval")
+        pruned = set_bn_mode(_net("wrn_16_2", 2), "train")
+        student = _net("resnet8", 3).train()
+        passes = []
+        pruned.register_forward_hook(lambda *_: passes.append(1))
+        objective = DistillObjective(method=make_method("r2kd"), teacher=teacher, pruned=pruned,
+                                     view_generator=torch.Generator().manual_seed(5), mean=[0.0], std=[1.0],
+                                     fast=True)
+        g = torch.Generator().manual_seed(6)
+        x, y = torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g)
+        terms = {k: v.detach() for k, v in objective(student, x, y, 1).items()}
+        return terms, len(passes), pruned.state_dict()
+
+    (plain, plain_passes, plain_state), (fast, fast_passes, fast_state) = step(False), step(True)
+    assert (plain_passes, fast_passes) == (2, 1)
+    assert plain.keys() == fast.keys() and all(torch.equal(plain[k], fast[k]) for k in plain)
+    assert all(torch.equal(plain_state[k], fast_state[k]) for k in plain_state)
 
 
 def test_r2kd_terms_equal_value_and_rank_loss_bit_for_bit():

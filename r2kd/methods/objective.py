@@ -15,6 +15,12 @@ Which passes may share a batch:
   (rounding changes), hence the switch. Never on the CPU: there the logits would be bit-identical
   (tests/test_fast_path.py), but one 2B pass was measured slower than two B passes (26 % at
   32×32, 6 % at 8×8, 1 thread; docs/performance.md).
+- A frozen network whose only train-mode modules are BatchNorm (the pruned teacher with
+  ``prune.bn_mode: train``) also runs both views as one pass on that path, with each view's batch
+  statistics kept apart (:func:`per_view_statistics`): each BatchNorm normalises each view's half
+  with that half's own statistics and updates its running statistics clean half first, as the two
+  separate passes do. The convolutions see 2B rows (cuDNN may round differently); the statistics,
+  hence what the method sees, are those of the reference.
 - Frozen passes run under ``torch.inference_mode`` (no autograd bookkeeping at all); their logits
   are copied out of inference mode so that a method may use them like any tensor.
 
@@ -25,10 +31,13 @@ the batch in channels_last memory format; the caller converts the networks
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from r2kd.augment import make_view
 from r2kd.methods.base import Method
@@ -66,6 +75,34 @@ def _frozen(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 def batch_independent(module: torch.nn.Module) -> bool:
     """True when no submodule is in training mode (no batch statistics, no dropout)."""
     return not any(m.training for m in module.modules())
+
+
+def only_batch_norm_trains(module: torch.nn.Module) -> bool:
+    """True when every submodule in training mode is a BatchNorm (nothing else depends on the batch):
+    what :func:`per_view_statistics` needs."""
+    modules = list(module.modules())
+    return (not any(getattr(m, "shards_batch", False) for m in modules)
+            and all(isinstance(m, _BatchNorm) for m in modules if m.training))
+
+
+@contextlib.contextmanager
+def per_view_statistics(module: torch.nn.Module, views: int) -> Iterator[None]:
+    """Inside: each train-mode BatchNorm of ``module`` splits its batch into ``views`` equal slices and
+    normalises each with its own batch statistics, updating the running statistics slice after
+    slice; one pass over ``torch.cat(views)`` then equals a pass per view (bit for bit on the CPU,
+    tests/test_fast_path.py)."""
+    patched = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.training]
+
+    def split(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([type(bn).forward(bn, part) for part in x.chunk(views)])
+
+    for bn in patched:
+        bn.forward = functools.partial(split, bn)  # an instance attribute: shadows the class's forward
+    try:
+        yield
+    finally:
+        for bn in patched:
+            del bn.forward
 
 
 @dataclass
@@ -132,7 +169,7 @@ class DistillObjective:
         for name in self._nets():
             net = getattr(self, name)
             if view is not None and self._batch_views(net, x, view.x):
-                both = self._once((name, "clean+" + aug), lambda: _frozen(net, torch.cat([x, view.x])))
+                both = self._once((name, "clean+" + aug), lambda: self._frozen_views(net, x, view.x))
                 clean[name], on_view[name] = both[: x.shape[0]], both[x.shape[0]:]
             else:
                 clean[name] = self._once((name, "clean"), lambda: _frozen(net, x))
@@ -153,9 +190,21 @@ class DistillObjective:
     def _once(self, key: tuple[str, str], compute):
         return compute() if self.shared is None else self.shared.get(key, compute)
 
+    # Where the fast path runs a frozen network's two views as one pass: where steps are launch-bound.
+    # On the CPU one pass of 2B was measured slower than two of B.
+    batch_views_on = ("cuda",)
+
     def _batch_views(self, net: torch.nn.Module, x: torch.Tensor, v: torch.Tensor) -> bool:
-        return (self.fast and x.device.type == "cuda" and v.shape[1:] == x.shape[1:] and v.dtype == x.dtype
-                and batch_independent(net))
+        return (self.fast and x.device.type in self.batch_views_on and v.shape[1:] == x.shape[1:]
+                and v.dtype == x.dtype
+                and (batch_independent(net) or (v.shape[0] == x.shape[0] and only_batch_norm_trains(net))))
+
+    @staticmethod
+    def _frozen_views(net: torch.nn.Module, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if batch_independent(net):
+            return _frozen(net, torch.cat([x, v]))
+        with per_view_statistics(net, 2):
+            return _frozen(net, torch.cat([x, v]))
 
     def _view(self, aug: str, x: torch.Tensor, clean_teacher: torch.Tensor | None):
         if self.static_draw is not None:
