@@ -39,7 +39,7 @@ from r2kd import models
 from r2kd.config import PruneConfig, TrainRecipe
 from r2kd.data.loader import BatchIterator
 from r2kd.methods import METHODS
-from r2kd.methods.objective import DistillObjective
+from r2kd.methods.objective import DistillObjective, batch_independent
 from r2kd.optim import SGD
 from r2kd.pruning import prune_teacher, set_bn_mode
 from r2kd.runtime import autocast, fast_layout, resolve_device, seed_everything
@@ -195,6 +195,13 @@ def reference_pruned(teacher):
     return copy_
 
 
+class TwoPrunedPasses(DistillObjective):
+    """The fast path with the pruned teacher's views in two passes (as before per_view_statistics)."""
+
+    def _batch_views(self, net, x, v) -> bool:
+        return batch_independent(net) and super()._batch_views(net, x, v)
+
+
 def bench_shape(shape: str, args, device) -> list[tuple]:
     t_name, s_name, ch, side, classes = SHAPES[shape]
     torch.manual_seed(0)
@@ -228,6 +235,15 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
                 graph_obj, s_graph, SGD(s_graph.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4), x, y,
                 graphs=True)
             if method == "r2kd":
+                # the CUDA default before the pruned teacher's views were batched (2026-11-27)
+                fast_t2, fast_p2 = (fast_layout(copy.deepcopy(m)) for m in (teacher, proj_pr))
+                s_two = fast_layout(copy.deepcopy(student0))
+                two_obj = TwoPrunedPasses(method=cls(params), teacher=fast_t2, pruned=fast_p2,
+                                          view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch,
+                                          std=[1.0] * ch, fast=True)
+                fns["project, CUDA default, pruned views in two passes"] = project_step_fn(
+                    two_obj, s_two, SGD(s_two.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4), x, y,
+                    graphs=True)
                 s_gbf = fast_layout(copy.deepcopy(student0))
                 fns["project, CUDA default + amp=bf16"] = project_step_fn(
                     graph_obj, s_gbf, SGD(s_gbf.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4), x, y,
