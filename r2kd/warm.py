@@ -54,9 +54,10 @@ def import_time_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def flavor(python: str, env: dict[str, str]) -> str:
-    """Which server can run a command: one per interpreter and start-up environment. Snakemake, for
-    one, sets OMP_NUM_THREADS and its kin per job, so its jobs get their own server."""
-    text = json.dumps({"python": python, "env": import_time_env(env)}, sort_keys=True)
+    """Which server can run a command: one per host, interpreter and start-up environment. Snakemake,
+    for one, sets OMP_NUM_THREADS and its kin per job, so its jobs get their own server; the host
+    keeps the nodes of a cluster sharing a checkout off each other's sockets."""
+    text = json.dumps({"host": socket.gethostname(), "python": python, "env": import_time_env(env)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
