@@ -95,6 +95,12 @@ def all_true(flag: bool) -> bool:
     return bool(value.item())
 
 
+def sum_over_ranks(t: torch.Tensor) -> None:
+    """Sum ``t`` over every rank, in place (a collective: every rank must call it)."""
+    if world().distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
 def shard_bounds(rows: int, w: World | None = None) -> list[int]:
     """Row boundaries of each rank's contiguous shard of a ``rows``-row global batch: rank r owns
     [b[r], b[r+1]). Equal shards when ``rows`` is a multiple of the world size (config enforces it

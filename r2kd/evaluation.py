@@ -10,7 +10,7 @@ to the host once per pass, not once per batch.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,17 +30,29 @@ def evaluate(
     noise_std: float | None = None,
     data_std: Sequence[float] | None = None,
     logits_out: list[torch.Tensor] | None = None,
+    part: tuple[int, int] = (0, 1),
+    reduce: Callable[[torch.Tensor], None] | None = None,
 ) -> dict[str, float]:
     """Scores of ``model`` on a fixed-order test iterator; ``noise_std`` is in [0, 1] pixel units,
     ``data_std`` the per-channel normalisation of the batches (the noise is added after it).
     ``logits_out``, if given, receives the clean logits of every batch (float32, on the CPU), for
-    the scores computed from logits below (robustness, fidelity, temperature scaling)."""
+    the scores computed from logits below (robustness, fidelity, temperature scaling).
+
+    ``part`` = (i, n) with ``reduce``: one of n processes scoring the set together. Every process
+    walks every batch (a streamed set's batches are collective), scores batches i, i+n, … (each
+    batch whole, so each sample's logits are those of one process), and ``reduce`` sums the float64
+    running sums over the processes in place: counts exactly, the rest up to float64 rounding."""
+    index, parts = part
+    if parts > 1 and (noise_std is not None or logits_out is not None or reduce is None):
+        raise ValueError("a split evaluation needs reduce, and draws no noise and keeps no logits")
     was_training = model.training
     model.eval()
     noise_gen = torch.Generator().manual_seed(NOISE_SEED)
     sums: torch.Tensor | None = None
     total = 0
-    for x, y in batches:
+    for number, (x, y) in enumerate(batches):
+        if number % parts != index:
+            continue
         with autocast(x.device, amp):
             logits = model(x).float()
             noisy = None
@@ -53,6 +65,12 @@ def evaluate(
         sums = batch if sums is None else sums + batch
         total += y.numel()
     model.train(was_training)
+    if reduce is not None:
+        if sums is None:  # fewer batches than processes: this one scored none
+            sums = torch.zeros(4 + 3 * ECE_BINS, dtype=torch.float64, device=next(model.parameters()).device)
+        sums = torch.cat([sums, sums.new_tensor([total])])
+        reduce(sums)
+        sums, total = sums[:-1], int(sums[-1].item())
     top1, top5, nll, noisy_top1, *bins = sums.tolist()  # the one host sync
     count, correct, confidence = bins[:ECE_BINS], bins[ECE_BINS:2 * ECE_BINS], bins[2 * ECE_BINS:]
     scores = {

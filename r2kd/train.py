@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from r2kd.config import TrainRecipe
-from r2kd.distributed import barrier, world
+from r2kd.distributed import barrier, sum_over_ranks, world
 from r2kd.errors import CheckpointError, TrainingDiverged
 from r2kd.evaluation import evaluate
 from r2kd.files import load_checkpoint, save_checkpoint
@@ -309,7 +309,10 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                         raise m.failed
                     progress.console.print(f"[red]{m.failed}[/]")
                     continue
-                scores = evaluate(t.model, t.test_batches, t.amp)
+                # Each process scores its share of the test batches; the sums are added up.
+                w = world()
+                scores = evaluate(t.model, t.test_batches, t.amp, part=(w.rank, w.world_size),
+                                  reduce=sum_over_ranks if w.distributed else None)
                 # A run's seconds: the shared training pass split evenly, plus its own evaluation.
                 seconds = trained / len(live) + time.perf_counter() - member_began
                 m.train_seconds += seconds

@@ -92,3 +92,32 @@ def test_ece_by_hand():
     scores = evaluate(torch.nn.Identity(), [(rows, labels)])  # the "model" returns the logits
     assert scores["ece"] == pytest.approx(0.1, abs=1e-6)
     assert scores["top1"] == 75.0
+
+
+@pytest.mark.parametrize("parts", [2, 3, 4])
+def test_processes_sharing_the_test_set_score_what_one_process_scores(setup, parts):
+    """`runtime.nproc_per_node` > 1: each process scores every parts-th batch (whole batches, so
+    each sample's logits are one process's) and the float64 sums are added up across processes.
+    Here the processes run one after the other and `reduce` adds what the others summed; with 4
+    parts and 3 batches one process scores nothing."""
+    model, batches = setup
+    whole = evaluate(model, batches)
+    shares = []
+
+    def keep(sums: torch.Tensor) -> None:
+        shares.append(sums.clone())
+        sums[-1] += 1  # this call's own scores are not looked at; a share of no rows must not divide by 0
+
+    for index in range(parts):
+        evaluate(model, batches, part=(index, parts), reduce=keep)
+    added = torch.stack(shares).sum(0)
+
+    def add_up(sums: torch.Tensor) -> None:
+        sums.copy_(added)
+
+    split = evaluate(model, batches, part=(0, parts), reduce=add_up)
+    assert split["top1"] == whole["top1"] and split["top5"] == whole["top5"]  # counts: exact
+    assert split["nll"] == pytest.approx(whole["nll"], rel=1e-12) and split["ece"] == pytest.approx(whole["ece"])
+    assert shares[0][-1] == 32 + (7 if parts == 2 else 0)  # process 0's share of the rows
+    with pytest.raises(ValueError, match="split evaluation"):
+        evaluate(model, batches, part=(0, 2))  # nothing to add the others' sums with
