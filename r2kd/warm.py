@@ -74,6 +74,38 @@ def _reachable(path: str) -> str:
     return f"/proc/self/fd/{_directory_fds[directory]}/{os.path.basename(path)}"
 
 
+class _Forwarder:
+    """Signals the client gets go to the command's process group; one that arrives before the
+    command started waits for it, or, if the command then runs in this process, is re-raised."""
+
+    def __init__(self) -> None:
+        self.child: int | None = None
+        self.pending: list[int] = []
+        for signum in FORWARDED_SIGNALS:
+            signal.signal(signum, self.forward)
+
+    def forward(self, signum, _frame) -> None:
+        if self.child is None:
+            self.pending.append(signum)
+            return
+        try:
+            os.killpg(self.child, signum)
+        except ProcessLookupError:
+            pass
+
+    def started(self, child: int) -> None:
+        self.child = child
+        for signum in self.pending:
+            self.forward(signum, None)
+
+    def run_here(self, python: str, args: list[str]) -> None:
+        for signum in FORWARDED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        for signum in self.pending:  # as if it had reached the fresh process at once
+            os.kill(os.getpid(), signum)
+        _run_cold(python, args)
+
+
 def _run_cold(python: str, args: list[str]) -> None:
     os.execvp(python, [python, "-m", "r2kd", *args])
 
@@ -107,12 +139,13 @@ def client(root: str, python: str, args: list[str]) -> None:
     """Run `python -m r2kd ARGS` in a warm server if one can, else exec it here; never returns."""
     import shutil
 
+    signals = _Forwarder()
     python = os.path.abspath(shutil.which(python) or python)
     try:
         with open(os.path.join(warm_dir(root), "enabled")) as handle:  # written by `r2kd warm`
             idle = float(handle.read().strip())
     except (OSError, ValueError):
-        _run_cold(python, args)
+        signals.run_here(python, args)
         return
     name = flavor(python, dict(os.environ))
     try:
@@ -123,7 +156,7 @@ def client(root: str, python: str, args: list[str]) -> None:
             _start_in_background(root, python, name, idle)
         except OSError:
             pass
-        _run_cold(python, args)
+        signals.run_here(python, args)
         return
     try:
         umask = os.umask(0)
@@ -133,24 +166,16 @@ def client(root: str, python: str, args: list[str]) -> None:
         socket.send_fds(conn, [struct.pack("!I", len(request))], [0, 1, 2])
         conn.sendall(request)
     except OSError:  # the server went away, a closed stdin: nothing was started, run it here
-        _run_cold(python, args)
+        signals.run_here(python, args)
         return
     replies = conn.makefile("rb")
     first = _read_line(replies)
     if not first.startswith(b"pid "):  # "cold" or nothing: the server started nothing
         conn.close()
-        _run_cold(python, args)
+        signals.run_here(python, args)
         return
     child = int(first.split()[1])
-
-    def forward(signum, _frame):
-        try:
-            os.killpg(child, signum)
-        except ProcessLookupError:
-            pass
-
-    for signum in FORWARDED_SIGNALS:
-        signal.signal(signum, forward)
+    signals.started(child)
     status = _read_line(replies).split()
     if len(status) == 2 and status[0] == b"exit":
         os._exit(int(status[1]))

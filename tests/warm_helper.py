@@ -17,8 +17,9 @@ elif command[0] == "sleep":  # until a signal: record which one in the marker fi
     marker = command[1]
 
     def stop(signum, _frame):
-        with open(marker, "w") as handle:
+        with open(marker + ".tmp", "w") as handle:  # whole or absent: the test polls for the file
             handle.write(f"{signal.Signals(signum).name} {os.getpid()}\n")
+        os.replace(marker + ".tmp", marker)
         sys.exit(3)
 
     signal.signal(signal.SIGTERM, stop)
