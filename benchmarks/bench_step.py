@@ -225,42 +225,30 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
         fns = {"reference": lambda: reference_step(method, s_ref, teacher, ref_pr, opt_ref, x, y),
                "project": project_step_fn(objective, s_proj, opt_proj, x, y)}
         extra = {}
-        if device.type == "cuda":  # the CUDA default: fast_path auto = channels_last + batched views + CUDA graph
+
+        def fast_objective(kind=DistillObjective):  # fast-path copies of the frozen networks
             fast_t, fast_p = (fast_layout(copy.deepcopy(m)) for m in (teacher, proj_pr))
-            s_graph = fast_layout(copy.deepcopy(student0))
-            graph_obj = DistillObjective(method=cls(params), teacher=fast_t, pruned=fast_p,
-                                         view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch,
-                                         std=[1.0] * ch, fast=True)
-            fns["project, CUDA default (fast path: graph)"] = project_step_fn(
-                graph_obj, s_graph, SGD(s_graph.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4), x, y,
-                graphs=True)
+            return kind(method=cls(params), teacher=fast_t, pruned=fast_p, view_generator=torch.Generator().manual_seed(0),
+                        mean=[0.0] * ch, std=[1.0] * ch, fast=True)
+
+        def step_of(obj, fast=True, **kwargs):  # a fresh copy of the student and its optimiser
+            student = fast_layout(copy.deepcopy(student0)) if fast else copy.deepcopy(student0)
+            opt = SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+            return project_step_fn(obj, student, opt, x, y, **kwargs)
+
+        if device.type == "cuda":  # the CUDA default: fast_path auto = channels_last + batched views + CUDA graph
+            graph_obj = fast_objective()
+            fns["project, CUDA default (fast path: graph)"] = step_of(graph_obj, graphs=True)
             if method == "r2kd":
                 # the CUDA default before the pruned teacher's views were batched (2026-11-27)
-                fast_t2, fast_p2 = (fast_layout(copy.deepcopy(m)) for m in (teacher, proj_pr))
-                s_two = fast_layout(copy.deepcopy(student0))
-                two_obj = TwoPrunedPasses(method=cls(params), teacher=fast_t2, pruned=fast_p2,
-                                          view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch,
-                                          std=[1.0] * ch, fast=True)
-                fns["project, CUDA default, pruned views in two passes"] = project_step_fn(
-                    two_obj, s_two, SGD(s_two.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4), x, y,
-                    graphs=True)
-                s_gbf = fast_layout(copy.deepcopy(student0))
-                fns["project, CUDA default + amp=bf16"] = project_step_fn(
-                    graph_obj, s_gbf, SGD(s_gbf.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4), x, y,
-                    amp="bf16", graphs=True)
+                fns["project, CUDA default, pruned views in two passes"] = step_of(fast_objective(TwoPrunedPasses),
+                                                                                   graphs=True)
+                fns["project, CUDA default + amp=bf16"] = step_of(graph_obj, amp="bf16", graphs=True)
         if method == "r2kd":  # the opt-in variants, measured in the same loop
-            s_bf, s_fast = copy.deepcopy(student0), copy.deepcopy(student0)
-            opt_bf = SGD(s_bf.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-            fns["project amp=bf16"] = project_step_fn(objective, s_bf, opt_bf, x, y, amp="bf16")
-            fast_t, fast_p, s_fast = (fast_layout(copy.deepcopy(m)) for m in (teacher, proj_pr, s_fast))
-            fast_obj = DistillObjective(method=cls(params), teacher=fast_t, pruned=fast_p,
-                                        view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch,
-                                        std=[1.0] * ch, fast=True)
-            fns["project fast_path=always"] = project_step_fn(fast_obj, s_fast, SGD(s_fast.parameters(), lr=0.01,
-                                                          momentum=0.9, weight_decay=5e-4), x, y)
-            s_both = fast_layout(copy.deepcopy(student0))
-            fns["project fast_path=always amp=bf16"] = project_step_fn(fast_obj, s_both, SGD(
-                s_both.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4), x, y, amp="bf16")
+            fns["project amp=bf16"] = step_of(objective, fast=False, amp="bf16")
+            fast_obj = fast_objective()
+            fns["project fast_path=always"] = step_of(fast_obj)
+            fns["project fast_path=always amp=bf16"] = step_of(fast_obj, amp="bf16")
         times = interleaved(fns, steps, max(args.warmup, 5 if device.type == "cuda" else 0), device)
         kinds = {k: fn.step.kind for k, fn in fns.items() if hasattr(fn, "step")}
         if any(v != "cuda-graph" for k, v in kinds.items() if "CUDA default" in k):
