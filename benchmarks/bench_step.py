@@ -39,6 +39,7 @@ from r2kd import models
 from r2kd.config import PruneConfig, TrainRecipe
 from r2kd.data.loader import BatchIterator
 from r2kd.methods import METHODS
+from r2kd.methods.frozen_threads import frozen_threads_for, usable_cores
 from r2kd.methods.objective import DistillObjective, batch_independent
 from r2kd.optim import SGD
 from r2kd.pruning import prune_teacher, set_bn_mode
@@ -158,6 +159,17 @@ def project_step_fn(objective, student, opt, x, y, amp="none", graphs=False):
     return run
 
 
+def with_threads(n: int, fn):
+    def run():
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(before)
+    return run
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -220,8 +232,14 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
         opt_ref = torch.optim.SGD(s_ref.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False)
         opt_proj = SGD(s_proj.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         params = cls.Params(**({"aug_view": "cutmix"} if method == "r2kd" else {}))
+        nets = [name for name, used in (("teacher", cls.uses_teacher), ("pruned", cls.uses_pruned_teacher)) if used]
+
+        def overlap():  # runtime.overlap_frozen at its default (auto), as the distill stage resolves it
+            return frozen_threads_for("auto", device, args.threads, 1, nets)
+
         objective = DistillObjective(method=cls(params), teacher=teacher, pruned=proj_pr,
-                                     view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch, std=[1.0] * ch)
+                                     view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch, std=[1.0] * ch,
+                                     frozen_threads=overlap())
         fns = {"reference": lambda: reference_step(method, s_ref, teacher, ref_pr, opt_ref, x, y),
                "project": project_step_fn(objective, s_proj, opt_proj, x, y)}
         extra = {}
@@ -229,7 +247,7 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
         def fast_objective(kind=DistillObjective):  # fast-path copies of the frozen networks
             fast_t, fast_p = (fast_layout(copy.deepcopy(m)) for m in (teacher, proj_pr))
             return kind(method=cls(params), teacher=fast_t, pruned=fast_p, view_generator=torch.Generator().manual_seed(0),
-                        mean=[0.0] * ch, std=[1.0] * ch, fast=True)
+                        mean=[0.0] * ch, std=[1.0] * ch, fast=True, frozen_threads=overlap())
 
         def step_of(obj, fast=True, **kwargs):  # a fresh copy of the student and its optimiser
             student = fast_layout(copy.deepcopy(student0)) if fast else copy.deepcopy(student0)
@@ -244,6 +262,13 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
                 fns["project, CUDA default, pruned views in two passes"] = step_of(fast_objective(TwoPrunedPasses),
                                                                                    graphs=True)
                 fns["project, CUDA default + amp=bf16"] = step_of(graph_obj, amp="bf16", graphs=True)
+        if objective.frozen_threads is not None:  # the CPU default before runtime.overlap_frozen
+            serial = DistillObjective(method=cls(params), teacher=teacher, pruned=proj_pr,
+                                      view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch, std=[1.0] * ch)
+            fns["project, overlap_frozen=never"] = step_of(serial, fast=False)
+        if device.type == "cpu" and args.threads == 1 and usable_cores() >= 2:
+            # The official code leaves torch at its default: as many intra-op threads as cores.
+            fns["reference, 2 intra-op threads"] = with_threads(2, fns["reference"])
         if method == "r2kd":  # the opt-in variants, measured in the same loop
             fns["project amp=bf16"] = step_of(objective, fast=False, amp="bf16")
             fast_obj = fast_objective()
@@ -369,7 +394,7 @@ def cpu_flags() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (runtime.threads; default 1)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--methods", nargs="+", default=["r2kd", "ce", "kd", "dist", "dkd"], choices=list(METHODS))
@@ -386,7 +411,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     seed_everything(0, deterministic=not args.nondeterministic)  # as a stage does; applies to both sides
-    header = f"torch {torch.__version__}, {device}, {args.threads} threads"
+    header = f"torch {torch.__version__}, {device}, {args.threads} threads, {usable_cores()} usable cores"
     header += ", deterministic kernels" if not args.nondeterministic else ", non-deterministic kernels"
     header += f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f", CPU: {cpu_flags()}"
     console.print(header)

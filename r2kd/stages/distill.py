@@ -20,6 +20,7 @@ from r2kd.config import Params
 from r2kd.distributed import barrier, resolve_device, world
 from r2kd.files import write_json
 from r2kd.methods import METHODS
+from r2kd.methods.frozen_threads import frozen_threads_for
 from r2kd.methods.objective import DistillObjective, SharedPasses
 from r2kd.modelfile import arch_spec, build, load_model, save_model
 from r2kd.models.complexity import complexity
@@ -140,6 +141,10 @@ def build_run(params: Params, run: StudentRun, data: Data, device: torch.device,
     if inputs is None:
         inputs = input_hashes([*data_files(), paths.pair_file(run.pair)])
     view_generator = view_generator(chosen.aug_view)
+    # A cohort (``shared``) keeps its passes in order for all its runs: no threads there.
+    threads = None if shared is not None else frozen_threads_for(
+        params.runtime.overlap_frozen, device, params.runtime.threads, world().world_size,
+        [name for name, m in (("teacher", teacher_model), ("pruned", pruned_model)) if m is not None])
     objective = DistillObjective(
         method=chosen,
         # On N processes each runs its shard of the global batch and returns the whole batch's logits.
@@ -150,6 +155,7 @@ def build_run(params: Params, run: StudentRun, data: Data, device: torch.device,
         std=data.meta["std"],
         fast=fast,
         shared=shared,
+        frozen_threads=threads,
     )
     trainer = Trainer(
         model=model,

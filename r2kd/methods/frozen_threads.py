@@ -1,0 +1,106 @@
+"""The frozen networks' forward passes on their own CPU threads while the calling thread runs the
+student (``runtime.overlap_frozen``; used by :class:`r2kd.methods.objective.DistillObjective`).
+
+Why: on the CPU an R2KD step is compute-bound and one stage runs at a time under ``dvc repro``, so
+with ``runtime.threads: 1`` the second core of a 2-core machine idles. The teacher, the pruned
+teacher and the student's forward passes do not depend on each other, so they can run side by
+side; only the losses and the backward pass need all of them.
+
+Why the numbers do not change: each pass runs the same kernels with the same intra-op thread
+count (``runtime.threads``, set on every worker thread), just on another thread; each network
+keeps its own single thread, so the pruned teacher's train-mode BatchNorm still updates its running
+statistics clean view first; nothing on these threads draws random numbers (the views are drawn
+by the caller). The caller's autocast state is thread-local in torch, so each pass takes it on.
+tests/test_frozen_threads.py checks terms, gradients and statistics against the serial step bit
+for bit.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Callable, Iterable
+
+import torch
+
+
+class FrozenThreads:
+    """One worker thread per frozen network name; work submitted for a name runs in order."""
+
+    def __init__(self, names: Iterable[str], threads: int) -> None:
+        self.threads = threads
+        self._pools = {name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"r2kd-{name}",
+                                                initializer=torch.set_num_threads, initargs=(threads,))
+                       for name in names}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._pools
+
+    def submit(self, name: str, fn: Callable[[], torch.Tensor], device_type: str) -> Future:
+        """Run ``fn`` on ``name``'s thread under the caller's autocast state."""
+        autocast = _autocast_of(device_type)
+        return self._pools[name].submit(_within, autocast, fn)
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+
+
+def _autocast_of(device_type: str):
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    return device_type, torch.get_autocast_dtype(device_type)
+
+
+def _within(autocast, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``fn()`` under the caller's autocast state. Not through ``torch.autocast``: leaving its
+    outermost level clears the cache of weight casts, which is one cache for all threads, so the
+    student's second view would cast its weights again (another graph, other gradients)."""
+    if autocast is None:
+        return fn()
+    device_type, dtype = autocast
+    was_enabled, was_dtype = torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    torch.set_autocast_enabled(device_type, True)
+    torch.set_autocast_dtype(device_type, dtype)
+    try:
+        return fn()
+    finally:
+        torch.set_autocast_enabled(device_type, was_enabled)
+        torch.set_autocast_dtype(device_type, was_dtype)
+
+
+def settle(futures: Iterable[Future]) -> None:
+    """Wait until every pass has finished (succeeded or not): when a step returns or raises, no
+    frozen network is still running, so its state (running statistics) is the step's."""
+    wait(list(futures))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a SLURM or taskset allocation, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# The pruned teacher first: in train-mode BatchNorm it is the slowest frozen pass (1.6x the teacher's
+# forward, benchmarks/bench_methods.py), so with one spare core it is the one moved off.
+HEAVIEST_FIRST = ("pruned", "teacher")
+
+
+def frozen_threads_for(setting: str, device: torch.device, threads: int, processes: int,
+                       nets: Iterable[str]) -> FrozenThreads | None:
+    """The threads ``runtime.overlap_frozen`` gives a run whose method uses the frozen ``nets``, or None.
+
+    CPU only, one process per run (the frozen wrappers of a multi-process run exchange logits with
+    the other processes, in the order the calling thread issues its collectives). ``auto`` needs a
+    core to spare: it moves as many networks off the calling thread as there are spare groups of
+    ``threads`` cores (2 cores, 1 thread: the pruned teacher off, the teacher stays beside the
+    student); ``always`` moves at least one."""
+    nets = [name for name in HEAVIEST_FIRST if name in set(nets)]
+    if setting == "never" or device.type != "cpu" or processes > 1 or not nets:
+        return None
+    spare = usable_cores() // max(threads, 1) - 1
+    if setting == "auto" and spare < 1:
+        return None
+    return FrozenThreads(nets[: max(spare, 1)], threads)

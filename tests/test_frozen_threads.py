@@ -1,0 +1,191 @@
+"""runtime.overlap_frozen: on the CPU the frozen teachers' passes run on their own threads beside
+the student's, and an R2KD step backpropagates each view on its own thread
+(r2kd/methods/frozen_threads.py). Only which thread computes a value changes, so every step must
+give the serial step's terms, gradients, weights and pruned-teacher statistics, bit for bit."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from r2kd import models
+from r2kd.config import PruneConfig, Runtime
+from r2kd.methods import make_method
+from r2kd.methods import frozen_threads as ft
+from r2kd.methods.objective import DistillObjective
+from r2kd.optim import SGD
+from r2kd.pruning import prune_teacher, set_bn_mode
+from r2kd.train import TrainStep
+
+NETS = {  # teacher, student, channels, side, classes
+    "default": ("wrn_16_2", "resnet8", 1, 8, 10),
+    "cifar": ("resnet14", "resnet8x4", 3, 16, 100),
+    "mobile": ("vgg8", "MobileNetV2", 3, 16, 100),
+}
+
+
+def _setup(nets: str):
+    t_name, s_name, ch, side, classes = NETS[nets]
+    torch.manual_seed(0)
+    teacher = set_bn_mode(models.create(t_name, classes, in_channels=ch, input_size=side), "eval")
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(32, ch, side, side, generator=g)
+    y = torch.randint(0, classes, (32,), generator=g)
+    pruned = set_bn_mode(prune_teacher(copy.deepcopy(teacher), x[:2], PruneConfig()).model, "train")
+    student = models.create(s_name, classes, in_channels=ch, input_size=side).train()
+    return teacher, pruned, student, x, y, ch
+
+
+def _run(method: str, params: dict, nets: str, overlap: list[str] | None, amp: str = "none", steps: int = 3):
+    """``steps`` TrainSteps (the Trainer's step); the terms of each, then the grads of the last step,
+    the student's and the pruned teacher's state."""
+    teacher, pruned, student, x, y, ch = _setup(nets)
+    threads = ft.FrozenThreads(overlap, torch.get_num_threads()) if overlap else None
+    objective = DistillObjective(method=make_method(method, params), teacher=teacher, pruned=pruned,
+                                 view_generator=torch.Generator().manual_seed(2), mean=[0.0] * ch, std=[1.0] * ch,
+                                 frozen_threads=threads)
+    opt = SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    step = TrainStep(student, objective, opt, torch.amp.GradScaler("cpu", enabled=False), amp, torch.device("cpu"))
+    step.begin_epoch(1)
+    seen = []
+    for i in range(steps):
+        step(x + 0.1 * i, y, 2)
+        seen.append({k: v.detach().clone() for k, v in step.term_sums.items()})
+    grads = [p.grad.clone() for p in student.parameters()]
+    if threads is not None:
+        threads.close()
+    return seen, grads, student.state_dict(), pruned.state_dict(), objective
+
+
+def _same(a, b) -> None:
+    terms_a, grads_a, student_a, pruned_a, _ = a
+    terms_b, grads_b, student_b, pruned_b, _ = b
+    assert len(terms_a) == len(terms_b)
+    assert all(ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta) for ta, tb in zip(terms_a, terms_b))
+    assert all(torch.equal(ga, gb) for ga, gb in zip(grads_a, grads_b))
+    for state_a, state_b in ((student_a, student_b), (pruned_a, pruned_b)):
+        assert state_a.keys() == state_b.keys()
+        assert all(torch.equal(state_a[k], state_b[k]) for k in state_a), [k for k in state_a
+                                                                            if not torch.equal(state_a[k], state_b[k])]
+
+
+@pytest.mark.parametrize(("method", "params"), [
+    ("r2kd", {"aug_view": "cutmix"}), ("r2kd", {"aug_view": "cutmixpick"}), ("r2kd", {"aug_view": "mixup"}),
+    ("kd", {}), ("dkd", {"warmup": 1}), ("dist", {"aug_view": "cutout"}),
+])
+@pytest.mark.parametrize("overlap", [["pruned"], ["pruned", "teacher"]], ids=["one thread", "two threads"])
+def test_overlapped_steps_are_the_serial_steps_bit_for_bit(method, params, overlap):
+    serial = _run(method, params, "default", None)
+    overlapped = _run(method, params, "default", overlap)
+    _same(serial, overlapped)
+
+
+@pytest.mark.parametrize("nets", ["cifar", "mobile"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_other_networks_and_intra_op_threads(nets, threads):
+    torch.set_num_threads(threads)  # conftest restores it
+    _same(_run("r2kd", {"aug_view": "cutmix"}, nets, None, steps=2),
+          _run("r2kd", {"aug_view": "cutmix"}, nets, ["pruned"], steps=2))
+
+
+def test_autocast_reaches_the_frozen_threads():
+    """autocast is thread-local in torch: a bf16 run must run its frozen passes in bf16 too."""
+    serial = _run("r2kd", {"aug_view": "cutmix"}, "default", None, amp="bf16", steps=2)
+    overlapped = _run("r2kd", {"aug_view": "cutmix"}, "default", ["pruned", "teacher"], amp="bf16", steps=2)
+    _same(serial, overlapped)
+    fp32 = _run("r2kd", {"aug_view": "cutmix"}, "default", ["pruned", "teacher"], steps=2)
+    assert not torch.equal(fp32[0][0]["ce"], overlapped[0][0]["ce"])  # bf16 did change the numbers
+
+
+@pytest.mark.parametrize("student_name", models.available())
+def test_every_student_gets_the_one_pass_gradients_from_the_split_backward(student_name):
+    """The split backward's premise (the two views' passes share no node but the parameters) for
+    every registered architecture: its gradients against one backward pass over the same graph."""
+    torch.manual_seed(0)
+    teacher = set_bn_mode(models.create("resnet8", 10, input_size=16), "eval")
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    pruned = set_bn_mode(prune_teacher(copy.deepcopy(teacher), x[:2], PruneConfig()).model, "train")
+    student = models.create(student_name, 10, input_size=16).train()
+    threads = ft.FrozenThreads(["pruned"], 1)
+    objective = DistillObjective(method=make_method("r2kd", {"aug_view": "cutmix"}), teacher=teacher, pruned=pruned,
+                                 view_generator=torch.Generator().manual_seed(2), mean=[0.0] * 3, std=[1.0] * 3,
+                                 frozen_threads=threads)
+    terms = objective(student, x, y, 1)
+    params = [p for p in student.parameters() if p.requires_grad]
+    one_pass = torch.autograd.grad(sum(terms.values()), params, retain_graph=True)
+    assert objective.backward(terms, student)
+    assert all(torch.equal(p.grad, g) for p, g in zip(params, one_pass))
+    threads.close()
+
+
+def test_the_backward_pass_is_split_by_view(monkeypatch):
+    """The view's backward pass runs on a frozen network's thread, the clean one on the caller's."""
+    import threading
+
+    from r2kd.methods import objective as obj
+
+    where = []
+    real = obj._grads
+
+    def spy(terms, params):
+        where.append(threading.current_thread().name)
+        return real(terms, params)
+
+    monkeypatch.setattr(obj, "_grads", spy)
+    _run("r2kd", {"aug_view": "cutmix"}, "default", ["pruned"], steps=1)
+    assert sorted(where) == ["MainThread", "r2kd-pruned_0"]
+    where.clear()
+    _run("kd", {}, "default", ["teacher"], steps=1)  # no view: one ordinary backward pass
+    assert where == []
+
+
+def test_a_failed_step_leaves_no_pass_waiting_and_the_next_step_runs(monkeypatch):
+    teacher, pruned, student, x, y, ch = _setup("default")
+    threads = ft.FrozenThreads(["pruned"], 1)
+    objective = DistillObjective(method=make_method("r2kd", {"aug_view": "cutmix"}), teacher=teacher, pruned=pruned,
+                                 view_generator=torch.Generator().manual_seed(2), mean=[0.0], std=[1.0],
+                                 frozen_threads=threads)
+    real = objective._view
+
+    def broken(*args, **kwargs):
+        raise ValueError("view failed")
+
+    monkeypatch.setattr(objective, "_view", broken)
+    with pytest.raises(ValueError, match="view failed"):
+        objective(student, x, y, 1)
+    monkeypatch.setattr(objective, "_view", real)
+    terms = objective(student, x, y, 1)  # would hang if the failed step's view pass still waited
+    assert len(terms) >= 4 and all(torch.isfinite(v) for v in terms.values())
+    threads.close()
+
+
+def test_which_networks_get_a_thread(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    both = ["teacher", "pruned"]
+
+    def names(setting, cores, threads=1, processes=1, nets=both, device=cpu):
+        monkeypatch.setattr(ft, "usable_cores", lambda: cores)
+        got = ft.frozen_threads_for(setting, device, threads, processes, nets)
+        return None if got is None else sorted(got._pools)
+
+    assert names("auto", 2) == ["pruned"]  # one spare core: the slowest frozen network moves off
+    assert names("auto", 4) == ["pruned", "teacher"]
+    assert names("auto", 2, nets=["teacher"]) == ["teacher"]
+    assert names("auto", 1) is None  # no core to spare
+    assert names("auto", 2, threads=2) is None
+    assert names("auto", 4, threads=2) == ["pruned"]
+    assert names("always", 1) == ["pruned"]
+    assert names("never", 8) is None
+    assert names("auto", 8, device=cuda) is None  # CPU only
+    assert names("auto", 8, processes=2) is None  # the frozen wrappers' collectives keep one order
+    assert names("auto", 8, nets=[]) is None
+
+
+def test_the_setting_is_validated_and_no_result_depends_on_it():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="overlap_frozen"):
+        Runtime(overlap_frozen="sometimes")
+    assert "overlap_frozen" not in Runtime(overlap_frozen="never").result_settings()
