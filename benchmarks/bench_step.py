@@ -39,7 +39,7 @@ from r2kd import models
 from r2kd.config import PruneConfig, TrainRecipe
 from r2kd.data.loader import BatchIterator
 from r2kd.methods import METHODS
-from r2kd.methods.frozen_threads import frozen_threads_for, usable_cores
+from r2kd.overlap import frozen_threads_for, usable_cores
 from r2kd.methods.objective import DistillObjective, batch_independent
 from r2kd.optim import SGD
 from r2kd.pruning import prune_teacher, set_bn_mode
@@ -234,7 +234,7 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
         params = cls.Params(**({"aug_view": "cutmix"} if method == "r2kd" else {}))
         nets = [name for name, used in (("teacher", cls.uses_teacher), ("pruned", cls.uses_pruned_teacher)) if used]
 
-        def overlap():  # runtime.overlap_frozen at its default (auto), as the distill stage resolves it
+        def overlap():  # runtime.overlap at its default (auto), as the distill stage resolves it
             return frozen_threads_for("auto", device, args.threads, 1, nets)
 
         objective = DistillObjective(method=cls(params), teacher=teacher, pruned=proj_pr,
@@ -262,10 +262,10 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
                 fns["project, CUDA default, pruned views in two passes"] = step_of(fast_objective(TwoPrunedPasses),
                                                                                    graphs=True)
                 fns["project, CUDA default + amp=bf16"] = step_of(graph_obj, amp="bf16", graphs=True)
-        if objective.frozen_threads is not None:  # the CPU default before runtime.overlap_frozen
+        if objective.frozen_threads is not None:  # the CPU default before runtime.overlap
             serial = DistillObjective(method=cls(params), teacher=teacher, pruned=proj_pr,
                                       view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch, std=[1.0] * ch)
-            fns["project, overlap_frozen=never"] = step_of(serial, fast=False)
+            fns["project, overlap=never"] = step_of(serial, fast=False)
         if device.type == "cpu" and args.threads == 1 and usable_cores() >= 2:
             # The official code leaves torch at its default: as many intra-op threads as cores.
             fns["reference, 2 intra-op threads"] = with_threads(2, fns["reference"])

@@ -68,7 +68,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "r2kd/data/transforms.py",
         "r2kd/distributed.py", "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/gpu_slots.py",
         "r2kd/graphs.py", "r2kd/lock.py", "r2kd/methods", "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py",
-        "r2kd/parallel.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/pruning/__init__.py",
+        "r2kd/overlap.py", "r2kd/parallel.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/pruning/__init__.py",
         "r2kd/pruning/bn.py", "r2kd/pruning/methods.py", "r2kd/runs.py", "r2kd/runtime.py", "r2kd/stagecode.py",
         "r2kd/stages/__init__.py", "r2kd/stages/cohort.py", "r2kd/stages/csvlog.py", "r2kd/stages/dataset.py",
         "r2kd/stages/distill.py", "r2kd/stages/pair.py", "r2kd/stages/record.py", "r2kd/static_views.py",

@@ -132,7 +132,7 @@ def test_a_cohort_gives_each_run_the_bytes_it_gets_alone_with_a_fraction_of_the_
 
 
 def test_frozen_networks_on_their_own_threads_change_no_byte_of_a_run(work):
-    """runtime.overlap_frozen (the CPU default where a core is spare): the distill stage gives the
+    """runtime.overlap (the CPU default where a core is spare): the distill stage gives the
     bytes of the serial step, whatever the machine's core count made ``auto`` choose."""
     from r2kd.stages import distill
 
@@ -140,7 +140,7 @@ def test_frozen_networks_on_their_own_threads_change_no_byte_of_a_run(work):
     runs = [run for run in _runs(base) if (run.method, run.augment) in {("r2kd", "cutmix"), ("kd", "none")}]
     results = {}
     for setting in ("never", "always"):
-        params = base.model_copy(update={"runtime": base.runtime.model_copy(update={"overlap_frozen": setting})})
+        params = base.model_copy(update={"runtime": base.runtime.model_copy(update={"overlap": setting})})
         for run in runs:
             distill.run(params, run.pair, run.method, run.augment, run.seed)
         results[setting] = {run.stage: {name: sha256_file(run.dir / name) for name in RESULTS} for run in runs}

@@ -42,7 +42,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from r2kd.augment import make_view
 from r2kd.methods.base import Method
-from r2kd.methods.frozen_threads import HEAVIEST_FIRST, FrozenThreads, settle
+from r2kd.overlap import HEAVIEST_FIRST, FrozenThreads, settle
 from r2kd.static_views import apply_view, draw_view, static_views
 
 
@@ -132,8 +132,8 @@ class DistillObjective:
     # per view kind, shared) and the same frozen networks: each view and each frozen pass is computed
     # by the first run that needs it in a step and reused, bit for bit, by the others.
     shared: SharedPasses | None = field(default=None, repr=False)
-    # runtime.overlap_frozen (CPU): the frozen networks' passes run on these threads while the calling
-    # thread runs the student; same numbers (r2kd.methods.frozen_threads).
+    # runtime.overlap (CPU): the frozen networks' passes run on these threads while the calling
+    # thread runs the student; same numbers (r2kd.overlap).
     frozen_threads: FrozenThreads | None = field(default=None, repr=False)
     # The last overlapped step's term names, clean view's then augmented view's: what
     # :meth:`backward` splits the backward pass by.
@@ -275,7 +275,7 @@ class DistillObjective:
         whose cached weight casts both passes use: then this returns False), so each branch of the
         graph receives the gradients it receives in one backward pass, and each parameter's gradient
         is the sum of its two branches' in either case (one addition of two floats, which does not
-        depend on their order). tests/test_frozen_threads.py checks every registered student."""
+        depend on their order). tests/test_overlap.py checks every registered student."""
         split, self._views_of_terms = self._views_of_terms, None
         if split is None or self.frozen_threads is None or set(terms) != {*split[0], *split[1]}:
             return False

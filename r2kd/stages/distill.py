@@ -20,7 +20,7 @@ from r2kd.config import Params
 from r2kd.distributed import barrier, resolve_device, world
 from r2kd.files import write_json
 from r2kd.methods import METHODS
-from r2kd.methods.frozen_threads import frozen_threads_for
+from r2kd.overlap import frozen_threads_for
 from r2kd.methods.objective import DistillObjective, SharedPasses
 from r2kd.modelfile import arch_spec, build, load_model, save_model
 from r2kd.models.complexity import complexity
@@ -143,7 +143,7 @@ def build_run(params: Params, run: StudentRun, data: Data, device: torch.device,
     view_generator = view_generator(chosen.aug_view)
     # A cohort (``shared``) keeps its passes in order for all its runs: no threads there.
     threads = None if shared is not None else frozen_threads_for(
-        params.runtime.overlap_frozen, device, params.runtime.threads, world().world_size,
+        params.runtime.overlap, device, params.runtime.threads, world().world_size,
         [name for name, m in (("teacher", teacher_model), ("pruned", pruned_model)) if m is not None])
     objective = DistillObjective(
         method=chosen,

@@ -1,5 +1,6 @@
-"""The frozen networks' forward passes on their own CPU threads while the calling thread runs the
-student (``runtime.overlap_frozen``; used by :class:`r2kd.methods.objective.DistillObjective`).
+"""``runtime.overlap``: on the CPU, the independent parts of a training step run on threads of their
+own: the frozen networks' forward passes beside the student's, and an R2KD step's two views'
+backward passes beside each other (:class:`r2kd.methods.objective.DistillObjective` uses them).
 
 Why: on the CPU an R2KD step is compute-bound and one stage runs at a time under ``dvc repro``, so
 with ``runtime.threads: 1`` the second core of a 2-core machine idles. The teacher, the pruned
@@ -11,7 +12,7 @@ count (``runtime.threads``, set on every worker thread), just on another thread;
 keeps its own single thread, so the pruned teacher's train-mode BatchNorm still updates its running
 statistics clean view first; nothing on these threads draws random numbers (the views are drawn
 by the caller). The caller's autocast state is thread-local in torch, so each pass takes it on.
-tests/test_frozen_threads.py checks terms, gradients and statistics against the serial step bit
+tests/test_overlap.py checks terms, gradients and statistics against the serial step bit
 for bit.
 """
 
@@ -90,7 +91,7 @@ HEAVIEST_FIRST = ("pruned", "teacher")
 
 def frozen_threads_for(setting: str, device: torch.device, threads: int, processes: int,
                        nets: Iterable[str]) -> FrozenThreads | None:
-    """The threads ``runtime.overlap_frozen`` gives a run whose method uses the frozen ``nets``, or None.
+    """The threads ``runtime.overlap`` gives a run whose method uses the frozen ``nets``, or None.
 
     CPU only, one process per run (the frozen wrappers of a multi-process run exchange logits with
     the other processes, in the order the calling thread issues its collectives). ``auto`` needs a
@@ -104,3 +105,4 @@ def frozen_threads_for(setting: str, device: torch.device, threads: int, process
     if setting == "auto" and spare < 1:
         return None
     return FrozenThreads(nets[: max(spare, 1)], threads)
+

@@ -1,6 +1,6 @@
-"""runtime.overlap_frozen: on the CPU the frozen teachers' passes run on their own threads beside
+"""runtime.overlap: on the CPU the frozen teachers' passes run on their own threads beside
 the student's, and an R2KD step backpropagates each view on its own thread
-(r2kd/methods/frozen_threads.py). Only which thread computes a value changes, so every step must
+(r2kd/overlap.py). Only which thread computes a value changes, so every step must
 give the serial step's terms, gradients, weights and pruned-teacher statistics, bit for bit."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from r2kd import models
 from r2kd.config import PruneConfig, Runtime
 from r2kd.methods import make_method
-from r2kd.methods import frozen_threads as ft
+from r2kd import overlap as ft
 from r2kd.methods.objective import DistillObjective
 from r2kd.optim import SGD
 from r2kd.pruning import prune_teacher, set_bn_mode
@@ -186,6 +186,6 @@ def test_which_networks_get_a_thread(monkeypatch):
 def test_the_setting_is_validated_and_no_result_depends_on_it():
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="overlap_frozen"):
-        Runtime(overlap_frozen="sometimes")
-    assert "overlap_frozen" not in Runtime(overlap_frozen="never").result_settings()
+    with pytest.raises(ValidationError, match="overlap"):
+        Runtime(overlap="sometimes")
+    assert "overlap" not in Runtime(overlap="never").result_settings()
