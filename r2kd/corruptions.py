@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import io
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -239,19 +241,51 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generato
     return np.floor(np.clip(y, 0, 1) * 255 + EPS).astype(np.uint8)
 
 
-def corrupt_set(images: np.ndarray, indices: np.ndarray, seed: int) -> np.ndarray:
+def corrupt_set(images: np.ndarray, indices: np.ndarray, seed: int, workers: int = 1) -> np.ndarray:
     """Every image of ``images`` (uint8 N x C x H x W) under every corruption and severity:
     uint8 [corruption, severity, N, C, H, W]. Image n's randomness is seeded by (seed, corruption,
-    severity, indices[n]) alone, so an image is corrupted the same way whatever else is in the set."""
+    severity, indices[n]) alone, so an image is corrupted the same way whatever else is in the set,
+    and whichever process corrupts it: with ``workers`` > 1 the corruptions are shared out among
+    that many processes (the work is NumPy in small pieces, which threads would serialise)."""
     n, c, h, w = images.shape
     out = np.empty((len(CORRUPTIONS), len(SEVERITIES), n, c, h, w), dtype=np.uint8)
-    hwc = images.transpose(0, 2, 3, 1)
-    for k, name in enumerate(CORRUPTIONS):
-        for s, severity in enumerate(SEVERITIES):
-            for i in range(n):
-                rng = np.random.default_rng([seed, k, severity, int(indices[i])])
-                out[k, s, i] = corrupt(hwc[i], name, severity, rng).transpose(2, 0, 1)
+    if workers > 1:
+        # spawn, not fork: the stage process may hold torch's thread pools, which a fork would copy
+        # in an unusable state; a spawned worker imports only this module's NumPy/SciPy/PIL.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(CORRUPTIONS)), mp_context=context, initializer=_hold,
+                                 initargs=(images, indices, seed)) as pool:
+            for k, part in enumerate(pool.map(_corrupt_held, range(len(CORRUPTIONS)))):
+                out[k] = part
+    else:
+        for k in range(len(CORRUPTIONS)):
+            out[k] = _corrupt_one(images, indices, seed, k)
     return out
+
+
+def _corrupt_one(images: np.ndarray, indices: np.ndarray, seed: int, k: int) -> np.ndarray:
+    """Corruption ``k`` of every image at every severity: uint8 [severity, N, C, H, W]."""
+    name = CORRUPTIONS[k]
+    hwc = images.transpose(0, 2, 3, 1)
+    out = np.empty((len(SEVERITIES), *images.shape), dtype=np.uint8)
+    for s, severity in enumerate(SEVERITIES):
+        for i in range(images.shape[0]):
+            rng = np.random.default_rng([seed, k, severity, int(indices[i])])
+            out[s, i] = corrupt(hwc[i], name, severity, rng).transpose(2, 0, 1)
+    return out
+
+
+_HELD: tuple[np.ndarray, np.ndarray, int] | None = None  # a worker process's images, sent once
+
+
+def _hold(images: np.ndarray, indices: np.ndarray, seed: int) -> None:
+    global _HELD
+    _HELD = (images, indices, seed)
+
+
+def _corrupt_held(k: int) -> np.ndarray:
+    images, indices, seed = _HELD
+    return _corrupt_one(images, indices, seed, k)
 
 
 # --- helpers -------------------------------------------------------------------------------------------

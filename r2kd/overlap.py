@@ -1,6 +1,7 @@
-"""``runtime.overlap``: on the CPU, the independent parts of a training step run on threads of their
-own: the frozen networks' forward passes beside the student's, and an R2KD step's two views'
-backward passes beside each other (:class:`r2kd.methods.objective.DistillObjective` uses them).
+"""``runtime.overlap``: on the CPU, independent work runs on threads of its own. In a distill step the
+frozen networks' forward passes run beside the student's, and an R2KD step's two views' backward
+passes beside each other (:class:`r2kd.methods.objective.DistillObjective` uses them); the
+``evaluate`` stage scores several models at once (:func:`cpu_workers`).
 
 Why: on the CPU an R2KD step is compute-bound and one stage runs at a time under ``dvc repro``, so
 with ``runtime.threads: 1`` the second core of a 2-core machine idles. The teacher, the pruned
@@ -99,10 +100,18 @@ def frozen_threads_for(setting: str, device: torch.device, threads: int, process
     ``threads`` cores (2 cores, 1 thread: the pruned teacher off, the teacher stays beside the
     student); ``always`` moves at least one."""
     nets = [name for name in HEAVIEST_FIRST if name in set(nets)]
-    if setting == "never" or device.type != "cpu" or processes > 1 or not nets:
+    if processes > 1 or not nets:
         return None
-    spare = usable_cores() // max(threads, 1) - 1
-    if setting == "auto" and spare < 1:
-        return None
-    return FrozenThreads(nets[: max(spare, 1)], threads)
+    workers = cpu_workers(setting, device, threads)
+    return FrozenThreads(nets[: workers - 1], threads) if workers > 1 else None
+
+
+def cpu_workers(setting: str, device: torch.device, threads: int) -> int:
+    """How many threads of ``threads`` intra-op threads each a CPU job may keep busy at once under
+    ``runtime.overlap`` (1: no overlap): ``auto`` as many as the process's cores hold, ``always``
+    at least 2; never on another device."""
+    if setting == "never" or device.type != "cpu":
+        return 1
+    workers = usable_cores() // max(threads, 1)
+    return max(workers, 2) if setting == "always" else max(workers, 1)
 

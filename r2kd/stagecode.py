@@ -77,15 +77,15 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "corrupt": (
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
         "r2kd/corruptions.py", "r2kd/data/__init__.py", "r2kd/data/corrupted.py", "r2kd/data/prepared.py",
-        "r2kd/errors.py", "r2kd/files.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/stages/__init__.py",
-        "r2kd/stages/corrupt.py", "r2kd/yamlfile.py"
+        "r2kd/errors.py", "r2kd/files.py", "r2kd/overlap.py", "r2kd/paths.py", "r2kd/pickle_scan.py",
+        "r2kd/stages/__init__.py", "r2kd/stages/corrupt.py", "r2kd/yamlfile.py"
     ),
     "evaluate": (
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
         "r2kd/data/__init__.py", "r2kd/data/corrupted.py", "r2kd/data/index.py", "r2kd/data/loader.py",
         "r2kd/data/prepared.py", "r2kd/data/registry.py", "r2kd/data/stream.py", "r2kd/data/transforms.py",
         "r2kd/distributed.py", "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/gpu_slots.py",
-        "r2kd/modelfile.py", "r2kd/models", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/runs.py",
+        "r2kd/modelfile.py", "r2kd/models", "r2kd/overlap.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/runs.py",
         "r2kd/runtime.py", "r2kd/stages/__init__.py", "r2kd/stages/dataset.py", "r2kd/stages/evaluate.py",
         "r2kd/yamlfile.py"
     ),

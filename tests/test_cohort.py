@@ -148,6 +148,23 @@ def test_frozen_networks_on_their_own_threads_change_no_byte_of_a_run(work):
     assert results["always"] == results["never"]
 
 
+def test_scoring_models_on_threads_changes_no_byte_of_the_evaluation(work):
+    """runtime.overlap in the evaluate stage: models scored several at once give reports/eval.json
+    byte for byte as scored one by one."""
+    from r2kd.stages import corrupt, distill, evaluate
+
+    base = _set_sharing(False)
+    for run in _runs(base):
+        distill.run(base, run.pair, run.method, run.augment, run.seed)
+    corrupt.run(base)
+    digests = {}
+    for setting in ("never", "always"):
+        evaluate.run(base.model_copy(update={"runtime": base.runtime.model_copy(update={"overlap": setting})}))
+        digests[setting] = sha256_file(paths.EVAL)
+        paths.EVAL.unlink()
+    assert digests["always"] == digests["never"]
+
+
 def test_only_the_runs_a_change_touches_are_trained_again(work, monkeypatch):
     from r2kd.stages import distill
 

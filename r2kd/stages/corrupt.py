@@ -20,6 +20,7 @@ from r2kd.data.corrupted import FORMAT
 from r2kd.data.prepared import load_meta, load_prepared, storage_of
 from r2kd.errors import ConfigError
 from r2kd.files import save_checkpoint, sha256_state_dict, write_json
+from r2kd.overlap import cpu_workers
 
 
 def select(labels: torch.Tensor, limit: int | None) -> np.ndarray:
@@ -35,11 +36,12 @@ def select(labels: torch.Tensor, limit: int | None) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-def build(images: torch.Tensor, labels: torch.Tensor, enabled: bool, limit: int | None, seed: int) -> dict:
+def build(images: torch.Tensor, labels: torch.Tensor, enabled: bool, limit: int | None, seed: int,
+          workers: int = 1) -> dict:
     index = select(labels, limit) if enabled else np.zeros(0, dtype=np.int64)
     names = CORRUPTIONS if enabled else ()
     if enabled:
-        corrupted = torch.from_numpy(corrupt_set(images.numpy()[index], index, seed))
+        corrupted = torch.from_numpy(corrupt_set(images.numpy()[index], index, seed, workers))
     else:
         corrupted = torch.zeros((0, 0, 0, *images.shape[1:]), dtype=torch.uint8)
     return {"images": corrupted, "labels": labels[torch.from_numpy(index)].clone(), "index": torch.from_numpy(index)}, names
@@ -65,7 +67,10 @@ def run(params: Params) -> None:
     meta = load_meta(paths.PREPARED)
     images, labels = _test_split(meta, cfg.corruptions)
     began = time.perf_counter()
-    payload, names = build(images, labels, cfg.corruptions, cfg.corruption_limit, cfg.corruption_seed)
+    # Each image's corruption is a function of its own seed, so processes change no byte
+    # (runtime.overlap; tests/test_robustness.py).
+    workers = cpu_workers(params.runtime.overlap, torch.device("cpu"), params.runtime.threads)
+    payload, names = build(images, labels, cfg.corruptions, cfg.corruption_limit, cfg.corruption_seed, workers)
     save_checkpoint(paths.CORRUPTED_TEST, payload)
     size = meta["image_size"]
     write_json(paths.CORRUPTED_META, {

@@ -12,6 +12,7 @@ every run with the same inputs. What is measured and how: docs/robustness.md.
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -23,6 +24,7 @@ from r2kd.evaluation import agreement, calibration, evaluate, fit_temperature, k
 from r2kd.files import write_json
 from r2kd.modelfile import arch_spec, load_model
 from r2kd.models.complexity import complexity
+from r2kd.overlap import cpu_workers
 from r2kd.runs import student_runs
 from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
 from r2kd.stages.dataset import load_data
@@ -43,31 +45,48 @@ def run(params: Params) -> None:
     labels = data.test.labels.cpu()
     corrupted = load_corrupted(paths.CORRUPTED, data.meta)
     corrupted_batches = _corrupted_batches(corrupted, data.meta, device) if corrupted.enabled else None
-    records: list[dict] = []
-    teacher_logits: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    jobs: list[tuple[str, str, object, dict]] = []  # kind, architecture, model file, record fields
+    for arch in params.teachers:
+        jobs.append(("teacher", arch, paths.teacher_dir(arch) / "model.pt", {}))
+        jobs.append(("pruned_teacher", arch, paths.pruned_dir(arch) / "model.pt",
+                     {"prune_method": params.prune.method, "prune_ratio": params.prune.ratio}))
+    runs = student_runs(params)
+    for run_ in runs:
+        jobs.append(("student", run_.student, run_.dir / "model.pt",
+                     {"pair": run_.pair, "teacher": run_.teacher, "method": run_.method, "augment": run_.augment,
+                      "seed": run_.seed}))
 
-    def add(kind: str, arch: str, path, **fields) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def score(job) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
+        kind, arch, path, _ = job
         model = load_model(path, arch_spec(arch, data.meta), device=device)
         clean: list[torch.Tensor] = []
         scores = evaluate(model, data.test, amp, noise_std=NOISE_STD, data_std=data.meta["std"], logits_out=clean)
-        logits = torch.cat(clean)
         corr = predict(model, corrupted_batches, amp) if corrupted_batches is not None else None
+        return {**scores, **complexity(model, data.input_shape)}, torch.cat(clean), corr
+
+    # Models are scored independently, each by the kernels it would run alone, so on the CPU several
+    # are scored at once, on threads (runtime.overlap); the records are assembled in order.
+    workers = cpu_workers(params.runtime.overlap, device, params.runtime.threads)
+    if workers > 1:
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),),
+                                thread_name_prefix="r2kd-evaluate") as pool:
+            scored = list(pool.map(score, jobs))
+    else:
+        scored = [score(job) for job in jobs]
+
+    records: list[dict] = []
+    teacher_logits: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    for (kind, arch, path, fields), (scores, logits, corr) in zip(jobs, scored):
         record = {"kind": kind, "path": str(path), "arch": arch, **fields, **scores,
-                  **complexity(model, data.input_shape), "calibration": calibration_scores(logits, labels)}
+                  "calibration": calibration_scores(logits, labels)}
         if corr is not None:
             record["corruption"] = corruption_scores(corr, corrupted, logits[corrupted.index], record["calibration"])
+        if kind == "teacher":
+            teacher_logits[arch] = logits, corr
+        elif kind == "student":
+            t_logits, t_corr = teacher_logits[fields["teacher"]]
+            record["fidelity"] = fidelity(t_logits, logits, t_corr, corr, corrupted)
         records.append(record)
-        return logits, corr
-
-    for arch in params.teachers:
-        teacher_logits[arch] = add("teacher", arch, paths.teacher_dir(arch) / "model.pt")
-        add("pruned_teacher", arch, paths.pruned_dir(arch) / "model.pt", prune_method=params.prune.method,
-            prune_ratio=params.prune.ratio)
-    for run_ in student_runs(params):
-        logits, corr = add("student", run_.student, run_.dir / "model.pt", pair=run_.pair, teacher=run_.teacher,
-                           method=run_.method, augment=run_.augment, seed=run_.seed)
-        t_logits, t_corr = teacher_logits[run_.teacher]
-        records[-1]["fidelity"] = fidelity(t_logits, logits, t_corr, corr, corrupted)
     if corrupted.enabled:
         add_mce(records, params)
     write_json(paths.EVAL, {
