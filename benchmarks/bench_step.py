@@ -13,6 +13,12 @@ loss terms written inline, and a host read of the loss every step (``loss.item()
 step: DistillObjective + r2kd.optim.SGD as r2kd.train.Trainer uses them (non-finite guard and term
 sums on the device). Random weights: speed only. "speed-up" = reference ms / project ms.
 
+"project" is the step with the settings' defaults as the distill stage resolves them on this
+device, runtime.overlap included (on a CPU with a core to spare: the pruned teacher on a worker
+thread, the two views' backward passes side by side; r2kd/overlap.py); "project, overlap=never"
+is the serial step. On the CPU with --threads 1 the reference is also timed with 2 intra-op threads
+(torch's own default on a 2-core machine, as the official code runs).
+
 The "stage path" row runs the real Trainer (BatchIterator on random uint8 data, one epoch of
 ``--stage-steps`` steps, one evaluation pass) and gives its time as a ratio to the same number of
 project steps, so a win inside the step is not lost around it.
