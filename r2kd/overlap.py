@@ -1,7 +1,8 @@
 """``runtime.overlap``: on the CPU, independent work runs on threads of its own. In a distill step the
 frozen networks' forward passes run beside the student's, and an R2KD step's two views' backward
 passes beside each other (:class:`r2kd.methods.objective.DistillObjective` uses them); the
-``evaluate`` stage scores several models at once (:func:`cpu_workers`).
+``evaluate`` stage scores several models at once and ``corrupt`` shares its corruptions out among
+processes (:func:`cpu_workers`).
 
 Why: on the CPU an R2KD step is compute-bound and one stage runs at a time under ``dvc repro``, so
 with ``runtime.threads: 1`` the second core of a 2-core machine idles. The teacher, the pruned
@@ -30,7 +31,6 @@ class FrozenThreads:
     """One worker thread per frozen network name; work submitted for a name runs in order."""
 
     def __init__(self, names: Iterable[str], threads: int) -> None:
-        self.threads = threads
         self._pools = {name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"r2kd-{name}",
                                                 initializer=torch.set_num_threads, initargs=(threads,))
                        for name in names}
@@ -114,4 +114,3 @@ def cpu_workers(setting: str, device: torch.device, threads: int) -> int:
         return 1
     workers = usable_cores() // max(threads, 1)
     return max(workers, 2) if setting == "always" else max(workers, 1)
-

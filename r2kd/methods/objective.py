@@ -24,6 +24,11 @@ Which passes may share a batch:
 - Frozen passes run under ``torch.inference_mode`` (no autograd bookkeeping at all); their logits
   are copied out of inference mode so that a method may use them like any tensor.
 
+Which thread runs a pass (``runtime.overlap``, CPU): with ``frozen_threads`` set, the frozen networks
+that have a thread run their passes there, in order, while the calling thread draws the view and
+runs the student; an R2KD step's two views then backpropagate side by side (:meth:`DistillObjective.
+backward`). The same values, computed on other threads (r2kd.overlap).
+
 ``fast`` (``runtime.fast_path``, resolved by :func:`r2kd.runtime.fast_path_enabled`) also feeds
 the batch in channels_last memory format; the caller converts the networks
 (:func:`r2kd.runtime.fast_layout`). Rounding may change, so it is opt-in on the CPU.

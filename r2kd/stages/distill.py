@@ -142,7 +142,7 @@ def build_run(params: Params, run: StudentRun, data: Data, device: torch.device,
         inputs = input_hashes([*data_files(), paths.pair_file(run.pair)])
     view_generator = view_generator(chosen.aug_view)
     # A cohort (``shared``) keeps its passes in order for all its runs: no threads there.
-    threads = None if shared is not None else frozen_threads_for(
+    frozen_threads = None if shared is not None else frozen_threads_for(
         params.runtime.overlap, device, params.runtime.threads, world().world_size,
         [name for name, m in (("teacher", teacher_model), ("pruned", pruned_model)) if m is not None])
     objective = DistillObjective(
@@ -155,7 +155,7 @@ def build_run(params: Params, run: StudentRun, data: Data, device: torch.device,
         std=data.meta["std"],
         fast=fast,
         shared=shared,
-        frozen_threads=threads,
+        frozen_threads=frozen_threads,
     )
     trainer = Trainer(
         model=model,
