@@ -17,6 +17,7 @@ from r2kd import overlap as ft
 from r2kd.methods.objective import DistillObjective
 from r2kd.optim import SGD
 from r2kd.pruning import prune_teacher, set_bn_mode
+from r2kd.runtime import fast_layout
 from r2kd.train import TrainStep
 
 NETS = {  # teacher, student, channels, side, classes
@@ -38,14 +39,17 @@ def _setup(nets: str):
     return teacher, pruned, student, x, y, ch
 
 
-def _run(method: str, params: dict, nets: str, overlap: list[str] | None, amp: str = "none", steps: int = 3):
+def _run(method: str, params: dict, nets: str, overlap: list[str] | None, amp: str = "none", steps: int = 3,
+         fast: bool = False):
     """``steps`` TrainSteps (the Trainer's step); the terms of each, then the grads of the last step,
     the student's and the pruned teacher's state."""
     teacher, pruned, student, x, y, ch = _setup(nets)
+    if fast:  # runtime.fast_path: always on the CPU (channels_last everywhere)
+        teacher, pruned, student = (fast_layout(m) for m in (teacher, pruned, student))
     threads = ft.FrozenThreads(overlap, torch.get_num_threads()) if overlap else None
     objective = DistillObjective(method=make_method(method, params), teacher=teacher, pruned=pruned,
                                  view_generator=torch.Generator().manual_seed(2), mean=[0.0] * ch, std=[1.0] * ch,
-                                 frozen_threads=threads)
+                                 frozen_threads=threads, fast=fast)
     opt = SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     step = TrainStep(student, objective, opt, torch.amp.GradScaler("cpu", enabled=False), amp, torch.device("cpu"))
     step.begin_epoch(1)
@@ -88,6 +92,12 @@ def test_other_networks_and_intra_op_threads(nets, threads):
     torch.set_num_threads(threads)  # conftest restores it
     _same(_run("r2kd", {"aug_view": "cutmix"}, nets, None, steps=2),
           _run("r2kd", {"aug_view": "cutmix"}, nets, ["pruned"], steps=2))
+
+
+def test_the_cpu_fast_path_overlapped_is_the_cpu_fast_path():
+    """fast_path: always on the CPU (channels_last) with overlap: the fast path's own numbers."""
+    _same(_run("r2kd", {"aug_view": "cutmix"}, "default", None, fast=True),
+          _run("r2kd", {"aug_view": "cutmix"}, "default", ["pruned"], fast=True))
 
 
 def test_autocast_reaches_the_frozen_threads():
