@@ -21,19 +21,45 @@ for bit.
 from __future__ import annotations
 
 import os
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
+
+
+def thread_pool(workers: int, name: str, threads: int) -> ThreadPoolExecutor:
+    """Threads that each run ops with ``threads`` intra-op threads, as the calling thread does: what
+    keeps every value computed there the value the calling thread would compute."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"r2kd-{name}",
+                              initializer=torch.set_num_threads, initargs=(threads,))
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def map_in_order(fn: Callable[[T], R], items: Iterable[T], workers: int, name: str) -> Iterator[R]:
+    """``fn`` over ``items``, results in order, ``workers`` at a time on threads (1: here, lazily).
+    At most ``workers`` results wait to be taken, so memory stays that of a few items."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with thread_pool(workers, name, torch.get_num_threads()) as pool:
+        pending: deque[Future] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 class FrozenThreads:
     """One worker thread per frozen network name; work submitted for a name runs in order."""
 
     def __init__(self, names: Iterable[str], threads: int) -> None:
-        self._pools = {name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"r2kd-{name}",
-                                                initializer=torch.set_num_threads, initargs=(threads,))
-                       for name in names}
+        self._pools = {name: thread_pool(1, name, threads) for name in names}
 
     def __contains__(self, name: str) -> bool:
         return name in self._pools

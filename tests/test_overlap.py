@@ -193,6 +193,24 @@ def test_which_networks_get_a_thread(monkeypatch):
     assert names("auto", 8, nets=[]) is None
 
 
+@pytest.mark.parametrize("workers", [1, 3])
+def test_map_in_order_keeps_the_order_and_only_a_few_results_waiting(workers):
+    import threading
+
+    started = []
+    lock = threading.Lock()
+
+    def work(i):
+        with lock:
+            started.append(i)
+        return i * i
+
+    results = ft.map_in_order(work, range(20), workers, "test")
+    assert next(results) == 0
+    assert len(started) <= workers + 1  # the first result came before the rest were queued
+    assert [0, *results] == [i * i for i in range(20)]
+
+
 def test_the_setting_is_validated_and_no_result_depends_on_it():
     from pydantic import ValidationError
 

@@ -12,7 +12,6 @@ every run with the same inputs. What is measured and how: docs/robustness.md.
 from __future__ import annotations
 
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -24,7 +23,7 @@ from r2kd.evaluation import agreement, calibration, evaluate, fit_temperature, k
 from r2kd.files import write_json
 from r2kd.modelfile import arch_spec, load_model
 from r2kd.models.complexity import complexity
-from r2kd.overlap import cpu_workers
+from r2kd.overlap import cpu_workers, map_in_order
 from r2kd.runs import student_runs
 from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
 from r2kd.stages.dataset import load_data
@@ -50,8 +49,7 @@ def run(params: Params) -> None:
         jobs.append(("teacher", arch, paths.teacher_dir(arch) / "model.pt", {}))
         jobs.append(("pruned_teacher", arch, paths.pruned_dir(arch) / "model.pt",
                      {"prune_method": params.prune.method, "prune_ratio": params.prune.ratio}))
-    runs = student_runs(params)
-    for run_ in runs:
+    for run_ in student_runs(params):
         jobs.append(("student", run_.student, run_.dir / "model.pt",
                      {"pair": run_.pair, "teacher": run_.teacher, "method": run_.method, "augment": run_.augment,
                       "seed": run_.seed}))
@@ -65,15 +63,11 @@ def run(params: Params) -> None:
         return {**scores, **complexity(model, data.input_shape)}, torch.cat(clean), corr
 
     # Models are scored independently, each by the kernels it would run alone, so on the CPU several
-    # are scored at once, on threads (runtime.overlap); the records are assembled in order.
+    # are scored at once, on threads (runtime.overlap); the records are assembled in order, each
+    # model's logits dropped once its record is done (a student's corrupted-set logits can be
+    # hundreds of MB), as when they are scored one by one.
     workers = cpu_workers(params.runtime.overlap, device, params.runtime.threads)
-    if workers > 1:
-        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),),
-                                thread_name_prefix="r2kd-evaluate") as pool:
-            scored = list(pool.map(score, jobs))
-    else:
-        scored = [score(job) for job in jobs]
-
+    scored = map_in_order(score, jobs, workers, "evaluate")
     records: list[dict] = []
     teacher_logits: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
     for (kind, arch, path, fields), (scores, logits, corr) in zip(jobs, scored):
