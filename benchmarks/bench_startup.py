@@ -13,7 +13,11 @@ linked as .venv, git initialised, so DVC sees what a fresh clone sees):
    before r2kd/stagecode.py: ~1,000 entries in dvc.lock for the default matrix), made up to date
    with `dvc commit` on the same outputs (nothing reruns), then its no-op `dvc repro`, interleaved;
 4. `snakemake -n` on the finished copy (Snakemake re-plans from file dates and its stamps);
-5. one stage process's start-up: `python -c "import r2kd.stages.distill"`, against `import torch`.
+5. one stage process's start-up: `python -c "import r2kd.stages.distill"`, against `import torch`;
+6. DVC's YAML loader: a no-op `dvc repro` and DVC's per-stage bookkeeping (`dvc commit -f` of one
+   stage: hash its files, rewrite dvc.lock, as after every stage it runs) with ruamel.yaml's C loader
+   (ruamel.yaml.clib, a dependency since 2026-11-27) against the same commands with it blocked
+   (pure-Python parsing, what pip installs for ruamel.yaml >= 0.19 without it), interleaved.
 
 Prints a rich table and the ratios; nothing here is a unit test.
 """
@@ -37,6 +41,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from r2kd.stagecode import STAGE_CODE  # noqa: E402
+
+
+def load_params(root: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((root / "params.yaml").read_text())
 
 BIN = Path(sys.executable).parent
 GENERATED = ("data/prepared/", "runs/", "reports/", "dvc.lock", ".r2kd/", "logs/", ".snakemake/")
@@ -78,6 +88,11 @@ def timed(cmd: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
+# DVC without ruamel.yaml's C loader: the import that ruamel.yaml.main tries fails, so it falls back
+# to its pure-Python parser, as in an environment without ruamel.yaml.clib.
+PURE_YAML_DVC = "import sys; sys.modules['_ruamel_yaml'] = None; from dvc.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -95,10 +110,16 @@ def main() -> None:
         subprocess.run([str(BIN / "dvc"), "commit", "-f", "-q"], cwd=old, check=True, capture_output=True)
         sizes = {name: (root / "dvc.lock").stat().st_size for name, root in (("stamps", new), ("per-file", old))}
 
+        one_stage = ["commit", "-f", "-q", "prune@" + next(iter(load_params(new)["teachers"]))]
+        pure = [str(BIN / "python"), "-c", PURE_YAML_DVC]
         dvc_new, dvc_old, smk, stage, torch_only = [], [], [], [], []
+        dvc_pure, commit_c, commit_pure = [], [], []
         for _ in range(args.repeats):  # interleaved, so load drift hits both sides alike
             dvc_new.append(timed([str(BIN / "dvc"), "repro"], new))
             dvc_old.append(timed([str(BIN / "dvc"), "repro"], old))
+            dvc_pure.append(timed([*pure, "repro"], new))
+            commit_c.append(timed([str(BIN / "dvc"), *one_stage], new))
+            commit_pure.append(timed([*pure, *one_stage], new))
             smk.append(timed([str(BIN / "snakemake"), "-n", "--cores", "1"], new))
             stage.append(timed([str(BIN / "python"), "-c", "import r2kd.stages.distill"], new))
             torch_only.append(timed([str(BIN / "python"), "-c", "import torch"], new))
@@ -109,6 +130,10 @@ def main() -> None:
         table.add_column(col, justify="right" if col in ("seconds", "ratio") else "left")
     table.add_row("no-op dvc repro, code stamps", f"{med(dvc_new):.2f}", "per-file code deps",
                   f"{med(dvc_old):.2f}", f"{med(dvc_old) / med(dvc_new):.2f}x faster")
+    table.add_row("no-op dvc repro, C YAML loader", f"{med(dvc_new):.2f}", "pure-Python YAML",
+                  f"{med(dvc_pure):.2f}", f"{med(dvc_pure) / med(dvc_new):.2f}x faster")
+    table.add_row("one stage's dvc.lock update (dvc commit -f), C loader", f"{med(commit_c):.2f}",
+                  "pure-Python YAML", f"{med(commit_pure):.2f}", f"-{med(commit_pure) - med(commit_c):.2f} s per stage")
     table.add_row("no-op snakemake -n", f"{med(smk):.2f}", "target", "1.50", f"{med(smk) / 1.5:.2f} of it")
     table.add_row("stage start-up: import r2kd.stages.distill", f"{med(stage):.2f}", "import torch",
                   f"{med(torch_only):.2f}", f"+{med(stage) - med(torch_only):.2f} s")
