@@ -19,9 +19,12 @@ thread, the two views' backward passes side by side; r2kd/overlap.py); "project,
 is the serial step. On the CPU with --threads 1 the reference is also timed with 2 intra-op threads
 (torch's own default on a 2-core machine, as the official code runs).
 
-The "stage path" row runs the real Trainer (BatchIterator on random uint8 data, one epoch of
-``--stage-steps`` steps, one evaluation pass) and gives its time as a ratio to the same number of
-project steps, so a win inside the step is not lost around it.
+The "stage path" rows run the real Trainer (BatchIterator on random uint8 data, one epoch of
+``--stage-steps`` steps, one evaluation pass), so a win inside the step is not lost around it. On
+CUDA (r2kd) its time is given as a ratio to the same number of project steps. On the CPU, for each
+method whose step overlaps, the loop with the default overlap and with overlap=never are run in
+turn ``--stage-repeats`` times, against the reference step: the loop is where the next batch's
+frozen passes run during the current step (DistillObjective.upcoming), which a lone step cannot show.
 """
 
 from __future__ import annotations
@@ -288,13 +291,37 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
         for k, v in times.items():
             extra[k] = v
             rows.append((shape, method, k, v * 1e3, ref / v))
-        if method == "r2kd":
-            if device.type == "cuda":
-                rows.append(stage_path(shape, args, device, student0, graph_obj,
-                                       times["project, CUDA default (fast path: graph)"], graphs=True))
-            else:
-                rows.append(stage_path(shape, args, device, student0, objective, times["project"]))
+        if method == "r2kd" and device.type == "cuda":
+            rows.append(stage_path(shape, args, device, student0, graph_obj,
+                                   times["project, CUDA default (fast path: graph)"], graphs=True))
+        elif device.type == "cpu" and objective.frozen_threads is not None:
+            rows.extend(cpu_loop_rows(shape, method, args, device, student0, times["reference"],
+                                      lambda threads: DistillObjective(
+                                          method=cls(params), teacher=teacher, pruned=proj_pr,
+                                          view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch,
+                                          std=[1.0] * ch, frozen_threads=threads),
+                                      overlap))
     return rows
+
+
+def cpu_loop_rows(shape, method, args, device, student0, reference_step_seconds, objective_with, overlap) -> list[tuple]:
+    """The real Trainer loop on the CPU with the default overlap (which also queues each next batch's
+    clean frozen passes behind the current step's: DistillObjective.upcoming, something a lone step
+    cannot show) against the same loop with overlap=never, alternated ``--stage-repeats`` times.
+    Speed-up: the reference STEP's time over the loop's time per step, loader and evaluation included
+    (so it understates the loop's gain over a reference loop)."""
+    per_step = {"default": [], "never": []}
+    for _ in range(args.stage_repeats):
+        for setting in per_step:
+            threads = overlap() if setting == "default" else None
+            try:
+                per_step[setting].append(stage_path(shape, args, device, student0, objective_with(threads), 1.0)[3] / 1e3)
+            finally:
+                if threads is not None:
+                    threads.close()
+    what = f"stage path ({args.stage_steps} steps + eval of {4 * args.batch}), per step"
+    return [(shape, method, f"{what}{'' if setting == 'default' else ', overlap=never'}", statistics.median(v) * 1e3,
+             reference_step_seconds / statistics.median(v), "loop") for setting, v in per_step.items()]
 
 
 def stage_path(shape, args, device, student0, objective, step_seconds, graphs=False) -> tuple:
@@ -408,6 +435,7 @@ def main() -> None:
     parser.add_argument("--steps-large", type=int, default=5, help="... at CIFAR-100 shape")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--stage-steps", type=int, default=10)
+    parser.add_argument("--stage-repeats", type=int, default=3, help="CPU: alternated runs of each loop row (median)")
     parser.add_argument("--nondeterministic", action="store_true",
                         help="runtime.deterministic: false (on CUDA: cuDNN may pick non-deterministic kernels)")
     parser.add_argument("--epoch", action="store_true", help="also time one CIFAR-100-sized epoch (GPU)")
@@ -425,8 +453,9 @@ def main() -> None:
     table = Table(title=f"train step, batch {args.batch}: median ms (interleaved); speed-up = reference / row")
     for col in ("shape", "method", "step", "ms / step", "speed-up vs reference"):
         table.add_column(col)
-    for shape, method, kind, ms, ratio in rows:
-        label = f"{ratio:.2f}x" if not kind.startswith("stage") else f"step/stage-step {ratio:.2f}"
+    for shape, method, kind, ms, ratio, *loop in rows:
+        label = (f"{ratio:.2f}x" if not kind.startswith("stage") else f"{ratio:.2f}x (reference step / loop step)"
+                 if loop else f"step/stage-step {ratio:.2f}")
         table.add_row(shape, method, kind, f"{ms:.1f}", label)
     console.print(table)
     if args.epoch:

@@ -1,6 +1,7 @@
 """``runtime.overlap``: on the CPU, independent work runs on threads of its own. In a distill step the
-frozen networks' forward passes run beside the student's, and an R2KD step's two views' backward
-passes beside each other (:class:`r2kd.methods.objective.DistillObjective` uses them); the
+frozen networks' forward passes run beside the student's (the next batch's clean passes already
+during this step's backward pass and update), and an R2KD step's two views' backward passes beside
+each other (:class:`r2kd.methods.objective.DistillObjective` uses them); the
 ``evaluate`` stage scores several models at once and ``corrupt`` shares its corruptions out among
 processes (:func:`cpu_workers`).
 
@@ -98,8 +99,9 @@ def _within(autocast, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
 
 
 def settle(futures: Iterable[Future]) -> None:
-    """Wait until every pass has finished (succeeded or not): when a step returns or raises, no
-    frozen network is still running, so its state (running statistics) is the step's."""
+    """Wait until every pass has finished (succeeded or not). A step settles its own passes before
+    it returns, and a failed step those it queued for the next batch too: after a failure no frozen
+    network is still running, so its state (running statistics) is that of the batches trained."""
     wait(list(futures))
 
 

@@ -61,6 +61,13 @@ class TrainStep:
         self.first_bad.fill_(-1)
         self.step_index.zero_()
 
+    @property
+    def looks_ahead(self) -> bool:
+        return getattr(self.objective, "looks_ahead", False)
+
+    def upcoming(self, x: torch.Tensor | None) -> None:
+        self.objective.upcoming(x)
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
         with autocast(self.device, self.amp, cache_enabled=self.autocast_cache):
             terms = self.objective(self.model, x, y, epoch)
@@ -261,6 +268,13 @@ class _OneStep:
     def begin_epoch(self, epoch: int) -> None:
         self.step.begin_epoch(epoch)
 
+    @property
+    def looks_ahead(self) -> bool:
+        return getattr(self.step, "looks_ahead", False)
+
+    def upcoming(self, x: torch.Tensor | None) -> None:
+        self.step.upcoming(x)
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
         self.step(x, y, epoch)
 
@@ -290,7 +304,10 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                 m.optimizer.lr = lr_at(m.trainer.recipe, epoch)
                 m.trainer.model.train()
             step.begin_epoch(epoch)
-            for x, y in train_batches:
+            ahead = getattr(step, "looks_ahead", False)
+            for x, y, following in _with_next(train_batches, ahead):
+                if ahead:
+                    step.upcoming(following)
                 step(x, y, epoch)
                 progress.advance(task)
             outcomes = step.end_epoch()
@@ -341,6 +358,22 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                     )
             save(epoch)
     return [m.result() for m in members]
+
+
+def _with_next(batches, ahead: bool):
+    """(x, y, the next batch's images or None) for each batch. With ``ahead`` each batch is taken
+    from the loader one step early, so that a step which overlaps its frozen networks' passes can
+    queue the next batch's behind its own (DistillObjective.upcoming); without, one at a time."""
+    if not ahead:
+        for x, y in batches:
+            yield x, y, None
+        return
+    iterator = iter(batches)
+    current = next(iterator, None)
+    while current is not None:
+        following = next(iterator, None)
+        yield current[0], current[1], None if following is None else following[0]
+        current = following
 
 
 def _say(message: str) -> None:

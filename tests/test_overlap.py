@@ -18,7 +18,7 @@ from r2kd.methods.objective import DistillObjective
 from r2kd.optim import SGD
 from r2kd.pruning import prune_teacher, set_bn_mode
 from r2kd.runtime import fast_layout
-from r2kd.train import TrainStep
+from r2kd.train import TrainStep, _with_next
 
 NETS = {  # teacher, student, channels, side, classes
     "default": ("wrn_16_2", "resnet8", 1, 8, 10),
@@ -54,8 +54,12 @@ def _run(method: str, params: dict, nets: str, overlap: list[str] | None, amp: s
     step = TrainStep(student, objective, opt, torch.amp.GradScaler("cpu", enabled=False), amp, torch.device("cpu"))
     step.begin_epoch(1)
     seen = []
-    for i in range(steps):
-        step(x + 0.1 * i, y, 2)
+    # As the training loop drives it: each step is told the next batch's images first (lookahead).
+    batches = [(x + 0.1 * i, y) for i in range(steps)]
+    for images, labels, following in _with_next(batches, step.looks_ahead):
+        if step.looks_ahead:
+            step.upcoming(following)
+        step(images, labels, 2)
         seen.append({k: v.detach().clone() for k, v in step.term_sums.items()})
     grads = [p.grad.clone() for p in student.parameters()]
     if threads is not None:
@@ -168,6 +172,66 @@ def test_a_failed_step_leaves_no_pass_waiting_and_the_next_step_runs(monkeypatch
     monkeypatch.setattr(objective, "_view", real)
     terms = objective(student, x, y, 1)  # would hang if the failed step's view pass still waited
     assert len(terms) >= 4 and all(torch.isfinite(v) for v in terms.values())
+    threads.close()
+
+
+def _objective(method: str, params: dict, overlap: list[str]):
+    teacher, pruned, student, x, y, ch = _setup("default")
+    threads = ft.FrozenThreads(overlap, 1)
+    objective = DistillObjective(method=make_method(method, params), teacher=teacher, pruned=pruned,
+                                 view_generator=torch.Generator().manual_seed(2), mean=[0.0], std=[1.0],
+                                 frozen_threads=threads)
+    return objective, threads, student, x, y
+
+
+@pytest.mark.parametrize(("method", "params", "net"), [("kd", {}, "teacher"), ("r2kd", {"aug_view": "cutmix"}, "pruned")])
+def test_the_next_batch_runs_its_clean_passes_during_this_step(monkeypatch, method, params, net):
+    """Lookahead: a step told the next batch queues that batch's clean pass behind its own, on the
+    frozen network's thread, and the next step takes it instead of running it again; the last step
+    of an epoch (told None) queues nothing. Bit-identity: every test above runs this way."""
+    from r2kd.methods import objective as obj
+
+    objective, threads, student, x, y = _objective(method, params, [net])
+    seen = []
+    real = obj._frozen
+    watched = getattr(objective, net)
+    monkeypatch.setattr(obj, "_frozen", lambda module, images: (module is watched and seen.append(images))
+                        or real(module, images))
+    batches = [x + 0.1 * i for i in range(3)]
+    for i, images in enumerate(batches):
+        objective.upcoming(batches[i + 1] if i + 1 < len(batches) else None)
+        objective(student, images, y, 1)
+        if i + 1 < len(batches):
+            assert net in objective._ahead and objective._ahead[net][0] is batches[i + 1]
+    assert objective._ahead == {}
+    clean = [images for images in seen if any(images is b for b in batches)]
+    assert len(clean) == len(batches)  # one clean pass per batch on that network: none ran twice
+    threads.close()
+
+
+def test_a_step_given_other_images_than_announced_fails_loudly():
+    """The frozen networks ran ahead on the announced batch (the pruned teacher's statistics moved):
+    a different batch would silently train on statistics the serial step never had."""
+    objective, threads, student, x, y = _objective("r2kd", {"aug_view": "cutmix"}, ["pruned"])
+    objective.upcoming(x + 1)
+    objective(student, x, y, 1)
+    with pytest.raises(RuntimeError, match="other images than the ones announced"):
+        objective(student, x + 2, y, 1)
+    threads.close()
+
+
+def test_a_failed_step_also_waits_for_the_passes_it_queued_ahead(monkeypatch):
+    objective, threads, student, x, y = _objective("r2kd", {"aug_view": "cutmix"}, ["pruned"])
+    queued = []
+    real_submit = threads.submit
+    monkeypatch.setattr(threads, "submit", lambda *a: queued.append(real_submit(*a)) or queued[-1])
+    monkeypatch.setattr(objective, "_terms", lambda *a, **k: (_ for _ in ()).throw(ValueError("loss failed")))
+    objective.upcoming(x + 1)
+    with pytest.raises(ValueError, match="loss failed"):
+        objective(student, x, y, 1)
+    assert len(queued) == 3  # clean, view, and the next batch's clean pass
+    assert all(future.done() for future in queued)  # nothing runs on after the failure
+    assert objective._ahead == {}  # and nothing is handed to a later step
     threads.close()
 
 

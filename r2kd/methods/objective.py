@@ -27,7 +27,10 @@ Which passes may share a batch:
 Which thread runs a pass (``runtime.overlap``, CPU): with ``frozen_threads`` set, the frozen networks
 that have a thread run their passes there, in order, while the calling thread draws the view and
 runs the student; an R2KD step's two views then backpropagate side by side (:meth:`DistillObjective.
-backward`). The same values, computed on other threads (r2kd.overlap).
+backward`). Told the next batch (:meth:`DistillObjective.upcoming`, by the training loop), a step
+also queues that batch's clean passes behind its own, so they run during its backward pass and
+update: a KD, DIST or DKD step then hides its teacher's forward pass almost entirely. The same
+values, computed on other threads and earlier (r2kd.overlap).
 
 ``fast`` (``runtime.fast_path``, resolved by :func:`r2kd.runtime.fast_path_enabled`) also feeds
 the batch in channels_last memory format; the caller converts the networks
@@ -143,6 +146,10 @@ class DistillObjective:
     # The last overlapped step's term names, clean view's then augmented view's: what
     # :meth:`backward` splits the backward pass by.
     _views_of_terms: tuple[list[str], list[str]] | None = field(default=None, init=False, repr=False)
+    # Overlap: the batch the next step will get (:meth:`upcoming`), and the clean passes already
+    # queued for it on the frozen networks' threads, by network: (that batch, its logits to come).
+    _upcoming: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _ahead: dict[str, tuple[torch.Tensor, Future]] = field(default_factory=dict, init=False, repr=False)
 
     def graph_view(self) -> str | None:
         """The view every step builds, if it has a fixed-shape form; None if it cannot be captured."""
@@ -212,6 +219,20 @@ class DistillObjective:
                     on_view[name] = self._once((name, aug), lambda: _frozen(net, view.x))
         return view
 
+    @property
+    def looks_ahead(self) -> bool:
+        """True when the training loop should say which batch comes next (:meth:`upcoming`)."""
+        return self._overlaps()
+
+    def upcoming(self, x: torch.Tensor | None) -> None:
+        """Called by the training loop before each step with the images of the step after it (None:
+        the epoch's last step). The coming step then queues that batch's clean passes on the frozen
+        networks' threads behind its own, so they run while this thread backpropagates and updates
+        the student; the next step finds its teachers' clean logits computed or under way. Each
+        network still sees the batches in order (its thread runs them in turn), so the pruned
+        teacher's running statistics are the serial step's."""
+        self._upcoming = x
+
     def _overlaps(self) -> bool:
         # A cohort shares its passes between runs, and a captured CUDA graph draws its view from
         # static tensors: both keep the serial order.
@@ -223,17 +244,28 @@ class DistillObjective:
         there first (clean, then view); this thread draws the view and runs the student and the other
         frozen networks meanwhile. Every value is the serial step's: only which thread computes it
         changes, and each network's passes keep their order."""
+        batch, upcoming, self._upcoming = x, self._upcoming, None
         x = self._layout(x)
         aug = self.method.aug_view
         nets = {name: getattr(self, name) for name in self._nets()}
         away = [name for name in nets if name in self.frozen_threads]
         view_ready: Future = Future()
-        clean_away = {name: self.frozen_threads.submit(name, functools.partial(_frozen, nets[name], x), x.device.type)
+        ahead, self._ahead = self._ahead, {}
+        if any(images is not batch for images, _ in ahead.values()):
+            settle(future for _, future in ahead.values())
+            raise RuntimeError("a step got other images than the ones announced to it (DistillObjective.upcoming): "
+                               "the frozen networks already ran on those")
+        clean_away = {name: ahead[name][1] if name in ahead else
+                      self.frozen_threads.submit(name, functools.partial(_frozen, nets[name], x), x.device.type)
                       for name in away}
         view_away = {} if aug == "none" else {
             name: self.frozen_threads.submit(name, functools.partial(_frozen_on_view, nets[name], view_ready),
                                              x.device.type)
             for name in away}
+        if upcoming is not None:
+            # Behind this step's own passes on each thread, so a network's passes keep the batches' order.
+            self._ahead = {name: (upcoming, self.frozen_threads.submit(
+                name, functools.partial(_frozen, nets[name], self._layout(upcoming)), x.device.type)) for name in away}
         clean: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
         on_view: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
 
@@ -265,9 +297,14 @@ class DistillObjective:
                     self._views_of_terms = (list(terms), list(view_terms))
                 terms.update(view_terms)
             return terms
-        finally:
+        except BaseException:
+            # No pass may outlive a failed step: neither this step's nor the next one's, queued ahead.
+            ahead, self._ahead = self._ahead, {}
             if not view_ready.done():  # the step failed before its view: the view passes must not wait
                 view_ready.set_exception(RuntimeError("the step ended before its augmented view was drawn"))
+            settle([*clean_away.values(), *view_away.values(), *(future for _, future in ahead.values())])
+            raise
+        finally:
             settle([*clean_away.values(), *view_away.values()])
 
     def backward(self, terms: dict[str, torch.Tensor], student: torch.nn.Module) -> bool:
