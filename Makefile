@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh clone:
-#   make run   - create/reuse the environment, run the whole pipeline (dvc repro), print the results
+#   make run   - create/reuse the environment, run the whole pipeline (recorded in dvc.lock), print the results
 #   make test  - create/reuse the environment, run the test suite
 # VENV=/path/to/env reuses an existing environment instead of ./.venv.
 VENV ?= .venv
@@ -25,11 +25,18 @@ $(STAMP): pyproject.toml constraints.txt
 	@mkdir -p .r2kd
 	@echo "$(BIN)/python" > $@
 
-# `r2kd warm`: while the pipeline runs, its stages fork from an interpreter that has imported torch
-# already (~2 s saved per stage; r2kd/warm.py); turned off again however the run ends.
+# make run: DVC's first stage (`check`: validates params.yaml before any compute, stamps the code),
+# then the DAG run by Snakemake, CORES jobs at a time (dvc repro runs one stage at a time), then
+# `dvc commit` records what was built in dvc.lock and DVC's run cache, exactly as `dvc repro` would
+# have (the two tools run the same commands on the same files with the same bytes:
+# tests/test_dag.py, tests/test_pipeline.py), so `dvc repro` / `dvc exp run` go on from there.
+# `r2kd warm`: the stages fork from an interpreter that has imported torch already (~2 s saved per
+# stage; r2kd/warm.py); turned off again however the run ends.
+CORES ?= $(shell nproc 2>/dev/null || echo 2)
 run: env
-	$(BIN)/r2kd check
-	workflow/scripts/r2kd warm; $(BIN)/dvc repro; status=$$?; workflow/scripts/r2kd warm --stop; exit $$status
+	$(BIN)/dvc repro --single-item check
+	workflow/scripts/r2kd warm; $(BIN)/snakemake --cores $(CORES); status=$$?; workflow/scripts/r2kd warm --stop; exit $$status
+	$(BIN)/dvc commit --force --quiet
 	$(BIN)/r2kd show
 
 snakemake: env

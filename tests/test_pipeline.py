@@ -223,6 +223,36 @@ def test_snakemake_sees_a_params_change_after_dvc_made_the_files(both_runs):
     (dvc_repo / "params.yaml").write_text(original)
 
 
+def _lock_outs(root: Path) -> dict[str, dict[str, str]]:
+    """Each stage's outputs as dvc.lock records them (path -> md5). Left out: what a clock measured
+    (plots of it; runs/export, a folder holding latency.json: its files are compared one by one)."""
+    import yaml
+
+    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    return {name: {out["path"]: out["md5"] for out in stage.get("outs", [])
+                   if not out["path"].endswith((".png", "latency.json")) and out["path"] != "runs/export"}
+            for name, stage in stages.items()}
+
+
+def test_make_run_leaves_what_dvc_repro_leaves(both_runs, tmp_path):
+    """`make run` (DVC's check stage, the DAG by Snakemake two jobs at a time, then `dvc commit`) on
+    a fresh clone: dvc.lock records every stage with the outputs `dvc repro` makes, byte for byte, so
+    DVC finds nothing to do afterwards and `dvc exp run` goes on from there; the results table is
+    printed. The environment is the one running the tests (its stamp is not remade here)."""
+    dvc_repo, *_ = both_runs
+    repo = make_repo(tmp_path / "make")
+    result = run(["make", "-o", ".venv/.r2kd-installed", "run", "CORES=2"], repo)
+    assert "Running stage 'check'" in result.stdout + result.stderr  # params validated before any compute
+    assert "student test top-1" in result.stdout
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo).stdout
+    assert "Data and pipelines are up to date" in run(["dvc", "repro"], repo).stdout
+    assert _lock_outs(repo) == _lock_outs(dvc_repo)
+    made, reference = outputs(repo), outputs(dvc_repo)
+    assert sorted(made) == sorted(reference)
+    assert all(comparable(made[name]) == comparable(reference[name]) for name in made if name.startswith("runs/export"))
+    assert not (repo / ".r2kd" / "warm" / "enabled").exists()  # warm mode off again
+
+
 README_COMMANDS = [  # verbatim from README.md; the test fails if the README drifts from them
     ".venv/bin/r2kd check",
     ".venv/bin/dvc exp show --only-changed",
