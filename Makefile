@@ -40,7 +40,7 @@ run: env
 	$(BIN)/r2kd show
 
 snakemake: env
-	workflow/scripts/r2kd warm; $(BIN)/snakemake --cores 2; status=$$?; workflow/scripts/r2kd warm --stop; exit $$status
+	workflow/scripts/r2kd warm; $(BIN)/snakemake --cores $(CORES); status=$$?; workflow/scripts/r2kd warm --stop; exit $$status
 
 test: env
 	$(BIN)/python -m pytest -q
