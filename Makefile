@@ -25,18 +25,14 @@ $(STAMP): pyproject.toml constraints.txt
 	@mkdir -p .r2kd
 	@echo "$(BIN)/python" > $@
 
-# make run: DVC's first stage (`check`: validates params.yaml before any compute, stamps the code),
-# then the DAG run by Snakemake, CORES jobs at a time (dvc repro runs one stage at a time), then
-# `dvc commit` records what was built in dvc.lock and DVC's run cache, exactly as `dvc repro` would
-# have (the two tools run the same commands on the same files with the same bytes:
-# tests/test_dag.py, tests/test_pipeline.py), so `dvc repro` / `dvc exp run` go on from there.
-# `r2kd warm`: the stages fork from an interpreter that has imported torch already (~2 s saved per
-# stage; r2kd/warm.py); turned off again however the run ends.
+# make run (workflow/scripts/make-run): DVC's `check` stage first (params.yaml validated before
+# any compute); on a checkout where DVC recorded no result yet, the DAG under Snakemake, CORES jobs
+# at a time, then `dvc commit` records it in dvc.lock (the lock `dvc repro` would write: same
+# commands, files and bytes, tested); once DVC holds results, `dvc repro` decides what reruns.
+# Either way the stages fork from a warm interpreter (r2kd/warm.py; ~2 s saved per stage).
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
 run: env
-	$(BIN)/dvc repro --single-item check
-	workflow/scripts/r2kd warm; $(BIN)/snakemake --cores $(CORES); status=$$?; workflow/scripts/r2kd warm --stop; exit $$status
-	$(BIN)/dvc commit --force --quiet
+	workflow/scripts/make-run $(BIN) $(CORES)
 	$(BIN)/r2kd show
 
 snakemake: env

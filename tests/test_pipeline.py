@@ -235,14 +235,20 @@ def _lock_outs(root: Path) -> dict[str, dict[str, str]]:
 
 
 def test_make_run_leaves_what_dvc_repro_leaves(both_runs, tmp_path):
-    """`make run` (DVC's check stage, the DAG by Snakemake two jobs at a time, then `dvc commit`) on
-    a fresh clone: dvc.lock records every stage with the outputs `dvc repro` makes, byte for byte, so
-    DVC finds nothing to do afterwards and `dvc exp run` goes on from there; the results table is
-    printed. The environment is the one running the tests (its stamp is not remade here)."""
+    """`make run` on a fresh clone (DVC's check stage, the DAG by Snakemake two jobs at a time, then
+    `dvc commit`): dvc.lock records every stage with the outputs `dvc repro` makes, byte for byte,
+    so DVC finds nothing to do afterwards and `dvc exp run` goes on from there; the results table is
+    printed. Once DVC holds results, `make run` leaves the decisions to `dvc repro`: a params change
+    reruns what it touches. The environment is the one running the tests (its stamp is not remade)."""
+    import yaml
+
     dvc_repo, *_ = both_runs
     repo = make_repo(tmp_path / "make")
-    result = run(["make", "-o", ".venv/.r2kd-installed", "run", "CORES=2"], repo)
-    assert "Running stage 'check'" in result.stdout + result.stderr  # params validated before any compute
+    make_run = ["make", "-o", ".venv/.r2kd-installed", "run", "CORES=2"]
+    result = run(make_run, repo)
+    said = result.stdout + result.stderr
+    assert "Running stage 'check'" in said  # params validated before any compute
+    assert "running the DAG with Snakemake" in said
     assert "student test top-1" in result.stdout
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo).stdout
     assert "Data and pipelines are up to date" in run(["dvc", "repro"], repo).stdout
@@ -251,6 +257,16 @@ def test_make_run_leaves_what_dvc_repro_leaves(both_runs, tmp_path):
     assert sorted(made) == sorted(reference)
     assert all(comparable(made[name]) == comparable(reference[name]) for name in made if name.startswith("runs/export"))
     assert not (repo / ".r2kd" / "warm" / "enabled").exists()  # warm mode off again
+
+    again = run(make_run, repo)
+    assert "dvc.lock holds results" in again.stdout and "Data and pipelines are up to date" in again.stdout
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["distill"]["lr"] = 0.03
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = run(make_run, repo).stdout
+    assert "Running stage 'distill@" in changed and "Running stage 'train_teacher@" not in changed
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo).stdout
+    assert not (repo / ".r2kd" / "warm" / "enabled").exists()
 
 
 README_COMMANDS = [  # verbatim from README.md; the test fails if the README drifts from them
