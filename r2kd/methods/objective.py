@@ -29,7 +29,7 @@ that have a thread run their passes there, in order, while the calling thread dr
 runs the student; an R2KD step's two views then backpropagate side by side (:meth:`DistillObjective.
 backward`). Told the next batch (:meth:`DistillObjective.upcoming`, by the training loop), a step
 also queues that batch's clean passes behind its own, so they run during its backward pass and
-update: a KD, DIST or DKD step then hides its teacher's forward pass almost entirely. The same
+update: a KD, DIST or DKD step then hides most of its teacher's forward pass. The same
 values, computed on other threads and earlier (r2kd.overlap).
 
 ``fast`` (``runtime.fast_path``, resolved by :func:`r2kd.runtime.fast_path_enabled`) also feeds
