@@ -246,9 +246,12 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
         def overlap():  # runtime.overlap at its default (auto), as the distill stage resolves it
             return frozen_threads_for("auto", device, args.threads, 1, nets)
 
-        objective = DistillObjective(method=cls(params), teacher=teacher, pruned=proj_pr,
-                                     view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch, std=[1.0] * ch,
-                                     frozen_threads=overlap())
+        def plain_objective(threads):  # the distill stage's objective on the CPU layout
+            return DistillObjective(method=cls(params), teacher=teacher, pruned=proj_pr,
+                                    view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch, std=[1.0] * ch,
+                                    frozen_threads=threads)
+
+        objective = plain_objective(overlap())
         fns = {"reference": lambda: reference_step(method, s_ref, teacher, ref_pr, opt_ref, x, y),
                "project": project_step_fn(objective, s_proj, opt_proj, x, y)}
         extra = {}
@@ -272,9 +275,7 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
                                                                                    graphs=True)
                 fns["project, CUDA default + amp=bf16"] = step_of(graph_obj, amp="bf16", graphs=True)
         if objective.frozen_threads is not None:  # the CPU default before runtime.overlap
-            serial = DistillObjective(method=cls(params), teacher=teacher, pruned=proj_pr,
-                                      view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch, std=[1.0] * ch)
-            fns["project, overlap=never"] = step_of(serial, fast=False)
+            fns["project, overlap=never"] = step_of(plain_objective(None), fast=False)
         if device.type == "cpu" and args.threads == 1 and usable_cores() >= 2:
             # The official code leaves torch at its default: as many intra-op threads as cores.
             fns["reference, 2 intra-op threads"] = with_threads(2, fns["reference"])
@@ -295,11 +296,7 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
             rows.append(stage_path(shape, args, device, student0, graph_obj,
                                    times["project, CUDA default (fast path: graph)"], graphs=True))
         elif device.type == "cpu" and objective.frozen_threads is not None:
-            rows.extend(cpu_loop_rows(shape, method, args, device, student0, times["reference"],
-                                      lambda threads: DistillObjective(
-                                          method=cls(params), teacher=teacher, pruned=proj_pr,
-                                          view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch,
-                                          std=[1.0] * ch, frozen_threads=threads),
+            rows.extend(cpu_loop_rows(shape, method, args, device, student0, times["reference"], plain_objective,
                                       overlap))
     return rows
 
