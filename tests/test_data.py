@@ -255,6 +255,38 @@ def test_digits_split_is_stratified_deterministic_and_complete(tmp_path):
     assert meta["std"][0] == pytest.approx(train.std(unbiased=False).item(), abs=1e-12)
 
 
+@pytest.mark.parametrize("labels", [
+    "digits",
+    np.repeat(np.arange(7), [2, 3, 5, 8, 13, 21, 40]),  # imbalanced: remainders tie and need random picks
+    np.random.default_rng(3).integers(0, 4, size=101),
+], ids=["digits", "imbalanced", "random"])
+def test_digits_split_is_scikit_learns(labels):
+    """The split without scikit-learn's import gives scikit-learn's indices, order included."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from r2kd.data.datasets.digits import split_indices
+
+    if isinstance(labels, str):
+        labels = load_digits().target
+    for fraction in (0.1, 0.25, 0.3, 0.5, 0.77):
+        for seed in range(12):
+            expected = train_test_split(np.arange(len(labels)), test_size=fraction, random_state=seed,
+                                        shuffle=True, stratify=labels)
+            got = split_indices(labels, fraction, seed)
+            assert [a.tolist() for a in got] == [a.tolist() for a in expected], (fraction, seed)
+
+
+def test_digits_table_is_what_scikit_learn_loads():
+    from sklearn.datasets import load_digits
+
+    from r2kd.data.datasets.digits import bundled_table, load_table
+
+    images, labels = load_table(bundled_table())
+    bunch = load_digits()
+    assert np.array_equal(images, bunch.images) and np.array_equal(labels, bunch.target)
+
+
 def test_train_limit_keeps_first_per_class(tmp_path):
     prepare(DataConfig(), tmp_path / "f")
     full = load_prepared(tmp_path / "f")

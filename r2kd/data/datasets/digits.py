@@ -9,7 +9,8 @@ off (a mirrored 2, 3, 7 is not the same digit) and crops pad by 1 pixel (an eigh
 
 from __future__ import annotations
 
-from importlib import resources
+import importlib.util
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -26,26 +27,70 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded split; returns (train_idx, test_idx), each in a seeded shuffled order."""
-    from sklearn.model_selection import train_test_split
+    """Stratified, seeded split; returns (train_idx, test_idx), each in a seeded shuffled order.
 
-    index = np.arange(len(labels))
-    train_idx, test_idx = train_test_split(
-        index, test_size=test_fraction, random_state=seed, shuffle=True, stratify=labels
-    )
-    return np.asarray(train_idx), np.asarray(test_idx)
+    The same indices as scikit-learn's ``train_test_split(arange(n), test_size=test_fraction,
+    random_state=seed, shuffle=True, stratify=labels)`` (tests/test_data.py compares them over many
+    seeds and fractions): importing scikit-learn's model_selection costs ~1 s on the critical path
+    of every ``prepare``, the split itself microseconds."""
+    rng = np.random.RandomState(seed)
+    n = len(labels)
+    n_test = int(np.ceil(test_fraction * n))
+    n_train = n - n_test
+    _, class_of = np.unique(labels, return_inverse=True)
+    class_counts = np.bincount(class_of)
+    members = np.split(np.argsort(class_of, kind="mergesort"), np.cumsum(class_counts)[:-1])
+    train_per_class = _approximate_mode(class_counts, n_train, rng)
+    test_per_class = _approximate_mode(class_counts - train_per_class, n_test, rng)
+    train: list[int] = []
+    test: list[int] = []
+    for k, indices in enumerate(members):
+        shuffled = indices.take(rng.permutation(class_counts[k]), mode="clip")
+        train.extend(shuffled[: train_per_class[k]])
+        test.extend(shuffled[train_per_class[k]: train_per_class[k] + test_per_class[k]])
+    return np.asarray(rng.permutation(train)), np.asarray(rng.permutation(test))
+
+
+def _approximate_mode(class_counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """Per-class draws proportional to ``class_counts`` summing to ``draws``: the floors, then one
+    more for the largest remainders, ties broken at random (scikit-learn's ``_approximate_mode``)."""
+    continuous = class_counts / class_counts.sum() * draws
+    floored = np.floor(continuous)
+    missing = int(draws - floored.sum())
+    if missing > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (tied,) = np.where(remainder == value)
+            now = min(len(tied), missing)
+            floored[rng.choice(tied, size=now, replace=False)] += 1
+            missing -= now
+            if missing == 0:
+                break
+    return floored.astype(int)
+
+
+def bundled_table() -> Path:
+    """scikit-learn's digits.csv.gz, found without importing scikit-learn (~1 s)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise ImportError("the digits dataset ships with scikit-learn, which is not installed")
+    return Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+
+
+def load_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images N x 8 x 8 of 0..16 counts, labels N): 64 pixel columns then the label, as
+    ``sklearn.datasets.load_digits`` reads the same file."""
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
 
 
 @register("digits")
 def build_digits(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = _to_uint8(bunch.images)[:, None, :, :]  # N x 1 x 8 x 8
-    labels = bunch.target.astype(np.int64)
-    train_idx, test_idx = split_indices(labels, cfg.test_fraction, cfg.split_seed)
-    source = resources.files("sklearn.datasets.data") / "digits.csv.gz"
-    _, sha = digests(source)  # the bundled file changes only with scikit-learn; record which one
+    source = bundled_table()
+    _, sha = digests(source)
+    counts, labels = load_table(source)
+    images = _to_uint8(counts)[:, None, :, :]  # N x 1 x 8 x 8
+    train_idx, test_idx = split_indices(labels, cfg.test_fraction, cfg.split_seed)  # the bundled file changes only with scikit-learn; record which one
     return RawDataset(
         train_images=torch.from_numpy(images[train_idx].copy()),
         train_labels=torch.from_numpy(labels[train_idx].copy()),
