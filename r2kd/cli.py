@@ -81,15 +81,31 @@ def _warm(args: argparse.Namespace) -> None:
                   else "no warm interpreter runs here")
         return
     try:
-        pid, started = warm.start(root, args.idle)
+        servers = warm.start(root, args.idle, job_threads=tuple(args.job_threads or ()) or _snakemake_threads(args))
     except RuntimeError as error:
         raise UserError(str(error)) from None
-    if started:
-        err.print(f"[green]warm interpreter ready[/] (pid {pid}): stage commands of this checkout now fork from "
-                  f"one, torch already imported; each stops after {args.idle:g} s without one "
+    new = [str(pid) for pid, started in servers if started]
+    if new:
+        err.print(f"[green]warm interpreter ready[/] (pid {', '.join(new)}): stage commands of this checkout now "
+                  f"fork from one, torch already imported; each stops after {args.idle:g} s without one "
                   "(`r2kd warm --stop`)")
     else:
-        err.print(f"a warm interpreter already runs here (pid {pid})")
+        err.print(f"a warm interpreter already runs here (pid {', '.join(str(pid) for pid, _ in servers)})")
+
+
+def _snakemake_threads(args: argparse.Namespace) -> tuple[int, ...]:
+    """The thread counts of this params.yaml's Snakemake jobs."""
+    if not args.snakemake:
+        return ()
+    from r2kd.config import load_params
+    from r2kd.errors import ConfigError
+    from r2kd.warm import snakemake_job_threads
+
+    try:
+        runtime = load_params(args.params).runtime
+    except ConfigError:
+        raise UserError(f"no warm interpreter started: {args.params} does not validate (`r2kd check` says why)") from None
+    return snakemake_job_threads(runtime.threads, runtime.nproc_per_node)
 
 
 def _stages(args: argparse.Namespace) -> None:
@@ -157,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("warm", help="start a server that has torch imported, for this checkout's stage commands")
     p.add_argument("--idle", type=float, default=120.0, help="seconds without a command before it stops")
     p.add_argument("--stop", action="store_true", help="stop it (once its running commands end)")
+    p.add_argument("--job-threads", type=int, nargs="+", metavar="N",
+                   help="serve Snakemake's jobs of N threads (their environment differs from this shell's)")
+    p.add_argument("--snakemake", action="store_true",
+                   help="serve the Snakemake jobs of params.yaml (every thread count its rules use)")
     p.set_defaults(func=_warm)
     sub.add_parser("prepare", help="materialise the dataset under data/prepared").set_defaults(func=_stage("prepare"))
 

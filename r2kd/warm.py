@@ -558,9 +558,29 @@ def server_env(root: str) -> dict[str, str]:
     return env
 
 
-def start(root: str, idle_seconds: float, timeout: float = 60.0) -> tuple[int, bool]:
+# What Snakemake sets in every job's environment to the job's thread count (snakemake/shell.py):
+# its jobs are a flavor of their own, one per thread count.
+SNAKEMAKE_THREAD_ENV = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                        "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def snakemake_job_threads(threads: int, nproc_per_node: int) -> tuple[int, ...]:
+    """The thread counts of the Snakemake jobs (workflow/rules): runtime.threads, 1 for the light
+    rules, runtime.threads x nproc_per_node for a torchrun launch (tests/test_dag.py)."""
+    return tuple(sorted({1, threads, threads * nproc_per_node}))
+
+
+def snakemake_job_env(env: dict[str, str], threads: int) -> dict[str, str]:
+    """``env`` as a Snakemake job of ``threads`` threads started from it sees it."""
+    return {**env, **{name: str(threads) for name in SNAKEMAKE_THREAD_ENV}}
+
+
+def start(root: str, idle_seconds: float, timeout: float = 60.0,
+          job_threads: tuple[int, ...] = ()) -> list[tuple[int, bool]]:
     """Enable warm commands for the checkout at ROOT and start the server for this process's flavor
-    (the one `dvc repro` started from the same shell will have); return (pid, started)."""
+    (the one `dvc repro` started from the same shell will have), or, given ``job_threads``, one for
+    the flavor of Snakemake's jobs of each of those thread counts (a first job would otherwise run
+    cold and start it). Servers start side by side; return (pid, started) for each once all listen."""
     import subprocess
 
     directory = warm_dir(root)
@@ -569,26 +589,38 @@ def start(root: str, idle_seconds: float, timeout: float = 60.0) -> tuple[int, b
     log_path = os.path.join(directory, "log")
     if os.path.exists(log_path) and os.path.getsize(log_path) > 1 << 20:
         os.replace(log_path, log_path + ".1")
+    base = server_env(root)
+    envs = [snakemake_job_env(base, n) for n in sorted(set(job_threads))] if job_threads else [base]
+    servers: list[tuple[str, int, subprocess.Popen | None]] = []
+    for env in envs:
+        name = flavor(os.path.abspath(sys.executable), env)
+        running = _server_pid(root, name)
+        if running:
+            servers.append((name, running, None))
+            continue
+        with open(log_path, "a") as log:
+            process = subprocess.Popen([sys.executable, "-m", "r2kd.warm", "serve", root, name, f"{idle_seconds:g}"],
+                                       cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                       start_new_session=True)
+        servers.append((name, process.pid, process))
+    deadline = time.monotonic() + timeout
+    waiting = [(name, process) for name, _, process in servers if process is not None]
+    while waiting and time.monotonic() < deadline:
+        for name, process in waiting:
+            if process.poll() is not None:
+                raise RuntimeError(f"the warm interpreter exited with status {process.returncode}; see {log_path}")
+        waiting = [(name, process) for name, process in waiting if not _server_pid(root, name)]
+        if waiting:
+            time.sleep(0.05)
+    if waiting:
+        for _, process in waiting:
+            process.terminate()
+        raise RuntimeError(f"the warm interpreter did not listen within {timeout:g} s; see {log_path}")
+    # Only now: a command that found `enabled` before its server listened would run cold and start
+    # a second server of its flavor.
     with open(os.path.join(directory, "enabled"), "w") as handle:
         handle.write(f"{idle_seconds:g}\n")
-    env = server_env(root)
-    name = flavor(os.path.abspath(sys.executable), env)
-    running = _server_pid(root, name)
-    if running:
-        return running, False
-    with open(log_path, "a") as log:
-        process = subprocess.Popen([sys.executable, "-m", "r2kd.warm", "serve", root, name, f"{idle_seconds:g}"],
-                                   cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                   start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the warm interpreter exited with status {process.returncode}; see {log_path}")
-        if _server_pid(root, name):
-            return process.pid, True
-        time.sleep(0.05)
-    process.terminate()
-    raise RuntimeError(f"the warm interpreter did not listen within {timeout:g} s; see {log_path}")
+    return [(pid, process is not None) for _, pid, process in servers]
 
 
 def stop(root: str, timeout: float = 30.0) -> list[int]:
@@ -631,6 +663,12 @@ def _alive(pid: int) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)  # our own child (tests): reap it
         return done == 0
     except ChildProcessError:
+        pass
+    # Exited but not yet reaped by init (a container's init may take seconds): it runs nothing.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return True
 
 
@@ -649,6 +687,10 @@ def main(argv: list[str]) -> None:
         root, name, idle = argv[1], argv[2], float(argv[3])
         preload()
         Server(root, name, idle, watch=_torch_files(), log=sys.stderr).serve()
+        # Its socket and pid file are gone and no child runs: skip the interpreter's teardown
+        # (~0.5 s with torch loaded), which `r2kd warm --stop` would wait for.
+        sys.stderr.flush()
+        os._exit(0)
     elif len(argv) >= 2:
         client(argv[0], argv[1], argv[2:])
     else:

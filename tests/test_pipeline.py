@@ -16,7 +16,9 @@ import pytest
 
 from conftest import make_repo, run
 from r2kd import paths
+from r2kd.config import load_params
 from r2kd.files import sha256_file
+from r2kd.runs import student_runs
 from r2kd.stagecode import STAGE_CODE
 
 pytestmark = pytest.mark.slow
@@ -257,6 +259,13 @@ def test_make_run_leaves_what_dvc_repro_leaves(both_runs, tmp_path):
     assert sorted(made) == sorted(reference)
     assert all(comparable(made[name]) == comparable(reference[name]) for name in made if name.startswith("runs/export"))
     assert not (repo / ".r2kd" / "warm" / "enabled").exists()  # warm mode off again
+    # Snakemake's jobs, the first one included, forked from the server make run started for their
+    # flavor: no job ran cold and started a server of its own.
+    log = (repo / ".r2kd" / "warm" / "log").read_text()
+    served = re.findall(r"\] pid \d+: r2kd (\S+)", log)
+    assert served.count("distill") == len(student_runs(load_params(repo / "params.yaml")))
+    assert {"prepare", "train-teacher", "corrupt", "prune", "pair", "evaluate", "export", "report"} <= set(served)
+    assert log.count("] ready:") == 1 and "cold" not in log
 
     again = run(make_run, repo)
     assert "dvc.lock holds results" in again.stdout and "Data and pipelines are up to date" in again.stdout
