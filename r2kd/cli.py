@@ -104,7 +104,8 @@ def _snakemake_threads(args: argparse.Namespace) -> tuple[int, ...]:
     try:
         runtime = load_params(args.params).runtime
     except ConfigError:
-        raise UserError(f"no warm interpreter started: {args.params} does not validate (`r2kd check` says why)") from None
+        raise UserError(f"no warm interpreter started: {args.params} does not validate "
+                        "(`r2kd check` says why)") from None
     return snakemake_job_threads(runtime.threads, runtime.nproc_per_node)
 
 

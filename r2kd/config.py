@@ -355,7 +355,8 @@ class Runtime(_Strict):
     share_teachers: bool = False
     # On the CPU, the independent parts of a distill step run on threads of their own (each with
     # ``threads`` intra-op threads): the frozen teachers' forward passes beside the student's, and
-    # an R2KD step's two views' backward passes side by side. It uses the second core that
+    # an R2KD step's two views' backward passes side by side; and each epoch of a teacher or a
+    # student is scored (on a copy) while the next one trains. It uses the second core that
     # `dvc repro`, running one stage at a time, leaves idle. The same numbers (each value comes from
     # the same kernels, only on another thread), so no stage lists it. auto = on when the process
     # may use at least 2 x threads cores (its CPU affinity: a SLURM or taskset allocation counts);

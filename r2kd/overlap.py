@@ -134,6 +134,12 @@ def frozen_threads_for(setting: str, device: torch.device, threads: int, process
     return FrozenThreads(nets[: workers - 1], threads) if workers > 1 else None
 
 
+def scores_beside(setting: str, device: torch.device, threads: int, processes: int) -> bool:
+    """Whether ``runtime.overlap`` scores each epoch beside the next one's training (Trainer.score_beside):
+    CPU, one process per run, a core to spare (``auto``) or ``always``."""
+    return processes == 1 and cpu_workers(setting, device, threads) > 1
+
+
 def cpu_workers(setting: str, device: torch.device, threads: int) -> int:
     """How many threads of ``threads`` intra-op threads each a CPU job may keep busy at once under
     ``runtime.overlap`` (1: no overlap): ``auto`` as many as the process's cores hold, ``always``

@@ -38,8 +38,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "r2kd/data/__init__.py", "r2kd/data/index.py", "r2kd/data/loader.py", "r2kd/data/prepared.py",
         "r2kd/data/registry.py", "r2kd/data/stream.py", "r2kd/data/transforms.py", "r2kd/distributed.py",
         "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/gpu_slots.py", "r2kd/graphs.py",
-        "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py", "r2kd/parallel.py", "r2kd/paths.py",
-        "r2kd/pickle_scan.py", "r2kd/pretrained.py", "r2kd/runtime.py", "r2kd/stages/__init__.py",
+        "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py", "r2kd/overlap.py", "r2kd/parallel.py",
+        "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/pretrained.py", "r2kd/runtime.py", "r2kd/stages/__init__.py",
         "r2kd/stages/csvlog.py", "r2kd/stages/dataset.py", "r2kd/stages/record.py",
         "r2kd/stages/train_teacher.py", "r2kd/syncbn.py", "r2kd/train.py", "r2kd/yamlfile.py"
     ),

@@ -8,7 +8,10 @@ inputs, seed, code) continues from there and ends with exactly the numbers of an
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -135,6 +138,10 @@ class Trainer:
     # What the objective calls instead of ``model`` (r2kd.parallel.for_training: DDP on this rank's
     # shard of each global batch); ``model`` itself stays the network that is scored and saved.
     forward_model: torch.nn.Module | None = None
+    # Score each epoch on a thread of its own while the next epoch trains (runtime.overlap: CPU, one
+    # process, a spare core): on a copy of the model taken when the epoch ended, with the resume
+    # state taken then too, so the records, state files and outputs are those of scoring in place.
+    score_beside: bool = False
 
     def fit(self) -> FitResult:
         device = next(self.model.parameters()).device
@@ -145,9 +152,11 @@ class Trainer:
             step = GraphedStep(step, batch_size=self.train_batches.batch_size, backend=self.graph_backend)
         start_epoch = self._resume(member.optimizer, member.history)
         member.begin(start_epoch)
+        beside = self.score_beside and world().world_size == 1 and step.kind == "eager"
         (outcome,) = run_epochs([member], _OneStep(step), start_epoch, self.recipe.epochs,
                                 save=lambda epoch: self._save_state(epoch, member.optimizer, member.history),
-                                label=self.label, solo=True)
+                                label=self.label, solo=True,
+                                taken=(lambda: self._take_state(member.optimizer)) if beside else None)
         self.step_kind = step.kind  # a failed capture turns a graphed run eager
         assert isinstance(outcome, FitResult)
         return outcome
@@ -179,6 +188,17 @@ class Trainer:
             {"format": "r2kd-resume-v1", "fingerprint": self.fingerprint, "epoch": epoch,
              **self.state_dict(optimizer, history)},
         )
+
+    def _take_state(self, optimizer: SGD) -> Callable[[int, list[dict]], None]:
+        """The resume state as it is now, copied (training goes on in place meanwhile); the returned
+        function writes it as epoch ``epoch``'s, with the history as recorded by then."""
+        state = _cloned(self.state_dict(optimizer, []))
+        del state["history"]
+
+        def write(epoch: int, history: list[dict]) -> None:
+            save_checkpoint(self.state_path, {"format": "r2kd-resume-v1", "fingerprint": self.fingerprint,
+                                              "epoch": epoch, **state, "history": history})
+        return write
 
     def state_dict(self, optimizer: SGD, history: list[dict]) -> dict:
         """Everything a resume restores: weights, optimiser, every random stream, frozen modules' state."""
@@ -283,17 +303,69 @@ class _OneStep:
 
 
 def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, save: Callable[[int], None],
-               label: str, solo: bool = False) -> list["FitResult | TrainingDiverged"]:
+               label: str, solo: bool = False,
+               taken: Callable[[], Callable[[int, list[dict]], None]] | None = None) -> list["FitResult | TrainingDiverged"]:
     """The epoch loop: every member sees the same batches, in lockstep (one run, or a cohort of runs
     that share their frozen teachers' forwards: r2kd.cohort). ``step`` trains every live member on a
     batch; ``save(epoch)`` writes the resume state after each epoch. A member whose loss stops being
-    finite is dropped (``solo``: raised at once, before its state is saved) and returned as the error."""
+    finite is dropped (``solo``: raised at once, before its state is saved) and returned as the error.
+
+    With ``taken`` (one run, one process: Trainer.score_beside) an epoch is scored on a thread while
+    the next one trains, on a copy of the model; ``taken()`` copies the resume state when the epoch
+    ends and returns what writes it with the epoch's record, from that thread. The records and state
+    files are those of scoring in place; the epoch's line is printed during the next one."""
     trainer0 = members[0].trainer
     train_batches = trainer0.train_batches
     steps_per_epoch = len(train_batches)
     main = world().is_main  # only rank 0 of a multi-process run reports and writes
+    if taken is not None and len(members) != 1:
+        raise ValueError("an epoch is scored beside the next one only in a run of its own")
+    scorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="r2kd-score") if taken is not None else None
+    pending: Callable[[], None] | None = None  # finishes the epoch being scored on the thread
 
-    with _progress(disable=not main) as progress:
+    def row_of(m: Member, epoch: int, term_sums: dict, scores: dict, seconds: float) -> dict:
+        return {
+            "epoch": epoch,
+            "lr": lr_at(m.trainer.recipe, epoch),
+            **{f"train_{k}": float(v) / steps_per_epoch for k, v in term_sums.items()},
+            "test_top1": scores["top1"],
+            "test_top5": scores["top5"],
+            "test_loss": scores["nll"],
+            "seconds": seconds,
+        }
+
+    def record(m: Member, row: dict, term_sums: dict) -> None:
+        m.train_seconds += row["seconds"]
+        m.history.append(row)
+        if m.best is None or row["test_top1"] > m.best["test_top1"]:
+            m.best = row
+        if main:
+            t, best, epoch = m.trainer, m.best, row["epoch"]
+            progress.console.print(
+                f"[dim]{t.label}[/] epoch {epoch}/{t.recipe.epochs}  "
+                f"loss {sum(float(v) for v in term_sums.values()) / steps_per_epoch:.4f}  "
+                f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {row['seconds']:.1f}s"
+            )
+
+    def score_beside(m: Member, epoch: int, term_sums: dict, trained: float) -> Callable[[], None]:
+        write = taken()
+        snapshot = copy.deepcopy(m.trainer.model)
+        term_sums = {k: v.clone() for k, v in term_sums.items()}  # the step zeroes its own next epoch
+        history = list(m.history)
+
+        def score() -> dict:
+            began = time.perf_counter()
+            scores = evaluate(snapshot, m.trainer.test_batches, m.trainer.amp)
+            row = row_of(m, epoch, term_sums, scores, trained + time.perf_counter() - began)
+            # Written here, as soon as the epoch is scored: a run stopped during the next epoch
+            # (an exception waits for this thread) resumes after this one, as without the thread.
+            write(epoch, history + [row])
+            return row
+
+        future = scorer.submit(score)
+        return lambda: record(m, future.result(), term_sums)
+
+    with scorer or contextlib.nullcontext(), _progress(disable=not main) as progress:
         task = progress.add_task(label, total=epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch)
         for epoch in range(start_epoch + 1, epochs + 1):
             live = [m for m in members if m.failed is None]
@@ -312,6 +384,9 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                 progress.advance(task)
             outcomes = step.end_epoch()
             trained = time.perf_counter() - began
+            if pending is not None:  # the epoch before: scored while this one trained
+                pending()
+                pending = None
             for m, (term_sums, bad_step) in zip(live, outcomes):
                 member_began = time.perf_counter()
                 t = m.trainer
@@ -330,34 +405,32 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                         raise m.failed
                     progress.console.print(f"[red]{m.failed}[/]")
                     continue
+                if scorer is not None:
+                    pending = score_beside(m, epoch, term_sums, trained)
+                    continue
                 # Each process scores its share of the test batches; the sums are added up.
                 w = world()
                 scores = evaluate(t.model, t.test_batches, t.amp, part=(w.rank, w.world_size),
                                   reduce=sum_over_ranks if w.distributed else None)
                 # A run's seconds: the shared training pass split evenly, plus its own evaluation.
                 seconds = trained / len(live) + time.perf_counter() - member_began
-                m.train_seconds += seconds
-                row = {
-                    "epoch": epoch,
-                    "lr": lr_at(t.recipe, epoch),
-                    **{f"train_{k}": float(v) / steps_per_epoch for k, v in term_sums.items()},
-                    "test_top1": scores["top1"],
-                    "test_top5": scores["top5"],
-                    "test_loss": scores["nll"],
-                    "seconds": seconds,
-                }
-                m.history.append(row)
-                if m.best is None or row["test_top1"] > m.best["test_top1"]:
-                    m.best = row
-                if main:
-                    best = m.best
-                    progress.console.print(
-                        f"[dim]{t.label}[/] epoch {epoch}/{t.recipe.epochs}  "
-                        f"loss {sum(float(v) for v in term_sums.values()) / steps_per_epoch:.4f}  "
-                        f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {seconds:.1f}s"
-                    )
-            save(epoch)
+                record(m, row_of(m, epoch, term_sums, scores, seconds), term_sums)
+            if pending is None:
+                save(epoch)
+        if pending is not None:
+            pending()
     return [m.result() for m in members]
+
+
+def _cloned(tree):
+    """``tree`` (dicts, lists, tuples of tensors and plain values) with every tensor copied."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().clone()
+    if isinstance(tree, dict):
+        return {key: _cloned(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_cloned(value) for value in tree)
+    return tree
 
 
 def _with_next(batches, ahead: bool):
