@@ -36,7 +36,7 @@ run: env
 	$(BIN)/r2kd show
 
 snakemake: env
-	workflow/scripts/r2kd warm; $(BIN)/snakemake --cores $(CORES); status=$$?; workflow/scripts/r2kd warm --stop; exit $$status
+	workflow/scripts/r2kd warm --snakemake; $(BIN)/snakemake --cores $(CORES); status=$$?; workflow/scripts/r2kd warm --stop; exit $$status
 
 test: env
 	$(BIN)/python -m pytest -q
