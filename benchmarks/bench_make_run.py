@@ -1,0 +1,105 @@
+"""`make run` end to end, this checkout against an earlier commit, on the same machine in one run.
+
+    python benchmarks/bench_make_run.py --baseline 991525f            # 2 rounds, alternating order
+    python benchmarks/bench_make_run.py --baseline HEAD~3 --rounds 3 --cores 2
+
+Each variant is a fresh copy (this working tree; the baseline from `git archive`), git initialised,
+the running environment linked as .venv (`make -o .venv/.r2kd-installed` keeps make from
+reinstalling it): what a fresh clone with its environment installed sees. Every round runs
+`make run` once in each copy, the order alternating round by round, from a clean copy each time
+(`git clean -xfd`, the link kept), in an environment without an activated venv. Printed: each
+run's wall time and the load average before it (other users of the machine move these numbers),
+the median per variant and baseline/current; and whether the two results tables and eval.json are
+the same bytes (they must be: speed work changes no result). Not a unit test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_startup import BIN, REPO, copy_checkout  # noqa: E402
+
+RESULTS = ("reports/summary.md", "reports/eval.json")
+
+
+def archive_checkout(rev: str, dest: Path) -> Path:
+    """``rev``'s tracked files as a fresh clone has them, the running environment linked."""
+    dest.mkdir(parents=True)
+    tar = subprocess.run(["git", "archive", rev], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x"], cwd=dest, input=tar, check=True)
+    (dest / ".venv").symlink_to(BIN.parent, target_is_directory=True)
+    git = ["git", "-c", "user.email=b@b", "-c", "user.name=bench"]
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], [*git, "commit", "-qm", rev]):
+        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
+    return dest
+
+
+def make_run(copy: Path, cores: int) -> float:
+    subprocess.run(["git", "clean", "-xfdq", "-e", ".venv"], cwd=copy, check=True)
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}  # no venv activated
+    start = time.perf_counter()
+    done = subprocess.run(["make", "-o", ".venv/.r2kd-installed", "run", f"CORES={cores}"], cwd=copy, env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"make run failed in {copy}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return seconds
+
+
+def digest(copy: Path) -> dict[str, str]:
+    return {rel: hashlib.sha256((copy / rel).read_bytes()).hexdigest() for rel in RESULTS}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", required=True, help="a commit of this repository to compare against")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="bench-make-run-") as tmp:
+        copies = {"current": copy_checkout(Path(tmp) / "current"),
+                  f"baseline {args.baseline}": archive_checkout(args.baseline, Path(tmp) / "baseline")}
+        names = list(copies)
+        times: dict[str, list[str]] = {name: [] for name in names}
+        seconds: dict[str, list[float]] = {name: [] for name in names}
+        digests: dict[str, dict[str, str]] = {}
+        for round_ in range(args.rounds):
+            for name in names if round_ % 2 else names[::-1]:  # the baseline first in round 1
+                load = os.getloadavg()[0]
+                took = make_run(copies[name], args.cores)
+                seconds[name].append(took)
+                times[name].append(f"{took:.1f} s (load {load:.2f})")
+                digests[name] = digest(copies[name])
+                console.print(f"round {round_ + 1}: {name}: {took:.1f} s (load before: {load:.2f})")
+        table = Table(title=f"make run, {args.cores} cores, {args.rounds} round(s), order alternating")
+        table.add_column("variant")
+        for round_ in range(args.rounds):
+            table.add_column(f"round {round_ + 1}", justify="right")
+        table.add_column("median", justify="right")
+        for name in names:
+            table.add_row(name, *times[name], f"{statistics.median(seconds[name]):.1f} s")
+        console.print(table)
+        current, baseline = (statistics.median(seconds[name]) for name in names)
+        console.print(f"baseline / current: {baseline / current:.2f}x")
+        same = digests[names[0]] == digests[names[1]]
+        console.print(f"results ({', '.join(RESULTS)}): {'the same bytes' if same else '[red]DIFFER[/]'}")
+        if not same:
+            raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
