@@ -34,9 +34,10 @@ import sys
 import time
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-# Environment read while Python starts or torch loads: a command whose values differ from the
-# server's runs in a fresh process.
+# Environment read while Python starts or a preloaded library loads: a command whose values differ
+# from the server's runs in a fresh process.
 IMPORT_TIME_ENV = ("PYTHON", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "TORCH", "PYTORCH", "CUDA", "NVIDIA",
+                   "MPL", "XDG_", "HOME",  # matplotlib's backend, config and font cache (preload_listening)
                    "LD_", "MALLOC", "LANG", "LC_")
 MAX_REQUEST = 1 << 20
 GRACE_SECONDS = 10.0  # a child whose client vanished gets SIGTERM, then SIGKILL after this long
@@ -218,7 +219,7 @@ class Server:
     `.r2kd/warm/<flavor>.sock`, and stops after ``idle_seconds`` without a command."""
 
     def __init__(self, root: str, name: str, idle_seconds: float, module: str = "r2kd",
-                 watch: list[str] | None = None, log=None):
+                 watch: list[str] | None = None, log=None, listening=None):
         self.directory = warm_dir(root)
         self.name = name
         self.socket_file = os.path.join(self.directory, f"{name}.sock")
@@ -234,6 +235,7 @@ class Server:
         self.stopping = False
         self.served = 0
         self.inode = None
+        self.listening = listening  # a function run once bound, before the first command is accepted
 
     def say(self, text: str) -> None:
         self.log.write(f"{time.strftime('%H:%M:%S')} [{self.name}] {text}\n")
@@ -278,6 +280,8 @@ class Server:
 
     def serve(self) -> None:
         listener = self.bind()
+        if self.listening is not None:
+            self.listening()
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
         self.say(f"ready: pid {os.getpid()}, {self.python}, module {self.module}, idle stop {self.idle_seconds:g} s")
@@ -539,7 +543,9 @@ def _torch_files() -> list[str]:
     if spec is None or not spec.origin:
         return []
     base = os.path.dirname(spec.origin)
-    return [spec.origin, os.path.join(base, "version.py"), os.path.abspath(sys.executable)]
+    plots = importlib.util.find_spec("matplotlib")  # preloaded too (preload_listening)
+    return [spec.origin, os.path.join(base, "version.py"), os.path.abspath(sys.executable),
+            *([plots.origin] if plots is not None and plots.origin else [])]
 
 
 def preload() -> None:
@@ -547,6 +553,15 @@ def preload() -> None:
     import numpy  # noqa: F401
     import torch  # noqa: F401
     import torch.nn.functional  # noqa: F401
+
+
+def preload_listening() -> None:
+    """What only some stages import, imported once the server listens (so `r2kd warm` returns no
+    later; a command that arrives meanwhile waits for it): matplotlib's pyplot, ~0.5-0.9 s of the
+    report stage, which ends every `make run` and `dvc exp run`. The backend is left for the child
+    to choose (r2kd.stages.report picks Agg), as in a fresh process."""
+    import matplotlib  # noqa: F401
+    import matplotlib.pyplot  # noqa: F401
 
 
 def server_env(root: str) -> dict[str, str]:
@@ -686,7 +701,7 @@ def main(argv: list[str]) -> None:
     if len(argv) == 4 and argv[0] == "serve":
         root, name, idle = argv[1], argv[2], float(argv[3])
         preload()
-        Server(root, name, idle, watch=_torch_files(), log=sys.stderr).serve()
+        Server(root, name, idle, watch=_torch_files(), log=sys.stderr, listening=preload_listening).serve()
         # Its socket and pid file are gone and no child runs: skip the interpreter's teardown
         # (~0.5 s with torch loaded), which `r2kd warm --stop` would wait for.
         sys.stderr.flush()
