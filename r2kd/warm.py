@@ -280,10 +280,10 @@ class Server:
 
     def serve(self) -> None:
         listener = self.bind()
-        if self.listening is not None:
-            self.listening()
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
+        if self.listening is not None:
+            self.listening()
         self.say(f"ready: pid {os.getpid()}, {self.python}, module {self.module}, idle stop {self.idle_seconds:g} s")
         selector = selectors.DefaultSelector()
         selector.register(listener, selectors.EVENT_READ)
@@ -560,8 +560,11 @@ def preload_listening() -> None:
     later; a command that arrives meanwhile waits for it): matplotlib's pyplot, ~0.5-0.9 s of the
     report stage, which ends every `make run` and `dvc exp run`. The backend is left for the child
     to choose (r2kd.stages.report picks Agg), as in a fresh process."""
-    import matplotlib  # noqa: F401
-    import matplotlib.pyplot  # noqa: F401
+    try:
+        import matplotlib  # noqa: F401
+        import matplotlib.pyplot  # noqa: F401
+    except ImportError:  # the stage that plots says so itself
+        pass
 
 
 def server_env(root: str) -> dict[str, str]:
