@@ -183,22 +183,17 @@ class Trainer:
         barrier()
 
     def _write_state(self, epoch: int, optimizer: SGD, history: list[dict]) -> None:
-        save_checkpoint(
-            self.state_path,
-            {"format": "r2kd-resume-v1", "fingerprint": self.fingerprint, "epoch": epoch,
-             **self.state_dict(optimizer, history)},
-        )
+        self._write(epoch, self.state_dict(optimizer, history))
+
+    def _write(self, epoch: int, state: dict) -> None:
+        save_checkpoint(self.state_path,
+                        {"format": "r2kd-resume-v1", "fingerprint": self.fingerprint, "epoch": epoch, **state})
 
     def _take_state(self, optimizer: SGD) -> Callable[[int, list[dict]], None]:
         """The resume state as it is now, copied (training goes on in place meanwhile); the returned
         function writes it as epoch ``epoch``'s, with the history as recorded by then."""
         state = _cloned(self.state_dict(optimizer, []))
-        del state["history"]
-
-        def write(epoch: int, history: list[dict]) -> None:
-            save_checkpoint(self.state_path, {"format": "r2kd-resume-v1", "fingerprint": self.fingerprint,
-                                              "epoch": epoch, **state, "history": history})
-        return write
+        return lambda epoch, history: self._write(epoch, {**state, "history": history})
 
     def state_dict(self, optimizer: SGD, history: list[dict]) -> dict:
         """Everything a resume restores: weights, optimiser, every random stream, frozen modules' state."""
@@ -347,7 +342,7 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                 f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {row['seconds']:.1f}s"
             )
 
-    def score_beside(m: Member, epoch: int, term_sums: dict, trained: float) -> Callable[[], None]:
+    def start_scoring(m: Member, epoch: int, term_sums: dict, trained: float) -> Callable[[], None]:
         write = taken()
         snapshot = copy.deepcopy(m.trainer.model)
         term_sums = {k: v.clone() for k, v in term_sums.items()}  # the step zeroes its own next epoch
@@ -406,7 +401,7 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                     progress.console.print(f"[red]{m.failed}[/]")
                     continue
                 if scorer is not None:
-                    pending = score_beside(m, epoch, term_sums, trained)
+                    pending = start_scoring(m, epoch, term_sums, trained)
                     continue
                 # Each process scores its share of the test batches; the sums are added up.
                 w = world()
