@@ -30,7 +30,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_startup import BIN, REPO, copy_checkout  # noqa: E402
+from bench_startup import REPO, as_fresh_clone, copy_checkout  # noqa: E402
 
 RESULTS = ("reports/summary.md", "reports/eval.json")
 
@@ -40,11 +40,7 @@ def archive_checkout(rev: str, dest: Path) -> Path:
     dest.mkdir(parents=True)
     tar = subprocess.run(["git", "archive", rev], cwd=REPO, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x"], cwd=dest, input=tar, check=True)
-    (dest / ".venv").symlink_to(BIN.parent, target_is_directory=True)
-    git = ["git", "-c", "user.email=b@b", "-c", "user.name=bench"]
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], [*git, "commit", "-qm", rev]):
-        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
-    return dest
+    return as_fresh_clone(dest, rev)
 
 
 def make_run(copy: Path, cores: int) -> float:

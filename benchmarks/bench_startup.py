@@ -59,9 +59,15 @@ def copy_checkout(dest: Path) -> Path:
         if rel and (REPO / rel).is_file() and not rel.startswith(GENERATED):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, dest / rel)
+    return as_fresh_clone(dest)
+
+
+def as_fresh_clone(dest: Path, message: str = "bench") -> Path:
+    """``dest``'s files committed in a new git repository, the running environment linked as .venv:
+    what a fresh clone with its environment installed sees."""
     (dest / ".venv").symlink_to(BIN.parent, target_is_directory=True)
     git = ["git", "-c", "user.email=b@b", "-c", "user.name=bench"]
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], [*git, "commit", "-qm", "bench"]):
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], [*git, "commit", "-qm", message]):
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
     return dest
 

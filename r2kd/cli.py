@@ -81,7 +81,7 @@ def _warm(args: argparse.Namespace) -> None:
                   else "no warm interpreter runs here")
         return
     try:
-        servers = warm.start(root, args.idle, job_threads=tuple(args.job_threads or ()) or _snakemake_threads(args))
+        servers = warm.start(root, args.idle, job_threads=tuple(args.job_threads or ()) + _snakemake_threads(args))
     except RuntimeError as error:
         raise UserError(str(error)) from None
     new = [str(pid) for pid, started in servers if started]
@@ -174,10 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("warm", help="start a server that has torch imported, for this checkout's stage commands")
     p.add_argument("--idle", type=float, default=120.0, help="seconds without a command before it stops")
     p.add_argument("--stop", action="store_true", help="stop it (once its running commands end)")
-    p.add_argument("--job-threads", type=int, nargs="+", metavar="N",
-                   help="serve Snakemake's jobs of N threads (their environment differs from this shell's)")
-    p.add_argument("--snakemake", action="store_true",
-                   help="serve the Snakemake jobs of params.yaml (every thread count its rules use)")
+    flavors = p.add_mutually_exclusive_group()
+    flavors.add_argument("--job-threads", type=int, nargs="+", metavar="N",
+                         help="serve Snakemake's jobs of N threads (their environment differs from this shell's)")
+    flavors.add_argument("--snakemake", action="store_true",
+                         help="serve the Snakemake jobs of params.yaml (every thread count its rules use)")
     p.set_defaults(func=_warm)
     sub.add_parser("prepare", help="materialise the dataset under data/prepared").set_defaults(func=_stage("prepare"))
 
