@@ -108,7 +108,7 @@ def run(params: Params, arch: str) -> None:
         summary["finetune_test_top1"] = [row["test_top1"] for row in history]
     write_json(out_dir / "prune.json", summary)
     write_json(out_dir / "provenance.json", provenance(
-        params, ["prune", "train_teacher.seed"], inputs, params.train_teacher.seed, device,
+        params, ["data", "prune", "train_teacher.seed", "runtime"], inputs, params.train_teacher.seed, device,
         role="pruned_teacher", arch=arch, method=config.method, ratio=config.ratio,
     ))
     count = min(SPEED_BATCH, int(data.test.labels.numel()))

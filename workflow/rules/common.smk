@@ -4,9 +4,11 @@
 #
 # Parsing imports only the torch-free schema (r2kd.config), so `snakemake -n` stays fast.
 import functools
+import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 ROOT = workflow.basedir  # the directory of the top-level Snakefile
@@ -15,6 +17,7 @@ sys.path.insert(0, ROOT)  # run from a source checkout even without `pip install
 from r2kd import paths
 from r2kd.config import load_params
 from r2kd.errors import UserError
+from r2kd.recorded import made_with
 from r2kd.runs import student_runs
 from r2kd.stagecode import code_files, stamp_text
 from r2kd.yamlfile import read_yaml
@@ -83,28 +86,63 @@ def params_of(*keys):
     return json.dumps({key: resolved(key) for key in keys}, sort_keys=True)
 
 
-def params_stamp(name, dvc_stage, *keys):
-    """A file holding these params' values, rewritten only when they change: an input whose mtime
-    reruns the job even when its outputs were made by DVC, which leaves Snakemake no record of the
-    params they were made with (so `params:` alone cannot see the change).
+STALE = "outputs_on_disk_recorded_other_values"  # the key a stamp gains while its job's result is stale
 
-    A new stamp is dated long ago (nothing known to have changed) unless dvc.lock says DVC made this
-    stage's outputs with other values.
+
+def params_stamp(name, dvc_stage, provenance, *keys):
+    """A file holding these params' values, rewritten only when they change: an input that reruns
+    the job when its outputs were made with other values, even by DVC, which leaves Snakemake no
+    record of the params they were made with (so `params:` alone cannot see it).
+
+    Snakemake reruns a job for an input newer than its outputs whose content differs from the one it
+    recorded when it last ran the job. A job whose result records the params it was made with
+    (``provenance``, r2kd/recorded.py) is judged by that record, whichever tool made it:
+    - it records these values: the stamp is dated long ago, so no params change reruns it (DVC made
+      it after a change: `dvc exp run -S`, `dvc checkout`);
+    - it records others: the stamp names that record and when it was noticed, and is dated now, so
+      it differs from whatever Snakemake recorded (which may be these very values, from its own run
+      before DVC remade the result) and is newer than the result.
+    Without such a record, a rewritten stamp is dated now, and a new one long ago (nothing known to
+    have changed) unless dvc.lock says DVC made this stage's outputs with other values.
     """
     path = Path(ROOT, ".r2kd", "params", f"{name}.json")
-    text = params_of(*keys)
-    existed = path.is_file()
-    if existed and path.read_text() == text:
+    values = {key: resolved(key) for key in keys}
+    text = json.dumps(values, sort_keys=True)
+    held = path.read_text() if path.is_file() else None
+    record = None if provenance is None else Path(ROOT, provenance)
+    made = None if record is None else made_with(record, values)
+    if made is False:
+        digest = hashlib.sha256(record.read_bytes()).hexdigest()
+        newest = max(f.stat().st_mtime for f in record.parent.iterdir() if f.is_file())
+        if stale_record(held) != digest or path.stat().st_mtime <= newest:
+            write_stamp(path, json.dumps({**values, STALE: {"record": digest, "noticed_ns": time.time_ns()}},
+                                         sort_keys=True))
         return str(path.relative_to(ROOT))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    if not existed:
+    if held != text:
+        write_stamp(path, text)
+    if made is True:
+        if path.stat().st_mtime != 0:
+            os.utime(path, (0, 0))
+    elif held is None:
         recorded = dvc_lock().get("stages", {}).get(dvc_stage, {}).get("params", {}).get("params.yaml")
         if recorded is None or recorded == {key: raw_value(key) for key in keys}:
             os.utime(path, (0, 0))
     return str(path.relative_to(ROOT))
+
+
+def stale_record(text):
+    """The digest of the record a stamp says its job's outputs contradict, if it says so."""
+    try:
+        return json.loads(text).get(STALE, {}).get("record") if text else None
+    except (ValueError, AttributeError):
+        return None
+
+
+def write_stamp(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def raw_value(dotted):
@@ -157,7 +195,20 @@ PARAM_KEYS = {
 }
 
 
+# The provenance record of a job's result, for the stages that write one.
+PROVENANCE = {
+    "train_teacher": lambda w: paths.teacher_dir(w.teacher) / "provenance.json",
+    "prune": lambda w: paths.pruned_dir(w.teacher) / "provenance.json",
+    "distill": lambda w: paths.student_dir(w.pair, w.method, w.augment, w.seed) / "provenance.json",
+}
+
+
 def rule_params(stage):
+    """Snakemake `params:` for the stages without a provenance record. The others leave them out:
+    Snakemake's params trigger compares with the values of its own last run of the job, so it would
+    rerun a teacher or student that DVC has since made with the current values; their stamps ask
+    the result itself."""
+    assert stage not in PROVENANCE, stage
     return lambda w: params_of(*PARAM_KEYS[stage](w))
 
 
@@ -176,4 +227,6 @@ DVC_NAME = {
 
 
 def rule_stamp(stage):
-    return lambda w: params_stamp("/".join([stage, *map(str, w)]), DVC_NAME[stage](w), *PARAM_KEYS[stage](w))
+    record = PROVENANCE.get(stage, lambda w: None)
+    return lambda w: params_stamp("/".join([stage, *map(str, w)]), DVC_NAME[stage](w), record(w),
+                                  *PARAM_KEYS[stage](w))

@@ -12,8 +12,6 @@ rule distill:
         provenance="runs/students/{pair}/{method}-{augment}/s{seed}/provenance.json",
         metrics="runs/students/{pair}/{method}-{augment}/s{seed}/metrics.json",
         log_csv="runs/students/{pair}/{method}-{augment}/s{seed}/log.csv",
-    params:
-        values=rule_params("distill"),
     log:
         "logs/distill/{pair}-{method}-{augment}-{seed}.log",
     threads: threads("distill")

@@ -31,8 +31,6 @@ rule train_teacher:
         provenance="runs/teachers/{teacher}/provenance.json",
         metrics="runs/teachers/{teacher}/metrics.json",
         log_csv="runs/teachers/{teacher}/log.csv",
-    params:
-        values=rule_params("train_teacher"),
     log:
         "logs/train_teacher/{teacher}.log",
     threads: threads("train_teacher")
@@ -54,8 +52,6 @@ rule prune:
         model="runs/pruned/{teacher}/model.pt",
         provenance="runs/pruned/{teacher}/provenance.json",
         metrics="runs/pruned/{teacher}/prune.json",
-    params:
-        values=rule_params("prune"),
     log:
         "logs/prune/{teacher}.log",
     threads: THREADS
