@@ -11,6 +11,10 @@ reinstalling it): what a fresh clone with its environment installed sees. Every 
 run's wall time and the load average before it (other users of the machine move these numbers),
 the median per variant and baseline/current; and whether the two results tables and eval.json are
 the same bytes (they must be: speed work changes no result). Not a unit test.
+
+On Linux each run's CPU work is printed too: the machine's busy core-seconds over the run, from
+/proc/stat (every process of the machine counts, so run it on an otherwise idle machine). Divided
+by the cores it is a floor no scheduling can beat: the run cannot end before its work is done.
 """
 
 from __future__ import annotations
@@ -43,16 +47,25 @@ def archive_checkout(rev: str, dest: Path) -> Path:
     return as_fresh_clone(dest, rev)
 
 
-def make_run(copy: Path, cores: int) -> float:
+def busy_core_seconds() -> float | None:
+    """CPU time the machine spent busy since boot, all cores summed (None where /proc/stat is missing)."""
+    try:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
+    except (OSError, ValueError):
+        return None
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def make_run(copy: Path, cores: int) -> tuple[float, float | None]:
     subprocess.run(["git", "clean", "-xfdq", "-e", ".venv"], cwd=copy, check=True)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}  # no venv activated
-    start = time.perf_counter()
+    busy, start = busy_core_seconds(), time.perf_counter()
     done = subprocess.run(["make", "-o", ".venv/.r2kd-installed", "run", f"CORES={cores}"], cwd=copy, env=env,
                           capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds, busy_after = time.perf_counter() - start, busy_core_seconds()
     if done.returncode:
         raise SystemExit(f"make run failed in {copy}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return seconds
+    return seconds, None if busy is None or busy_after is None else busy_after - busy
 
 
 def digest(copy: Path) -> dict[str, str]:
@@ -76,11 +89,13 @@ def main() -> None:
         for round_ in range(args.rounds):
             for name in names if round_ % 2 else names[::-1]:  # the baseline first in round 1
                 load = os.getloadavg()[0]
-                took = make_run(copies[name], args.cores)
+                took, work = make_run(copies[name], args.cores)
                 seconds[name].append(took)
-                times[name].append(f"{took:.1f} s (load {load:.2f})")
+                cpu = "" if work is None else f", CPU {work:.0f} core-s"
+                times[name].append(f"{took:.1f} s (load {load:.2f}{cpu})")
                 digests[name] = digest(copies[name])
-                console.print(f"round {round_ + 1}: {name}: {took:.1f} s (load before: {load:.2f})")
+                floor = "" if work is None else f"; CPU busy {work:.1f} core-s, so >= {work / args.cores:.1f} s on {args.cores} cores"
+                console.print(f"round {round_ + 1}: {name}: {took:.1f} s (load before: {load:.2f}{floor})")
         table = Table(title=f"make run, {args.cores} cores, {args.rounds} round(s), order alternating")
         table.add_column("variant")
         for round_ in range(args.rounds):
