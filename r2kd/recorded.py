@@ -12,9 +12,41 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from r2kd.config import Params
 
 UNRECORDED = object()
+
+RUNTIME_KEYS = ["runtime.device", "runtime.amp", "runtime.threads", "runtime.deterministic"]
+LIST_KEYS = ["teachers", "pairs", "methods", "augments", "seeds", "prune.method", "prune.ratio"]
+
+
+def stage_keys(stage: str, *, teacher: str = "", pair: str = "", method: str = "", **_: Any) -> list[str]:
+    """The params.yaml keys a stage reads: each is listed under the stage's `params` in dvc.yaml and
+    in its Snakemake params stamp (tests/test_dag.py), and recorded with its result."""
+    keys = {
+        "prepare": ["data"],
+        "train_teacher": ["data", f"teachers.{teacher}", "train_teacher", *RUNTIME_KEYS, "runtime.fast_path",
+                          "runtime.nproc_per_node"],
+        "prune": ["data", "prune", "train_teacher.seed", *RUNTIME_KEYS],
+        "pair": [f"pairs.{pair}.teacher", f"pairs.{pair}.student"],
+        "distill": ["data", "distill", f"method_params.{method}", f"pairs.{pair}", "prune.bn_mode", *RUNTIME_KEYS,
+                    "runtime.fast_path", "runtime.nproc_per_node", "runtime.sync_frozen_bn"],
+        "corrupt": ["evaluate.corruptions", "evaluate.corruption_limit", "evaluate.corruption_seed"],
+        "evaluate": [*LIST_KEYS, "evaluate", "runtime.device", "runtime.amp", "runtime.threads"],
+        "export": ["export", *LIST_KEYS[:5], "runtime.threads", "runtime.deterministic"],
+        "report": [*LIST_KEYS, "export.onnx"],
+    }
+    return keys[stage]
+
+
+def params_record(params: Params, stage: str, **wildcards: Any) -> dict[str, Any]:
+    """The values of a stage's keys, as its result records them (under "params")."""
+    from r2kd.config import section
+
+    return {key: section(params, key) for key in stage_keys(stage, **wildcards)}
 
 
 def recorded_value(recorded: dict[str, Any], dotted: str) -> Any:

@@ -229,8 +229,17 @@ def test_snakemake_sees_a_params_change_after_dvc_made_the_files(both_runs):
     (dvc_repo / "params.yaml").write_text(original)
 
 
+def _record_of(out: str) -> str | None:
+    """The file of a stage output that records the params it was made with (r2kd/recorded.py)."""
+    if out == str(paths.EXPORT):
+        return str(paths.EXPORT_RECORD)
+    if out.endswith(("provenance.json", "meta.json", "eval.json", "summary.json")) or out.startswith("runs/pairs/"):
+        return out
+    return None
+
+
 def test_every_result_records_the_params_its_stage_reruns_on(both_runs):
-    """Every provenance.json holds the values of every params.yaml key of its stage in dvc.yaml,
+    """Every stage's result records the values of every params.yaml key of its stage in dvc.yaml,
     as validated: what Snakemake asks a result (r2kd/recorded.py) has an answer."""
     from r2kd.config import section
     from r2kd.dag import load_stages
@@ -238,10 +247,41 @@ def test_every_result_records_the_params_its_stage_reruns_on(both_runs):
 
     dvc_repo = both_runs[0]
     params = load_params(dvc_repo / "params.yaml")
-    recorded = [(stage, out) for stage in load_stages(dvc_repo) for out in stage.outs if out.endswith("provenance.json")]
-    assert len(recorded) == 1 + 1 + 8  # the teacher, its pruned copy, 8 students
-    for stage, out in recorded:
-        assert made_with(dvc_repo / out, {key: section(params, key) for key in stage.params}) is True, stage.name
+    stages = [stage for stage in load_stages(dvc_repo) if stage.group != "check"]
+    for stage in stages:
+        records = {record for out in stage.outs if (record := _record_of(out))}
+        assert len(records) == 1, stage.name
+        values = {key: section(params, key) for key in stage.params}
+        assert made_with(dvc_repo / records.pop(), values) is True, stage.name
+    assert len(stages) == 1 + 1 + 1 + 2 + 8 + 1 + 1 + 1 + 1  # prepare, teacher, prune, 2 pairs, 8 students, ...
+
+
+def _planned(root: Path) -> set[str]:
+    plan = run(["snakemake", "--dry-run", "--cores", "2"], root).stdout
+    return set(re.findall(r"^(?:local)?rule (\w+):", plan, flags=re.M)) - {"all"}
+
+
+def test_snakemake_leaves_what_dvc_made_in_the_cheap_stages_too(both_runs, tmp_path):
+    """The same for a stage DVC reran after a change of its own params (evaluate.corruption_limit:
+    corrupt and evaluate), in a checkout Snakemake made: only what DVC did not redo is planned."""
+    import shutil
+
+    import yaml
+
+    repo = tmp_path / "copy"
+    shutil.copytree(both_runs[1], repo, symlinks=True)
+    original = (both_runs[0] / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(original)
+    assert not _planned(repo)
+    changed = yaml.safe_load(original)
+    changed["evaluate"]["corruption_limit"] = 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
+    assert _planned(repo) == {"corrupt", "evaluate", "report"}
+    for stage in ("check", "corrupt", "evaluate"):
+        run(["dvc", "repro", "--single-item", stage], repo)
+    assert _planned(repo) == {"report"}  # DVC has not redone it
+    (repo / "params.yaml").write_text(original)
+    assert _planned(repo) == {"corrupt", "evaluate", "report"}
 
 
 def _planned_students(root: Path) -> set[tuple[str, str, str]]:

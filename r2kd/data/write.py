@@ -134,6 +134,7 @@ def prepare_memory(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, st
         "sources": dict(sorted(raw.sources.items())),
         "content_sha256": {split: sha256_state_dict(splits[split]) for split in SPLITS},
         **raw.extra,
+        "params": {"data": cfg.model_dump(mode="json")},  # what it was prepared from (r2kd/recorded.py)
     }
 
     return write_prepared(out_dir, splits, meta)

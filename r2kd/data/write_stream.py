@@ -114,6 +114,7 @@ def prepare_stream(cfg: DataConfig, out_dir: Path, indexed: IndexedDataset, work
         "test_limit": cfg.test_limit,
         "content_sha256": {split: sha256_state_dict(indexes[split]) for split in SPLITS},
         **indexed.extra,
+        "params": {"data": cfg.model_dump(mode="json")},  # what it was prepared from (r2kd/recorded.py)
     }
 
     return write_prepared(out_dir, indexes, meta)

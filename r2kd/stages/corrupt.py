@@ -20,6 +20,7 @@ from r2kd.data.corrupted import FORMAT
 from r2kd.data.prepared import load_meta, load_prepared, storage_of
 from r2kd.errors import ConfigError
 from r2kd.files import save_checkpoint, sha256_state_dict, write_json
+from r2kd.recorded import params_record
 from r2kd.overlap import cpu_workers
 
 
@@ -87,6 +88,7 @@ def run(params: Params) -> None:
         "work_size": WORK_SIZE if size < WORK_SIZE else size,
         "source_sha256": meta["content_sha256"]["test"],
         "content_sha256": sha256_state_dict(payload),
+        "params": params_record(params, "corrupt"),
     })
     print(f"corrupt: {payload['labels'].numel()} test images x {len(names)} corruptions x "
           f"{len(SEVERITIES) if names else 0} severities in {time.perf_counter() - began:.1f} s")

@@ -24,6 +24,7 @@ from r2kd.files import write_json
 from r2kd.modelfile import arch_spec, load_model
 from r2kd.models.complexity import complexity
 from r2kd.overlap import cpu_workers, map_in_order
+from r2kd.recorded import params_record
 from r2kd.runs import student_runs
 from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
 from r2kd.stages.dataset import load_data
@@ -91,6 +92,7 @@ def run(params: Params) -> None:
                         "limit_per_class": corrupted.meta["limit_per_class"]},
         "calibration_fit": CALIBRATION_FIT,
         "models": records,
+        "params": params_record(params, "evaluate"),
     })
 
 

@@ -27,6 +27,7 @@ from r2kd import paths
 from r2kd.config import Params
 from r2kd.errors import UserError
 from r2kd.files import write_bytes, write_json
+from r2kd.recorded import params_record
 from r2kd.modelfile import arch_spec, load_model
 from r2kd.runs import student_runs
 from r2kd.runtime import seed_everything, set_threads
@@ -50,7 +51,8 @@ def models(params: Params) -> list[dict]:
 def run(params: Params) -> None:
     cfg = params.export
     if not cfg.onnx:
-        write_json(paths.EXPORT_RECORD, {"enabled": False, "models": [], "failures": []})
+        write_json(paths.EXPORT_RECORD, {"enabled": False, "models": [], "failures": [],
+                                         "params": params_record(params, "export")})
         write_json(paths.LATENCY, {"enabled": False, "models": []})
         return
     from r2kd.export import ExportFailure, describe_failure, latency, max_abs_diff, session, throughput, to_onnx
@@ -99,7 +101,8 @@ def run(params: Params) -> None:
     versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
     write_json(paths.EXPORT_RECORD, {"enabled": True, "exporter": cfg.exporter, "opset": cfg.opset,
                                      "tolerance": cfg.tolerance, "check_batches": cfg.check_batches,
-                                     "models": records, "failures": failures})
+                                     "models": records, "failures": failures,
+                                     "params": params_record(params, "export")})
     write_json(paths.LATENCY, {"enabled": True, "note": "wall-clock measurements: differ on every run",
                                "machine": {"platform": platform.platform(), "processor": platform.processor(),
                                            "threads": params.runtime.threads, **versions},

@@ -14,6 +14,7 @@ from r2kd import paths
 from r2kd.config import Params
 from r2kd.errors import CheckpointError, ConfigError
 from r2kd.files import read_json, sha256_file, write_json
+from r2kd.recorded import params_record
 from r2kd.stages.record import input_hashes
 
 
@@ -24,7 +25,8 @@ def run(params: Params, pair: str) -> None:
     warn_if_teacher_smaller(teacher, params.pairs[pair].student)
     files = [paths.teacher_dir(teacher) / "model.pt", paths.pruned_dir(teacher) / "model.pt"]
     write_json(paths.pair_file(pair), {"teacher": teacher, "student": params.pairs[pair].student,
-                                       "files": input_hashes(files)})
+                                       "files": input_hashes(files),
+                                       "params": params_record(params, "pair", pair=pair)})
 
 
 def read_pair(pair: str, teacher: str, *, verify: tuple[str, ...] = ()) -> tuple[Path, Path]:

@@ -17,6 +17,7 @@ from rich.table import Table
 from r2kd import paths
 from r2kd.config import Params
 from r2kd.files import read_json, write_json, write_text, atomic_path
+from r2kd.recorded import params_record
 from r2kd.runs import student_runs
 from r2kd.stages.csvlog import read_log
 
@@ -100,7 +101,8 @@ def run(params: Params) -> None:
 
     latency = read_latency(params)
     groups = aggregate(records)
-    write_json(paths.REPORTS / "summary.json", {"dataset": dataset, "runs": records, "teachers": teachers, "groups": groups})
+    write_json(paths.REPORTS / "summary.json", {"dataset": dataset, "runs": records, "teachers": teachers, "groups": groups,
+                                                "params": params_record(params, "report")})
     write_text(paths.REPORTS / "summary.md", markdown(dataset, groups, teachers))
     write_json(paths.REPORTS / "metrics.json", compact_metrics(groups, teachers))
     write_text(paths.REPORTS / "summary.csv", summary_csv(groups))

@@ -17,7 +17,7 @@ sys.path.insert(0, ROOT)  # run from a source checkout even without `pip install
 from r2kd import paths
 from r2kd.config import load_params
 from r2kd.errors import UserError
-from r2kd.recorded import made_with
+from r2kd.recorded import made_with, stage_keys
 from r2kd.runs import student_runs
 from r2kd.stagecode import code_files, stamp_text
 from r2kd.yamlfile import read_yaml
@@ -81,36 +81,34 @@ def resolved(dotted):
     return node
 
 
-def params_of(*keys):
-    """The values of these params.yaml keys, as Snakemake `params:` (a change reruns the job)."""
-    return json.dumps({key: resolved(key) for key in keys}, sort_keys=True)
-
-
 STALE = "outputs_on_disk_recorded_other_values"  # the key a stamp gains while its job's result is stale
 
 
-def params_stamp(name, dvc_stage, provenance, *keys):
-    """A file holding these params' values, rewritten only when they change: an input that reruns
-    the job when its outputs were made with other values, even by DVC, which leaves Snakemake no
-    record of the params they were made with (so `params:` alone cannot see it).
+def params_stamp(name, dvc_stage, record, *keys):
+    """A job's params input: a file holding the values of its stage's params.yaml keys, rewritten
+    when they change, and dated so that Snakemake reruns the job exactly when the result on disk
+    was made with other values, whichever tool made it.
 
-    Snakemake reruns a job for an input newer than its outputs whose content differs from the one it
-    recorded when it last ran the job. A job whose result records the params it was made with
-    (``provenance``, r2kd/recorded.py) is judged by that record, whichever tool made it:
-    - it records these values: the stamp is dated long ago, so no params change reruns it (DVC made
-      it after a change: `dvc exp run -S`, `dvc checkout`);
-    - it records others: the stamp names that record and when it was noticed, and is dated now, so
-      it differs from whatever Snakemake recorded (which may be these very values, from its own run
+    Snakemake reruns a job for an input newer than its outputs whose content differs from the one
+    it recorded when it last ran the job; and DVC leaves it no record of what DVC made. So the rules
+    have no `params:` (its trigger compares with Snakemake's own last run, and would redo every
+    result DVC made after a change), and each job asks its result: ``record`` (r2kd/recorded.py),
+    where the result keeps the values it was made with.
+    - It holds these values: the stamp is dated long ago, so no params change reruns the job (DVC
+      made it after the change: `dvc exp run -S`, `dvc checkout`, `dvc exp apply`).
+    - It holds others: the stamp names that record and when it was noticed, and is dated now, so
+      it differs from whatever Snakemake recorded (possibly these very values, from its own run
       before DVC remade the result) and is newer than the result.
-    Without such a record, a rewritten stamp is dated now, and a new one long ago (nothing known to
-    have changed) unless dvc.lock says DVC made this stage's outputs with other values.
+    - No readable record (no result yet, or one from before results recorded their params): a
+      rewritten stamp is dated now, and a new one long ago unless dvc.lock says DVC made this
+      stage's outputs with other values.
     """
     path = Path(ROOT, ".r2kd", "params", f"{name}.json")
     values = {key: resolved(key) for key in keys}
     text = json.dumps(values, sort_keys=True)
     held = path.read_text() if path.is_file() else None
-    record = None if provenance is None else Path(ROOT, provenance)
-    made = None if record is None else made_with(record, values)
+    record = Path(ROOT, record)
+    made = made_with(record, values)
     if made is False:
         digest = hashlib.sha256(record.read_bytes()).hexdigest()
         newest = max(f.stat().st_mtime for f in record.parent.iterdir() if f.is_file())
@@ -177,39 +175,18 @@ def resources(stage):
     return out
 
 
-RUNTIME_KEYS = ["runtime.device", "runtime.amp", "runtime.threads", "runtime.deterministic"]
-LIST_KEYS = ["teachers", "pairs", "methods", "augments", "seeds", "prune.method", "prune.ratio"]
-# The params.yaml keys read by each job, the same as each stage's `params:` in dvc.yaml (tests/test_dag.py).
-PARAM_KEYS = {
-    "prepare": lambda w: ["data"],
-    "train_teacher": lambda w: ["data", f"teachers.{w.teacher}", "train_teacher", *RUNTIME_KEYS, "runtime.fast_path",
-                                "runtime.nproc_per_node"],
-    "prune": lambda w: ["data", "prune", "train_teacher.seed", *RUNTIME_KEYS],
-    "pair": lambda w: [f"pairs.{w.pair}.teacher", f"pairs.{w.pair}.student"],
-    "distill": lambda w: ["data", "distill", f"method_params.{w.method}", f"pairs.{w.pair}", "prune.bn_mode",
-                          *RUNTIME_KEYS, "runtime.fast_path", "runtime.nproc_per_node", "runtime.sync_frozen_bn"],
-    "corrupt": lambda w: ["evaluate.corruptions", "evaluate.corruption_limit", "evaluate.corruption_seed"],
-    "evaluate": lambda w: [*LIST_KEYS, "evaluate", "runtime.device", "runtime.amp", "runtime.threads"],
-    "export": lambda w: ["export", *LIST_KEYS[:5], "runtime.threads", "runtime.deterministic"],
-    "report": lambda w: [*LIST_KEYS, "export.onnx"],
-}
-
-
-# The provenance record of a job's result, for the stages that write one.
-PROVENANCE = {
+# Where each job's result records the params it was made with (r2kd/recorded.py).
+RECORD = {
+    "prepare": lambda w: paths.PREPARED / "meta.json",
     "train_teacher": lambda w: paths.teacher_dir(w.teacher) / "provenance.json",
     "prune": lambda w: paths.pruned_dir(w.teacher) / "provenance.json",
+    "pair": lambda w: paths.pair_file(w.pair),
     "distill": lambda w: paths.student_dir(w.pair, w.method, w.augment, w.seed) / "provenance.json",
+    "corrupt": lambda w: paths.CORRUPTED_META,
+    "evaluate": lambda w: paths.EVAL,
+    "export": lambda w: paths.EXPORT_RECORD,
+    "report": lambda w: paths.REPORTS / "summary.json",
 }
-
-
-def rule_params(stage):
-    """Snakemake `params:` for the stages without a provenance record. The others leave them out:
-    Snakemake's params trigger compares with the values of its own last run of the job, so it would
-    rerun a teacher or student that DVC has since made with the current values; their stamps ask
-    the result itself."""
-    assert stage not in PROVENANCE, stage
-    return lambda w: params_of(*PARAM_KEYS[stage](w))
 
 
 # DVC's name for the stage a job runs (dvc.yaml's foreach/matrix naming).
@@ -227,6 +204,5 @@ DVC_NAME = {
 
 
 def rule_stamp(stage):
-    record = PROVENANCE.get(stage, lambda w: None)
-    return lambda w: params_stamp("/".join([stage, *map(str, w)]), DVC_NAME[stage](w), record(w),
-                                  *PARAM_KEYS[stage](w))
+    return lambda w: params_stamp("/".join([stage, *map(str, w)]), DVC_NAME[stage](w), RECORD[stage](w),
+                                  *stage_keys(stage, **dict(w.items())))

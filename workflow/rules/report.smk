@@ -19,8 +19,6 @@ rule corrupt:
     output:
         "data/corrupted/test_c.pt",
         "data/corrupted/meta.json",
-    params:
-        values=rule_params("corrupt"),
     log:
         "logs/corrupt.log",
     threads: THREADS
@@ -44,8 +42,6 @@ rule evaluate:
         params_stamp=rule_stamp("evaluate"),
     output:
         "reports/eval.json",
-    params:
-        values=rule_params("evaluate"),
     log:
         "logs/evaluate.log",
     threads: THREADS
@@ -68,8 +64,6 @@ rule export:
     output:
         # ONNX files mirroring runs/, export.json (deterministic) and latency.json (a clock's numbers)
         directory("runs/export"),
-    params:
-        values=rule_params("export"),
     log:
         "logs/export.log",
     threads: THREADS
@@ -99,8 +93,6 @@ rule report:
         report("reports/accuracy_vs_latency.png", caption="../report/latency.rst", category="Robustness and deployment"),
         report("reports/accuracy_per_severity.png", caption="../report/severity.rst", category="Robustness and deployment"),
         "reports/metrics.json",
-    params:
-        values=rule_params("report"),
     log:
         "logs/report.log",
     threads: 1

@@ -8,8 +8,6 @@ rule prepare:
         params_stamp=rule_stamp("prepare"),
     output:
         PREPARED,
-    params:
-        values=rule_params("prepare"),
     log:
         "logs/prepare.log",
     threads: THREADS
@@ -71,8 +69,6 @@ rule pair:
         params_stamp=rule_stamp("pair"),
     output:
         "runs/pairs/{pair}.json",
-    params:
-        values=rule_params("pair"),
     log:
         "logs/pair/{pair}.log",
     threads: 1
