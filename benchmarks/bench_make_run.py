@@ -9,8 +9,8 @@ reinstalling it): what a fresh clone with its environment installed sees. Every 
 `make run` once in each copy, the order alternating round by round, from a clean copy each time
 (`git clean -xfd`, the link kept), in an environment without an activated venv. Printed: each
 run's wall time and the load average before it (other users of the machine move these numbers),
-the median per variant and baseline/current; and whether the two results tables and eval.json are
-the same bytes (they must be: speed work changes no result). Not a unit test.
+the median per variant and baseline/current; and whether the two results tables and eval.json's
+scores are the same bytes (they must be: speed work changes no result). Not a unit test.
 
 On Linux each run's CPU work is printed too: the machine's busy core-seconds over the run, from
 /proc/stat (every process of the machine counts, so run it on an otherwise idle machine). Divided
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import statistics
 import subprocess
@@ -69,7 +70,15 @@ def make_run(copy: Path, cores: int) -> tuple[float, float | None]:
 
 
 def digest(copy: Path) -> dict[str, str]:
-    return {rel: hashlib.sha256((copy / rel).read_bytes()).hexdigest() for rel in RESULTS}
+    """The results table's bytes, and every model's scores in eval.json (its other keys may change
+    with the file's format: it gained the params it was made with on 2026-11-27)."""
+    out = {}
+    for rel in RESULTS:
+        data = (copy / rel).read_bytes()
+        if rel.endswith("eval.json"):
+            data = json.dumps(json.loads(data)["models"], sort_keys=True).encode()
+        out[rel] = hashlib.sha256(data).hexdigest()
+    return out
 
 
 def main() -> None:
@@ -107,7 +116,7 @@ def main() -> None:
         current, baseline = (statistics.median(seconds[name]) for name in names)
         console.print(f"baseline / current: {baseline / current:.2f}x")
         same = digests[names[0]] == digests[names[1]]
-        console.print(f"results ({', '.join(RESULTS)}): {'the same bytes' if same else '[red]DIFFER[/]'}")
+        console.print(f"results (summary.md, eval.json's scores): {'the same bytes' if same else '[red]DIFFER[/]'}")
         if not same:
             raise SystemExit(1)
 

@@ -247,10 +247,18 @@ def test_teacher_training_on_two_processes_equals_one(ranks, tmp_path):
     assert one["history"][0]["train_ce"] != one["history"][1]["train_ce"]  # it trained
 
 
+# R2KD's relation terms normalise over the whole batch (correlations across its samples), which two
+# ranks gather and reduce in another order, and 10 SGD steps at lr 0.1 on random data amplify that
+# rounding: the largest weight difference measured 1.1e-4 on a 2-core AMD EPYC (AVX-512), under
+# 1e-5 on an Intel Xeon (AMX); KD's stays under 1e-5 on both. Every epoch's losses and scores are
+# still held to 1e-5 (relative) for both methods.
+WEIGHT_TOLERANCE = {"r2kd": 1e-3, "kd": 1e-5}
+
+
 @pytest.mark.parametrize("method", ["r2kd", "kd"])
 def test_distillation_on_two_processes_equals_one(ranks, tmp_path, method):
     one = distill_case(method, tmp_path)
-    assert_close_results(ranks[0][method], one)
+    assert_close_results(ranks[0][method], one, weight_tol=WEIGHT_TOLERANCE[method])
     aug_terms = [k for k in one["history"][0] if k.endswith("_aug")]
     assert aug_terms, "the augmented view ran"
     # the synced frozen train-mode BatchNorm moved its running statistics as on one process
