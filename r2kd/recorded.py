@@ -2,9 +2,9 @@
 
 Snakemake knows the params behind an output only when it made that output itself, and DVC only
 what it made: after `dvc exp run -S distill.lr=0.02`, `dvc checkout` or `dvc exp apply`, the files on
-disk were made with params Snakemake never saw. Every trained result (teacher, pruned teacher,
-student) records the params its stage read in its `provenance.json`, so either tool can ask the
-result (workflow/rules/common.smk dates Snakemake's params stamps by it). Torch-free: it runs when
+disk were made with params Snakemake never saw. So every stage's result records the values of its
+stage's keys under "params" (``record_file`` says where), and either tool can ask the result
+(workflow/rules/common.smk dates Snakemake's params stamps by it). Torch-free: it runs when
 Snakemake parses the workflow.
 """
 
@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from r2kd import paths
 
 if TYPE_CHECKING:
     from r2kd.config import Params
@@ -40,6 +42,22 @@ def stage_keys(stage: str, *, teacher: str = "", pair: str = "", method: str = "
         "report": [*LIST_KEYS, "export.onnx"],
     }
     return keys[stage]
+
+
+def record_file(stage: str, *, teacher: str = "", pair: str = "", method: str = "", augment: str = "",
+                seed: int | str = 0, **_: Any) -> Path:
+    """The output of a stage's job that records the params it was made with."""
+    return {
+        "prepare": lambda: paths.PREPARED / "meta.json",
+        "train_teacher": lambda: paths.teacher_dir(teacher) / "provenance.json",
+        "prune": lambda: paths.pruned_dir(teacher) / "provenance.json",
+        "pair": lambda: paths.pair_file(pair),
+        "distill": lambda: paths.student_dir(pair, method, augment, seed) / "provenance.json",
+        "corrupt": lambda: paths.CORRUPTED_META,
+        "evaluate": lambda: paths.EVAL,
+        "export": lambda: paths.EXPORT_RECORD,
+        "report": lambda: paths.REPORTS / "summary.json",
+    }[stage]()
 
 
 def params_record(params: Params, stage: str, **wildcards: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ sys.path.insert(0, ROOT)  # run from a source checkout even without `pip install
 from r2kd import paths
 from r2kd.config import load_params
 from r2kd.errors import UserError
-from r2kd.recorded import made_with, stage_keys
+from r2kd.recorded import made_with, record_file, stage_keys
 from r2kd.runs import student_runs
 from r2kd.stagecode import code_files, stamp_text
 from r2kd.yamlfile import read_yaml
@@ -175,20 +175,6 @@ def resources(stage):
     return out
 
 
-# Where each job's result records the params it was made with (r2kd/recorded.py).
-RECORD = {
-    "prepare": lambda w: paths.PREPARED / "meta.json",
-    "train_teacher": lambda w: paths.teacher_dir(w.teacher) / "provenance.json",
-    "prune": lambda w: paths.pruned_dir(w.teacher) / "provenance.json",
-    "pair": lambda w: paths.pair_file(w.pair),
-    "distill": lambda w: paths.student_dir(w.pair, w.method, w.augment, w.seed) / "provenance.json",
-    "corrupt": lambda w: paths.CORRUPTED_META,
-    "evaluate": lambda w: paths.EVAL,
-    "export": lambda w: paths.EXPORT_RECORD,
-    "report": lambda w: paths.REPORTS / "summary.json",
-}
-
-
 # DVC's name for the stage a job runs (dvc.yaml's foreach/matrix naming).
 DVC_NAME = {
     "prepare": lambda w: "prepare",
@@ -204,5 +190,5 @@ DVC_NAME = {
 
 
 def rule_stamp(stage):
-    return lambda w: params_stamp("/".join([stage, *map(str, w)]), DVC_NAME[stage](w), RECORD[stage](w),
-                                  *stage_keys(stage, **dict(w.items())))
+    return lambda w: params_stamp("/".join([stage, *map(str, w)]), DVC_NAME[stage](w),
+                                  record_file(stage, **dict(w.items())), *stage_keys(stage, **dict(w.items())))
