@@ -27,6 +27,20 @@ wildcard_constraints:
     seed="0|[1-9][0-9]*",
 
 
+# Whatever Snakemake makes enters DVC's records when the run ends, and DVC is held off meanwhile, so
+# that no DVC command deletes a result it could not restore (r2kd/handoff.py).
+onstart:
+    snakemake_started()
+
+
+onsuccess:
+    snakemake_ended()
+
+
+onerror:
+    snakemake_ended()
+
+
 include: "workflow/rules/teachers.smk"
 include: "workflow/rules/students.smk"
 include: "workflow/rules/report.smk"

@@ -7,6 +7,7 @@ setting comes from params.yaml, which is validated before any compute.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from typing import Callable
@@ -22,7 +23,19 @@ def _check(args: argparse.Namespace) -> None:
     from r2kd.config import load_params
     from r2kd.runs import student_runs
 
-    params = load_params(args.params)
+    try:
+        params = load_params(args.params)
+    except UserError as exc:
+        if os.environ.get("DVC_STAGE"):
+            from r2kd.handoff import missing_results, remove_empty_folders
+
+            remove_empty_folders()  # those DVC made for the outputs of stages an invalid value named
+            missing = missing_results()
+            if missing:  # `dvc exp run` checks out dvc.lock before any stage: say what that removed
+                exc = UserError(f"{exc}\n{len(missing)} result(s) recorded in dvc.lock are not on disk "
+                                f"({missing[0]}, ...): fix params.yaml (`git checkout params.yaml` undoes a "
+                                "`dvc exp run -S`), then `dvc checkout` restores them from DVC's cache")
+        raise exc from None
     err.print(f"[green]{args.params} is valid[/]: {len(params.teachers)} teacher(s), "
               f"{len(student_runs(params))} student run(s)")
     if args.stamp:
@@ -123,7 +136,7 @@ def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], int | Non
         import importlib
         import os
 
-        from r2kd import launch
+        from r2kd import handoff, launch
         from r2kd.config import load_params
 
         from r2kd.lock import stage_lock
@@ -135,7 +148,10 @@ def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], int | Non
         if launch.needs_launch(module, nproc):  # N processes through torchrun (r2kd/launch.py)
             with stage_lock(name):
                 placement = launch.place(nproc, params.runtime.device, params.resources_for(module).jobs_per_gpu)
-                return launch.relaunch(nproc, sys.argv[1:], placement)
+                status = launch.relaunch(nproc, sys.argv[1:], placement)
+                if not status:
+                    handoff.note_result(name)
+                return status
         # In a torchrun world the launcher (or, under a user's own torchrun, rank 0) holds the lock.
         lock_here = not launch.in_world() or (launch.is_global_main() and not os.environ.get(launch.LOCK_HELD_ENV))
         with stage_lock(name) if lock_here else contextlib.nullcontext():
@@ -146,6 +162,8 @@ def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], int | Non
                     importlib.import_module(f"r2kd.stages.{module}").run(params, *values)
             else:
                 importlib.import_module(f"r2kd.stages.{module}").run(params, *values)
+            if lock_here:
+                handoff.note_result(name)
         return None
 
     return call

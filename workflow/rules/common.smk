@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = workflow.basedir  # the directory of the top-level Snakefile
 sys.path.insert(0, ROOT)  # run from a source checkout even without `pip install -e`
 
-from r2kd import paths
+from r2kd import handoff, paths
 from r2kd.config import load_params
 from r2kd.errors import UserError
 from r2kd.recorded import made_with, record_file, stage_keys
@@ -46,6 +46,17 @@ def dvc_lock():
     except (OSError, yaml.YAMLError):
         return {}
     return lock if isinstance(lock, dict) else {}
+
+def snakemake_started():
+    try:
+        handoff.snakemake_started()
+    except UserError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+def snakemake_ended():
+    handoff.snakemake_ended()
+
 
 ENV = "../envs/r2kd.yaml"
 THREADS = PARAMS.runtime.threads

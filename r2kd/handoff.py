@@ -1,0 +1,162 @@
+"""What Snakemake builds, DVC knows: so neither tool deletes a result nobody can restore.
+
+DVC deletes what it does not know: `dvc exp run` starts with a forced checkout of dvc.lock, and
+`dvc repro` removes a stage's outputs before it runs the stage. A result made outside DVC (by
+Snakemake, or a stage command run by hand) is in no DVC cache, so such a deletion loses it. Hence:
+
+- every stage command that succeeds outside DVC leaves a note (``note_result``), and when the
+  Snakemake run ends, however it ends short of SIGKILL, `dvc commit` records the noted stages in
+  dvc.lock and DVC's cache (``record_in_dvc``); a run killed outright is recorded when the next
+  Snakemake run starts. DVC's forced checkout then finds nothing to change, and `dvc checkout`
+  restores anything DVC removes later;
+- while Snakemake runs in a checkout it holds DVC's own repo lock, so a DVC command that arrives
+  fails at its lock, before it deletes anything; and Snakemake refuses to start while a DVC stage
+  command runs here (DVC lists those in .dvc/tmp/rwlock while it releases its repo lock).
+
+docs/reliability.md ("DVC and Snakemake in one checkout") says what holds and what does not.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+from r2kd.errors import UserError
+
+NOTES = Path(".r2kd/unrecorded")  # one file per stage made outside DVC and not yet in dvc.lock
+DVC_REPO_LOCK = Path(".dvc/tmp/lock")  # DVC's repo lock (zc.lockfile: an flock on this file)
+PARAMS = Path("params.yaml")
+
+
+def _params_digest() -> str:
+    try:
+        return hashlib.sha256(PARAMS.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def note_result(stage: str) -> None:
+    """After stage ``stage`` (DVC's name, e.g. "distill@p-kd-default-0") succeeded outside DVC."""
+    if os.environ.get("DVC_STAGE") or not Path(".dvc").is_dir():
+        return  # DVC records what it runs itself; without DVC there is nothing to tell
+    NOTES.mkdir(parents=True, exist_ok=True)
+    tmp = NOTES / f".{stage}.tmp"
+    tmp.write_text(_params_digest() + "\n")
+    os.replace(tmp, NOTES / stage)
+
+
+def _dvc(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
+
+
+def record_in_dvc(say=print) -> list[str]:
+    """`dvc commit` every noted stage made with the params.yaml now on disk; return the ones recorded.
+
+    ``--no-relink`` leaves the files as the stage wrote them: a relinking copy would date a model
+    after the files made from it, and Snakemake would redo those.
+    """
+    if not NOTES.is_dir():
+        return []
+    now = _params_digest()
+    notes = sorted(p for p in NOTES.iterdir() if not p.name.startswith("."))
+    due, stale = [], []
+    for note in notes:
+        made_with = note.read_text().strip()
+        (due if made_with == now else stale).append(note.name)
+    for name in stale:  # made with a params.yaml that has changed since: DVC must not call it current
+        (NOTES / name).unlink(missing_ok=True)
+        say(f"r2kd: not recording {name} in dvc.lock: params.yaml changed after it ran, so DVC will "
+            "rerun it")
+    if not due:
+        return []
+    if _dvc("repro", "--quiet", "--single-item", "check").returncode != 0:  # DVC's gate files, deps of every stage
+        say("r2kd: `dvc repro check` failed, so Snakemake's results are not recorded in dvc.lock yet; "
+            "the next snakemake run records them")
+        return []
+    recorded = due if _dvc("commit", "--force", "--quiet", "--no-relink", *due).returncode == 0 else [
+        name for name in due if _dvc("commit", "--force", "--quiet", "--no-relink", name).returncode == 0]
+    for name in recorded:
+        (NOTES / name).unlink(missing_ok=True)
+    missed = sorted(set(due) - set(recorded))
+    if missed:
+        say(f"r2kd: could not record {len(missed)} stage(s) in dvc.lock ({missed[0]}, ...): run "
+            "`dvc commit <stage>` once they are complete, before any `dvc exp run`")
+    if recorded:
+        say(f"r2kd: recorded {len(recorded)} stage(s) Snakemake ran in dvc.lock and DVC's cache "
+            "(`dvc checkout` can restore them)")
+    return recorded
+
+
+def missing_results() -> list[str]:
+    """The outputs dvc.lock records that are not on disk (DVC's cache can restore them)."""
+    import yaml
+
+    try:
+        lock = yaml.safe_load(Path("dvc.lock").read_text()) or {}
+        outs = [out["path"] for stage in lock.get("stages", {}).values() for out in stage.get("outs", [])]
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
+        return []
+    return [path for path in outs if not Path(path).exists()]
+
+
+def remove_empty_folders(top: Path = Path("runs")) -> None:
+    for folder in sorted((p for p in top.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+        try:
+            folder.rmdir()  # only an empty one goes
+        except OSError:
+            pass
+
+
+def _running_dvc() -> list[str]:
+    from r2kd.lock import _running_dvc as running  # the rwlock reader the stage commands use
+
+    return running()
+
+
+def hold_dvc_lock() -> IO | None:
+    """Take DVC's repo lock for as long as the returned file stays open (the Snakemake run)."""
+    if not Path(".dvc").is_dir():
+        return None
+    DVC_REPO_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(DVC_REPO_LOCK, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError("a DVC command is running in this checkout (it holds .dvc/tmp/lock); wait for it to "
+                        "finish, then rerun snakemake") from None
+    others = _running_dvc()
+    if others:
+        handle.close()
+        raise UserError(f"DVC is running a stage in this checkout ({others[0]}); wait for it to finish, "
+                        "then rerun snakemake")
+    return handle
+
+
+def release(handle: IO | None) -> None:
+    if handle is not None and not handle.closed:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+_held: IO | None = None
+
+
+def snakemake_started() -> None:
+    """Snakemake's `onstart`: record what a killed run left, then hold DVC off for the run."""
+    global _held
+    record_in_dvc()
+    _held = hold_dvc_lock()
+
+
+def snakemake_ended() -> None:
+    """Snakemake's `onsuccess` and `onerror`: let DVC in again, and record what this run made."""
+    global _held
+    release(_held)
+    _held = None
+    record_in_dvc()
