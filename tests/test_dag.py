@@ -50,6 +50,8 @@ def expand_dep(dep: str, stages, root: Path) -> list[str]:
     """What a DVC dep stands for as files: outputs of other stages inside it, or source files."""
     if dep == str(paths.CHECKED) or dep == "params.yaml":
         return []  # DVC's validation gate; Snakemake validates at parse time
+    if dep == load_params(root / "params.yaml").data.root:
+        return []  # the user's data: Snakemake's rule reads an index of it (checked below)
     if dep.startswith(str(paths.CODE_STAMPS) + "/"):
         return code_files(Path(dep).stem, root)  # DVC's code stamp stands for the stage's source files
     inside = upstream_outputs(dep, stages)
@@ -78,12 +80,15 @@ def assert_same_dag(root: Path) -> None:
         assert job["rule"] == stage.group, stage.name
         expected = {p for dep in stage.deps for p in expand_dep(dep, stages, root)}
         stamps = [p for p in job["input"] if p.startswith(".r2kd/params/")]
+        data_index = [p for p in job["input"] if p.startswith(".r2kd/data/")]
+        assert bool(data_index) == (load_params(root / "params.yaml").data.root in stage.deps), stage.name
         # Snakemake's one code input lists the SHA-256 of each source file: the same files as DVC's deps
         code_stamps = [p for p in job["input"] if p.startswith(".r2kd/code/")]
         assert len(code_stamps) == 1, stage.name
         code = set(json.loads((root / code_stamps[0]).read_text()))
         assert code <= expected, stage.name
-        assert sorted(set(job["input"]) - set(stamps) - set(code_stamps)) == sorted(expected - code), stage.name
+        assert sorted(set(job["input"]) - set(stamps) - set(code_stamps) - set(data_index)) == \
+            sorted(expected - code), stage.name
         assert all(not p.startswith(("r2kd/", "workflow/")) for p in expected - code), stage.name
         assert " ".join(job["cmd"].split()) == " ".join(stage.cmd.split()), stage.name
         # the same params.yaml keys decide when each tool reruns the stage (Snakemake sees them with

@@ -82,6 +82,29 @@ def code(stage):
     return str(path.relative_to(ROOT))
 
 
+def data_index():
+    """The input standing for the user's data under data.root (dvc.yaml's `${data.root}` dep): a
+    digest of every file's path, size and mtime, rewritten only when one changes, so an added,
+    removed or replaced file reruns `prepare` (which hashes what it reads: meta.json)."""
+    root = Path(ROOT, PARAMS.data.root)
+    entries, newest = [], 0
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            stat = os.stat(os.path.join(folder, name))
+            entries.append(f"{os.path.relpath(os.path.join(folder, name), root)}\t{stat.st_size}\t{stat.st_mtime_ns}")
+            newest = max(newest, stat.st_mtime)
+    digest = hashlib.sha256("\n".join(entries).encode()).hexdigest()
+    text = json.dumps({"root": PARAMS.data.root, "files": len(entries), "sha256": digest}, indent=1) + "\n"
+    path = Path(ROOT, ".r2kd", "data", "index.json")
+    if not path.is_file() or path.read_text() != text:
+        existed = path.is_file()
+        write_stamp(path, text)
+        if not existed:  # dated when the data last changed, not when Snakemake first saw it
+            os.utime(path, (newest, newest))
+    return str(path.relative_to(ROOT))
+
+
 RESOLVED = PARAMS.model_dump(mode="json")  # once: a dump per job would make parsing quadratic
 
 

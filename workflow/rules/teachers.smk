@@ -5,6 +5,7 @@
 rule prepare:
     input:
         code("prepare"),
+        data=data_index(),
         params_stamp=rule_stamp("prepare"),
     output:
         PREPARED,
