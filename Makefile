@@ -26,17 +26,16 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "$(BIN)/python" > $@
 
 # make run (workflow/scripts/make-run): DVC's `check` stage first (params.yaml validated before
-# any compute); on a checkout where DVC recorded no result yet, the DAG under Snakemake, CORES jobs
-# at a time, then `dvc commit` records it in dvc.lock (the lock `dvc repro` would write: same
-# commands, files and bytes, tested); once DVC holds results, `dvc repro` decides what reruns.
-# Either way the stages fork from a warm interpreter (r2kd/warm.py; ~2 s saved per stage).
-CORES ?= $(shell nproc 2>/dev/null || echo 2)
+# any compute), then `dvc repro` (one stage at a time, each its own process, recorded in dvc.lock),
+# then the results table.
 run: env
-	workflow/scripts/make-run $(BIN) $(CORES)
+	workflow/scripts/make-run $(BIN)
 	$(BIN)/r2kd show
 
+# The same DAG under Snakemake, CORES jobs at a time (same commands, same files, same bytes).
+CORES ?= $(shell nproc 2>/dev/null || echo 2)
 snakemake: env
-	workflow/scripts/r2kd warm --snakemake; $(BIN)/snakemake --cores $(CORES); status=$$?; workflow/scripts/r2kd warm --stop; exit $$status
+	$(BIN)/snakemake --cores $(CORES)
 
 test: env
 	$(BIN)/python -m pytest -q

@@ -14,17 +14,14 @@ step: DistillObjective + r2kd.optim.SGD as r2kd.train.Trainer uses them (non-fin
 sums on the device). Random weights: speed only. "speed-up" = reference ms / project ms.
 
 "project" is the step with the settings' defaults as the distill stage resolves them on this
-device, runtime.overlap included (on a CPU with a core to spare: the pruned teacher on a worker
-thread, the two views' backward passes side by side; r2kd/overlap.py); "project, overlap=never"
-is the serial step. On the CPU with --threads 1 the reference is also timed with 2 intra-op threads
-(torch's own default on a 2-core machine, as the official code runs).
+device. On the CPU with --threads 1 the reference is also timed with 2 intra-op threads (torch's
+own default on a 2-core machine, as the official code runs).
 
 The "stage path" rows run the real Trainer (BatchIterator on random uint8 data, one epoch of
 ``--stage-steps`` steps, one evaluation pass), so a win inside the step is not lost around it. On
 CUDA (r2kd) its time is given as a ratio to the same number of project steps. On the CPU, for each
-method whose step overlaps, the loop with the default overlap and with overlap=never are run in
-turn ``--stage-repeats`` times, against the reference step: the loop is where the next batch's
-frozen passes run during the current step (DistillObjective.upcoming), which a lone step cannot show.
+method with a frozen network, the loop is run ``--stage-repeats`` times (median), against the
+reference step.
 """
 
 from __future__ import annotations
@@ -48,13 +45,13 @@ from r2kd import models
 from r2kd.config import PruneConfig, TrainRecipe
 from r2kd.data.loader import BatchIterator
 from r2kd.methods import METHODS
-from r2kd.overlap import frozen_threads_for, usable_cores
 from r2kd.methods.objective import DistillObjective, batch_independent
 from r2kd.optim import SGD
 from r2kd.pruning import prune_teacher, set_bn_mode
 from r2kd.runtime import autocast, fast_layout, resolve_device, seed_everything
 from r2kd.graphs import GraphedStep
 from r2kd.train import Trainer, TrainStep
+from r2kd.workers import usable_cores
 
 SHAPES = {  # name: teacher, student, channels, side, classes
     "cifar100": ("resnet32x4", "resnet8x4", 3, 32, 100),
@@ -243,15 +240,11 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
         params = cls.Params(**({"aug_view": "cutmix"} if method == "r2kd" else {}))
         nets = [name for name, used in (("teacher", cls.uses_teacher), ("pruned", cls.uses_pruned_teacher)) if used]
 
-        def overlap():  # runtime.overlap at its default (auto), as the distill stage resolves it
-            return frozen_threads_for("auto", device, args.threads, 1, nets)
-
-        def plain_objective(threads):  # the distill stage's objective on the CPU layout
+        def plain_objective():  # the distill stage's objective on the CPU layout
             return DistillObjective(method=cls(params), teacher=teacher, pruned=proj_pr,
-                                    view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch, std=[1.0] * ch,
-                                    frozen_threads=threads)
+                                    view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch, std=[1.0] * ch)
 
-        objective = plain_objective(overlap())
+        objective = plain_objective()
         fns = {"reference": lambda: reference_step(method, s_ref, teacher, ref_pr, opt_ref, x, y),
                "project": project_step_fn(objective, s_proj, opt_proj, x, y)}
         extra = {}
@@ -259,7 +252,7 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
         def fast_objective(kind=DistillObjective):  # fast-path copies of the frozen networks
             fast_t, fast_p = (fast_layout(copy.deepcopy(m)) for m in (teacher, proj_pr))
             return kind(method=cls(params), teacher=fast_t, pruned=fast_p, view_generator=torch.Generator().manual_seed(0),
-                        mean=[0.0] * ch, std=[1.0] * ch, fast=True, frozen_threads=overlap())
+                        mean=[0.0] * ch, std=[1.0] * ch, fast=True)
 
         def step_of(obj, fast=True, **kwargs):  # a fresh copy of the student and its optimiser
             student = fast_layout(copy.deepcopy(student0)) if fast else copy.deepcopy(student0)
@@ -274,8 +267,6 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
                 fns["project, CUDA default, pruned views in two passes"] = step_of(fast_objective(TwoPrunedPasses),
                                                                                    graphs=True)
                 fns["project, CUDA default + amp=bf16"] = step_of(graph_obj, amp="bf16", graphs=True)
-        if objective.frozen_threads is not None:  # the CPU default before runtime.overlap
-            fns["project, overlap=never"] = step_of(plain_objective(None), fast=False)
         if device.type == "cpu" and args.threads == 1 and usable_cores() >= 2:
             # The official code leaves torch at its default: as many intra-op threads as cores.
             fns["reference, 2 intra-op threads"] = with_threads(2, fns["reference"])
@@ -295,30 +286,20 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
         if method == "r2kd" and device.type == "cuda":
             rows.append(stage_path(shape, args, device, student0, graph_obj,
                                    times["project, CUDA default (fast path: graph)"], graphs=True))
-        elif device.type == "cpu" and objective.frozen_threads is not None:
-            rows.extend(cpu_loop_rows(shape, method, args, device, student0, times["reference"], plain_objective,
-                                      overlap))
+        elif device.type == "cpu" and nets:
+            rows.append(cpu_loop_row(shape, method, args, device, student0, times["reference"], plain_objective))
     return rows
 
 
-def cpu_loop_rows(shape, method, args, device, student0, reference_step_seconds, objective_with, overlap) -> list[tuple]:
-    """The real Trainer loop on the CPU with the default overlap (which also queues each next batch's
-    clean frozen passes behind the current step's: DistillObjective.upcoming, something a lone step
-    cannot show) against the same loop with overlap=never, alternated ``--stage-repeats`` times.
-    Speed-up: the reference STEP's time over the loop's time per step, loader and evaluation included
-    (so it understates the loop's gain over a reference loop)."""
-    per_step = {"default": [], "never": []}
-    for _ in range(args.stage_repeats):
-        for setting in per_step:
-            threads = overlap() if setting == "default" else None
-            try:
-                per_step[setting].append(stage_path(shape, args, device, student0, objective_with(threads), 1.0)[3] / 1e3)
-            finally:
-                if threads is not None:
-                    threads.close()
+def cpu_loop_row(shape, method, args, device, student0, reference_step_seconds, new_objective) -> tuple:
+    """The real Trainer loop on the CPU, run ``--stage-repeats`` times (median). Speed-up: the
+    reference STEP's time over the loop's time per step, loader and evaluation included (so it
+    understates the loop's gain over a reference loop)."""
+    per_step = [stage_path(shape, args, device, student0, new_objective(), 1.0)[3] / 1e3
+                for _ in range(args.stage_repeats)]
     what = f"stage path ({args.stage_steps} steps + eval of {4 * args.batch}), per step"
-    return [(shape, method, f"{what}{'' if setting == 'default' else ', overlap=never'}", statistics.median(v) * 1e3,
-             reference_step_seconds / statistics.median(v), "loop") for setting, v in per_step.items()]
+    return (shape, method, what, statistics.median(per_step) * 1e3, reference_step_seconds / statistics.median(per_step),
+            "loop")
 
 
 def stage_path(shape, args, device, student0, objective, step_seconds, graphs=False) -> tuple:
@@ -432,7 +413,7 @@ def main() -> None:
     parser.add_argument("--steps-large", type=int, default=5, help="... at CIFAR-100 shape")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--stage-steps", type=int, default=10)
-    parser.add_argument("--stage-repeats", type=int, default=3, help="CPU: alternated runs of each loop row (median)")
+    parser.add_argument("--stage-repeats", type=int, default=3, help="CPU: runs of each loop row (median)")
     parser.add_argument("--nondeterministic", action="store_true",
                         help="runtime.deterministic: false (on CUDA: cuDNN may pick non-deterministic kernels)")
     parser.add_argument("--epoch", action="store_true", help="also time one CIFAR-100-sized epoch (GPU)")

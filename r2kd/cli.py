@@ -82,46 +82,6 @@ def _preset(args: argparse.Namespace) -> None:
               "or `snakemake --cores N` / `snakemake --workflow-profile workflow/profiles/slurm`.")
 
 
-def _warm(args: argparse.Namespace) -> None:
-    import os
-
-    from r2kd import warm
-
-    root = os.getcwd()
-    if args.stop:
-        pids = warm.stop(root)
-        err.print(f"warm interpreter(s) stopped: pid {', '.join(map(str, pids))}" if pids
-                  else "no warm interpreter runs here")
-        return
-    try:
-        servers = warm.start(root, args.idle, job_threads=tuple(args.job_threads or ()) + _snakemake_threads(args))
-    except RuntimeError as error:
-        raise UserError(str(error)) from None
-    new = [str(pid) for pid, started in servers if started]
-    if new:
-        err.print(f"[green]warm interpreter ready[/] (pid {', '.join(new)}): stage commands of this checkout now "
-                  f"fork from one, torch already imported; each stops after {args.idle:g} s without one "
-                  "(`r2kd warm --stop`)")
-    else:
-        err.print(f"a warm interpreter already runs here (pid {', '.join(str(pid) for pid, _ in servers)})")
-
-
-def _snakemake_threads(args: argparse.Namespace) -> tuple[int, ...]:
-    """The thread counts of this params.yaml's Snakemake jobs."""
-    if not args.snakemake:
-        return ()
-    from r2kd.config import load_params
-    from r2kd.errors import ConfigError
-    from r2kd.warm import snakemake_job_threads
-
-    try:
-        runtime = load_params(args.params).runtime
-    except ConfigError:
-        raise UserError(f"no warm interpreter started: {args.params} does not validate "
-                        "(`r2kd check` says why)") from None
-    return snakemake_job_threads(runtime.threads, runtime.nproc_per_node)
-
-
 def _stages(args: argparse.Namespace) -> None:
     from r2kd.config import load_params
     from r2kd.runs import stage_commands
@@ -189,15 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="e.g. cifar100, tiny_imagenet")
     p.set_defaults(func=_preset)
     sub.add_parser("stages", help="list the expanded DAG (from dvc.yaml)").set_defaults(func=_stages)
-    p = sub.add_parser("warm", help="start a server that has torch imported, for this checkout's stage commands")
-    p.add_argument("--idle", type=float, default=120.0, help="seconds without a command before it stops")
-    p.add_argument("--stop", action="store_true", help="stop it (once its running commands end)")
-    flavors = p.add_mutually_exclusive_group()
-    flavors.add_argument("--job-threads", type=int, nargs="+", metavar="N",
-                         help="serve Snakemake's jobs of N threads (their environment differs from this shell's)")
-    flavors.add_argument("--snakemake", action="store_true",
-                         help="serve the Snakemake jobs of params.yaml (every thread count its rules use)")
-    p.set_defaults(func=_warm)
     sub.add_parser("prepare", help="materialise the dataset under data/prepared").set_defaults(func=_stage("prepare"))
 
     p = sub.add_parser("train-teacher", help="train (or import) one teacher")

@@ -353,20 +353,11 @@ class Runtime(_Strict):
     # The first distill stage of a (pair, seed) trains the cohort; the others then only publish their
     # result. docs/performance.md ("The matrix").
     share_teachers: bool = False
-    # On the CPU, the independent parts of a distill step run on threads of their own (each with
-    # ``threads`` intra-op threads): the frozen teachers' forward passes beside the student's, and
-    # an R2KD step's two views' backward passes side by side; and each epoch of a teacher or a
-    # student is scored (on a copy) while the next one trains. It uses the second core that
-    # `dvc repro`, running one stage at a time, leaves idle. The same numbers (each value comes from
-    # the same kernels, only on another thread), so no stage lists it. auto = on when the process
-    # may use at least 2 x threads cores (its CPU affinity: a SLURM or taskset allocation counts);
-    # never on CUDA, nor with nproc_per_node > 1, nor in a share_teachers cohort. r2kd/overlap.py.
-    overlap: Literal["auto", "always", "never"] = "auto"
 
     def result_settings(self) -> dict[str, Any]:
         """The settings results may depend on: what a resume state must match (not ``workers``,
-        not ``share_teachers``, not ``overlap``)."""
-        return self.model_dump(exclude={"workers", "share_teachers", "overlap"})
+        not ``share_teachers``)."""
+        return self.model_dump(exclude={"workers", "share_teachers"})
 
     @model_validator(mode="after")
     def _one_device_per_process(self) -> "Runtime":

@@ -38,7 +38,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "r2kd/data/__init__.py", "r2kd/data/index.py", "r2kd/data/loader.py", "r2kd/data/prepared.py",
         "r2kd/data/registry.py", "r2kd/data/stream.py", "r2kd/data/transforms.py", "r2kd/distributed.py",
         "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/gpu_slots.py", "r2kd/graphs.py",
-        "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py", "r2kd/overlap.py", "r2kd/parallel.py",
+        "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py", "r2kd/parallel.py",
         "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/pretrained.py", "r2kd/runtime.py", "r2kd/stages/__init__.py",
         "r2kd/stages/csvlog.py", "r2kd/stages/dataset.py", "r2kd/stages/record.py",
         "r2kd/stages/train_teacher.py", "r2kd/syncbn.py", "r2kd/train.py", "r2kd/yamlfile.py"
@@ -69,7 +69,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "r2kd/data/transforms.py",
         "r2kd/distributed.py", "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/gpu_slots.py",
         "r2kd/graphs.py", "r2kd/lock.py", "r2kd/methods", "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py",
-        "r2kd/overlap.py", "r2kd/parallel.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/recorded.py",
+        "r2kd/parallel.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/recorded.py",
         "r2kd/pruning/__init__.py",
         "r2kd/pruning/bn.py", "r2kd/pruning/methods.py", "r2kd/runs.py", "r2kd/runtime.py", "r2kd/stagecode.py",
         "r2kd/stages/__init__.py", "r2kd/stages/cohort.py", "r2kd/stages/csvlog.py", "r2kd/stages/dataset.py",
@@ -79,18 +79,18 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "corrupt": (
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
         "r2kd/corruptions.py", "r2kd/data/__init__.py", "r2kd/data/corrupted.py", "r2kd/data/prepared.py",
-        "r2kd/errors.py", "r2kd/files.py", "r2kd/overlap.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/recorded.py",
-        "r2kd/stages/__init__.py", "r2kd/stages/corrupt.py", "r2kd/yamlfile.py"
+        "r2kd/errors.py", "r2kd/files.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/recorded.py",
+        "r2kd/stages/__init__.py", "r2kd/stages/corrupt.py", "r2kd/workers.py", "r2kd/yamlfile.py"
     ),
     "evaluate": (
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
         "r2kd/data/__init__.py", "r2kd/data/corrupted.py", "r2kd/data/index.py", "r2kd/data/loader.py",
         "r2kd/data/prepared.py", "r2kd/data/registry.py", "r2kd/data/stream.py", "r2kd/data/transforms.py",
         "r2kd/distributed.py", "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/gpu_slots.py",
-        "r2kd/modelfile.py", "r2kd/models", "r2kd/overlap.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/recorded.py",
+        "r2kd/modelfile.py", "r2kd/models", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/recorded.py",
         "r2kd/runs.py",
         "r2kd/runtime.py", "r2kd/stages/__init__.py", "r2kd/stages/dataset.py", "r2kd/stages/evaluate.py",
-        "r2kd/yamlfile.py"
+        "r2kd/workers.py", "r2kd/yamlfile.py"
     ),
     "export": (
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",

@@ -8,10 +8,7 @@ inputs, seed, code) continues from there and ends with exactly the numbers of an
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -64,13 +61,6 @@ class TrainStep:
         self.first_bad.fill_(-1)
         self.step_index.zero_()
 
-    @property
-    def looks_ahead(self) -> bool:
-        return getattr(self.objective, "looks_ahead", False)
-
-    def upcoming(self, x: torch.Tensor | None) -> None:
-        self.objective.upcoming(x)
-
     def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
         with autocast(self.device, self.amp, cache_enabled=self.autocast_cache):
             terms = self.objective(self.model, x, y, epoch)
@@ -79,11 +69,7 @@ class TrainStep:
         self.first_bad.copy_(torch.where(bad & (self.first_bad < 0), self.step_index, self.first_bad))
         self.step_index.add_(1)
         self.optimizer.zero_grad(set_to_none=True)
-        # An objective may backpropagate its terms itself, the same numbers faster
-        # (DistillObjective.backward: one backward pass per view, side by side on the CPU).
-        split = getattr(self.objective, "backward", None)
-        if self.scaler.is_enabled() or split is None or not split(terms, self.model):
-            self.scaler.scale(loss).backward()
+        self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         for name, value in terms.items():
@@ -138,10 +124,6 @@ class Trainer:
     # What the objective calls instead of ``model`` (r2kd.parallel.for_training: DDP on this rank's
     # shard of each global batch); ``model`` itself stays the network that is scored and saved.
     forward_model: torch.nn.Module | None = None
-    # Score each epoch on a thread of its own while the next epoch trains (runtime.overlap: CPU, one
-    # process, a spare core): on a copy of the model taken when the epoch ended, with the resume
-    # state taken then too, so the records, state files and outputs are those of scoring in place.
-    score_beside: bool = False
 
     def fit(self) -> FitResult:
         device = next(self.model.parameters()).device
@@ -152,11 +134,9 @@ class Trainer:
             step = GraphedStep(step, batch_size=self.train_batches.batch_size, backend=self.graph_backend)
         start_epoch = self._resume(member.optimizer, member.history)
         member.begin(start_epoch)
-        beside = self.score_beside and world().world_size == 1 and step.kind == "eager"
         (outcome,) = run_epochs([member], _OneStep(step), start_epoch, self.recipe.epochs,
                                 save=lambda epoch: self._save_state(epoch, member.optimizer, member.history),
-                                label=self.label, solo=True,
-                                taken=(lambda: self._take_state(member.optimizer)) if beside else None)
+                                label=self.label, solo=True)
         self.step_kind = step.kind  # a failed capture turns a graphed run eager
         assert isinstance(outcome, FitResult)
         return outcome
@@ -188,12 +168,6 @@ class Trainer:
     def _write(self, epoch: int, state: dict) -> None:
         save_checkpoint(self.state_path,
                         {"format": "r2kd-resume-v1", "fingerprint": self.fingerprint, "epoch": epoch, **state})
-
-    def _take_state(self, optimizer: SGD) -> Callable[[int, list[dict]], None]:
-        """The resume state as it is now, copied (training goes on in place meanwhile); the returned
-        function writes it as epoch ``epoch``'s, with the history as recorded by then."""
-        state = _cloned(self.state_dict(optimizer, []))
-        return lambda epoch, history: self._write(epoch, {**state, "history": history})
 
     def state_dict(self, optimizer: SGD, history: list[dict]) -> dict:
         """Everything a resume restores: weights, optimiser, every random stream, frozen modules' state."""
@@ -283,13 +257,6 @@ class _OneStep:
     def begin_epoch(self, epoch: int) -> None:
         self.step.begin_epoch(epoch)
 
-    @property
-    def looks_ahead(self) -> bool:
-        return getattr(self.step, "looks_ahead", False)
-
-    def upcoming(self, x: torch.Tensor | None) -> None:
-        self.step.upcoming(x)
-
     def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
         self.step(x, y, epoch)
 
@@ -298,25 +265,15 @@ class _OneStep:
 
 
 def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, save: Callable[[int], None],
-               label: str, solo: bool = False,
-               taken: Callable[[], Callable[[int, list[dict]], None]] | None = None) -> list["FitResult | TrainingDiverged"]:
+               label: str, solo: bool = False) -> list["FitResult | TrainingDiverged"]:
     """The epoch loop: every member sees the same batches, in lockstep (one run, or a cohort of runs
     that share their frozen teachers' forwards: r2kd.cohort). ``step`` trains every live member on a
     batch; ``save(epoch)`` writes the resume state after each epoch. A member whose loss stops being
-    finite is dropped (``solo``: raised at once, before its state is saved) and returned as the error.
-
-    With ``taken`` (one run, one process: Trainer.score_beside) an epoch is scored on a thread while
-    the next one trains, on a copy of the model; ``taken()`` copies the resume state when the epoch
-    ends and returns what writes it with the epoch's record, from that thread. The records and state
-    files are those of scoring in place; the epoch's line is printed during the next one."""
+    finite is dropped (``solo``: raised at once, before its state is saved) and returned as the error."""
     trainer0 = members[0].trainer
     train_batches = trainer0.train_batches
     steps_per_epoch = len(train_batches)
     main = world().is_main  # only rank 0 of a multi-process run reports and writes
-    if taken is not None and len(members) != 1:
-        raise ValueError("an epoch is scored beside the next one only in a run of its own")
-    scorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="r2kd-score") if taken is not None else None
-    pending: Callable[[], None] | None = None  # finishes the epoch being scored on the thread
 
     def row_of(m: Member, epoch: int, term_sums: dict, scores: dict, seconds: float) -> dict:
         return {
@@ -342,25 +299,7 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                 f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {row['seconds']:.1f}s"
             )
 
-    def start_scoring(m: Member, epoch: int, term_sums: dict, trained: float) -> Callable[[], None]:
-        write = taken()
-        snapshot = copy.deepcopy(m.trainer.model)
-        term_sums = {k: v.clone() for k, v in term_sums.items()}  # the step zeroes its own next epoch
-        history = list(m.history)
-
-        def score() -> dict:
-            began = time.perf_counter()
-            scores = evaluate(snapshot, m.trainer.test_batches, m.trainer.amp)
-            row = row_of(m, epoch, term_sums, scores, trained + time.perf_counter() - began)
-            # Written here, as soon as the epoch is scored: a run stopped during the next epoch
-            # (an exception waits for this thread) resumes after this one, as without the thread.
-            write(epoch, history + [row])
-            return row
-
-        future = scorer.submit(score)
-        return lambda: record(m, future.result(), term_sums)
-
-    with scorer or contextlib.nullcontext(), _progress(disable=not main) as progress:
+    with _progress(disable=not main) as progress:
         task = progress.add_task(label, total=epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch)
         for epoch in range(start_epoch + 1, epochs + 1):
             live = [m for m in members if m.failed is None]
@@ -371,17 +310,11 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                 m.optimizer.lr = lr_at(m.trainer.recipe, epoch)
                 m.trainer.model.train()
             step.begin_epoch(epoch)
-            ahead = getattr(step, "looks_ahead", False)
-            for x, y, following in _with_next(train_batches, ahead):
-                if ahead:
-                    step.upcoming(following)
+            for x, y in train_batches:
                 step(x, y, epoch)
                 progress.advance(task)
             outcomes = step.end_epoch()
             trained = time.perf_counter() - began
-            if pending is not None:  # the epoch before: scored while this one trained
-                pending()
-                pending = None
             for m, (term_sums, bad_step) in zip(live, outcomes):
                 member_began = time.perf_counter()
                 t = m.trainer
@@ -400,9 +333,6 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                         raise m.failed
                     progress.console.print(f"[red]{m.failed}[/]")
                     continue
-                if scorer is not None:
-                    pending = start_scoring(m, epoch, term_sums, trained)
-                    continue
                 # Each process scores its share of the test batches; the sums are added up.
                 w = world()
                 scores = evaluate(t.model, t.test_batches, t.amp, part=(w.rank, w.world_size),
@@ -410,38 +340,8 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                 # A run's seconds: the shared training pass split evenly, plus its own evaluation.
                 seconds = trained / len(live) + time.perf_counter() - member_began
                 record(m, row_of(m, epoch, term_sums, scores, seconds), term_sums)
-            if pending is None:
-                save(epoch)
-        if pending is not None:
-            pending()
+            save(epoch)
     return [m.result() for m in members]
-
-
-def _cloned(tree):
-    """``tree`` (dicts, lists, tuples of tensors and plain values) with every tensor copied."""
-    if isinstance(tree, torch.Tensor):
-        return tree.detach().clone()
-    if isinstance(tree, dict):
-        return {key: _cloned(value) for key, value in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_cloned(value) for value in tree)
-    return tree
-
-
-def _with_next(batches, ahead: bool):
-    """(x, y, the next batch's images or None) for each batch. With ``ahead`` each batch is taken
-    from the loader one step early, so that a step which overlaps its frozen networks' passes can
-    queue the next batch's behind its own (DistillObjective.upcoming); without, one at a time."""
-    if not ahead:
-        for x, y in batches:
-            yield x, y, None
-        return
-    iterator = iter(batches)
-    current = next(iterator, None)
-    while current is not None:
-        following = next(iterator, None)
-        yield current[0], current[1], None if following is None else following[0]
-        current = following
 
 
 def _say(message: str) -> None:

@@ -131,26 +131,9 @@ def test_a_cohort_gives_each_run_the_bytes_it_gets_alone_with_a_fraction_of_the_
     assert counts == {"teacher": 2 * steps, "pruned": 2 * steps}
 
 
-def test_frozen_networks_on_their_own_threads_change_no_byte_of_a_run(work):
-    """runtime.overlap (the CPU default where a core is spare): the distill stage gives the
-    bytes of the serial step, whatever the machine's core count made ``auto`` choose."""
-    from r2kd.stages import distill
-
-    base = _set_sharing(False)
-    runs = [run for run in _runs(base) if (run.method, run.augment) in {("r2kd", "cutmix"), ("kd", "none")}]
-    results = {}
-    for setting in ("never", "always"):
-        params = base.model_copy(update={"runtime": base.runtime.model_copy(update={"overlap": setting})})
-        for run in runs:
-            distill.run(params, run.pair, run.method, run.augment, run.seed)
-        results[setting] = {run.stage: {name: sha256_file(run.dir / name) for name in RESULTS} for run in runs}
-        shutil.rmtree(paths.RUNS / "students")
-    assert results["always"] == results["never"]
-
-
-def test_scoring_models_on_threads_changes_no_byte_of_the_evaluation(work):
-    """runtime.overlap in the evaluate stage: models scored several at once give reports/eval.json
-    byte for byte as scored one by one."""
+def test_scoring_models_on_threads_changes_no_byte_of_the_evaluation(work, monkeypatch):
+    """The evaluate stage on the CPU: models scored several at once (r2kd/workers.py) give
+    reports/eval.json byte for byte as scored one by one."""
     from r2kd.stages import corrupt, distill, evaluate
 
     base = _set_sharing(False)
@@ -158,11 +141,12 @@ def test_scoring_models_on_threads_changes_no_byte_of_the_evaluation(work):
         distill.run(base, run.pair, run.method, run.augment, run.seed)
     corrupt.run(base)
     digests = {}
-    for setting in ("never", "always"):
-        evaluate.run(base.model_copy(update={"runtime": base.runtime.model_copy(update={"overlap": setting})}))
-        digests[setting] = sha256_file(paths.EVAL)
+    for workers in (1, 2):
+        monkeypatch.setattr(evaluate, "cpu_workers", lambda device, threads: workers)
+        evaluate.run(base)
+        digests[workers] = sha256_file(paths.EVAL)
         paths.EVAL.unlink()
-    assert digests["always"] == digests["never"]
+    assert digests[2] == digests[1]
 
 
 def test_only_the_runs_a_change_touches_are_trained_again(work, monkeypatch):

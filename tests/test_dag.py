@@ -246,19 +246,6 @@ def test_dvc_reads_yaml_with_the_c_loader():
     assert YAML(typ="safe").Parser is CParser  # the loader dvc/utils/serialize/_yaml.py uses
 
 
-@pytest.mark.parametrize("threads,nproc", [(1, 1), (3, 2)])
-def test_warm_serves_every_thread_count_of_the_snakemake_jobs(tmp_path, threads, nproc):
-    """`r2kd warm --snakemake` (make run) starts a server for each thread count Snakemake gives a job:
-    a job of any other count would run cold."""
-    from r2kd.warm import snakemake_job_threads
-
-    root = make_repo(tmp_path / "repo", override={"runtime": {"threads": threads, "nproc_per_node": nproc}}, git=False)
-    out = run(["snakemake", "--dry-run", "--forceall", "--cores", "64"], root).stdout
-    jobs = re.split(r"^(?:local)?rule \S+:$", out, flags=re.M)[1:]
-    counts = {int(m.group(1)) if (m := re.search(r"^\s*threads: (\d+)$", job, re.M)) else 1 for job in jobs}
-    assert counts == set(snakemake_job_threads(threads, nproc))
-
-
 def test_snakemake_parses_fast_without_torch_or_dvc(tmp_path):
     """`snakemake -n` imports only the schema: no torch, no DVC, and it works outside a git clone."""
     root = make_repo(tmp_path / "repo", override={}, git=False)

@@ -47,8 +47,7 @@ class Batches:
             yield self.x[idx], self.y[idx]
 
 
-def make_trainer(tmp_path: Path, objective=cross_entropy_objective, epochs: int = 3, fingerprint: str = "f",
-                 beside: bool = False) -> Trainer:
+def make_trainer(tmp_path: Path, objective=cross_entropy_objective, epochs: int = 3, fingerprint: str = "f") -> Trainer:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
                                 torch.nn.Flatten(), torch.nn.Linear(144, 4))
@@ -57,7 +56,7 @@ def make_trainer(tmp_path: Path, objective=cross_entropy_objective, epochs: int 
                                                    milestones=[2]),
                    train_batches=Batches(generator), test_batches=Batches(None), objective=objective,
                    generators={"data": generator}, state_path=tmp_path / "state" / "resume.pt",
-                   fingerprint=fingerprint, label="t", score_beside=beside)
+                   fingerprint=fingerprint, label="t")
 
 
 def weights_hash(model: torch.nn.Module) -> str:
@@ -71,11 +70,7 @@ def test_same_seed_same_weights(tmp_path):
     assert [r["test_top1"] for r in ra.history] == [r["test_top1"] for r in rb.history]
 
 
-BESIDE = pytest.mark.parametrize("beside", [False, True], ids=["scored-in-place", "scored-beside"])
-
-
-@BESIDE
-def test_crash_mid_epoch_then_resume_equals_uninterrupted(tmp_path, beside):
+def test_crash_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     reference = make_trainer(tmp_path / "ref")
     reference.fit()
 
@@ -88,56 +83,12 @@ def test_crash_mid_epoch_then_resume_equals_uninterrupted(tmp_path, beside):
         return cross_entropy_objective(model, x, y, epoch)
 
     with pytest.raises(KeyboardInterrupt):
-        make_trainer(tmp_path / "run", objective=crashing, beside=beside).fit()
+        make_trainer(tmp_path / "run", objective=crashing).fit()
     assert load_checkpoint(tmp_path / "run/state/resume.pt")["epoch"] == 1  # last completed epoch kept
-    resumed = make_trainer(tmp_path / "run", beside=beside)
+    resumed = make_trainer(tmp_path / "run")
     result = resumed.fit()
     assert result.resumed_from_epoch == 1
     assert weights_hash(resumed.model) == weights_hash(reference.model)
-
-
-def test_scoring_beside_the_next_epoch_changes_no_record_state_or_weight(tmp_path, monkeypatch):
-    """runtime.overlap scores each epoch on a thread while the next trains (Trainer.score_beside): on a
-    copy of the model, so every record, each epoch's resume state and the weights are those of
-    scoring in place."""
-    import copy
-    import threading
-
-    from r2kd import train
-
-    written, scored = {}, []
-    real_save, real_evaluate = train.save_checkpoint, train.evaluate
-
-    def saving(path, state):
-        written.setdefault(path.parent.parent.name, []).append(copy.deepcopy(state))  # as written, not as it grows
-        real_save(path, state)
-
-    def scoring(model, *args, **kwargs):
-        scored.append((threading.current_thread().name, model))
-        return real_evaluate(model, *args, **kwargs)
-
-    monkeypatch.setattr(train, "save_checkpoint", saving)
-    monkeypatch.setattr(train, "evaluate", scoring)
-    in_place, beside = make_trainer(tmp_path / "in-place", epochs=4), make_trainer(tmp_path / "beside", epochs=4,
-                                                                                   beside=True)
-    a, b = in_place.fit(), beside.fit()
-    assert weights_hash(in_place.model) == weights_hash(beside.model)
-
-    def without_seconds(history):
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
-
-    assert without_seconds(a.history) == without_seconds(b.history) and (a.best_epoch, a.best_top1) == (b.best_epoch,
-                                                                                                         b.best_top1)
-    assert len(written["in-place"]) == len(written["beside"]) == 4
-    for x, y in zip(written["in-place"], written["beside"]):
-        assert x.keys() == y.keys() and x["epoch"] == y["epoch"]
-        assert without_seconds(x["history"]) == without_seconds(y["history"])
-        assert files.sha256_state_dict(x["model"]) == files.sha256_state_dict(y["model"])
-        assert all(torch.equal(p, q) for p, q in zip(x["optimizer"]["momentum_buffers"], y["optimizer"]["momentum_buffers"]))
-        assert torch.equal(x["generators"]["data"], y["generators"]["data"]) and torch.equal(x["torch_rng"], y["torch_rng"])
-    threads = [name for name, _ in scored]
-    assert threads[:4] == ["MainThread"] * 4 and all(name.startswith("r2kd-score") for name in threads[4:])
-    assert all(model is not beside.model for _, model in scored[4:])  # a copy: training went on meanwhile
 
 
 def test_changed_fingerprint_starts_over(tmp_path):
@@ -147,8 +98,7 @@ def test_changed_fingerprint_starts_over(tmp_path):
     assert again.fit().resumed_from_epoch == 0
 
 
-@BESIDE
-def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_state(tmp_path, beside):
+def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_state(tmp_path):
     def diverging(model, x, y, epoch):
         terms = cross_entropy_objective(model, x, y, epoch)
         diverging.step += 1
@@ -157,7 +107,7 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_state(tmp_path
         return terms
 
     diverging.step = 0
-    trainer = make_trainer(tmp_path, objective=diverging, beside=beside)
+    trainer = make_trainer(tmp_path, objective=diverging)
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2"):
         trainer.fit()
     state = load_checkpoint(tmp_path / "state/resume.pt")

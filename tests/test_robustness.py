@@ -129,7 +129,7 @@ def test_corrupted_set_is_deterministic_and_per_image(tmp_path):
     images = torch.from_numpy(np.stack([smooth_image(8, 1, s).transpose(2, 0, 1) for s in range(12)]))
     labels = torch.arange(12) % 3
     first, names = build(images, labels, True, 2, seed=5)
-    again, _ = build(images, labels, True, 2, seed=5, workers=2)  # shared out among processes (runtime.overlap)
+    again, _ = build(images, labels, True, 2, seed=5, workers=2)  # shared out among processes (r2kd/workers.py)
     assert names == C.CORRUPTIONS and first["images"].shape == (15, 5, 6, 1, 8, 8)
     assert first["index"].tolist() == [0, 1, 2, 3, 4, 5]
     save_checkpoint(tmp_path / "a.pt", first)

@@ -24,14 +24,6 @@ Which passes may share a batch:
 - Frozen passes run under ``torch.inference_mode`` (no autograd bookkeeping at all); their logits
   are copied out of inference mode so that a method may use them like any tensor.
 
-Which thread runs a pass (``runtime.overlap``, CPU): with ``frozen_threads`` set, the frozen networks
-that have a thread run their passes there, in order, while the calling thread draws the view and
-runs the student; an R2KD step's two views then backpropagate side by side (:meth:`DistillObjective.
-backward`). Told the next batch (:meth:`DistillObjective.upcoming`, by the training loop), a step
-also queues that batch's clean passes behind its own, so they run during its backward pass and
-update: a KD, DIST or DKD step then hides most of its teacher's forward pass. The same
-values, computed on other threads and earlier (r2kd.overlap).
-
 ``fast`` (``runtime.fast_path``, resolved by :func:`r2kd.runtime.fast_path_enabled`) also feeds
 the batch in channels_last memory format; the caller converts the networks
 (:func:`r2kd.runtime.fast_layout`). Rounding may change, so it is opt-in on the CPU.
@@ -41,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -50,7 +41,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from r2kd.augment import make_view
 from r2kd.methods.base import Method
-from r2kd.overlap import HEAVIEST_FIRST, FrozenThreads, settle
 from r2kd.static_views import apply_view, draw_view, static_views
 
 
@@ -80,15 +70,6 @@ def _frozen(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         out = module(x)
     return out.clone()
-
-
-def _grads(terms: list[torch.Tensor], params: list[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
-    return torch.autograd.grad(sum(terms), params, allow_unused=True)
-
-
-def _frozen_on_view(module: torch.nn.Module, view_ready: Future) -> torch.Tensor:
-    """Logits of a frozen network on the step's view, once the thread that draws it has (overlap)."""
-    return _frozen(module, view_ready.result().x)
 
 
 def batch_independent(module: torch.nn.Module) -> bool:
@@ -140,16 +121,6 @@ class DistillObjective:
     # per view kind, shared) and the same frozen networks: each view and each frozen pass is computed
     # by the first run that needs it in a step and reused, bit for bit, by the others.
     shared: SharedPasses | None = field(default=None, repr=False)
-    # runtime.overlap (CPU): the frozen networks' passes run on these threads while the calling
-    # thread runs the student; same numbers (r2kd.overlap).
-    frozen_threads: FrozenThreads | None = field(default=None, repr=False)
-    # The last overlapped step's term names, clean view's then augmented view's: what
-    # :meth:`backward` splits the backward pass by.
-    _views_of_terms: tuple[list[str], list[str]] | None = field(default=None, init=False, repr=False)
-    # Overlap: the batch the next step will get (:meth:`upcoming`), and the clean passes already
-    # queued for it on the frozen networks' threads, by network: (that batch, its logits to come).
-    _upcoming: torch.Tensor | None = field(default=None, init=False, repr=False)
-    _ahead: dict[str, tuple[torch.Tensor, Future]] = field(default_factory=dict, init=False, repr=False)
 
     def graph_view(self) -> str | None:
         """The view every step builds, if it has a fixed-shape form; None if it cannot be captured."""
@@ -161,9 +132,6 @@ class DistillObjective:
         return draw_view(self.method.aug_view, shape, self.view_generator)
 
     def __call__(self, student: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
-        self._views_of_terms = None
-        if self._overlaps():
-            return self._overlapped(student, x, y, epoch)
         x = self._layout(x)
         view, clean, on_view = self._clean_passes(x)
         terms = self._losses(student, x, y, epoch, clean, clean=True)
@@ -218,122 +186,6 @@ class DistillObjective:
                 if on_view[name] is None:
                     on_view[name] = self._once((name, aug), lambda: _frozen(net, view.x))
         return view
-
-    @property
-    def looks_ahead(self) -> bool:
-        """True when the training loop should say which batch comes next (:meth:`upcoming`)."""
-        return self._overlaps()
-
-    def upcoming(self, x: torch.Tensor | None) -> None:
-        """Called by the training loop before each step with the images of the step after it (None:
-        the epoch's last step). The coming step then queues that batch's clean passes on the frozen
-        networks' threads behind its own, so they run while this thread backpropagates and updates
-        the student; the next step finds its teachers' clean logits computed or under way. Each
-        network still sees the batches in order (its thread runs them in turn), so the pruned
-        teacher's running statistics are the serial step's."""
-        self._upcoming = x
-
-    def _overlaps(self) -> bool:
-        # A cohort shares its passes between runs, and a captured CUDA graph draws its view from
-        # static tensors: both keep the serial order.
-        return (self.frozen_threads is not None and self.shared is None and self.static_draw is None
-                and any(name in self.frozen_threads for name in self._nets()))
-
-    def _overlapped(self, student: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
-        """The step of ``__call__`` with the passes of the frozen networks that have a thread queued
-        there first (clean, then view); this thread draws the view and runs the student and the other
-        frozen networks meanwhile. Every value is the serial step's: only which thread computes it
-        changes, and each network's passes keep their order."""
-        batch, upcoming, self._upcoming = x, self._upcoming, None
-        x = self._layout(x)
-        aug = self.method.aug_view
-        nets = {name: getattr(self, name) for name in self._nets()}
-        away = [name for name in nets if name in self.frozen_threads]
-        view_ready: Future = Future()
-        ahead, self._ahead = self._ahead, {}
-        if any(images is not batch for images, _ in ahead.values()):
-            settle(future for _, future in ahead.values())
-            raise RuntimeError("a step got other images than the ones announced to it (DistillObjective.upcoming): "
-                               "the frozen networks already ran on those")
-        clean_away = {name: ahead[name][1] if name in ahead else
-                      self.frozen_threads.submit(name, functools.partial(_frozen, nets[name], x), x.device.type)
-                      for name in away}
-        view_away = {} if aug == "none" else {
-            name: self.frozen_threads.submit(name, functools.partial(_frozen_on_view, nets[name], view_ready),
-                                             x.device.type)
-            for name in away}
-        if upcoming is not None:
-            # Behind this step's own passes on each thread, so a network's passes keep the batches' order.
-            self._ahead = {name: (upcoming, self.frozen_threads.submit(
-                name, functools.partial(_frozen, nets[name], self._layout(upcoming)), x.device.type)) for name in away}
-        clean: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
-        on_view: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
-
-        def clean_logits(name: str) -> torch.Tensor:
-            if clean[name] is None:
-                clean[name] = clean_away[name].result() if name in away else _frozen(nets[name], x)
-            return clean[name]
-
-        try:
-            view = None
-            if aug == "cutmixpick":  # the view ranks the clean batch by the teacher's logits
-                view = self._view(aug, x, clean_logits("teacher") if "teacher" in nets else None)
-            elif aug != "none":
-                view = self._view(aug, x, None)
-            view_ready.set_result(view)
-            student_clean = student(x)
-            student_view = student(view.x) if view is not None else None
-            for name in nets:
-                clean_logits(name)
-            terms = self._terms(student_clean, y, epoch, clean, clean=True)
-            if view is not None:
-                for name in nets:
-                    on_view[name] = view_away[name].result() if name in away else _frozen(nets[name], view.x)
-                labels = y if view.index is None else y[view.index]
-                view_terms = self._terms(student_view, labels, epoch, on_view, clean=False)
-                # Under autocast both views' passes share each weight's cached low-precision copy: one
-                # node whose two gradients one backward pass adds in bf16, two passes in float32.
-                if not torch.is_autocast_enabled(x.device.type):
-                    self._views_of_terms = (list(terms), list(view_terms))
-                terms.update(view_terms)
-            return terms
-        except BaseException:
-            # No pass may outlive a failed step: neither this step's nor the next one's, queued ahead.
-            ahead, self._ahead = self._ahead, {}
-            if not view_ready.done():  # the step failed before its view: the view passes must not wait
-                view_ready.set_exception(RuntimeError("the step ended before its augmented view was drawn"))
-            settle([*clean_away.values(), *view_away.values(), *(future for _, future in ahead.values())])
-            raise
-        finally:
-            settle([*clean_away.values(), *view_away.values()])
-
-    def backward(self, terms: dict[str, torch.Tensor], student: torch.nn.Module) -> bool:
-        """Backpropagate ``sum(terms.values())`` into the student's ``.grad`` as two backward passes
-        side by side, one per view, if the last step was overlapped and had a view; False: nothing
-        done, the caller backpropagates as usual.
-
-        The same numbers: no term mixes the two views (a method scores each view on its own logits),
-        and the two views' passes share no node but the student's parameters (not under autocast,
-        whose cached weight casts both passes use: then this returns False), so each branch of the
-        graph receives the gradients it receives in one backward pass, and each parameter's gradient
-        is the sum of its two branches' in either case (one addition of two floats, which does not
-        depend on their order). tests/test_overlap.py checks every registered student."""
-        split, self._views_of_terms = self._views_of_terms, None
-        if split is None or self.frozen_threads is None or set(terms) != {*split[0], *split[1]}:
-            return False
-        params = [p for p in student.parameters() if p.requires_grad]
-        branches = [[terms[name] for name in names if terms[name].requires_grad] for names in split]
-        if not all(branches):
-            return False
-        worker = next(name for name in HEAVIEST_FIRST if name in self.frozen_threads)
-        on_view = self.frozen_threads.submit(worker, functools.partial(_grads, branches[1], params), "cpu")
-        try:
-            on_clean = _grads(branches[0], params)
-        finally:
-            settle([on_view])
-        for p, clean_grad, view_grad in zip(params, on_clean, on_view.result()):
-            p.grad = clean_grad if view_grad is None else view_grad if clean_grad is None else clean_grad + view_grad
-        return True
 
     def _once(self, key: tuple[str, str], compute):
         return compute() if self.shared is None else self.shared.get(key, compute)

@@ -21,7 +21,7 @@ from r2kd.data.prepared import load_meta, load_prepared, storage_of
 from r2kd.errors import ConfigError
 from r2kd.files import save_checkpoint, sha256_state_dict, write_json
 from r2kd.recorded import params_record
-from r2kd.overlap import cpu_workers
+from r2kd.workers import cpu_workers
 
 
 def select(labels: torch.Tensor, limit: int | None) -> np.ndarray:
@@ -69,8 +69,8 @@ def run(params: Params) -> None:
     images, labels = _test_split(meta, cfg.corruptions)
     began = time.perf_counter()
     # Each image's corruption is a function of its own seed, so processes change no byte
-    # (runtime.overlap; tests/test_robustness.py).
-    workers = cpu_workers(params.runtime.overlap, torch.device("cpu"), params.runtime.threads)
+    # (r2kd/workers.py; tests/test_robustness.py).
+    workers = cpu_workers(torch.device("cpu"), params.runtime.threads)
     payload, names = build(images, labels, cfg.corruptions, cfg.corruption_limit, cfg.corruption_seed, workers)
     save_checkpoint(paths.CORRUPTED_TEST, payload)
     size = meta["image_size"]

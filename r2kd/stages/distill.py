@@ -23,7 +23,6 @@ from r2kd.methods import METHODS
 from r2kd.methods.objective import DistillObjective, SharedPasses
 from r2kd.modelfile import arch_spec, build, load_model, save_model
 from r2kd.models.complexity import complexity
-from r2kd.overlap import frozen_threads_for, scores_beside
 from r2kd.pruning import set_bn_mode
 from r2kd.runtime import fast_layout, fast_path_enabled, graphs_enabled, resolve_amp, seed_everything, set_threads
 from r2kd.runs import StudentRun, find_run
@@ -141,10 +140,6 @@ def build_run(params: Params, run: StudentRun, data: Data, device: torch.device,
     if inputs is None:
         inputs = input_hashes([*data_files(), paths.pair_file(run.pair)])
     view_generator = view_generator(chosen.aug_view)
-    # A cohort (``shared``) keeps its passes in order for all its runs: no threads there.
-    frozen_threads = None if shared is not None else frozen_threads_for(
-        params.runtime.overlap, device, params.runtime.threads, world().world_size,
-        [name for name, m in (("teacher", teacher_model), ("pruned", pruned_model)) if m is not None])
     objective = DistillObjective(
         method=chosen,
         # On N processes each runs its shard of the global batch and returns the whole batch's logits.
@@ -155,7 +150,6 @@ def build_run(params: Params, run: StudentRun, data: Data, device: torch.device,
         std=data.meta["std"],
         fast=fast,
         shared=shared,
-        frozen_threads=frozen_threads,
     )
     trainer = Trainer(
         model=model,
@@ -172,7 +166,6 @@ def build_run(params: Params, run: StudentRun, data: Data, device: torch.device,
         graphs=graphs_enabled(fast, device, amp),
         modules_to_save={"pruned": pruned_model} if pruned_model is not None else {},
         forward_model=parallel.for_training(model, device),
-        score_beside=scores_beside(params.runtime.overlap, device, params.runtime.threads, world().world_size),
     )
     return BuiltRun(run, spec, hparams, chosen, inputs, model, trainer, data, amp)
 

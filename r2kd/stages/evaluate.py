@@ -23,7 +23,7 @@ from r2kd.evaluation import agreement, calibration, evaluate, fit_temperature, k
 from r2kd.files import write_json
 from r2kd.modelfile import arch_spec, load_model
 from r2kd.models.complexity import complexity
-from r2kd.overlap import cpu_workers, map_in_order
+from r2kd.workers import cpu_workers, map_in_order
 from r2kd.recorded import params_record
 from r2kd.runs import student_runs
 from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
@@ -64,10 +64,10 @@ def run(params: Params) -> None:
         return {**scores, **complexity(model, data.input_shape)}, torch.cat(clean), corr
 
     # Models are scored independently, each by the kernels it would run alone, so on the CPU several
-    # are scored at once, on threads (runtime.overlap); the records are assembled in order, each
+    # are scored at once, on threads (r2kd/workers.py); the records are assembled in order, each
     # model's logits dropped once its record is done (a student's corrupted-set logits can be
     # hundreds of MB), as when they are scored one by one.
-    workers = cpu_workers(params.runtime.overlap, device, params.runtime.threads)
+    workers = cpu_workers(device, params.runtime.threads)
     scored = map_in_order(score, jobs, workers, "evaluate")
     records: list[dict] = []
     teacher_logits: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}

@@ -15,7 +15,6 @@ from r2kd.errors import CheckpointError, ConfigError
 from r2kd.evaluation import evaluate
 from r2kd.files import load_checkpoint, sha256_file, write_json
 from r2kd.modelfile import arch_spec, build, load_state, save_model
-from r2kd.overlap import scores_beside
 from r2kd.models.complexity import complexity
 from r2kd.pretrained import check_fits, load_pretrained, resolve
 from r2kd.runtime import fast_path_enabled, graphs_enabled, resolve_amp, seed_everything, set_threads
@@ -67,7 +66,6 @@ def run(params: Params, arch: str) -> None:
             amp=amp,
             graphs=graphs_enabled(fast_path_enabled(params.runtime.fast_path, device), device, amp),
             forward_model=parallel.for_training(model, device),
-            score_beside=scores_beside(params.runtime.overlap, device, params.runtime.threads, world().world_size),
         )
         result = trainer.fit()
         history, best_top1, best_epoch, last, resumed = (
