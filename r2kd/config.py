@@ -68,8 +68,12 @@ PAIR_ID = r"^[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*$"  # becomes a stage name, a path an
 
 
 class _Strict(BaseModel):
-    # strict: `epochs: true`, `seeds: ["0"]` or `lr: "0.1"` are errors, not silently coerced
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    """The base of every section of the schema (tests/test_config.py checks that none escapes it)."""
+
+    # strict: `epochs: true`, `seeds: ["0"]` or `lr: "0.1"` are errors, not silently coerced.
+    # allow_inf_nan=False: `.inf` / `.nan` (valid YAML floats) are refused for every float field,
+    # here rather than per field, so a new float param cannot forget it and fail only mid-run.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 # --- data ---------------------------------------------------------------------------------------

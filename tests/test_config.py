@@ -99,6 +99,81 @@ def test_bad_value_names_the_key(path, value, expected):
     assert expected in str(info.value)
 
 
+def _float_keys(model, prefix: str = ""):
+    """The dotted key of every float field reachable from ``model`` (nested sections, dict values)."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    def models_in(annotation):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield "", annotation
+        elif typing.get_origin(annotation) is dict:
+            key, value = typing.get_args(annotation)
+            for name, sub in models_in(value):
+                yield name, sub
+        elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            for arg in typing.get_args(annotation):
+                yield from models_in(arg)
+
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if annotation is float or float in typing.get_args(annotation):
+            yield f"{prefix}{name}"
+        for _, sub in models_in(annotation):
+            yield from _float_keys(sub, f"{prefix}{name}.<key>.") if typing.get_origin(annotation) is dict \
+                else _float_keys(sub, f"{prefix}{name}.")
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_every_float_param_refuses_non_finite_values_naming_the_key(value):
+    """`.inf` / `.nan` are valid YAML floats; every float param refuses them at validation, not mid-run."""
+    from r2kd.config import METHOD_PARAMS, Params
+
+    keys = [k for k in _float_keys(Params)]
+    keys = [k.replace("pairs.<key>.", "") if k.startswith("pairs.") else k for k in keys]
+    keys += [k for m, model in METHOD_PARAMS.items() for k in _float_keys(model, f"method_params.{m}.")]
+    keys += [k.replace("method_params.", "pairs.wrn_16_2-resnet8.method_params.", 1) for k in keys
+             if k.startswith("method_params.")]
+    assert {"distill.lr", "distill.weight_decay", "method_params.kd.temperature", "prune.finetune.lr",
+            "export.tolerance", "data.test_fraction"} <= set(keys)
+    assert not [k for k in keys if "<key>" in k], keys  # a float in a dict of sections: add it here
+    for key in keys:
+        raw = copy.deepcopy(DEFAULT)
+        *parents, last = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+        with pytest.raises(ConfigError) as info:
+            parse_params(raw)
+        assert f"{key}: Input should be a finite number" in str(info.value), (key, str(info.value))
+
+
+def test_non_finite_yaml_floats_are_one_line_errors(tmp_path):
+    text = (REPO / "params.yaml").read_text().replace("  lr: 0.05\n", "  lr: .inf\n", 1)
+    assert ".inf" in text
+    (tmp_path / "params.yaml").write_text(text)
+    result = subprocess.run([sys.executable, "-m", "r2kd", "--params", str(tmp_path / "params.yaml"), "check"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "train_teacher.lr: Input should be a finite number (got inf)" in result.stderr, result.stderr
+
+
+def test_every_section_of_the_schema_has_the_strict_base():
+    """allow_inf_nan=False (and strict, extra=forbid) live in one base: every section must inherit it."""
+    from pydantic import BaseModel
+
+    from r2kd import config
+
+    models = [v for v in vars(config).values() if isinstance(v, type) and issubclass(v, BaseModel)
+              and v.__module__ == config.__name__]
+    assert len(models) > 10
+    assert [m.__name__ for m in models if not issubclass(m, config._Strict)] == []
+    assert config._Strict.model_config["allow_inf_nan"] is False
+
+
 def test_unknown_teacher_lists_known_models():
     raw = with_change("teachers", {"wrn_99": {"checkpoint": None, "checkpoint_sha256": None}})
     raw["pairs"] = {"p": {"teacher": "wrn_99", "student": "resnet8"}}
