@@ -65,6 +65,7 @@ PRETRAINED_DATASETS = ("imagenet", "imagefolder")
 
 MAX_SEED = 2**32 - 1  # seeds are mixed into other seeds; larger values overflow torch's 64-bit seed
 PAIR_ID = r"^[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*$"  # becomes a stage name, a path and an argument
+MAX_ID_LENGTH = 80  # a pair id's limit: with method, augment and seed, a stage name and path stay short
 
 
 class _Strict(BaseModel):
@@ -418,8 +419,11 @@ class Params(_Strict):
     @classmethod
     def _pair_ids(cls, pairs: dict[str, Pair]) -> dict[str, Pair]:
         for key in pairs:
-            if not re.match(PAIR_ID, key) or len(key) > 80:
+            if not re.match(PAIR_ID, key):
                 raise ValueError(f"pair id {key!r} may use only letters, digits, '_' and single '-' (it becomes a path)")
+            if len(key) > MAX_ID_LENGTH:
+                raise ValueError(f"pair id {_short(key, 40)} is {len(key)} characters; at most {MAX_ID_LENGTH} "
+                                 "(it becomes a stage name and part of every run's path)")
         return pairs
 
     @field_validator("teachers")

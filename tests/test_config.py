@@ -174,6 +174,17 @@ def test_every_section_of_the_schema_has_the_strict_base():
     assert config._Strict.model_config["allow_inf_nan"] is False
 
 
+def test_long_pair_id_is_refused_for_its_length_not_its_characters():
+    pair = {"teacher": "wrn_16_2", "student": "resnet8"}
+    parse_params(with_change("pairs", {"p" * 80: pair}))  # the limit itself is allowed
+    for key in ("p" * 81, "wrn_16_2-" + "resnet8_" * 10 + "x" * 4):
+        with pytest.raises(ConfigError) as info:
+            parse_params(with_change("pairs", {key: pair}))
+        message = str(info.value)
+        assert f"is {len(key)} characters; at most 80" in message, message
+        assert "may use only" not in message and len(message.splitlines()) == 2  # the header and one line
+
+
 def test_unknown_teacher_lists_known_models():
     raw = with_change("teachers", {"wrn_99": {"checkpoint": None, "checkpoint_sha256": None}})
     raw["pairs"] = {"p": {"teacher": "wrn_99", "student": "resnet8"}}
