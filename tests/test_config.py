@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -304,6 +306,44 @@ def test_unreadable_params_file_is_one_line(tmp_path, make, expected):
     if "valid" in expected and result.returncode == 0:  # root reads a chmod-0 file: nothing to refuse
         return
     assert result.returncode == 2 and re.search(expected, result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: p.symlink_to("/dev/zero"), r"is a character device \(through a symbolic link\), not a regular file"),
+    (lambda p: os.mkfifo(p), r"is a FIFO \(named pipe\), not a regular file"),
+    (lambda p: p.write_bytes(b"# padding\n" * 110_000), r"is 1,100,000 bytes, larger than 1,000,000"),
+    (lambda p: p.symlink_to(p.parent / "big.yaml") or (p.parent / "big.yaml").write_bytes(b"#" * 1_000_001),
+     r"is 1,000,001 bytes, larger than 1,000,000"),
+], ids=["symlink-to-dev-zero", "fifo", "too-large", "symlink-to-too-large"])
+def test_params_file_must_be_a_regular_file_of_bounded_size(tmp_path, make, expected):
+    """/dev/zero would be read without end and a FIFO blocks: both are refused by stat, before any read.
+    Run in a subprocess with a timeout, so a regression fails instead of hanging the suite."""
+    path = tmp_path / "params.yaml"
+    make(path)
+    result = subprocess.run([sys.executable, "-m", "r2kd", "--params", str(path), "check"], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(expected, result.stderr) and str(path) in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_params_reader_checks_the_open_descriptor_and_bounds_the_read(tmp_path, monkeypatch):
+    """A file swapped or grown between the stat and the open is refused by the descriptor's fstat; one
+    that grows after that is read only up to the limit."""
+    from r2kd import yamlfile
+
+    path = tmp_path / "params.yaml"
+    path.write_text("seeds: [0]\n")
+    real_fstat = os.fstat
+    monkeypatch.setattr(yamlfile.os, "fstat", lambda fd: os.stat_result(
+        (stat.S_IFIFO | 0o644, *real_fstat(fd)[1:])))  # swapped for a FIFO after the path's stat
+    with pytest.raises(ConfigError, match="is a FIFO"):
+        yamlfile.read_yaml(path)
+    monkeypatch.setattr(yamlfile.os, "fstat", real_fstat)
+    monkeypatch.setattr(yamlfile, "_check_regular", lambda *_: None)  # it grew past every stat
+    monkeypatch.setattr(yamlfile, "MAX_BYTES", 4)
+    with pytest.raises(ConfigError, match="larger than 4 bytes"):
+        yamlfile.read_yaml(path)
 
 
 def test_errors_name_the_file_given_with_params(tmp_path):
