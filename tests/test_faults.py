@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import conftest
 from conftest import env, make_repo, run
 from r2kd import files, paths
 from r2kd.config import TrainRecipe
@@ -487,8 +488,8 @@ def test_sigkill_mid_training_then_rerun_resumes(repo, tmp_path, tool):
     out = repo / "runs/teachers/resnet14"
     for leftover in (repo / paths.STATE, out):
         subprocess.run(["rm", "-rf", str(leftover)])
-    command = ([".venv/bin/dvc", "repro", "train_teacher@resnet14"] if tool == "dvc"
-               else [".venv/bin/snakemake", "--cores", "1", "runs/teachers/resnet14/model.pt"])
+    command = ([conftest.tool("dvc", repo), "repro", "train_teacher@resnet14"] if tool == "dvc"
+               else [conftest.tool("snakemake", repo), "--cores", "1", "runs/teachers/resnet14/model.pt"])
     proc = subprocess.Popen(command, cwd=repo, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     _kill_when(repo / paths.state_file(paths.teacher_dir("resnet14")), proc)
@@ -550,3 +551,23 @@ def test_import_pretrained_teacher_verified_by_sha256(repo, tmp_path):
     assert provenance["imported"] is True and str(ckpt) in provenance["inputs_sha256"]
     saved = load_checkpoint(repo / "runs/teachers/resnet14/model.pt")["model"]
     assert all(torch.equal(saved[k], v) for k, v in published.state_dict().items())
+
+
+def test_tools_come_from_the_environment_running_the_tests(tmp_path):
+    """`make test VENV=<another env>`: a checkout whose .venv is not the environment running the tests
+    (here a broken one) gets its tools from the running interpreter's bin, not from ./.venv/bin."""
+    import sys
+
+    broken = tmp_path / "other-env"
+    (broken / "bin").mkdir(parents=True)
+    for name in ("dvc", "snakemake", "r2kd"):
+        (broken / "bin" / name).write_text("#!/bin/sh\necho 'the wrong environment' >&2\nexit 3\n")
+        (broken / "bin" / name).chmod(0o755)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / ".venv").symlink_to(broken, target_is_directory=True)
+    assert conftest.tool("snakemake", checkout) == str(Path(sys.executable).parent / "snakemake")
+    result = run(["snakemake", "--version"], checkout)
+    assert "wrong environment" not in result.stderr and result.stdout.strip()
+    copy = make_repo(tmp_path / "copy", git=False)  # a copy links the running environment: README form
+    assert conftest.tool("dvc", copy) == ".venv/bin/dvc"
