@@ -571,3 +571,57 @@ def test_tools_come_from_the_environment_running_the_tests(tmp_path):
     assert "wrong environment" not in result.stderr and result.stdout.strip()
     copy = make_repo(tmp_path / "copy", git=False)  # a copy links the running environment: README form
     assert conftest.tool("dvc", copy) == ".venv/bin/dvc"
+
+
+class _OsWithFullDisk:
+    """The os module as r2kd.lock sees it, on a full disk: every write fails with ENOSPC."""
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    @staticmethod
+    def write(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_while_writing_the_stage_lock_is_a_one_line_error(tmp_path, monkeypatch):
+    from r2kd import lock
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(lock, "os", _OsWithFullDisk())
+    ran = []
+    with pytest.raises(UserError) as info:
+        with lock.stage_lock("distill@p-kd-default-0"):
+            ran.append(True)
+    assert str(info.value) == ("cannot write the lock file .r2kd/locks/distill@p-kd-default-0.lock: "
+                               "No space left on device")
+    assert ran == [] and info.value.__cause__ is None and info.value.__suppress_context__
+    monkeypatch.undo()
+    with lock.stage_lock("distill@p-kd-default-0"):  # nothing left held: the next run takes the lock
+        ran.append(True)
+    assert ran == [True]
+
+
+def test_lock_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, monkeypatch):
+    from r2kd import lock
+
+    monkeypatch.chdir(tmp_path)
+    Path(".r2kd").write_text("a file where the folder should be")
+    with pytest.raises(UserError, match=r"^cannot create the lock file \.r2kd/locks/prepare\.lock: "):
+        with lock.stage_lock("prepare"):
+            pass
+
+
+def test_cli_on_a_full_disk_for_the_lock_exits_2_without_traceback(tmp_path, small_fs):
+    import sys
+
+    repo = make_repo(tmp_path / "repo", git=False)
+    disk = small_fs(repo / ".r2kd", size_kib=64)
+    with open(disk / "filler", "wb", buffering=0) as fh:  # fill it
+        with pytest.raises(OSError):
+            while True:
+                fh.write(b"\0" * 4096)
+    result = subprocess.run([sys.executable, "-m", "r2kd", "prepare"], cwd=repo, env=env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "lock file .r2kd/locks/prepare.lock: No space left on device" in result.stderr
