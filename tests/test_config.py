@@ -133,8 +133,7 @@ def test_every_float_param_refuses_non_finite_values_naming_the_key(value):
     """`.inf` / `.nan` are valid YAML floats; every float param refuses them at validation, not mid-run."""
     from r2kd.config import METHOD_PARAMS, Params
 
-    keys = [k for k in _float_keys(Params)]
-    keys = [k.replace("pairs.<key>.", "") if k.startswith("pairs.") else k for k in keys]
+    keys = list(_float_keys(Params))
     keys += [k for m, model in METHOD_PARAMS.items() for k in _float_keys(model, f"method_params.{m}.")]
     keys += [k.replace("method_params.", "pairs.wrn_16_2-resnet8.method_params.", 1) for k in keys
              if k.startswith("method_params.")]
