@@ -65,11 +65,16 @@ PRETRAINED_DATASETS = ("imagenet", "imagefolder")
 
 MAX_SEED = 2**32 - 1  # seeds are mixed into other seeds; larger values overflow torch's 64-bit seed
 PAIR_ID = r"^[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*$"  # becomes a stage name, a path and an argument
+MAX_ID_LENGTH = 80  # a pair id's limit: with method, augment and seed, a stage name and path stay short
 
 
 class _Strict(BaseModel):
-    # strict: `epochs: true`, `seeds: ["0"]` or `lr: "0.1"` are errors, not silently coerced
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    """The base of every section of the schema (tests/test_config.py checks that none escapes it)."""
+
+    # strict: `epochs: true`, `seeds: ["0"]` or `lr: "0.1"` are errors, not silently coerced.
+    # allow_inf_nan=False: `.inf` / `.nan` (valid YAML floats) are refused for every float field,
+    # here rather than per field, so a new float param cannot forget it and fail only mid-run.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -405,8 +410,11 @@ class Params(_Strict):
     @classmethod
     def _pair_ids(cls, pairs: dict[str, Pair]) -> dict[str, Pair]:
         for key in pairs:
-            if not re.match(PAIR_ID, key) or len(key) > 80:
+            if not re.match(PAIR_ID, key):
                 raise ValueError(f"pair id {key!r} may use only letters, digits, '_' and single '-' (it becomes a path)")
+            if len(key) > MAX_ID_LENGTH:
+                raise ValueError(f"pair id {_short(key, 40)} is {len(key)} characters; at most {MAX_ID_LENGTH} "
+                                 "(it becomes a stage name and part of every run's path)")
         return pairs
 
     @field_validator("teachers")

@@ -84,24 +84,41 @@ def stage_lock(name: str) -> Iterator[None]:
         yield
 
 
+def _lock_error(path: Path, what: str, exc: OSError) -> UserError:
+    """A one-line error for a lock file the OS refused (a full disk, a read-only or foreign folder)."""
+    return UserError(f"cannot {what} the lock file {path}: {exc.strerror or exc}")
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, *, on_busy: Callable[[str], None]) -> Iterator[None]:
     """Hold an exclusive flock on ``path`` for the block, the holder's pid and command written in it.
-    When another process holds it, ``on_busy(holder)`` either raises (give up) or returns (wait for it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
+    When another process holds it, ``on_busy(holder)`` either raises (give up) or returns (wait for it).
+    The OS refusing the lock file itself (ENOSPC, EACCES, EROFS, …) is a UserError naming it; errors of
+    the block are left as they are."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")
+    except OSError as exc:
+        raise _lock_error(path, "create", exc) from None
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
             on_busy(fh.read().strip() or "another process")
             fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}: {' '.join(['r2kd', *sys.argv[1:]])}\n")
-        fh.flush()
+        except OSError as exc:  # e.g. ENOLCK on a file system without locks
+            raise _lock_error(path, "lock", exc) from None
+        # Written on the descriptor, unbuffered: a line left in a buffer by a failed write (a full
+        # disk) would fail again, with a traceback, when the file is closed.
+        fd = fh.fileno()
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}: {' '.join(['r2kd', *sys.argv[1:]])}\n".encode())  # O_APPEND: at 0
+        except OSError as exc:
+            raise _lock_error(path, "write", exc) from None
         try:
             yield
         finally:
-            fh.seek(0)
-            fh.truncate()
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)

@@ -9,7 +9,9 @@ expansion lets a tiny file become gigabytes in memory.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +74,44 @@ def _refuse_ambiguous(text: str, node: yaml.Node, source: str) -> None:
                           f"with a decimal point and signed exponent (e.g. 5.0e-4), or quote it")
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _check_regular(path: Path, info: os.stat_result) -> None:
+    """Refuse what is not a regular file of bounded size, before reading a byte of it: /dev/zero
+    would be read without end, a FIFO would block until someone writes to it."""
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{path} is a directory, not a params file")
+    if not stat.S_ISREG(info.st_mode):
+        link = " (through a symbolic link)" if path.is_symlink() else ""
+        raise ConfigError(f"{path} is {_kind(info.st_mode)}{link}, not a regular file; params.yaml must be a "
+                          "regular file")
+    if info.st_size > MAX_BYTES:
+        raise ConfigError(f"{path} is {info.st_size:,} bytes, larger than {MAX_BYTES:,}; this is not a params file")
+
+
 def read_yaml(path: Path) -> Any:
-    """The parsed content of ``path``; every problem is a ConfigError naming the file."""
+    """The parsed content of ``path``; every problem is a ConfigError naming the file.
+
+    Only a regular file (a symbolic link is followed: its target must be one) of at most MAX_BYTES
+    is read, checked with stat before it is opened and again on the open descriptor (it may have
+    been swapped in between); the read itself stops at MAX_BYTES + 1 bytes whatever the file says.
+    """
     try:
-        if path.stat().st_size > MAX_BYTES:
+        _check_regular(path, path.stat())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as fh:
+            _check_regular(path, os.fstat(fh.fileno()))
+            data = fh.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:  # it grew after the stat
             raise ConfigError(f"{path} is larger than {MAX_BYTES:,} bytes; this is not a params file")
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path} not found; run from the repository root") from None
     except IsADirectoryError:

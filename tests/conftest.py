@@ -72,9 +72,20 @@ def env() -> dict[str, str]:
     return environment
 
 
+def tool(name: str, cwd: Path) -> str:
+    """How to call ``name`` (dvc, snakemake, r2kd) in ``cwd``: as the README writes it (`.venv/bin/dvc`,
+    from the repo root) where ``cwd``'s .venv is the environment running the tests (every make_repo
+    copy links it); otherwise from that environment's own bin, never from whatever .venv the checkout
+    holds (`make test VENV=<another env>` runs the tests with another environment than ./.venv)."""
+    venv = Path(cwd) / ".venv"
+    if venv.exists() and venv.resolve() == BIN.parent.resolve():
+        return f".venv/bin/{name}"
+    return str(BIN / name)
+
+
 def run(cmd: list[str] | str, cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
     if isinstance(cmd, list) and cmd[0] in ("dvc", "snakemake", "r2kd"):
-        cmd = [f".venv/bin/{cmd[0]}", *cmd[1:]]  # as the README writes them, from the repo root
+        cmd = [tool(cmd[0], cwd), *cmd[1:]]
     result = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout,
                             shell=isinstance(cmd, str))
     if check and result.returncode != 0:

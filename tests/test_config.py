@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +99,91 @@ def test_bad_value_names_the_key(path, value, expected):
     with pytest.raises(ConfigError) as info:
         parse_params(with_change(path, value))
     assert expected in str(info.value)
+
+
+def _float_keys(model, prefix: str = ""):
+    """The dotted key of every float field reachable from ``model`` (nested sections, dict values)."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    def models_in(annotation):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield "", annotation
+        elif typing.get_origin(annotation) is dict:
+            key, value = typing.get_args(annotation)
+            for name, sub in models_in(value):
+                yield name, sub
+        elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            for arg in typing.get_args(annotation):
+                yield from models_in(arg)
+
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if annotation is float or float in typing.get_args(annotation):
+            yield f"{prefix}{name}"
+        for _, sub in models_in(annotation):
+            yield from _float_keys(sub, f"{prefix}{name}.<key>.") if typing.get_origin(annotation) is dict \
+                else _float_keys(sub, f"{prefix}{name}.")
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_every_float_param_refuses_non_finite_values_naming_the_key(value):
+    """`.inf` / `.nan` are valid YAML floats; every float param refuses them at validation, not mid-run."""
+    from r2kd.config import METHOD_PARAMS, Params
+
+    keys = list(_float_keys(Params))
+    keys += [k for m, model in METHOD_PARAMS.items() for k in _float_keys(model, f"method_params.{m}.")]
+    keys += [k.replace("method_params.", "pairs.wrn_16_2-resnet8.method_params.", 1) for k in keys
+             if k.startswith("method_params.")]
+    assert {"distill.lr", "distill.weight_decay", "method_params.kd.temperature", "prune.finetune.lr",
+            "export.tolerance", "data.test_fraction"} <= set(keys)
+    assert not [k for k in keys if "<key>" in k], keys  # a float in a dict of sections: add it here
+    for key in keys:
+        raw = copy.deepcopy(DEFAULT)
+        *parents, last = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+        with pytest.raises(ConfigError) as info:
+            parse_params(raw)
+        assert f"{key}: Input should be a finite number" in str(info.value), (key, str(info.value))
+
+
+def test_non_finite_yaml_floats_are_one_line_errors(tmp_path):
+    text = (REPO / "params.yaml").read_text().replace("  lr: 0.05\n", "  lr: .inf\n", 1)
+    assert ".inf" in text
+    (tmp_path / "params.yaml").write_text(text)
+    result = subprocess.run([sys.executable, "-m", "r2kd", "--params", str(tmp_path / "params.yaml"), "check"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "train_teacher.lr: Input should be a finite number (got inf)" in result.stderr, result.stderr
+
+
+def test_every_section_of_the_schema_has_the_strict_base():
+    """allow_inf_nan=False (and strict, extra=forbid) live in one base: every section must inherit it."""
+    from pydantic import BaseModel
+
+    from r2kd import config
+
+    models = [v for v in vars(config).values() if isinstance(v, type) and issubclass(v, BaseModel)
+              and v.__module__ == config.__name__]
+    assert len(models) > 10
+    assert [m.__name__ for m in models if not issubclass(m, config._Strict)] == []
+    assert config._Strict.model_config["allow_inf_nan"] is False
+
+
+def test_long_pair_id_is_refused_for_its_length_not_its_characters():
+    pair = {"teacher": "wrn_16_2", "student": "resnet8"}
+    parse_params(with_change("pairs", {"p" * 80: pair}))  # the limit itself is allowed
+    for key in ("p" * 81, "wrn_16_2-" + "resnet8_" * 10 + "x" * 4):
+        with pytest.raises(ConfigError) as info:
+            parse_params(with_change("pairs", {key: pair}))
+        message = str(info.value)
+        assert f"is {len(key)} characters; at most 80" in message, message
+        assert "may use only" not in message and len(message.splitlines()) == 2  # the header and one line
 
 
 def test_unknown_teacher_lists_known_models():
@@ -218,6 +305,44 @@ def test_unreadable_params_file_is_one_line(tmp_path, make, expected):
     if "valid" in expected and result.returncode == 0:  # root reads a chmod-0 file: nothing to refuse
         return
     assert result.returncode == 2 and re.search(expected, result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: p.symlink_to("/dev/zero"), r"is a character device \(through a symbolic link\), not a regular file"),
+    (lambda p: os.mkfifo(p), r"is a FIFO \(named pipe\), not a regular file"),
+    (lambda p: p.write_bytes(b"# padding\n" * 110_000), r"is 1,100,000 bytes, larger than 1,000,000"),
+    (lambda p: p.symlink_to(p.parent / "big.yaml") or (p.parent / "big.yaml").write_bytes(b"#" * 1_000_001),
+     r"is 1,000,001 bytes, larger than 1,000,000"),
+], ids=["symlink-to-dev-zero", "fifo", "too-large", "symlink-to-too-large"])
+def test_params_file_must_be_a_regular_file_of_bounded_size(tmp_path, make, expected):
+    """/dev/zero would be read without end and a FIFO blocks: both are refused by stat, before any read.
+    Run in a subprocess with a timeout, so a regression fails instead of hanging the suite."""
+    path = tmp_path / "params.yaml"
+    make(path)
+    result = subprocess.run([sys.executable, "-m", "r2kd", "--params", str(path), "check"], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(expected, result.stderr) and str(path) in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_params_reader_checks_the_open_descriptor_and_bounds_the_read(tmp_path, monkeypatch):
+    """A file swapped or grown between the stat and the open is refused by the descriptor's fstat; one
+    that grows after that is read only up to the limit."""
+    from r2kd import yamlfile
+
+    path = tmp_path / "params.yaml"
+    path.write_text("seeds: [0]\n")
+    real_fstat = os.fstat
+    monkeypatch.setattr(yamlfile.os, "fstat", lambda fd: os.stat_result(
+        (stat.S_IFIFO | 0o644, *real_fstat(fd)[1:])))  # swapped for a FIFO after the path's stat
+    with pytest.raises(ConfigError, match="is a FIFO"):
+        yamlfile.read_yaml(path)
+    monkeypatch.setattr(yamlfile.os, "fstat", real_fstat)
+    monkeypatch.setattr(yamlfile, "_check_regular", lambda *_: None)  # it grew past every stat
+    monkeypatch.setattr(yamlfile, "MAX_BYTES", 4)
+    with pytest.raises(ConfigError, match="larger than 4 bytes"):
+        yamlfile.read_yaml(path)
 
 
 def test_errors_name_the_file_given_with_params(tmp_path):

@@ -387,6 +387,44 @@ def test_cifar_repacked_archive_with_identical_members_is_accepted(tmp_path):
     assert leftovers(other) == ["cifar-10-python.tar.gz"]  # nothing installed
 
 
+def _assert_names_the_link_only(message: str, link: Path, target: Path) -> None:
+    """The refusal names the configured path (the link) and never sends the user to its target."""
+    assert str(link) in message, message
+    assert str(target) not in message and target.name not in message, message
+    assert "is a symbolic link: remove the link itself" in message and "do not overwrite or delete" in message
+    assert "deleting this one" not in message
+
+
+def test_symlinked_dataset_file_refusal_names_the_link_not_its_target(tmp_path):
+    """A dataset file may be a link to anything (here a stand-in for /etc/shadow): the advice to
+    replace or delete the bad file must name the link, never the file it points to."""
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    root = tmp_path / "raw"
+    make_cifar10(root)
+    target = elsewhere / "shadow"
+    (root / "cifar-10-python.tar.gz").rename(target)
+    link = root / "cifar-10-python.tar.gz"
+    link.symlink_to(target)
+    before = target.read_bytes()
+    with pytest.raises(DataError) as info:  # the published MD5s: this archive is not the official one
+        prepare(DataConfig(name="cifar10", root=str(root)), tmp_path / "out")
+    _assert_names_the_link_only(str(info.value), link, target)
+    assert target.read_bytes() == before and link.is_symlink()
+
+    built = make_idx(tmp_path / "idx", compress=True)
+    sums = official_idx_sums(built)
+    name = "t10k-images-idx3-ubyte.gz"
+    target = elsewhere / "passwd"
+    (built["raw"] / name).rename(target)
+    target.write_bytes(gzip.compress(idx_bytes(built["arrays"]["t10k-labels-idx1-ubyte"][:, None, None]), mtime=0))
+    link = built["raw"] / name
+    link.symlink_to(target)
+    with pytest.raises(DataError) as info:
+        prepare(DataConfig(name="mnist", root=str(tmp_path / "idx")), tmp_path / "out2", checksums=sums)
+    _assert_names_the_link_only(str(info.value), link, target)
+
+
 def test_cifar_truncated_archive_leaves_nothing(tmp_path):
     root = tmp_path / "raw"
     built = make_cifar10(root)

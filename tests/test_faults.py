@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import conftest
 from conftest import env, make_repo, run
 from r2kd import files, paths
 from r2kd.config import TrainRecipe
@@ -437,8 +438,8 @@ def test_sigkill_mid_training_then_rerun_resumes(repo, tmp_path, tool):
     out = repo / "runs/teachers/resnet14"
     for leftover in (repo / paths.STATE, out):
         subprocess.run(["rm", "-rf", str(leftover)])
-    command = ([".venv/bin/dvc", "repro", "train_teacher@resnet14"] if tool == "dvc"
-               else [".venv/bin/snakemake", "--cores", "1", "runs/teachers/resnet14/model.pt"])
+    command = ([conftest.tool("dvc", repo), "repro", "train_teacher@resnet14"] if tool == "dvc"
+               else [conftest.tool("snakemake", repo), "--cores", "1", "runs/teachers/resnet14/model.pt"])
     proc = subprocess.Popen(command, cwd=repo, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     _kill_when(repo / paths.state_file(paths.teacher_dir("resnet14")), proc)
@@ -500,3 +501,77 @@ def test_import_pretrained_teacher_verified_by_sha256(repo, tmp_path):
     assert provenance["imported"] is True and str(ckpt) in provenance["inputs_sha256"]
     saved = load_checkpoint(repo / "runs/teachers/resnet14/model.pt")["model"]
     assert all(torch.equal(saved[k], v) for k, v in published.state_dict().items())
+
+
+def test_tools_come_from_the_environment_running_the_tests(tmp_path):
+    """`make test VENV=<another env>`: a checkout whose .venv is not the environment running the tests
+    (here a broken one) gets its tools from the running interpreter's bin, not from ./.venv/bin."""
+    import sys
+
+    broken = tmp_path / "other-env"
+    (broken / "bin").mkdir(parents=True)
+    for name in ("dvc", "snakemake", "r2kd"):
+        (broken / "bin" / name).write_text("#!/bin/sh\necho 'the wrong environment' >&2\nexit 3\n")
+        (broken / "bin" / name).chmod(0o755)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / ".venv").symlink_to(broken, target_is_directory=True)
+    assert conftest.tool("snakemake", checkout) == str(Path(sys.executable).parent / "snakemake")
+    result = run(["snakemake", "--version"], checkout)
+    assert "wrong environment" not in result.stderr and result.stdout.strip()
+    copy = make_repo(tmp_path / "copy", git=False)  # a copy links the running environment: README form
+    assert conftest.tool("dvc", copy) == ".venv/bin/dvc"
+
+
+class _OsWithFullDisk:
+    """The os module as r2kd.lock sees it, on a full disk: every write fails with ENOSPC."""
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    @staticmethod
+    def write(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_while_writing_the_stage_lock_is_a_one_line_error(tmp_path, monkeypatch):
+    from r2kd import lock
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(lock, "os", _OsWithFullDisk())
+    ran = []
+    with pytest.raises(UserError) as info:
+        with lock.stage_lock("distill@p-kd-default-0"):
+            ran.append(True)
+    assert str(info.value) == ("cannot write the lock file .r2kd/locks/distill@p-kd-default-0.lock: "
+                               "No space left on device")
+    assert ran == [] and info.value.__cause__ is None and info.value.__suppress_context__
+    monkeypatch.undo()
+    with lock.stage_lock("distill@p-kd-default-0"):  # nothing left held: the next run takes the lock
+        ran.append(True)
+    assert ran == [True]
+
+
+def test_lock_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, monkeypatch):
+    from r2kd import lock
+
+    monkeypatch.chdir(tmp_path)
+    Path(".r2kd").write_text("a file where the folder should be")
+    with pytest.raises(UserError, match=r"^cannot create the lock file \.r2kd/locks/prepare\.lock: "):
+        with lock.stage_lock("prepare"):
+            pass
+
+
+def test_cli_on_a_full_disk_for_the_lock_exits_2_without_traceback(tmp_path, small_fs):
+    import sys
+
+    repo = make_repo(tmp_path / "repo", git=False)
+    disk = small_fs(repo / ".r2kd", size_kib=64)
+    with open(disk / "filler", "wb", buffering=0) as fh:  # fill it
+        with pytest.raises(OSError):
+            while True:
+                fh.write(b"\0" * 4096)
+    result = subprocess.run([sys.executable, "-m", "r2kd", "prepare"], cwd=repo, env=env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "lock file .r2kd/locks/prepare.lock: No space left on device" in result.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import env, make_repo, run
+from conftest import env, make_repo, run, tool
 from r2kd import paths
 from r2kd.errors import UserError
 from r2kd.lock import check_other_tool, stage_lock
@@ -93,7 +93,7 @@ def test_resume_state_from_other_code_is_not_used(tmp_path):
     repo = make_repo(tmp_path / "repo", override={"data": {"train_limit": 40, "test_limit": 8},
                                                   "train_teacher": {"epochs": 5, "milestones": [3]}})
     run(["dvc", "repro", "prepare"], repo)
-    proc = subprocess.Popen([".venv/bin/dvc", "repro", "train_teacher@resnet14"], cwd=repo, env=env(),
+    proc = subprocess.Popen([tool("dvc", repo), "repro", "train_teacher@resnet14"], cwd=repo, env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     state = repo / paths.state_file(paths.teacher_dir("resnet14"))
     deadline = time.time() + 300

@@ -41,10 +41,35 @@ def check_file(path: Path, rel: str, checksums: Mapping[str, str]) -> str:
     return sha
 
 
+def shown(path: Path) -> Path:
+    """``path`` as the user configured it, made absolute WITHOUT following symbolic links.
+
+    Advice names this path, never ``path.resolve()``: a dataset file may be a link to anything (a
+    shared copy, or /etc/shadow), and telling the user to overwrite or delete the link's target
+    would have them destroy a file that is not theirs to touch.
+    """
+    return Path(os.path.abspath(path))
+
+
+def link_note(path: Path) -> str:
+    """For a symbolic link: how to replace the link itself (empty for anything else)."""
+    if not path.is_symlink():
+        return ""
+    return (f" {shown(path)} is a symbolic link: remove the link itself (`rm {shown(path)}` removes only the link) "
+            "before putting anything there; do not overwrite or delete what it points to.")
+
+
 def offline_fix(path: Path, md5: str) -> str:
     """The way out of a bad source file that needs no network here: which file, where, which sum."""
+    if path.is_symlink():
+        return (
+            f"{shown(path)} is a symbolic link: remove the link itself (`rm {shown(path)}` removes only the link; "
+            f"do not overwrite or delete the file it points to) and place the official file (MD5 {md5}) there, "
+            f"e.g. copied from a machine that has it; with data.download: true a *missing* file is fetched, so "
+            f"removing the link also works online."
+        )
     return (
-        f"Place the official file (MD5 {md5}) at {path.resolve()}, e.g. copied from a machine that has "
+        f"Place the official file (MD5 {md5}) at {shown(path)}, e.g. copied from a machine that has "
         f"it; with data.download: true a *missing* file is fetched, so deleting this one also works online."
     )
 
@@ -53,7 +78,7 @@ def missing_file_error(dataset: str, filename: str, directory: Path, url: str | 
     where = f" from {url}" if url else ""
     fetch = " or set data.download: true to fetch it" if url else ""
     return DataError(
-        f"{dataset}: {filename} not found. Put the official file{where} in {directory.resolve()}/"
+        f"{dataset}: {filename} not found. Put the official file{where} in {shown(directory)}/"
         f"{fetch} (nothing is downloaded unless data.download is true)."
     )
 
@@ -69,7 +94,7 @@ def download_file(url: str, directory: Path, filename: str, md5: str | None) -> 
         if partial.exists() and md5 is not None:
             partial.unlink()  # a failed or corrupt download must not look like a good archive
         raise DataError(
-            f"could not download {url} to {directory.resolve()}/{filename}: {exc}. "
+            f"could not download {url} to {shown(directory)}/{filename}: {exc}. "
             f"Download it by hand and put it there, with data.download: false."
         ) from exc
 

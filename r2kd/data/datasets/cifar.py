@@ -30,7 +30,7 @@ import torch
 from r2kd.config import DataConfig
 from r2kd.data.registry import RawDataset, register
 from r2kd.data.safe_pickle import load_cifar_pickle
-from r2kd.data.sources import check_file, digests, fetch, install_dir, make_tmp_dir, offline_fix
+from r2kd.data.sources import check_file, digests, fetch, install_dir, make_tmp_dir, link_note, offline_fix, shown
 from r2kd.errors import DataError
 
 
@@ -200,7 +200,7 @@ def build_cifar(layout: CifarLayout, cfg: DataConfig, checksums: Mapping[str, st
         if not path.is_file():
             raise DataError(
                 f"{layout.name}: {path} is missing; delete {folder} so that {layout.archive} is unpacked "
-                f"again, or put the official archive in {root.resolve()}/"
+                f"again, or put the official archive in {shown(root)}/.{link_note(folder)}"
             )
         sources[rel] = check_file(path, rel, checksums)
 

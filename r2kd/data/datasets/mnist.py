@@ -24,7 +24,7 @@ import torch
 from r2kd.config import DataConfig
 from r2kd.data.idx import decompress, parse_idx
 from r2kd.data.registry import RawDataset, register
-from r2kd.data.sources import fetch
+from r2kd.data.sources import fetch, link_note, shown
 from r2kd.errors import DataError
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -135,7 +135,7 @@ def read_verified(
     wanted = " or ".join(
         [f"{gz_sum} for the .gz"] * bool(gz_sum) + [f"{raw_sum} for the decompressed contents"] * bool(raw_sum)
     )
-    root_dir = path.parent.resolve()
+    root_dir = shown(path.parent)
     if raw_sum:
         place = (f"Place the official {Path(raw_rel).name}.gz at {root_dir}/{Path(raw_rel).name}.gz, or any "
                  f"gzip or plain copy whose contents have MD5 {raw_sum}")
@@ -144,7 +144,7 @@ def read_verified(
                  "(it is used before a plain file); no published MD5 of the uncompressed file is known, so an "
                  "uncompressed or re-compressed copy cannot be verified")
     raise DataError(
-        f"{path} is corrupt or not the official file: {found}; expected {wanted}. {place}. "
+        f"{path} is corrupt or not the official file: {found}; expected {wanted}. {place}.{link_note(path)} "
         f"The official files are at {layout.mirrors[0]}."
     )
 
