@@ -17,7 +17,7 @@ import torch
 
 from r2kd import parallel, paths
 from r2kd.config import Params
-from r2kd.distributed import barrier, resolve_device, world
+from r2kd.distributed import barrier, world
 from r2kd.files import write_json
 from r2kd.methods import METHODS
 from r2kd.methods.objective import DistillObjective, SharedPasses
@@ -25,7 +25,8 @@ from r2kd.modelfile import arch_spec, build, load_model, save_model
 from r2kd.models.complexity import complexity
 from r2kd.overlap import frozen_threads_for, scores_beside
 from r2kd.pruning import set_bn_mode
-from r2kd.runtime import fast_layout, fast_path_enabled, graphs_enabled, resolve_amp, seed_everything, set_threads
+from r2kd.runtime import (fast_layout, fast_path_enabled, graphs_enabled, resolve_amp, resolve_device, seed_everything,
+                          set_threads)
 from r2kd.runs import StudentRun, find_run
 from r2kd.stages.csvlog import write_log
 from r2kd.stagecode import code_digests
