@@ -62,7 +62,7 @@ def run(params: Params, arch: str) -> None:
             objective=cross_entropy_objective,
             generators={"data": generator},
             state_path=paths.state_file(out_dir),
-            fingerprint=fingerprint(spec, recipe.model_dump(), inputs, params.runtime.result_settings()),
+            fingerprint=fingerprint("train_teacher", spec, recipe.model_dump(), inputs, params.runtime.result_settings()),
             label=f"teacher {arch}",
             amp=amp,
             graphs=graphs_enabled(fast_path_enabled(params.runtime.fast_path, device), device, amp),
