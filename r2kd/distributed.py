@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-from r2kd.runtime import resolve_device as _resolve_device
+from r2kd.runtime import resolve_device
 
 
 @dataclass(frozen=True)
@@ -44,25 +44,10 @@ def world() -> World:
                  local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(spec: str = "auto", jobs_per_gpu: int | None = None) -> torch.device:
-    """:func:`r2kd.runtime.resolve_device`, with each process of a CUDA world on cuda:LOCAL_RANK."""
-    device = _resolve_device(spec, jobs_per_gpu)
-    w = world()
-    if device.type == "cuda" and w.distributed:
-        if w.local_rank >= torch.cuda.device_count():
-            from r2kd.errors import ConfigError
-
-            raise ConfigError(f"runtime.nproc_per_node: process {w.local_rank} needs cuda:{w.local_rank}, "
-                              f"but only {torch.cuda.device_count()} CUDA devices exist")
-        device = torch.device("cuda", w.local_rank)
-        torch.cuda.set_device(device)
-    return device
-
-
 @contextlib.contextmanager
 def session(device_spec: str = "auto") -> Iterator[World]:
     """Join the torchrun world (env:// rendezvous) for the block, then leave it."""
-    backend = "nccl" if _resolve_device(device_spec).type == "cuda" else "gloo"
+    backend = "nccl" if resolve_device(device_spec).type == "cuda" else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)

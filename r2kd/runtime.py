@@ -20,9 +20,33 @@ def resolve_device(spec: str = "auto", jobs_per_gpu: int | None = None) -> torch
 
     With ``jobs_per_gpu`` (resources.<stage>.jobs_per_gpu), ``auto`` and ``cuda`` also pick WHICH
     GPU: a free slot among the visible GPUs, held until the process ends (r2kd.gpu_slots), so that
-    jobs started side by side spread over the GPUs instead of all using cuda:0. ``cuda:N`` and the
-    processes of a torchrun world (one GPU per rank) are placed as asked.
+    jobs started side by side spread over the GPUs instead of all using cuda:0. ``cuda:N`` is placed
+    as asked. In a torchrun world (r2kd.distributed: an initialised process group of more than one
+    process) on CUDA, each process is on cuda:LOCAL_RANK, one GPU per process.
     """
+    device = _requested_device(spec, jobs_per_gpu)
+    local_rank = _local_rank_in_world()
+    if device.type == "cuda" and local_rank is not None:
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"runtime.nproc_per_node: process {local_rank} needs cuda:{local_rank}, "
+                              f"but only {torch.cuda.device_count()} CUDA devices exist")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def _local_rank_in_world() -> int | None:
+    """This process's LOCAL_RANK in an initialised process group of more than one process; else None."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return int(os.environ.get("LOCAL_RANK", "0"))
+    return None
+
+
+def _requested_device(spec: str, jobs_per_gpu: int | None) -> torch.device:
+    """The device ``spec`` names (a GPU slot for ``auto``/``cuda`` with ``jobs_per_gpu``), before the
+    torchrun placement of :func:`resolve_device`."""
     if spec in ("auto", "cuda") and jobs_per_gpu is not None and torch.cuda.is_available() \
             and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         from r2kd import gpu_slots, paths

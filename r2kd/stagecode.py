@@ -41,7 +41,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py", "r2kd/parallel.py",
         "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/pretrained.py", "r2kd/runtime.py", "r2kd/stages/__init__.py",
         "r2kd/stages/csvlog.py", "r2kd/stages/dataset.py", "r2kd/stages/record.py",
-        "r2kd/stages/train_teacher.py", "r2kd/syncbn.py", "r2kd/train.py", "r2kd/yamlfile.py"
+        "r2kd/stages/train_teacher.py", "r2kd/syncbn.py", "r2kd/train.py", "r2kd/yamlfile.py",
+        "r2kd/stagecode.py",  # r2kd.stages.record keys resume state on the stage's code
     ),
     "prune": (
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
@@ -50,7 +51,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "r2kd/errors.py", "r2kd/evaluation.py", "r2kd/files.py", "r2kd/gpu_slots.py", "r2kd/graphs.py",
         "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py", "r2kd/paths.py", "r2kd/pickle_scan.py",
         "r2kd/pruning", "r2kd/runtime.py", "r2kd/stages/__init__.py", "r2kd/stages/dataset.py",
-        "r2kd/stages/prune.py", "r2kd/stages/record.py", "r2kd/train.py", "r2kd/yamlfile.py"
+        "r2kd/stages/prune.py", "r2kd/stages/record.py", "r2kd/train.py", "r2kd/yamlfile.py",
+        "r2kd/stagecode.py",  # r2kd.stages.record keys resume state on the stage's code
     ),
     "pair": (
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
@@ -60,7 +62,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "r2kd/models/shufflenetv1.py", "r2kd/models/shufflenetv2.py", "r2kd/models/torchvision_zoo.py",
         "r2kd/models/vgg.py", "r2kd/models/wrn.py", "r2kd/paths.py", "r2kd/pickle_scan.py", "r2kd/recorded.py",
         "r2kd/runtime.py",
-        "r2kd/stages/__init__.py", "r2kd/stages/pair.py", "r2kd/stages/record.py", "r2kd/yamlfile.py"
+        "r2kd/stages/__init__.py", "r2kd/stages/pair.py", "r2kd/stages/record.py", "r2kd/yamlfile.py",
+        "r2kd/stagecode.py",  # r2kd.stages.record keys resume state on the stage's code
     ),
     "distill": (
         "workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/augment.py", "r2kd/cli.py",

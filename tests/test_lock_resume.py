@@ -71,20 +71,24 @@ def test_a_running_snakemake_stops_a_stage_started_by_dvc(checkout, monkeypatch)
         check_other_tool()
 
 
-def test_code_hash_covers_loaded_r2kd_modules_and_changes_with_them(tmp_path):
-    from r2kd.stages import record
+def test_fingerprint_covers_the_stages_code_and_changes_with_it(tmp_path, monkeypatch):
+    """Resume state is keyed on the stage's code stamp (r2kd/stagecode.py), the one both tools rerun
+    the stage on: an edit of a file the stage runs changes it, an edit of another stage's file does not."""
+    from r2kd.stagecode import code_files
+    from r2kd.stages.record import fingerprint
 
-    before = record.code_hash()
-    loaded = {Path(m.__file__).name for n, m in sys.modules.items() if n.startswith("r2kd.") and getattr(m, "__file__", None)}
-    assert "record.py" in loaded
-    target = Path(record.__file__)
-    original = target.read_bytes()
-    try:
-        target.write_bytes(original + b"\n# an edit\n")
-        assert record.code_hash() != before
-    finally:
-        target.write_bytes(original)
-    assert record.code_hash() == before
+    root = make_repo(tmp_path / "repo", override={}, git=False)
+    monkeypatch.chdir(root)
+    before = fingerprint("train_teacher", {"lr": 0.1})
+    assert fingerprint("train_teacher", {"lr": 0.2}) != before
+    assert fingerprint("prune", {"lr": 0.1}) != before
+    assert "r2kd/train.py" in code_files("train_teacher") and "r2kd/stages/report.py" not in code_files("train_teacher")
+    with open(root / "r2kd/stages/report.py", "a") as fh:
+        fh.write("\n# an edit of the report's code\n")
+    assert fingerprint("train_teacher", {"lr": 0.1}) == before
+    with open(root / "r2kd/train.py", "a") as fh:
+        fh.write("\n# an edit of the training loop\n")
+    assert fingerprint("train_teacher", {"lr": 0.1}) != before
 
 
 @pytest.mark.slow

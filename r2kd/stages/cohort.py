@@ -35,13 +35,12 @@ from r2kd import paths
 from r2kd.cohort import fit_cohort
 from r2kd.config import Params
 from r2kd.data.prepared import load_meta
-from r2kd.distributed import resolve_device
 from r2kd.errors import TrainingDiverged, UserError
 from r2kd.files import atomic_path, read_json, write_json
 from r2kd.lock import LOCKS, file_lock, process_alive
 from r2kd.methods.objective import SharedPasses
 from r2kd.runs import StudentRun, student_runs
-from r2kd.runtime import seed_everything, set_threads
+from r2kd.runtime import resolve_device, seed_everything, set_threads
 from r2kd.stages import distill
 from r2kd.stages.dataset import data_files, load_data
 from r2kd.stages.record import input_hashes, write_timing

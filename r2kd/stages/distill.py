@@ -6,8 +6,6 @@ seed), or its result is published from that cohort (r2kd.stages.cohort); the pie
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,20 +15,20 @@ import torch
 
 from r2kd import parallel, paths
 from r2kd.config import Params
-from r2kd.distributed import barrier, resolve_device, world
+from r2kd.distributed import barrier, world
 from r2kd.files import write_json
 from r2kd.methods import METHODS
 from r2kd.methods.objective import DistillObjective, SharedPasses
 from r2kd.modelfile import arch_spec, build, load_model, save_model
 from r2kd.models.complexity import complexity
 from r2kd.pruning import set_bn_mode
-from r2kd.runtime import fast_layout, fast_path_enabled, graphs_enabled, resolve_amp, seed_everything, set_threads
+from r2kd.runtime import (fast_layout, fast_path_enabled, graphs_enabled, resolve_amp, resolve_device, seed_everything,
+                          set_threads)
 from r2kd.runs import StudentRun, find_run
 from r2kd.stages.csvlog import write_log
-from r2kd.stagecode import code_digests
 from r2kd.stages.dataset import Data, data_files, load_data
 from r2kd.stages.pair import read_pair
-from r2kd.stages.record import fingerprint, input_hashes, provenance, versions, write_timing
+from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
 from r2kd.train import FitResult, Trainer
 
 VIEW_STREAM = 0x5EED  # the augmented view draws from its own stream, so toggling it keeps data order
@@ -69,13 +67,9 @@ def result_key(params: Params, run: StudentRun, meta: dict, inputs: dict[str, st
     hparams = params.method_hparams(run.method, run.augment, run.pair)
     if inputs is None:
         inputs = input_hashes([*data_files(), paths.pair_file(run.pair)])
-    parts = [
-        arch_spec(run.student, meta), params.distill.model_dump(), hparams.model_dump(mode="json"),
-        inputs, run.seed, params.prune.bn_mode,
-        params.runtime.result_settings(), code_digests("distill"),
-        {k: v for k, v in versions().items() if k != "platform"},
-    ]
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return fingerprint("distill", arch_spec(run.student, meta), params.distill.model_dump(),
+                       hparams.model_dump(mode="json"), inputs, run.seed, params.prune.bn_mode,
+                       params.runtime.result_settings())
 
 
 def view_seed(seed: int) -> int:
@@ -159,7 +153,7 @@ def build_run(params: Params, run: StudentRun, data: Data, device: torch.device,
         objective=objective,
         generators={"data": data_generator, "view": view_generator},
         state_path=paths.state_file(run.dir),
-        fingerprint=fingerprint(spec, recipe.model_dump(), hparams.model_dump(), inputs, run.seed,
+        fingerprint=fingerprint("distill", spec, recipe.model_dump(), hparams.model_dump(), inputs, run.seed,
                                 params.prune.bn_mode, params.runtime.result_settings()),
         label=f"{run.method}/{run.augment} s{run.seed}",
         amp=amp,

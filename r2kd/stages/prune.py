@@ -147,7 +147,7 @@ def _finetune(params: Params, arch: str, pruned: torch.nn.Module, spec: dict, in
         objective=cross_entropy_objective,
         generators={"data": generator},
         state_path=paths.state_file(out_dir),
-        fingerprint=fingerprint(spec, params.prune.model_dump(), params.train_teacher.seed, inputs,
+        fingerprint=fingerprint("prune", spec, params.prune.model_dump(), params.train_teacher.seed, inputs,
                                 params.runtime.result_settings()),
         label=f"fine-tune pruned {arch}",
         amp=amp,

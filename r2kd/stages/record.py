@@ -20,6 +20,7 @@ from r2kd.config import Params, section
 from r2kd.errors import UserError
 from r2kd.files import sha256_file, write_json
 from r2kd.runtime import effective_amp
+from r2kd.stagecode import code_digests
 
 
 def versions() -> dict[str, str]:
@@ -53,27 +54,22 @@ def input_hashes(files: list[Path]) -> dict[str, str]:
     return hashes
 
 
-def code_hash() -> str:
-    """SHA-256 over the source of every r2kd module loaded in this process, plus library versions.
+def library_versions() -> dict[str, str]:
+    """:func:`versions` without the platform: the libraries a result depends on."""
+    return {k: v for k, v in versions().items() if k != "platform"}
 
-    Resume state is keyed on it: a run killed, then resumed after a code edit, starts over instead
-    of mixing epochs trained by two versions of the code.
+
+def fingerprint(stage: str, *parts: Any) -> str:
+    """A stable hash of ``parts`` (params, input hashes, seed, ...) and of the code that computes
+    them: the SHA-256 of each source file of ``stage`` (r2kd.stagecode.code_digests, the very stamp
+    DVC and Snakemake rerun the stage on) and the library versions.
+
+    Resume state is keyed on it: a run killed, then resumed after an edit of its code, starts over
+    instead of mixing epochs trained by two versions of the code. A distill run's result key
+    (r2kd.stages.distill.result_key) is one too.
     """
-    digest = hashlib.sha256()
-    root = Path(r2kd.__file__).resolve().parent
-    files = sorted({Path(m.__file__).resolve() for name, m in list(sys.modules.items())
-                    if name.startswith("r2kd") and getattr(m, "__file__", None)})
-    for f in files:
-        if f.is_relative_to(root) and f.suffix == ".py":
-            digest.update(f.relative_to(root).as_posix().encode())
-            digest.update(f.read_bytes())
-    digest.update(json.dumps({k: v for k, v in versions().items() if k != "platform"}, sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def fingerprint(*parts: Any) -> str:
-    """A stable hash of params, input hashes and code: decides whether resume state still applies."""
-    return hashlib.sha256(json.dumps([*parts, code_hash()], sort_keys=True, default=str).encode()).hexdigest()
+    parts = [*parts, code_digests(stage), library_versions()]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def provenance(params: Params, keys: list[str], inputs: dict[str, str], seed: int | None, device: Any,

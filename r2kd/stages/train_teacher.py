@@ -10,14 +10,14 @@ import torch
 
 from r2kd import parallel, paths
 from r2kd.config import Params
-from r2kd.distributed import barrier, resolve_device, world
+from r2kd.distributed import barrier, world
 from r2kd.errors import CheckpointError, ConfigError
 from r2kd.evaluation import evaluate
 from r2kd.files import load_checkpoint, sha256_file, write_json
 from r2kd.modelfile import arch_spec, build, load_state, save_model
 from r2kd.models.complexity import complexity
 from r2kd.pretrained import check_fits, load_pretrained, resolve
-from r2kd.runtime import fast_path_enabled, graphs_enabled, resolve_amp, seed_everything, set_threads
+from r2kd.runtime import fast_path_enabled, graphs_enabled, resolve_amp, resolve_device, seed_everything, set_threads
 from r2kd.stages.csvlog import write_log
 from r2kd.stages.dataset import load_data
 from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
@@ -61,7 +61,7 @@ def run(params: Params, arch: str) -> None:
             objective=cross_entropy_objective,
             generators={"data": generator},
             state_path=paths.state_file(out_dir),
-            fingerprint=fingerprint(spec, recipe.model_dump(), inputs, params.runtime.result_settings()),
+            fingerprint=fingerprint("train_teacher", spec, recipe.model_dump(), inputs, params.runtime.result_settings()),
             label=f"teacher {arch}",
             amp=amp,
             graphs=graphs_enabled(fast_path_enabled(params.runtime.fast_path, device), device, amp),
