@@ -43,6 +43,23 @@ STREAMABLE_DATASETS = ("imagefolder", "imagenet")
 STREAM_ONLY_DATASETS = ("imagenet",)
 # Datasets whose images are resized to data.image_size (the others have a fixed size), with its default.
 RESIZED_DATASETS: dict[str, int | None] = {"imagefolder": None, "imagenet": 224}
+# Datasets read from official files, whose copies data.checksums can pin (docs/data.md, "Your own copy").
+PINNABLE_DATASETS = ("mnist", "kmnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet")
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _pin_path_problem(rel: str) -> str | None:
+    """What is wrong with a data.checksums key, or None: a plain relative POSIX path under data.root."""
+    if not rel or "\x00" in rel or "\\" in rel:
+        return "must be a non-empty path with / separators"
+    if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
+        return "must be relative to data.root, not absolute"
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "must not contain '..', '.' or empty parts (a file under data.root, e.g. MNIST/raw/train-images-idx3-ubyte.gz)"
+    return None
+
+
 # The standard ImageNet evaluation resize: 256 for a 224 crop, kept proportional for other sizes.
 EVAL_RESIZE_RATIO = 256 / 224
 ViewName = Literal["none", "mixup", "cutmix", "cutout", "autoaugment", "cutmixpick"]
@@ -107,6 +124,24 @@ class DataConfig(_Strict):
     # What the streaming index records per file, checked on every read: sha256 (content; prepare reads
     # every file once) or size (stat only: fast for 1.28M files, misses same-size edits).
     index_hash: Literal["sha256", "size"] = "sha256"
+    # Your own copy of an official dataset: file (relative to root, e.g. MNIST/raw/train-images-idx3-ubyte.gz)
+    # -> its SHA-256. A pinned file is accepted when its SHA-256 is this one (checked on every prepare),
+    # whatever the published sums say; meta.json's "verified" records it as verified by you.
+    checksums: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("checksums", mode="after")
+    @classmethod
+    def _checksums_are_pins(cls, value: dict[str, str]) -> dict[str, str]:
+        pins = {}
+        for rel, digest in value.items():
+            problem = _pin_path_problem(rel)
+            if problem:
+                raise ValueError(f"data.checksums key {rel!r} {problem}")
+            if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
+                raise ValueError(f"data.checksums[{rel!r}] must be a SHA-256: 64 hex digits (found {digest!r}); "
+                                 f"`sha256sum <file>` prints it")
+            pins[rel] = digest.lower()
+        return pins
 
     @field_validator("image_size", mode="after")
     @classmethod
@@ -127,6 +162,9 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _storage_options(self) -> "DataConfig":
+        if self.checksums and self.name not in PINNABLE_DATASETS:
+            raise ValueError(f"data.checksums applies to the official datasets {list(PINNABLE_DATASETS)}; "
+                             f"{self.name!r} has no official files to pin")
         if self.storage == "stream" and self.name not in STREAMABLE_DATASETS:
             raise ValueError(f"data.storage: stream applies to names {list(STREAMABLE_DATASETS)}; "
                              f"{self.name!r} is small enough to keep in memory (use auto or memory)")

@@ -322,13 +322,18 @@ def test_cifar10_roundtrip(tmp_path):
     assert (meta["crop_padding"], meta["hflip"]) == (4, True)
     assert meta["sources"]["cifar-10-batches-py/test_batch"] == sha256(built["members"]["test_batch"])
     assert len(meta["sources"]) == 7
-    # Extracted into place, no temporary directories left; a rerun reads the extracted folder.
-    assert leftovers(root) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]
+    assert meta["verified"]["by"] == "official" and len(meta["verified"]["files"]) == 7
+    # Read from the archive in memory: nothing is written under data.root (it may be read-only).
+    assert leftovers(root) == ["cifar-10-python.tar.gz"]
+    # An extracted folder (torchvision's layout) is read instead, with the same result.
+    (root / "cifar-10-batches-py").mkdir()
+    for name, data in built["members"].items():
+        (root / "cifar-10-batches-py" / name).write_bytes(data)
     (root / "cifar-10-python.tar.gz").unlink()
     again = prepare(cfg, tmp_path / "out2", checksums=built["checksums"])
     assert again == meta
     (root / "cifar-10-batches-py" / "data_batch_4").unlink()
-    with pytest.raises(DataError, match="data_batch_4 is missing; delete .*cifar-10-batches-py"):
+    with pytest.raises(DataError, match="data_batch_4 is missing, so the extracted folder .*cifar-10-batches-py"):
         prepare(cfg, tmp_path / "out3", checksums=built["checksums"])
 
 
@@ -381,8 +386,9 @@ def test_cifar_repacked_archive_with_identical_members_is_accepted(tmp_path):
     with pytest.raises(DataError) as info:
         prepare(DataConfig(name="cifar10", root=str(other)), tmp_path / "out2", checksums=built["checksums"])
     message = str(info.value)
-    assert "cifar-10-python.tar.gz is corrupt or not the official file" in message and "test_batch" in message
+    assert "its member cifar-10-batches-py/test_batch has MD5" in message and "is corrupt" not in message
     assert f"at {(other / 'cifar-10-python.tar.gz').resolve()}" in message
+    assert f"cifar-10-python.tar.gz: {sha256((other / 'cifar-10-python.tar.gz').read_bytes())}" in message
     assert built["checksums"]["cifar-10-python.tar.gz"] in message
     assert leftovers(other) == ["cifar-10-python.tar.gz"]  # nothing installed
 
@@ -433,7 +439,7 @@ def test_cifar_truncated_archive_leaves_nothing(tmp_path):
     sums = dict(built["checksums"], **{"cifar-10-python.tar.gz": md5(archive.read_bytes())})
     with pytest.raises(DataError, match="cifar-10-python.tar.gz is corrupt or truncated"):
         prepare(DataConfig(name="cifar10", root=str(root)), tmp_path / "out", checksums=sums)
-    assert leftovers(root) == ["cifar-10-python.tar.gz"]  # no half-extracted folder, no temp dir
+    assert leftovers(root) == ["cifar-10-python.tar.gz"]  # nothing written under data.root
     assert not (tmp_path / "out" / "train.pt").exists()
 
 
@@ -534,7 +540,10 @@ def test_kmnist_and_fashion_use_torchvision_folders_and_sums(tmp_path):
     for layout, table, tv in ((mnist.MNIST, mnist.MNIST_MD5, MNIST), (mnist.KMNIST, mnist.KMNIST_MD5, KMNIST),
                               (mnist.FASHION_MNIST, mnist.FASHION_MNIST_MD5, FashionMNIST)):
         assert layout.folder == tv.__name__ and list(layout.mirrors) == list(tv.mirrors)
-        assert table == {f"{tv.__name__}/raw/{f}": s for f, s in tv.resources}
+        # the .gz sums are torchvision's; the others are of the decompressed contents (sourced in mnist.py)
+        assert {k: v for k, v in table.items() if k.endswith(".gz")} == {f"{tv.__name__}/raw/{f}": s for f, s in tv.resources}
+        assert {k + ".gz" for k in table if not k.endswith(".gz")} <= set(table)
+    assert len(mnist.MNIST_MD5) == len(mnist.FASHION_MNIST_MD5) == 8 and len(mnist.KMNIST_MD5) == 4
     built = make_idx(tmp_path / "raw", folder="KMNIST")
     meta = prepare(DataConfig(name="kmnist", root=str(tmp_path / "raw")), tmp_path / "out", checksums=built["checksums"])
     assert meta["class_names"][0] == "o" and meta["counts"] == {"train": 12, "test": 5}
@@ -562,7 +571,7 @@ def test_bad_idx_file_raises_and_writes_nothing(tmp_path, damage, message):
 def test_bad_gz_md5_and_truncated_gz(tmp_path):
     built = make_idx(tmp_path / "raw", compress=True)
     cfg = DataConfig(name="mnist", root=str(tmp_path / "raw"))
-    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz is corrupt.*MD5"):
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz: its decompressed contents have MD5"):
         prepare(cfg, tmp_path / "out")  # the published MD5s do not match the test files
     path = built["raw"] / "t10k-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-10])
@@ -602,23 +611,30 @@ def test_plain_idx_files_are_checked_against_the_uncompressed_sums(tmp_path):
     with pytest.raises(DataError) as info:
         prepare(DataConfig(name="mnist", root=str(tmp_path / "raw")), tmp_path / "out", checksums=sums)
     message = str(info.value)
-    assert f"{path} is corrupt or not the official file" in message
+    assert f"{path}: it has MD5 {md5(idx_bytes(images))}" in message and "corrupt" not in message
     assert sums["MNIST/raw/t10k-images-idx3-ubyte"] in message and sums["MNIST/raw/t10k-images-idx3-ubyte.gz"] in message
-    assert f"Place the official t10k-images-idx3-ubyte.gz at {path.parent.resolve()}/t10k-images-idx3-ubyte.gz" in message
+    assert f"place the official t10k-images-idx3-ubyte.gz (MD5 {sums['MNIST/raw/t10k-images-idx3-ubyte.gz']}) at " \
+           f"{path.parent.resolve()}/t10k-images-idx3-ubyte.gz" in message
+    assert f"MNIST/raw/t10k-images-idx3-ubyte: {sha256(idx_bytes(images))}" in message  # the pin to add
     assert "data.download" not in message and "download it again" not in message
     assert leftovers(tmp_path / "out") == []
 
 
-def test_idx_refusals_name_the_offline_fix_when_no_uncompressed_sum_is_published(tmp_path):
-    built = make_idx(tmp_path / "raw", compress=False)  # the published table: gz sums only
-    assert all(key.endswith(".gz") for key in mnist.MNIST_MD5)
+def test_idx_refusals_name_the_pin_when_no_uncompressed_sum_is_published(tmp_path):
+    """KMNIST: only the .gz MD5s are published; a plain copy cannot be checked, and the refusal says
+    so (not "corrupt") and gives the exact data.checksums line, with the file's SHA-256."""
+    built = make_idx(tmp_path / "raw", folder="KMNIST", compress=False)
+    assert all(key.endswith(".gz") for key in mnist.KMNIST_MD5)
     with pytest.raises(DataError) as info:
-        prepare(DataConfig(name="mnist", root=str(tmp_path / "raw")), tmp_path / "out")
+        prepare(DataConfig(name="kmnist", root=str(tmp_path / "raw")), tmp_path / "out")
     message = str(info.value)
-    official = mnist.MNIST_MD5["MNIST/raw/train-images-idx3-ubyte.gz"]
-    assert f"Place the official train-images-idx3-ubyte.gz (MD5 {official}) at " \
+    official = mnist.KMNIST_MD5["KMNIST/raw/train-images-idx3-ubyte.gz"]
+    assert f"place the official train-images-idx3-ubyte.gz (MD5 {official}) at " \
            f"{built['raw'].resolve()}/train-images-idx3-ubyte.gz" in message
-    assert "cannot be verified" in message and "data.download" not in message
+    assert "cannot be checked against the official release" in message and "corrupt" not in message
+    sha = sha256(idx_bytes(built["arrays"]["train-images-idx3-ubyte"]))
+    assert f"data:\n    checksums:\n      KMNIST/raw/train-images-idx3-ubyte: {sha}" in message
+    assert "data.download" not in message
 
 
 # --------------------------------------------------------------------------------------------
@@ -670,7 +686,7 @@ def test_tiny_imagenet_batches_use_the_imagenet_constants(tmp_path):
 def test_tiny_imagenet_corrupt_zip(tmp_path):
     built = make_tiny_imagenet(tmp_path / "raw")
     cfg = DataConfig(name="tiny_imagenet", root=str(tmp_path / "raw"))
-    with pytest.raises(DataError, match="tiny-imagenet-200.zip is corrupt.*MD5"):
+    with pytest.raises(DataError, match="tiny-imagenet-200.zip: MD5 .*; the official tiny-imagenet-200.zip has 9052"):
         prepare(cfg, tmp_path / "out")
     path = built["path"]
     path.write_bytes(path.read_bytes()[:-200])  # cuts the central directory

@@ -32,6 +32,9 @@ class RawDataset:
     # How meta.json names the source of mean/std when they are given (default "published").
     stats_from: str | None = None
     extra: dict = field(default_factory=dict)  # dataset-specific meta entries (e.g. wnids)
+    # relative path under data.root -> who vouched for that source file: {"by": "official" | "user",
+    # "how": ...} (r2kd/data/sources.py: official, check_pin); meta.json's "verified"
+    verified: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 Builder = Callable[[DataConfig, Mapping[str, str]], RawDataset]

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -29,16 +27,44 @@ def digests(path: Path, chunk: int = 1 << 20) -> tuple[str, str]:
     return md5.hexdigest(), sha.hexdigest()
 
 
-def check_file(path: Path, rel: str, checksums: Mapping[str, str]) -> str:
-    """Verify ``path`` against the MD5 published for ``rel`` (if any); return its sha256."""
-    md5, sha = digests(path)
-    expected = checksums.get(rel)
-    if expected is not None and md5 != expected.lower():
+# --- who verified a source file: the published sums ("official") or the user's data.checksums pin ---
+def official(how: str) -> dict[str, str]:
+    """A verification record for meta.json's ``verified.files``: matched a published hash."""
+    return {"by": "official", "how": how}
+
+
+def pin_snippet(pins: Mapping[str, str]) -> str:
+    """The params.yaml lines that pin these files (rel -> sha256), ready to paste."""
+    lines = "".join(f"\n      {rel}: {sha}" for rel, sha in pins.items())
+    return f"\n  data:\n    checksums:{lines}"
+
+
+def check_pin(path: Path, rel: str, sha: str, pins: Mapping[str, str], where: str | None = None) -> dict[str, str] | None:
+    """Check ``path`` (SHA-256 ``sha``) against the user's pin for ``rel``; None when it is not pinned.
+
+    A pin is checked whatever the published sums say: it is the user's statement of which copy
+    this is, and a different file under that name is refused.
+    """
+    expected = pins.get(rel)
+    if expected is None:
+        return None
+    if sha != expected:
         raise DataError(
-            f"{path} is corrupt or not the official file: MD5 {md5}, expected {expected}. "
-            f"{offline_fix(path, expected)}"
+            f"{where or shown(path)} is not the copy you pinned: data.checksums in params.yaml gives {rel} the SHA-256 "
+            f"{expected}, this file has {sha}. Put the pinned copy back, or, if you replaced it on purpose "
+            f"with a copy you trust, set the pin to {sha}."
         )
-    return sha
+    return {"by": "user", "how": "data.checksums SHA-256"}
+
+
+def unverified_error(path: Path, rel: str, sha: str, found: str, fix: str) -> DataError:
+    """A file no published hash vouches for, and no pin: what was found, and both ways out."""
+    return DataError(
+        f"{shown(path)}: {found} Its SHA-256 is {sha}. If this is your own copy of the official file (a distribution's package, "
+        f"a mirror, a re-compressed or unpacked copy) and you trust it, pin it in params.yaml; r2kd then "
+        f"checks it against that SHA-256 on every run and records it in meta.json as verified by you:"
+        f"{pin_snippet({rel: sha})}\nOtherwise: {fix}"
+    )
 
 
 def shown(path: Path) -> Path:
@@ -118,23 +144,3 @@ def fetch(
         except DataError as exc:
             errors.append(str(exc))
     raise DataError("; ".join(errors))
-
-
-def install_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Rename a fully written temporary directory into place; tolerate a concurrent twin."""
-    try:
-        os.replace(tmp_dir, final_dir)
-    except OSError:
-        # Another prepare (e.g. a parallel Snakemake job) installed it first; theirs is checked
-        # like any existing directory, ours is discarded.
-        if not final_dir.is_dir():
-            raise
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-
-
-def make_tmp_dir(parent: Path, name: str) -> Path:
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent))
-    except OSError as exc:
-        raise DataError(f"cannot create a temporary directory in {parent}: {exc.strerror or exc}") from exc

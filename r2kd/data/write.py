@@ -72,6 +72,30 @@ def _check_raw(raw: RawDataset, name: str) -> None:
         raise DataError(f"{name}: images are not square")
 
 
+def _verified(cfg: DataConfig, raw: RawDataset) -> dict[str, Any] | None:
+    """meta.json's ``verified``: who vouched for each source file (the published sums or your pins).
+
+    Every pin in data.checksums must name a file this prepare read: a pin that checks nothing (a
+    typo, or the archive when the extracted folder was read instead) is refused, not ignored.
+    """
+    unused = sorted(set(cfg.checksums) - set(raw.verified))
+    if unused:
+        read = ", ".join(sorted(raw.verified)) or "none"
+        raise DataError(
+            f"data.checksums in params.yaml pins {', '.join(unused)}, which preparing {cfg.name} from "
+            f"{cfg.root} did not read (the files it read: {read}). Pin the files it reads, by their path "
+            f"relative to data.root, or remove the pin."
+        )
+    if not raw.verified:
+        return None
+    missing = sorted(set(raw.sources) - set(raw.verified))
+    if missing:  # a builder bug, not a user error: never write an unverified source as verified
+        raise AssertionError(f"{cfg.name}: no verification recorded for {missing}")
+    files = {rel: dict(raw.verified[rel]) for rel in sorted(raw.verified)}
+    by = "official" if all(v["by"] == "official" for v in files.values()) else "user"
+    return {"by": by, "files": files}
+
+
 def _counts(labels: torch.Tensor, num_classes: int) -> list[int]:
     return torch.bincount(labels, minlength=num_classes).tolist()
 
@@ -98,6 +122,7 @@ def prepare_memory(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, st
     effective = {**spec.checksums, **(checksums or {})}
     raw = spec.build(cfg, effective)  # all parsing and checking happens before anything is written
     _check_raw(raw, cfg.name)
+    verified = _verified(cfg, raw)
 
     splits = {}
     for split, limit in (("train", cfg.train_limit), ("test", cfg.test_limit)):
@@ -132,6 +157,7 @@ def prepare_memory(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, st
         "train_limit": cfg.train_limit,
         "test_limit": cfg.test_limit,
         "sources": dict(sorted(raw.sources.items())),
+        **({"verified": verified} if verified else {}),
         "content_sha256": {split: sha256_state_dict(splits[split]) for split in SPLITS},
         **raw.extra,
         "params": {"data": cfg.model_dump(mode="json")},  # what it was prepared from (r2kd/recorded.py)

@@ -5,19 +5,19 @@ layout) and ``<root>/cifar-100-python.tar.gz`` (``cifar-100-python/``). Download
 published MD5s are torchvision's; the MD5s live in module-level dicts so tests can inject the sums
 of small archives they build in the same format.
 
-Unpacking is done here rather than by ``torchvision.datasets.CIFAR10`` for two reasons: torchvision
-extracts in place (a crash leaves a half tree that looks installed) and unpickles with
-``pickle.load`` (any callable). Here only the expected members are
-copied (regular files, names we choose: no path tricks, size-capped) into a temporary directory,
-each member is checked against its published MD5, and only then is the directory renamed into
-place. The members decide: an archive re-packed with identical members is accepted although its
-own MD5 differs. Batches are
-read with a restricted unpickler (:mod:`r2kd.data.safe_pickle`).
+Reading is done here rather than by ``torchvision.datasets.CIFAR10`` for two reasons: torchvision
+extracts in place (a crash leaves a half tree that looks installed; data.root may be read-only) and
+unpickles with ``pickle.load`` (any callable). Here only the expected members are read, into memory
+(regular files, names we choose: no path tricks, size-capped); nothing is written, under data.root
+or elsewhere. Each member is checked against its published MD5: the members decide, so an archive
+re-packed with identical members is accepted although its own MD5 differs. A copy no published sum
+vouches for is accepted only when pinned in data.checksums. Batches are read with a restricted
+unpickler (:mod:`r2kd.data.safe_pickle`).
 """
 
 from __future__ import annotations
 
-import shutil
+import hashlib
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -30,7 +30,7 @@ import torch
 from r2kd.config import DataConfig
 from r2kd.data.registry import RawDataset, register
 from r2kd.data.safe_pickle import load_cifar_pickle
-from r2kd.data.sources import check_file, digests, fetch, install_dir, make_tmp_dir, link_note, offline_fix, shown
+from r2kd.data.sources import check_pin, digests, fetch, link_note, offline_fix, official, shown, unverified_error
 from r2kd.errors import DataError
 
 
@@ -103,119 +103,146 @@ CIFAR100_MD5 = {
 }
 
 
-# Far above the largest official member (CIFAR-100 train, ~155 MB): a foreign archive cannot fill the disk.
+# Far above the largest official member (CIFAR-100 train, ~155 MB): a foreign archive cannot fill memory.
 MAX_MEMBER_BYTES = 512 << 20
 
 
-def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dst: Path, archive: Path) -> None:
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> bytes:
     if member.size > MAX_MEMBER_BYTES:
         raise DataError(f"{archive}: member {member.name} is {member.size} bytes; not the official archive")
     src = tar.extractfile(member)
     assert src is not None  # regular files only
-    with src, open(dst, "wb") as out:
-        while True:
-            try:
-                block = src.read(1 << 20)
-            except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-                raise DataError(f"{archive} is corrupt or truncated: {exc}") from exc
-            if not block:
-                break
-            try:
-                out.write(block)
-            except OSError as exc:  # a full disk is not a corrupt archive
-                raise DataError(f"cannot write {dst}: {exc.strerror or exc}") from exc
-
-
-def _extract(layout: CifarLayout, archive: Path, root: Path, checksums: Mapping[str, str], archive_md5: str) -> None:
-    """Archive -> members checked one by one -> folder renamed into place.
-
-    The members' published MD5s decide: an archive re-packed with identical members (another MD5)
-    is accepted, one with any other member is refused and nothing is installed.
-    """
-    expected_archive = checksums.get(layout.archive)
-    repacked = expected_archive is not None and archive_md5 != expected_archive.lower()
-    tmp = make_tmp_dir(root, layout.folder)
-    try:
-        staged = tmp / layout.folder
-        staged.mkdir()
+    with src:
         try:
-            with tarfile.open(archive, "r:gz") as tar:
-                found = {}
-                for member in tar.getmembers():
-                    parts = member.name.strip("/").split("/")
-                    if member.isfile() and len(parts) == 2 and parts[0] == layout.folder and parts[1] in layout.members:
-                        found[parts[1]] = member
-                for name in layout.members:
-                    if name not in found:
-                        raise DataError(f"{archive} has no member {layout.folder}/{name}; not the official archive")
-                    _copy_member(tar, found[name], staged / name, archive)
+            return src.read()
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise DataError(f"{archive} is corrupt or truncated: {exc}") from exc
-        for name in layout.members:
-            rel = f"{layout.folder}/{name}"
-            try:
-                check_file(staged / name, rel, checksums)
-            except DataError:
-                if not repacked:
-                    raise
-                raise DataError(
-                    f"{archive} is corrupt or not the official file: MD5 {archive_md5}, expected "
-                    f"{expected_archive}, and its member {rel} does not have its published MD5 "
-                    f"{checksums.get(rel)} either. {offline_fix(archive, expected_archive)}"
-                ) from None
-        install_dir(staged, root / layout.folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _ensure_folder(layout: CifarLayout, cfg: DataConfig, checksums: Mapping[str, str]) -> Path:
-    root = Path(cfg.root)
+def _from_archive(layout: CifarLayout, archive: Path, checksums: Mapping[str, str], pins: Mapping[str, str]
+                  ) -> tuple[dict[str, bytes], dict[str, dict[str, str]]]:
+    """The expected members of the archive, read into memory (nothing is written anywhere: data.root
+    may be read-only), and who vouches for each.
+
+    The members' published MD5s decide: an archive re-packed with identical members (another MD5)
+    is accepted, one with any other member is refused unless the archive is pinned in data.checksums.
+    """
+    archive_md5, archive_sha = digests(archive)
+    verified: dict[str, dict[str, str]] = {}
+    pinned = check_pin(archive, layout.archive, archive_sha, pins)
+    if pinned is not None:
+        verified[layout.archive] = pinned
+    members: dict[str, bytes] = {}
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            found = {}
+            for member in tar.getmembers():
+                parts = member.name.strip("/").split("/")
+                if member.isfile() and len(parts) == 2 and parts[0] == layout.folder and parts[1] in layout.members:
+                    found[parts[1]] = member
+            for name in layout.members:
+                if name not in found:
+                    raise DataError(f"{archive} has no member {layout.folder}/{name}; not the official archive")
+                members[name] = _read_member(tar, found[name], archive)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"{archive} is corrupt or truncated: {exc}") from exc
+    expected_archive = checksums.get(layout.archive)
+    for name in layout.members:
+        rel = f"{layout.folder}/{name}"
+        data = members[name]
+        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        sha = hashlib.sha256(data).hexdigest()
+        where = f"{shown(archive)} (member {rel})"
+        vouched = check_pin(archive, rel, sha, pins, where=where) or _official_member(rel, md5, checksums)
+        if vouched is None and pinned is not None:
+            vouched = {"by": "user", "how": f"member of {layout.archive}, pinned in data.checksums"}
+        if vouched is None:
+            raise unverified_error(
+                archive, layout.archive, archive_sha,
+                f"its member {rel} has MD5 {md5}, the official member has {checksums.get(rel)}, so this "
+                f"archive does not hold the official contents (the archive's own MD5 is {archive_md5}; the "
+                f"official archive has {expected_archive}).",
+                offline_fix(archive, expected_archive) if expected_archive else f"place the official archive at "
+                f"{shown(archive)}.",
+            )
+        verified[rel] = vouched
+    return members, verified
+
+
+def _official_member(rel: str, md5: str, checksums: Mapping[str, str]) -> dict[str, str] | None:
+    expected = checksums.get(rel)
+    return official("MD5 of the official member") if expected is not None and md5 == expected.lower() else None
+
+
+def _from_folder(layout: CifarLayout, root: Path, checksums: Mapping[str, str], pins: Mapping[str, str]
+                 ) -> tuple[dict[str, bytes], dict[str, dict[str, str]]]:
+    """The members from an extracted folder (torchvision's layout), each checked like an archive's."""
     folder = root / layout.folder
-    if not folder.is_dir():
-        archive = fetch(
-            layout.name, root, layout.archive, [layout.url], cfg.download, checksums.get(layout.archive)
-        )
-        _extract(layout, archive, root, checksums, digests(archive)[0])
-    return folder
+    members: dict[str, bytes] = {}
+    verified: dict[str, dict[str, str]] = {}
+    for name in layout.members:
+        rel = f"{layout.folder}/{name}"
+        path = folder / name
+        if not path.is_file():
+            raise DataError(
+                f"{layout.name}: {shown(path)} is missing, so the extracted folder {shown(folder)} is incomplete. "
+                f"Restore it, or move the folder away and put the official {layout.archive} in {shown(root)}/ "
+                f"(it is read directly; nothing is unpacked under data.root).{link_note(folder)}"
+            )
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        sha = hashlib.sha256(data).hexdigest()
+        vouched = check_pin(path, rel, sha, pins) or _official_member(rel, md5, checksums)
+        if vouched is None:
+            raise unverified_error(
+                path, rel, sha,
+                f"MD5 {md5}; the official {rel} has {checksums.get(rel)}: these are not the official contents.",
+                f"{offline_fix(path, checksums.get(rel, '?'))} Or move the folder away and put the official "
+                f"{layout.archive} in {shown(root)}/.",
+            )
+        members[name], verified[rel] = data, vouched
+    return members, verified
 
 
-def _read_batch(layout: CifarLayout, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    entry = load_cifar_pickle(path.read_bytes(), str(path))
+def _read_batch(layout: CifarLayout, data: bytes, label: str) -> tuple[np.ndarray, np.ndarray]:
+    entry = load_cifar_pickle(data, label)
     data, labels = entry.get("data"), entry.get(layout.label_key)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise DataError(f"{path}: 'data' is not a uint8 N x 3072 array")
+        raise DataError(f"{label}: 'data' is not a uint8 N x 3072 array")
     if not isinstance(labels, list) or len(labels) != data.shape[0]:
-        raise DataError(f"{path}: {layout.label_key!r} is not a list of {data.shape[0]} labels")
+        raise DataError(f"{label}: {layout.label_key!r} is not a list of {data.shape[0]} labels")
     # Rows hold 1024 red, 1024 green, 1024 blue values, each plane row-major: that is C x H x W.
     return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
 def build_cifar(layout: CifarLayout, cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
     root = Path(cfg.root)
-    folder = _ensure_folder(layout, cfg, checksums)
-    sources: dict[str, str] = {}
-    for name in layout.members:
-        rel = f"{layout.folder}/{name}"
-        path = folder / name
-        if not path.is_file():
-            raise DataError(
-                f"{layout.name}: {path} is missing; delete {folder} so that {layout.archive} is unpacked "
-                f"again, or put the official archive in {shown(root)}/.{link_note(folder)}"
-            )
-        sources[rel] = check_file(path, rel, checksums)
+    if (root / layout.folder).is_dir():
+        members, verified = _from_folder(layout, root, checksums, cfg.checksums)
+        where = {name: str(root / layout.folder / name) for name in layout.members}
+    else:
+        archive = fetch(
+            layout.name, root, layout.archive, [layout.url], cfg.download, checksums.get(layout.archive)
+        )
+        members, verified = _from_archive(layout, archive, checksums, cfg.checksums)
+        where = {name: f"{archive}: {layout.folder}/{name}" for name in layout.members}
+    sources = {f"{layout.folder}/{name}": hashlib.sha256(members[name]).hexdigest() for name in layout.members}
 
     def read(files: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        parts = [_read_batch(layout, folder / f) for f in files]
+        parts = [_read_batch(layout, members[f], where[f]) for f in files]
         images = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
         return torch.from_numpy(images), torch.from_numpy(labels)
 
     train_images, train_labels = read(layout.train_files)
     test_images, test_labels = read(layout.test_files)
-    meta = load_cifar_pickle((folder / layout.meta_file).read_bytes(), str(folder / layout.meta_file))
+    meta = load_cifar_pickle(members[layout.meta_file], where[layout.meta_file])
     names = meta.get(layout.names_key)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise DataError(f"{folder / layout.meta_file}: no list of class names under {layout.names_key!r}")
+        raise DataError(f"{where[layout.meta_file]}: no list of class names under {layout.names_key!r}")
     for split, labels in (("train", train_labels), ("test", test_labels)):
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(names)):
             raise DataError(f"{layout.name}: {split} labels outside 0..{len(names) - 1}")
@@ -226,6 +253,7 @@ def build_cifar(layout: CifarLayout, cfg: DataConfig, checksums: Mapping[str, st
         test_labels=test_labels,
         class_names=list(names),
         sources=sources,
+        verified=verified,
         crop_padding=4,
         hflip=True,
         mean=layout.mean,
