@@ -908,3 +908,150 @@ def test_same_batches_on_cuda_as_on_cpu():
     for (xc, yc), (xg, yg) in zip(cpu, gpu):
         assert xg.device.type == "cuda" and torch.equal(yc, yg.cpu())
         assert torch.allclose(xc, xg.cpu(), atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# your own copy of an official dataset: verified by content, or pinned (data.checksums)
+
+
+def snapshot(root: Path) -> dict:
+    """Every path under root with its mode, size, mtime and content hash."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        out[str(path.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns,
+                                            sha256(path.read_bytes()) if path.is_file() else None)
+    return out
+
+
+@pytest.mark.parametrize("form", ["regzipped", "decompressed"])
+def test_own_copy_of_mnist_verifies_by_content_and_meta_says_so(tmp_path, form):
+    """A distribution re-compresses the official files (other .gz bytes, same contents) or ships them
+    unpacked: both pass by the MD5 of their contents, and meta.json records that."""
+    built = make_idx(tmp_path / "raw", compress=True)
+    sums = official_idx_sums(built)
+    for name, array in built["arrays"].items():
+        (built["raw"] / f"{name}.gz").unlink()
+        if form == "regzipped":
+            (built["raw"] / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(array), compresslevel=9, mtime=777))
+        else:
+            (built["raw"] / name).write_bytes(idx_bytes(array))
+    meta = prepare(DataConfig(name="mnist", root=str(tmp_path / "raw")), tmp_path / "out", checksums=sums)
+    suffix = ".gz" if form == "regzipped" else ""
+    assert meta["verified"] == {"by": "official", "files": {
+        f"MNIST/raw/{n}{suffix}": {"by": "official", "how": "MD5 of the official decompressed contents"}
+        for n in mnist.FILES}}
+    assert load_prepared(tmp_path / "out").meta["verified"] == meta["verified"]
+
+
+def test_read_only_root_is_never_written(tmp_path):
+    """data.root as a distribution installs it: read-only. Tests run as root, where chmod does not
+    stop writes, so the proof is that nothing under root changed or appeared."""
+    cases = [("mnist", lambda r: make_idx(r)["checksums"]), ("cifar10", lambda r: make_cifar10(r)["checksums"]),
+             ("cifar100", lambda r: make_cifar100(r)["checksums"]),
+             ("tiny_imagenet", lambda r: make_tiny_imagenet(r)["checksums"])]
+    for name, make in cases:
+        root = tmp_path / name
+        sums = make(root)
+        for path in [root, *root.rglob("*")]:
+            path.chmod(path.stat().st_mode & ~0o222)
+        before = snapshot(root)
+        try:
+            meta = prepare(DataConfig(name=name, root=str(root)), tmp_path / f"out-{name}", checksums=sums)
+        finally:
+            assert snapshot(root) == before, name
+            for path in [root, *root.rglob("*")]:
+                path.chmod(path.stat().st_mode | 0o200)
+        assert meta["verified"]["by"] == "official"
+
+
+def test_user_pin_accepts_the_pinned_copy_and_refuses_any_other(tmp_path):
+    """KMNIST publishes no hash of the decompressed files: a re-gzipped copy needs your pin, and the
+    refusal says exactly what to add. The pin is checked, recorded in meta.json and in the params
+    provenance records, and a different file under that name is refused naming both hashes."""
+    built = make_idx(tmp_path / "raw", folder="KMNIST", compress=True)
+    sums = {k: v for k, v in official_idx_sums(built, "KMNIST").items() if k.endswith(".gz")}
+    name = "t10k-labels-idx1-ubyte.gz"
+    path = built["raw"] / name
+    path.write_bytes(gzip.compress(idx_bytes(built["arrays"]["t10k-labels-idx1-ubyte"]), mtime=99))
+    actual = sha256(path.read_bytes())
+    rel = f"KMNIST/raw/{name}"
+    with pytest.raises(DataError) as info:
+        prepare(DataConfig(name="kmnist", root=str(tmp_path / "raw")), tmp_path / "out", checksums=sums)
+    message = str(info.value)
+    assert f"{path}: MD5 {md5(path.read_bytes())} is not that of the official {name}" in message
+    assert "no hash of the decompressed contents of kmnist files is published" in message
+    assert f"checksums:\n      {rel}: {actual}" in message and "corrupt" not in message
+    assert leftovers(tmp_path / "out") == []
+
+    cfg = DataConfig(name="kmnist", root=str(tmp_path / "raw"), checksums={rel: actual.upper()})
+    meta = prepare(cfg, tmp_path / "out", checksums=sums)
+    assert meta["verified"]["by"] == "user"
+    assert meta["verified"]["files"][rel] == {"by": "user", "how": "data.checksums SHA-256"}
+    assert meta["verified"]["files"]["KMNIST/raw/train-images-idx3-ubyte.gz"]["by"] == "official"
+    assert meta["params"]["data"]["checksums"] == {rel: actual}  # what provenance records of params
+    assert meta["sources"][rel] == actual
+
+    path.write_bytes(gzip.compress(idx_bytes(built["arrays"]["t10k-labels-idx1-ubyte"]), mtime=100))
+    other = sha256(path.read_bytes())
+    with pytest.raises(DataError) as info:
+        prepare(cfg, tmp_path / "out2", checksums=sums)
+    message = str(info.value)
+    assert str(path) in message and actual in message and other in message and "not the copy you pinned" in message
+    assert leftovers(tmp_path / "out2") == []
+
+    # A pin is checked even when the published sums would accept the file.
+    official_rel = "KMNIST/raw/train-images-idx3-ubyte.gz"
+    with pytest.raises(DataError, match="not the copy you pinned"):
+        prepare(DataConfig(name="kmnist", root=str(tmp_path / "raw"), checksums={official_rel: "0" * 64}),
+                tmp_path / "out3", checksums=sums)
+
+
+def test_pins_for_archives_and_pins_that_check_nothing(tmp_path):
+    # CIFAR: an archive with other members (here a swapped test batch) passes only when pinned.
+    root = tmp_path / "raw"
+    built = make_cifar10(root)
+    members = dict(built["members"], test_batch=py2_pickle(
+        {"labels": [1, 2, 3], "data": rng_images(42, 3), "batch_label": "x", "filenames": ["a", "b", "c"]}))
+    tar_gz(root / "cifar-10-python.tar.gz", {f"cifar-10-batches-py/{k}": v for k, v in members.items()})
+    actual = sha256((root / "cifar-10-python.tar.gz").read_bytes())
+    with pytest.raises(DataError, match=f"cifar-10-python.tar.gz: {actual}"):
+        prepare(DataConfig(name="cifar10", root=str(root)), tmp_path / "out", checksums=built["checksums"])
+    cfg = DataConfig(name="cifar10", root=str(root), checksums={"cifar-10-python.tar.gz": actual})
+    meta = prepare(cfg, tmp_path / "out", checksums=built["checksums"])
+    files = meta["verified"]["files"]
+    assert meta["verified"]["by"] == "user" and files["cifar-10-python.tar.gz"]["by"] == "user"
+    assert files["cifar-10-batches-py/test_batch"]["by"] == "user"
+    assert files["cifar-10-batches-py/data_batch_1"]["by"] == "official"  # an identical member still checks
+    assert load_prepared(tmp_path / "out").test_labels.tolist() == [1, 2, 3]
+
+    # Tiny-ImageNet: only the zip's MD5 is published; a re-packed zip passes only when pinned.
+    tiny = make_tiny_imagenet(tmp_path / "tiny")
+    sha = sha256(tiny["path"].read_bytes())
+    with pytest.raises(DataError, match=f"(?s)No hash of its contents .* is published.*tiny-imagenet-200.zip: {sha}"):
+        prepare(DataConfig(name="tiny_imagenet", root=str(tmp_path / "tiny")), tmp_path / "t1")
+    meta = prepare(DataConfig(name="tiny_imagenet", root=str(tmp_path / "tiny"),
+                              checksums={"tiny-imagenet-200.zip": sha}), tmp_path / "t1")
+    assert meta["verified"] == {"by": "user", "files": {"tiny-imagenet-200.zip": {
+        "by": "user", "how": "data.checksums SHA-256"}}}
+
+    # A pin naming a file prepare did not read is refused, not ignored.
+    with pytest.raises(DataError, match="pins MNIST/raw/typo.gz, which preparing tiny_imagenet .* did not read"):
+        prepare(DataConfig(name="tiny_imagenet", root=str(tmp_path / "tiny"),
+                           checksums={"tiny-imagenet-200.zip": sha, "MNIST/raw/typo.gz": sha}), tmp_path / "t2")
+    assert leftovers(tmp_path / "t2") == []
+
+
+@pytest.mark.parametrize("pins, message", [
+    ({"../etc/passwd": "a" * 64}, "must not contain '..'"),
+    ({"/etc/passwd": "a" * 64}, "must be relative to data.root"),
+    ({"MNIST//x.gz": "a" * 64}, "empty parts"),
+    ({"MNIST\\raw\\x.gz": "a" * 64}, "with / separators"),
+    ({"MNIST/raw/x.gz": "a" * 63}, "64 hex digits"),
+    ({"MNIST/raw/x.gz": "g" * 64}, "64 hex digits"),
+])
+def test_checksums_config_is_validated(pins, message):
+    with pytest.raises(ValidationError, match=message):
+        DataConfig(name="mnist", checksums=pins)
+    with pytest.raises(ValidationError, match="data.checksums applies to the official datasets"):
+        DataConfig(name="digits", checksums={"a.gz": "a" * 64})
