@@ -1,7 +1,7 @@
 """`make run` end to end, this checkout against an earlier commit, on the same machine in one run.
 
     python benchmarks/bench_make_run.py --baseline 991525f            # 2 rounds, alternating order
-    python benchmarks/bench_make_run.py --baseline HEAD~3 --rounds 3 --cores 2
+    python benchmarks/bench_make_run.py --baseline HEAD~3 --rounds 3
 
 Each variant is a fresh copy (this working tree; the baseline from `git archive`), git initialised,
 the running environment linked as .venv (`make -o .venv/.r2kd-installed` keeps make from
@@ -12,9 +12,13 @@ run's wall time and the load average before it (other users of the machine move 
 the median per variant and baseline/current; and whether the two results tables and eval.json's
 scores are the same bytes (they must be: speed work changes no result). Not a unit test.
 
+`make run` is plain `make run`: DVC's check stage, `dvc repro`, the table. It takes no CORES (since the
+issue "Plain to read, plain to run" it runs the stages one at a time); a baseline older than that
+ran its own `make run`, whatever that was at the time, with that Makefile's default CORES.
+
 On Linux each run's CPU work is printed too: the machine's busy core-seconds over the run, from
 /proc/stat (every process of the machine counts, so run it on an otherwise idle machine). Divided
-by the cores it is a floor no scheduling can beat: the run cannot end before its work is done.
+by the machine's cores it is a floor no scheduling can beat: the run cannot end before its work is done.
 """
 
 from __future__ import annotations
@@ -57,11 +61,11 @@ def busy_core_seconds() -> float | None:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-def make_run(copy: Path, cores: int) -> tuple[float, float | None]:
+def make_run(copy: Path) -> tuple[float, float | None]:
     subprocess.run(["git", "clean", "-xfdq", "-e", ".venv"], cwd=copy, check=True)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}  # no venv activated
     busy, start = busy_core_seconds(), time.perf_counter()
-    done = subprocess.run(["make", "-o", ".venv/.r2kd-installed", "run", f"CORES={cores}"], cwd=copy, env=env,
+    done = subprocess.run(["make", "-o", ".venv/.r2kd-installed", "run"], cwd=copy, env=env,
                           capture_output=True, text=True)
     seconds, busy_after = time.perf_counter() - start, busy_core_seconds()
     if done.returncode:
@@ -85,8 +89,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", required=True, help="a commit of this repository to compare against")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
+    cores = os.cpu_count() or 1
     console = Console()
     with tempfile.TemporaryDirectory(prefix="bench-make-run-") as tmp:
         copies = {"current": copy_checkout(Path(tmp) / "current"),
@@ -98,14 +102,14 @@ def main() -> None:
         for round_ in range(args.rounds):
             for name in names if round_ % 2 else names[::-1]:  # the baseline first in round 1
                 load = os.getloadavg()[0]
-                took, work = make_run(copies[name], args.cores)
+                took, work = make_run(copies[name])
                 seconds[name].append(took)
                 cpu = "" if work is None else f", CPU {work:.0f} core-s"
                 times[name].append(f"{took:.1f} s (load {load:.2f}{cpu})")
                 digests[name] = digest(copies[name])
-                floor = "" if work is None else f"; CPU busy {work:.1f} core-s, so >= {work / args.cores:.1f} s on {args.cores} cores"
+                floor = "" if work is None else f"; CPU busy {work:.1f} core-s, so >= {work / cores:.1f} s on this machine's {cores} cores"
                 console.print(f"round {round_ + 1}: {name}: {took:.1f} s (load before: {load:.2f}{floor})")
-        table = Table(title=f"make run, {args.cores} cores, {args.rounds} round(s), order alternating")
+        table = Table(title=f"make run, {cores}-core machine, {args.rounds} round(s), order alternating")
         table.add_column("variant")
         for round_ in range(args.rounds):
             table.add_column(f"round {round_ + 1}", justify="right")
