@@ -11,7 +11,10 @@ GPU-hours relative to the official code are the ratio of one (pair, seed)'s summ
 - reference: each of the 10 runs' steps written plainly, as benchmarks/bench_step.py's reference
   (separate forwards of student, teacher and pruned teacher on each view, an l1_unstructured
   pruned copy in train-mode BatchNorm, torch.optim.SGD, ``loss.item()`` every step), one run per
-  process as the official code runs them; summed;
+  process as the official code runs them; summed. ``--reference-mode`` as in bench_step.py: on CUDA
+  with runtime.deterministic's switches (``deterministic``), with the official code's
+  (``official``: cudnn.benchmark on, deterministic algorithms off), or both (default), each ratio
+  printed against each;
 - project, alone: each run's step as its own stage runs it (the device's default: on CUDA the
   fast path, one CUDA graph per step); summed;
 - project, cohort: the 10 runs' steps as ONE r2kd.cohort.CohortStep, views and frozen passes
@@ -48,6 +51,8 @@ from r2kd.optim import SGD  # noqa: E402
 from r2kd.pruning import prune_teacher, set_bn_mode  # noqa: E402
 from r2kd.runtime import fast_layout, resolve_device, seed_everything  # noqa: E402
 from r2kd.train import TrainStep  # noqa: E402
+
+from benchmarks.bench_step import REFERENCES, reference_modes, with_reference_settings  # noqa: E402
 
 console = Console(width=140)
 METHOD_NAMES = ("ce", "kd", "dist", "dkd", "r2kd")
@@ -90,10 +95,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="interleaved samples per row")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reference-mode", default="both", choices=["deterministic", "official", "both"],
+                        help="the reference's CUDA switches (see bench_step.py); on the CPU one reference")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     seed_everything(0, deterministic=True)
+    modes = reference_modes(args, device)
     t_name, s_name, ch, side, classes = SHAPES[args.shape]
     torch.manual_seed(0)
     build = lambda n: models.create(n, classes, in_channels=ch, input_size=side).to(device)  # noqa: E731
@@ -116,11 +124,12 @@ def main() -> None:
         return fast_layout(s) if fast else s
 
     fns = {}
-    for m, a in runs:
-        s_ref = copy.deepcopy(student0)
-        opt = torch.optim.SGD(s_ref.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False)
-        fns[f"reference {m}/{a}"] = (lambda m=m, a=a, s=s_ref, o=opt:
-                                     reference_step(m, a, s, teacher, ref_pruned, o, x, y))
+    for mode in modes:
+        for m, a in runs:
+            s_ref = copy.deepcopy(student0)
+            opt = torch.optim.SGD(s_ref.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False)
+            fns[f"{REFERENCES[mode]} {m}/{a}"] = with_reference_settings(
+                mode, lambda m=m, a=a, s=s_ref, o=opt: reference_step(m, a, s, teacher, ref_pruned, o, x, y), device)
     for m, a in runs:
         s = student()
         fns[f"project alone {m}/{a}"] = project_step_fn(objective_for(m, a, f_teacher, f_pruned, None, ch, fast, None),
@@ -153,7 +162,8 @@ def main() -> None:
 
     console.print(f"torch {torch.__version__}, {device}"
                   + (f", {torch.cuda.get_device_name(device)}" if fast else f", {args.threads} threads")
-                  + f", deterministic kernels; {t_name} -> {s_name}, {ch}x{side}x{side}, {classes} classes, batch 64")
+                  + f", project: deterministic kernels; {t_name} -> {s_name}, {ch}x{side}x{side}, {classes} classes,"
+                  + " batch 64; references: " + " and ".join(REFERENCES[m] for m in modes))
     times = interleaved(fns, args.steps, args.warmup, device)
     kinds = {k: fn.step.kind for k, fn in fns.items() if hasattr(fn, "step")}
     if fast and any(v != "cuda-graph" for v in kinds.values()):
@@ -161,27 +171,40 @@ def main() -> None:
     shared = fns["project cohort (share_teachers)"].shared
     console.print(f"cohort: {shared.computed} views / frozen passes computed, {shared.reused} reused (eager calls only)")
 
-    ref_total = sum(times[f"reference {m}/{a}"] for m, a in runs)
+    name = {"cpu": "reference"}
+    ref_total = {mode: sum(times[f"{REFERENCES[mode]} {m}/{a}"] for m, a in runs) for mode in modes}
     alone_total = sum(times[f"project alone {m}/{a}"] for m, a in runs)
     table = Table(title="one step of each run of a (pair, seed): median ms, interleaved")
-    for col in ("run", "reference", "project alone", "speed-up"):
-        table.add_column(col, justify="right" if col != "run" else "left")
+    table.add_column("run")
+    for mode in modes:
+        table.add_column(name.get(mode, mode + " reference"), justify="right")
+    table.add_column("project alone", justify="right")
+    for mode in modes:
+        table.add_column(f"speed-up vs {name.get(mode, mode + ' reference')}", justify="right")
     for m, a in runs:
-        r, p = times[f"reference {m}/{a}"], times[f"project alone {m}/{a}"]
-        table.add_row(f"{m}/{a}", f"{r * 1e3:.1f}", f"{p * 1e3:.1f}", f"{r / p:.2f}x")
+        r = [times[f"{REFERENCES[mode]} {m}/{a}"] for mode in modes]
+        p = times[f"project alone {m}/{a}"]
+        table.add_row(f"{m}/{a}", *(f"{v * 1e3:.1f}" for v in r), f"{p * 1e3:.1f}", *(f"{v / p:.2f}x" for v in r))
     console.print(table)
     table = Table(title="the matrix: GPU time of a (pair, seed)'s 10 runs per step (= the matrix's GPU-hours ratio)")
-    for col in ("how", "ms per step of all 10 runs", "GPU-hours vs official code"):
-        table.add_column(col, justify="right" if col != "how" else "left")
-    table.add_row("official code (reference), one run at a time", f"{ref_total * 1e3:.1f}", "1.00")
-    table.add_row("project, each run alone (default)", f"{alone_total * 1e3:.1f}",
-                  f"{alone_total / ref_total:.3f} (1/{ref_total / alone_total:.1f})")
-    for k in ("project cohort, students in turn", "project cohort (share_teachers)",
-              "project cohort + amp=bf16, students in turn", "project cohort + amp=bf16 (opt-in)"):
-        if k not in times:
-            continue
-        table.add_row(k, f"{times[k] * 1e3:.1f}", f"{times[k] / ref_total:.3f} (1/{ref_total / times[k]:.1f})")
+    table.add_column("how")
+    table.add_column("ms per step of all 10 runs", justify="right")
+    for mode in modes:
+        table.add_column(f"GPU-hours vs official code, {name.get(mode, mode + ' reference')}", justify="right")
+    for mode in modes:
+        table.add_row(f"official code ({REFERENCES[mode]}), one run at a time", f"{ref_total[mode] * 1e3:.1f}",
+                      *(f"{ref_total[mode] / ref_total[o]:.3f}" for o in modes))
+    rows = [("project, each run alone (default)", alone_total)]
+    rows += [(k, times[k]) for k in ("project cohort, students in turn", "project cohort (share_teachers)",
+                                     "project cohort + amp=bf16, students in turn", "project cohort + amp=bf16 (opt-in)")
+             if k in times]
+    for k, v in rows:
+        table.add_row(k, f"{v * 1e3:.1f}", *(f"{v / ref_total[mode]:.3f} (1/{ref_total[mode] / v:.1f})" for mode in modes))
     console.print(table)
+    for k, v in rows:
+        console.print(f"matrix: {k}: {v * 1e3:.1f} ms = " + ", ".join(
+            f"1/{ref_total[mode] / v:.1f} of the {name.get(mode, mode + ' reference')}'s GPU time "
+            f"({ref_total[mode] * 1e3:.1f} ms)" for mode in modes))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ that load from other processes hits both alike.
     python benchmarks/bench_step.py                         # CPU, both shapes, all methods
     python benchmarks/bench_step.py --device cuda           # the same on a GPU
     python benchmarks/bench_step.py --shapes default --steps 30
+    python benchmarks/bench_step.py --device cuda --reference-mode both   # both references (the default)
 
 The reference step: separate forwards of student, teacher and pruned teacher on each view, the
 pruned copy made with torch.nn.utils.prune.l1_unstructured (10 %, made permanent) and kept in
@@ -12,6 +13,23 @@ train-mode BatchNorm, the cutmix view, torch.optim.SGD (momentum 0.9, wd 5e-4, n
 loss terms written inline, and a host read of the loss every step (``loss.item()``). The project's
 step: DistillObjective + r2kd.optim.SGD as r2kd.train.Trainer uses them (non-finite guard and term
 sums on the device). Random weights: speed only. "speed-up" = reference ms / project ms.
+
+Which reference (``--reference-mode``; on CUDA only, where the switches matter):
+
+- ``deterministic``: the reference step under ``runtime.deterministic: true``'s switches, as the
+  project's rows run (``torch.use_deterministic_algorithms(True, warn_only=True)``,
+  ``torch.backends.cudnn.benchmark = False``). The ratios in docs/performance.md up to 2026-11-27
+  divide by this one.
+- ``official``: the reference step as the official R2KD code runs it: ``torch.backends.cudnn.benchmark
+  = True``, deterministic algorithms off (cuDNN and cuBLAS may pick non-deterministic, faster kernels).
+  The switches are set around each official step and restored after it, so the project's rows and
+  the deterministic reference keep their settings. One difference is left: CUBLAS_WORKSPACE_CONFIG
+  (:4096:8, needed by the deterministic side) is process-wide and read when cuBLAS starts, so the
+  official reference runs with it too; the official code leaves it unset.
+- ``both`` (default): both, interleaved in the same loop, and every ratio printed against each.
+
+On the CPU the two coincide (no cuDNN; the CPU kernels are deterministic and seed_everything sets
+nothing there): one reference is timed.
 
 "project" is the step with the settings' defaults as the distill stage resolves them on this
 device. On the CPU with --threads 1 the reference is also timed with 2 intra-op threads (torch's
@@ -27,8 +45,10 @@ reference step.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import math
+import os
 import statistics
 import subprocess
 import tempfile
@@ -52,6 +72,12 @@ from r2kd.runtime import autocast, fast_layout, resolve_device, seed_everything
 from r2kd.graphs import GraphedStep
 from r2kd.train import Trainer, TrainStep
 from r2kd.workers import usable_cores
+
+REFERENCES = {  # --reference-mode: the row label of each reference
+    "deterministic": "reference, deterministic (cudnn.benchmark off, deterministic algorithms)",
+    "official": "reference, official settings (cudnn.benchmark on, non-deterministic)",
+    "cpu": "reference",  # on the CPU the two coincide
+}
 
 SHAPES = {  # name: teacher, student, channels, side, classes
     "cifar100": ("resnet32x4", "resnet8x4", 3, 32, 100),
@@ -176,6 +202,48 @@ def with_threads(n: int, fn):
     return run
 
 
+class reference_settings:
+    """The global switches of one reference mode around a step, restored after it (CUDA only)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def __enter__(self):
+        self.saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+                      torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+        official = self.mode == "official"
+        torch.backends.cudnn.benchmark = official
+        if official:
+            torch.backends.cudnn.deterministic = False
+        torch.use_deterministic_algorithms(not official, warn_only=True)
+
+    def __exit__(self, *exc):
+        benchmark, cudnn_deterministic, enabled, warn_only = self.saved
+        torch.backends.cudnn.benchmark = benchmark
+        torch.backends.cudnn.deterministic = cudnn_deterministic
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+def with_reference_settings(mode: str, fn, device):
+    if device.type != "cuda":
+        return fn
+
+    def run():
+        with reference_settings(mode):
+            return fn()
+    return run
+
+
+def reference_modes(args, device) -> list[str]:
+    if device.type != "cuda":  # the same settings on the CPU: one reference
+        return ["cpu"]
+    return ["deterministic", "official"] if args.reference_mode == "both" else [args.reference_mode]
+
+
+def ratio_cells(times: dict, value: float, modes: list[str]) -> list[str]:
+    return [f"{times[REFERENCES[m]] / value:.2f}x" for m in modes]
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -245,8 +313,15 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
                                     view_generator=torch.Generator().manual_seed(0), mean=[0.0] * ch, std=[1.0] * ch)
 
         objective = plain_objective()
-        fns = {"reference": lambda: reference_step(method, s_ref, teacher, ref_pr, opt_ref, x, y),
-               "project": project_step_fn(objective, s_proj, opt_proj, x, y)}
+        modes = reference_modes(args, device)
+        fns = {}
+        for mode in modes:  # each reference its own copy of the student and optimiser
+            s_m, opt_m = (s_ref, opt_ref) if mode == modes[0] else (copy.deepcopy(student0), None)
+            if opt_m is None:
+                opt_m = torch.optim.SGD(s_m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False)
+            fns[REFERENCES[mode]] = with_reference_settings(
+                mode, lambda s_m=s_m, opt_m=opt_m: reference_step(method, s_m, teacher, ref_pr, opt_m, x, y), device)
+        fns["project"] = project_step_fn(objective, s_proj, opt_proj, x, y)
         extra = {}
 
         def fast_objective(kind=DistillObjective):  # fast-path copies of the frozen networks
@@ -269,7 +344,7 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
                 fns["project, CUDA default + amp=bf16"] = step_of(graph_obj, amp="bf16", graphs=True)
         if device.type == "cpu" and args.threads == 1 and usable_cores() >= 2:
             # The official code leaves torch at its default: as many intra-op threads as cores.
-            fns["reference, 2 intra-op threads"] = with_threads(2, fns["reference"])
+            fns["reference, 2 intra-op threads"] = with_threads(2, fns[REFERENCES[modes[0]]])
         if method == "r2kd":  # the opt-in variants, measured in the same loop
             fns["project amp=bf16"] = step_of(objective, fast=False, amp="bf16")
             fast_obj = fast_objective()
@@ -279,15 +354,22 @@ def bench_shape(shape: str, args, device) -> list[tuple]:
         kinds = {k: fn.step.kind for k, fn in fns.items() if hasattr(fn, "step")}
         if any(v != "cuda-graph" for k, v in kinds.items() if "CUDA default" in k):
             console.print(f"[red]{shape}/{method}: a graphed step fell back to eager[/]: {kinds}")
-        ref = times["reference"]
         for k, v in times.items():
             extra[k] = v
-            rows.append((shape, method, k, v * 1e3, ref / v))
+            rows.append((shape, method, k, v * 1e3, ratio_cells(times, v, modes)))
+        summary = "project, CUDA default (fast path: graph)" if device.type == "cuda" else "project"
+        for k in (summary, "project, CUDA default + amp=bf16"):
+            if k in times:
+                refs = ", ".join(f"{times[REFERENCES[m]] / times[k]:.2f}x the {m} reference ({times[REFERENCES[m]] * 1e3:.1f} ms)"
+                                 for m in modes)
+                console.print(f"{shape} {method}: {k} {times[k] * 1e3:.1f} ms = {refs}")
         if method == "r2kd" and device.type == "cuda":
-            rows.append(stage_path(shape, args, device, student0, graph_obj,
-                                   times["project, CUDA default (fast path: graph)"], graphs=True))
+            stage = stage_path(shape, args, device, student0, graph_obj,
+                               times["project, CUDA default (fast path: graph)"], graphs=True)
+            rows.append((*stage[:4], [f"step/stage-step {stage[4]:.2f}"] + [""] * (len(modes) - 1)))
         elif device.type == "cpu" and nets:
-            rows.append(cpu_loop_row(shape, method, args, device, student0, times["reference"], plain_objective))
+            loop = cpu_loop_row(shape, method, args, device, student0, times[REFERENCES[modes[0]]], plain_objective)
+            rows.append((*loop[:4], [f"{loop[4]:.2f}x (reference step / loop step)"]))
     return rows
 
 
@@ -345,26 +427,31 @@ def epoch_rows(args, device) -> list[tuple]:
     test = BatchIterator(images[: args.epoch_test], labels[: args.epoch_test], train=False, generator=None, **common)
     rows = []
 
-    # the reference: plain loop, one host read per step, plain evaluation
+    # the reference: plain loop, one host read per step, plain evaluation; once per reference mode
     ref_pr = reference_pruned(teacher)
-    s_ref = copy.deepcopy(student0)
-    opt = torch.optim.SGD(s_ref.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=False)
-    train = BatchIterator(images, labels, train=True, generator=torch.Generator().manual_seed(1), crop_padding=4,
-                          hflip=True, **common)
-    sync(device)
-    began = time.perf_counter()
-    for x, y in train:
-        reference_step("r2kd", s_ref, teacher, ref_pr, opt, x, y)
-    s_ref.eval()
-    correct = 0
-    with torch.no_grad():
-        for x, y in test:
-            correct += (s_ref(x).argmax(1) == y).sum().item()
-    s_ref.train()
-    sync(device)
-    ref_seconds = time.perf_counter() - began
-    rows.append(("cifar100 epoch", "r2kd", f"reference loop ({len(train)} steps + eval of {args.epoch_test})",
-                 ref_seconds, 1.0))
+    modes = reference_modes(args, device)
+    ref_seconds = {}
+    for mode in modes:
+        s_ref = copy.deepcopy(student0)
+        opt = torch.optim.SGD(s_ref.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=False)
+        train = BatchIterator(images, labels, train=True, generator=torch.Generator().manual_seed(1), crop_padding=4,
+                              hflip=True, **common)
+        with reference_settings(mode) if device.type == "cuda" else contextlib.nullcontext():
+            sync(device)
+            began = time.perf_counter()
+            for x, y in train:
+                reference_step("r2kd", s_ref, teacher, ref_pr, opt, x, y)
+            s_ref.eval()
+            correct = 0
+            with torch.no_grad():
+                for x, y in test:
+                    correct += (s_ref(x).argmax(1) == y).sum().item()
+            s_ref.train()
+            sync(device)
+        ref_seconds[mode] = time.perf_counter() - began
+    for mode in modes:
+        rows.append(("cifar100 epoch", "r2kd", f"{REFERENCES[mode]} loop ({len(train)} steps + eval of {args.epoch_test})",
+                     ref_seconds[mode], [f"{ref_seconds[m] / ref_seconds[mode]:.2f}x" for m in modes]))
 
     fast = device.type == "cuda"
     proj_pr = set_bn_mode(prune_teacher(copy.deepcopy(teacher), images[:2].to(device).float(), PruneConfig()).model,
@@ -388,7 +475,10 @@ def epoch_rows(args, device) -> list[tuple]:
             seconds = time.perf_counter() - began
         settings = "default settings" if amp == "none" else "default + amp=bf16 (opt-in)"
         rows.append(("cifar100 epoch", "r2kd", f"r2kd Trainer.fit, {settings} ({trainer.step_kind})", seconds,
-                     ref_seconds / seconds))
+                     [f"{ref_seconds[m] / seconds:.2f}x" for m in modes]))
+        console.print(f"epoch: Trainer.fit, {settings}: {seconds:.2f} s = "
+                      + ", ".join(f"{ref_seconds[m] / seconds:.2f}x the {m} reference loop ({ref_seconds[m]:.2f} s)"
+                                  for m in modes))
     return rows
 
 
@@ -416,32 +506,41 @@ def main() -> None:
     parser.add_argument("--stage-repeats", type=int, default=3, help="CPU: runs of each loop row (median)")
     parser.add_argument("--nondeterministic", action="store_true",
                         help="runtime.deterministic: false (on CUDA: cuDNN may pick non-deterministic kernels)")
+    parser.add_argument("--reference-mode", default="both", choices=["deterministic", "official", "both"],
+                        help="the reference's CUDA switches: deterministic (runtime.deterministic's), official "
+                             "(cudnn.benchmark on, deterministic algorithms off, as the official R2KD code), or both "
+                             "(default); on the CPU they coincide and one reference is timed")
     parser.add_argument("--epoch", action="store_true", help="also time one CIFAR-100-sized epoch (GPU)")
     parser.add_argument("--epoch-train", type=int, default=50_000)
     parser.add_argument("--epoch-test", type=int, default=10_000)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    seed_everything(0, deterministic=not args.nondeterministic)  # as a stage does; applies to both sides
+    if device.type == "cuda":  # the deterministic reference needs it, before cuBLAS starts
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    seed_everything(0, deterministic=not args.nondeterministic)  # as a stage does: the project's rows
+    modes = reference_modes(args, device)
     header = f"torch {torch.__version__}, {device}, {args.threads} threads, {usable_cores()} usable cores"
-    header += ", deterministic kernels" if not args.nondeterministic else ", non-deterministic kernels"
+    header += ", project: deterministic kernels" if not args.nondeterministic else ", project: non-deterministic kernels"
+    header += "; references: " + " and ".join(REFERENCES[m] for m in modes) if device.type == "cuda" else \
+        "; one reference (CPU: the official and deterministic settings coincide)"
     header += f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f", CPU: {cpu_flags()}"
     console.print(header)
     rows = [r for shape in args.shapes for r in bench_shape(shape, args, device)]
+    ref_cols = [f"speed-up vs {m} reference" if device.type == "cuda" else "speed-up vs reference" for m in modes]
     table = Table(title=f"train step, batch {args.batch}: median ms (interleaved); speed-up = reference / row")
-    for col in ("shape", "method", "step", "ms / step", "speed-up vs reference"):
+    for col in ("shape", "method", "step", "ms / step", *ref_cols):
         table.add_column(col)
-    for shape, method, kind, ms, ratio, *loop in rows:
-        label = (f"{ratio:.2f}x" if not kind.startswith("stage") else f"{ratio:.2f}x (reference step / loop step)"
-                 if loop else f"step/stage-step {ratio:.2f}")
-        table.add_row(shape, method, kind, f"{ms:.1f}", label)
+    for shape, method, kind, ms, cells in rows:
+        table.add_row(shape, method, kind, f"{ms:.1f}", *cells)
     console.print(table)
     if args.epoch:
+        epoch = epoch_rows(args, device)
         table = Table(title=f"one CIFAR-100-sized epoch with evaluation, batch {args.batch}")
-        for col in ("what", "method", "run", "seconds", "speed-up vs reference"):
+        for col in ("what", "method", "run", "seconds", *ref_cols):
             table.add_column(col)
-        for what, method, kind, seconds, ratio in epoch_rows(args, device):
-            table.add_row(what, method, kind, f"{seconds:.2f}", f"{ratio:.2f}x")
+        for what, method, kind, seconds, cells in epoch:
+            table.add_row(what, method, kind, f"{seconds:.2f}", *cells)
         console.print(table)
     console.print("shapes: " + "; ".join(f"{k}: {v[0]} -> {v[1]}, {v[2]}x{v[3]}x{v[3]}, {v[4]} classes"
                                          for k, v in SHAPES.items() if k in args.shapes))

@@ -2,6 +2,17 @@
 # One prepared GPU check (< 5 minutes): the step benchmarks on CUDA and the CUDA tests; every number
 # goes to $OUT/gpu_check.txt (./gpu_check.txt when OUT is unset). Run from the repository root:
 #
+# Two references, timed side by side in the same process (bench_step.py / bench_cohort.py
+# --reference-mode both): the plain reference step with runtime.deterministic's switches (cuDNN
+# benchmark off, deterministic algorithms: what the project's own rows run), and the same step with
+# the official R2KD code's settings (torch.backends.cudnn.benchmark = True, deterministic algorithms
+# off), which is faster. Every ratio is printed against each, and each line names its reference.
+# Without a GPU the script runs nothing useful (torch.cuda is missing; each part fails and is
+# logged); for a dry run of the same benchmarks on the CPU:
+#
+#     python benchmarks/bench_step.py --shapes default --methods r2kd --steps 2 --stage-repeats 1
+#     python benchmarks/bench_cohort.py --device cpu --shape default --steps 2 --warmup 0
+#
 #     bash benchmarks/gpu_check.sh
 #
 # The GPU machine has PyTorch, torchvision, rich, PyYAML, scikit-learn and numpy, but not pydantic,
@@ -58,15 +69,18 @@ export CUBLAS_WORKSPACE_CONFIG=:4096:8  # runtime.deterministic's cuBLAS setting
 want tests && step 120 "pytest -m gpu" python3 -m pytest -q -m gpu -p no:cacheprovider -s tests/test_graphs.py \
     tests/test_fast_path.py tests/test_data.py tests/test_cluster.py tests/test_distributed.py tests/test_cohort.py
 # The matrix with runtime.share_teachers: the 10 runs of a (pair, seed) as one cohort step (one graph,
-# teachers' forwards shared) vs each run alone vs the official code's 10 steps.
-want cohort && step 120 "bench_cohort (cuda)" python3 benchmarks/bench_cohort.py --device cuda --steps 30
+# teachers' forwards shared) vs each run alone vs the official code's 10 steps (both references).
+want cohort && step 120 "bench_cohort (cuda)" python3 benchmarks/bench_cohort.py --device cuda --steps 30 \
+    --reference-mode both
 # This project's step vs the plain reference step, both shapes, every method: the CUDA default
 # (fast path: channels_last + batched teacher views + CUDA graph), eager, bf16 variants; the stage
-# path; one CIFAR-100-sized epoch with evaluation, reference loop vs Trainer.fit.
-want step && step 200 "bench_step (cuda)" python3 benchmarks/bench_step.py --device cuda --steps 40 --steps-large 40 \
-    --stage-steps 60 --epoch
-# K student runs packed on the one GPU vs the reference's one run per GPU (the matrix's GPU-hours).
-want matrix && step 130 "bench_matrix (cuda)" python3 benchmarks/bench_matrix.py --device cuda --procs 1 2 4 --steps 150 \
+# path; one CIFAR-100-sized epoch with evaluation, reference loops vs Trainer.fit. Both references:
+# deterministic (the ratios in docs/performance.md up to 2026-11-27) and official settings.
+want step && step 240 "bench_step (cuda)" python3 benchmarks/bench_step.py --device cuda --steps 40 --steps-large 40 \
+    --stage-steps 60 --epoch --reference-mode both
+# K student runs packed on the one GPU vs the reference's one run per GPU (the matrix's GPU-hours;
+# deterministic reference only). 4 processes measured the same as 2 on 2026-11-26: 1 and 2 here.
+want matrix && step 100 "bench_matrix (cuda)" python3 benchmarks/bench_matrix.py --device cuda --procs 1 2 --steps 100 \
     --amps none bf16
 # ImageNet scale: R34 -> R18 R2KD step at 224 px vs the streaming loader at 0/2/8 workers.
 want scale && step 90 "bench_imagenet (cuda)" python3 benchmarks/bench_imagenet.py --device cuda --batch 64 --steps 15 \
