@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import sys; assert sys.version_info >= (3, 11), 'r2kd needs Python >= 3.11 (Snakemake 9 does), got ' + sys.version"
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[pipeline,export,test]'
 	@touch $@
 
 # The interpreter the pipeline's stage commands use (workflow/scripts/r2kd), venv activated or not.
