@@ -8,17 +8,40 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.r2kd-installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test test-fast faults snakemake env clean
+.PHONY: run test test-fast faults snakemake env clean FORCE
 
 env: $(STAMP) .r2kd/python
 
+# The environment's Python, looked at on every make: ok | none (not made yet) | what is wrong with it.
+# A .venv made by an older Python (or whose interpreter was uninstalled) is made again; a VENV=... of
+# your own is never deleted: make stops with one line saying how to recover.
+VENV_STATE := $(shell \
+  if [ ! -e '$(VENV)' ]; then echo none; \
+  elif [ ! -x '$(BIN)/python' ]; then echo has no working bin/python; \
+  else v=$$('$(BIN)/python' -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
+    case "$$v" in ('') echo has a broken bin/python;; (3.1[1-9]|3.[2-9][0-9]|[4-9].*) echo ok;; \
+      (*) echo runs Python $$v;; esac; fi)
+VENV_BAD := $(filter-out ok none,$(firstword $(VENV_STATE)))
+NEEDS_311 = $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+  echo "r2kd: PYTHON=$(PYTHON) is missing or older than 3.11 (Snakemake 9 needs 3.11): rm -rf $(VENV) && make env PYTHON=python3.11" >&2; exit 1; }
+
 # Reinstall only when the dependency spec changed or the environment lost what it needs.
-$(STAMP): pyproject.toml constraints.txt
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -c "import sys; assert sys.version_info >= (3, 11), 'r2kd needs Python >= 3.11 (Snakemake 9 does), got ' + sys.version"
+$(STAMP): pyproject.toml constraints.txt $(if $(VENV_BAD),FORCE)
+ifneq ($(VENV_BAD),)
+ifeq ($(origin VENV),file)
+	@echo "r2kd: $(VENV) $(VENV_STATE), r2kd needs Python >= 3.11: making it again with $(PYTHON)"
+	@$(NEEDS_311)
+	rm -rf $(VENV)
+else
+	@echo "r2kd: VENV=$(VENV) $(VENV_STATE), r2kd needs Python >= 3.11: rm -rf $(VENV) && make env VENV=$(VENV) PYTHON=python3.11" >&2; exit 1
+endif
+endif
+	@test -x $(BIN)/python || { $(NEEDS_311) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[pipeline,export,test]'
 	@touch $@
+
+FORCE:
 
 # The interpreter the pipeline's stage commands use (workflow/scripts/r2kd), venv activated or not.
 .r2kd/python: $(STAMP)

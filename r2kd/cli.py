@@ -65,19 +65,20 @@ def _show(args: argparse.Namespace) -> None:
 
 
 def _preset(args: argparse.Namespace) -> None:
-    """Validate presets/NAME.yaml, then make it the params.yaml that DVC and Snakemake read."""
-    from pathlib import Path
+    """Validate r2kd/presets/NAME.yaml, then make it the params.yaml that DVC and Snakemake read."""
+    from importlib.resources import as_file
 
+    from r2kd import presets
     from r2kd.config import load_params
     from r2kd.errors import ConfigError
     from r2kd.files import write_text
 
-    source = Path("presets") / f"{args.name}.yaml"
-    if not source.is_file():
-        known = sorted(p.stem for p in Path("presets").glob("*.yaml"))
-        raise ConfigError(f"no preset {args.name!r}; known presets: {known}")
-    load_params(source)
-    write_text(args.params, source.read_text())
+    found = presets.find(args.name)
+    if found is None:
+        raise ConfigError(f"no preset {args.name!r}; known presets: {presets.names()}")
+    with as_file(found) as source:
+        load_params(source)
+        write_text(args.params, source.read_text())
     err.print(f"[green]{args.params} now holds preset {args.name}[/]. Next: `dvc exp run` (or `dvc repro`), "
               "or `snakemake --cores N` / `snakemake --workflow-profile workflow/profiles/slurm`.")
 
@@ -145,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stamp", action="store_true", help="also write runs/checked.txt (the pipeline's first stage)")
     p.set_defaults(func=_check)
     sub.add_parser("schema", help="print the params.yaml schema as JSON Schema").set_defaults(func=_schema)
-    p = sub.add_parser("preset", help="replace params.yaml by a validated preset from presets/")
+    p = sub.add_parser("preset", help="replace params.yaml by a validated preset from r2kd/presets/")
     p.add_argument("name", help="e.g. cifar100, tiny_imagenet")
     p.set_defaults(func=_preset)
     sub.add_parser("stages", help="list the expanded DAG (from dvc.yaml)").set_defaults(func=_stages)

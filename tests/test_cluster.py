@@ -11,7 +11,7 @@ import torch
 from conftest import REPO, make_repo, run
 from r2kd.config import load_params
 
-PRESETS = sorted((REPO / "presets").glob("*.yaml"))
+PRESETS = sorted((REPO / "r2kd/presets").glob("*.yaml"))
 
 
 # the published recipe of each preset: (distill epochs, distill milestones)
@@ -30,7 +30,7 @@ def test_presets_are_valid(preset):
 def test_preset_command_writes_params(tmp_path):
     repo = make_repo(tmp_path / "repo", git=False)
     run(["r2kd", "preset", "cifar100"], repo)
-    assert (repo / "params.yaml").read_text() == (REPO / "presets/cifar100.yaml").read_text()
+    assert (repo / "params.yaml").read_text() == (REPO / "r2kd/presets/cifar100.yaml").read_text()
     bad = run(["r2kd", "preset", "imagenet22k"], repo, check=False)
     assert bad.returncode == 2 and "cifar100" in bad.stderr
 

@@ -229,7 +229,7 @@ def test_published_numbers_are_shown_only_where_the_setting_matches() -> None:
     from r2kd.config import parse_params
     from r2kd.stages.report import published_top1
 
-    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "presets/cifar100.yaml").read_text())
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "r2kd/presets/cifar100.yaml").read_text())
     params = parse_params(raw)
     dkd = lambda pair: params.method_hparams("dkd", "none", pair).model_dump()  # noqa: E731
     assert published_top1(params, "cifar100", "resnet56", "resnet20", "dkd", dkd("resnet56-resnet20")) == 71.97
