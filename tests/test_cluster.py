@@ -97,6 +97,7 @@ def test_cuda_smoke(tmp_path):
 # --- failed jobs show their log -------------------------------------------------------------------
 
 LAST_LINE = "r2kd-test: the last line of the failed job's log"
+PREPARED = ["data/prepared/train.pt", "data/prepared/test.pt", "data/prepared/meta.json"]  # the first job's
 
 
 def failing_python(folder: Path) -> dict[str, str]:
@@ -127,7 +128,6 @@ def test_a_failed_local_job_shows_its_log(tmp_path):
 
 # --- a real SLURM cluster ---------------------------------------------------------------------------
 
-PREPARED = ["data/prepared/train.pt", "data/prepared/test.pt", "data/prepared/meta.json"]
 # The tiny pipeline, with a teacher slow enough (0.2 s an epoch on 2 cores: 10 s) to requeue mid-training.
 SLOW_TEACHER = {"train_teacher": {"epochs": 50, "milestones": [25]}}
 # sacct every 2 s rather than the plugin's 40 s (then +10 s per check that finds nothing finished)
