@@ -71,3 +71,15 @@ faults: env
 
 clean:
 	rm -rf .r2kd/state .r2kd/timing .snakemake logs runs reports data/prepared
+
+# The pipeline on a real SLURM cluster: as root on a Debian/Ubuntu machine you may reconfigure (a CI
+# runner, a container), install a one-node cluster (apt: slurm-wlm slurmdbd mariadb-server munge),
+# start whatever of it is not running (workflow/scripts/slurm-local), then run tests/test_cluster.py's
+# SLURM tests: the tiny pipeline through workflow/profiles/slurm, byte-identical to a local run, a job
+# requeued mid-training that resumes, a failed job's log (docs/cluster.md). Elsewhere they skip.
+.PHONY: slurm-test
+slurm-test: env
+	workflow/scripts/slurm-local install
+	@$(BIN)/python -c "import snakemake_executor_plugin_slurm" 2>/dev/null || \
+		$(BIN)/python -m pip install -q -c constraints.txt -e '.[slurm]'
+	$(BIN)/python -m pytest -q -rs -s -m slurm tests/test_cluster.py

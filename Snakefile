@@ -41,6 +41,10 @@ onerror:
     snakemake_ended()
 
 
+# A failed job's error message ends with its log, locally as under SLURM (workflow/rules/console.smk).
+include: "workflow/rules/console.smk"
+
+
 include: "workflow/rules/teachers.smk"
 include: "workflow/rules/students.smk"
 include: "workflow/rules/report.smk"

@@ -1,14 +1,20 @@
-"""Presets, Snakemake resources and the SLURM profile (dry runs), and a CUDA smoke test."""
+"""Presets, Snakemake resources and the SLURM profile (dry runs), a CUDA smoke test, failed jobs'
+logs, and the pipeline on a real SLURM cluster (opt-in: `make slurm-test`; skipped without one)."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, make_repo, run
+import conftest
+from conftest import REPO, env, make_repo, run
+from r2kd import paths
 from r2kd.config import load_params
 
 PRESETS = sorted((REPO / "r2kd/presets").glob("*.yaml"))
@@ -86,3 +92,182 @@ def test_cuda_smoke(tmp_path):
                          amp=amp).fit()
         assert 0 <= result.last["test_top1"] <= 100
     assert next(model.parameters()).is_cuda
+
+
+# --- failed jobs show their log -------------------------------------------------------------------
+
+LAST_LINE = "r2kd-test: the last line of the failed job's log"
+PREPARED = ["data/prepared/train.pt", "data/prepared/test.pt", "data/prepared/meta.json"]  # the first job's
+
+
+def failing_python(folder: Path) -> dict[str, str]:
+    """An environment whose stage commands fail (R2KD_PYTHON: workflow/scripts/r2kd runs it as the
+    interpreter), each leaving a log whose last line is LAST_LINE."""
+    script = folder / "failing-python"
+    script.write_text(f'#!/bin/sh\necho "r2kd-test: stage $3 starts"\necho "{LAST_LINE}"\nexit 1\n')
+    script.chmod(0o755)
+    return {**env(), "R2KD_PYTHON": str(script)}
+
+
+def assert_log_shown(result: subprocess.CompletedProcess) -> None:
+    console = result.stdout + result.stderr
+    assert result.returncode != 0, console[-3000:]
+    assert "Logfile logs/prepare.log:" in console, console[-3000:]
+    shown = console.split("Logfile logs/prepare.log:", 1)[1]
+    assert "r2kd-test: stage prepare starts" in shown and LAST_LINE in shown, console[-3000:]
+
+
+@pytest.mark.slow
+def test_a_failed_local_job_shows_its_log(tmp_path):
+    """The Snakefile turns on --show-failed-logs (no profile needed): the error ends with the log."""
+    repo = make_repo(tmp_path / "repo", git=False)
+    result = subprocess.run([conftest.tool("snakemake", repo), "--cores", "1", *PREPARED], cwd=repo,
+                            env=failing_python(tmp_path), capture_output=True, text=True, timeout=300)
+    assert_log_shown(result)
+
+
+# --- a real SLURM cluster ---------------------------------------------------------------------------
+
+# The tiny pipeline, with a teacher slow enough (0.2 s an epoch on 2 cores: 10 s) to requeue mid-training.
+SLOW_TEACHER = {"train_teacher": {"epochs": 50, "milestones": [25]}}
+# sacct every 2 s rather than the plugin's 40 s (then +10 s per check that finds nothing finished)
+SLURM = ["--workflow-profile", "workflow/profiles/slurm", "--slurm-init-seconds-before-status-checks", "2"]
+
+
+def cluster_or_skip() -> None:
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        pytest.skip("no SLURM here (sbatch/sinfo not on PATH); `make slurm-test` installs and starts a "
+                    "one-node cluster (workflow/scripts/slurm-local) and runs these tests")
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    try:
+        answer = subprocess.run(["sinfo", "-h", "-o", "%a %T"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.skip("the SLURM cluster does not answer (sinfo timed out)")
+    if answer.returncode != 0 or "up" not in answer.stdout:
+        pytest.skip(f"the SLURM cluster does not answer (sinfo: {(answer.stderr or answer.stdout).strip()[:200]})")
+
+
+def slurm_jobs(repo: Path, *squeue_args: str) -> list[tuple[str, str]]:
+    """(job id, comment) of this checkout's jobs in the queue; the executor's comment names the rule."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%k|%Z", *squeue_args], capture_output=True, text=True).stdout
+    rows = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
+    return [(job, comment) for job, comment, workdir in rows if Path(workdir) == repo]
+
+
+def last_epoch(log: Path) -> int:
+    done = re.findall(r"epoch (\d+)/\d+", log.read_text() if log.exists() else "")
+    return int(done[-1]) if done else 0
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory):
+    """The pipeline through SLURM, its train_teacher job requeued (`scontrol requeue`, what a
+    preemption does) once it has finished an epoch; the same config under `snakemake --cores 2`
+    runs alongside (so the wait for sacct overlaps its work)."""
+    cluster_or_skip()
+    base = tmp_path_factory.mktemp("cluster")
+    local, cluster = make_repo(base / "local", SLOW_TEACHER), make_repo(base / "slurm", SLOW_TEACHER)
+    began = time.time()
+    with open(base / "local.out", "w") as local_out, open(base / "slurm.out", "w") as slurm_out:
+        local_run = subprocess.Popen([conftest.tool("snakemake", local), "--cores", "2"], cwd=local, env=env(),
+                                     stdout=local_out, stderr=subprocess.STDOUT)
+        slurm_run = subprocess.Popen([conftest.tool("snakemake", cluster), *SLURM], cwd=cluster, env=env(),
+                                     stdout=slurm_out, stderr=subprocess.STDOUT)
+        state = cluster / paths.state_file(paths.teacher_dir("resnet14"))
+        job_log = cluster / "logs/train_teacher/resnet14.log"
+        requeue = {}
+        try:
+            while slurm_run.poll() is None and time.time() < began + 1200:
+                if not requeue and state.exists():
+                    teacher = [job for job, comment in slurm_jobs(cluster, "-t", "RUNNING")
+                               if comment.startswith("rule_train_teacher")]
+                    if teacher:
+                        requeue = {"job": teacher[0], "epoch": last_epoch(job_log),
+                                   "notes": sorted(p.name for p in (cluster / ".r2kd/unrecorded").glob("*"))}
+                        subprocess.run(["scontrol", "requeue", teacher[0]], check=True)
+                elif requeue and not requeue.get("released"):  # a requeued job waits 2 min (slurm.conf's
+                    # AuthInfo cred_expire) before it may start again: let it start now
+                    pending = subprocess.run(["squeue", "-h", "-j", requeue["job"], "-t", "PENDING", "-o", "%r"],
+                                             capture_output=True, text=True).stdout
+                    if "BeginTime" in pending:
+                        update = ["scontrol", "update", f"JobId={requeue['job']}", "StartTime=now"]
+                        requeue["released"] = subprocess.run(update).returncode == 0
+                time.sleep(0.2)
+        finally:
+            for proc in (slurm_run, local_run):
+                try:
+                    proc.wait(timeout=max(1, began + 1200 - time.time()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    subprocess.run(["scancel", *[job for job, _ in slurm_jobs(cluster)]], check=False)
+    wall = time.time() - began
+    console = (base / "slurm.out").read_text()
+    assert slurm_run.returncode == 0, console[-5000:]
+    assert local_run.returncode == 0, (base / "local.out").read_text()[-5000:]
+    # (SLURM job id, rule) of every job Snakemake submitted, and SLURM's record of each run of them
+    submitted = dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: \S+/slurm_logs/rule_(\w+)/", console))
+    accounting = subprocess.run(["sacct", "-n", "-P", "-X", "--duplicates", "-j", ",".join(submitted) or "0",
+                                 "-o", "jobid,state"], capture_output=True, text=True).stdout
+    runs = [tuple(row.split("|")) for row in accounting.splitlines() if row.count("|") == 1]
+    print(f"\nSLURM run: {len(submitted)} jobs submitted, {len(runs)} SLURM job records, {wall:.0f} s wall "
+          f"(with the local run alongside); requeue: {requeue}")
+    return {"local": local, "cluster": cluster, "console": console, "requeue": requeue, "submitted": submitted,
+            "runs": runs, "wall": wall}
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slurm_run_gives_the_local_bytes(slurm_run):
+    from test_pipeline import comparable, outputs
+
+    local, cluster = outputs(slurm_run["local"]), outputs(slurm_run["cluster"])
+    assert sorted(local) == sorted(cluster) and "reports/summary.json" in local
+    different = [rel for rel in local if comparable(local[rel]) != comparable(cluster[rel])]
+    assert not different, different
+    rules = sorted(slurm_run["submitted"].values())  # every job but `all` went through sbatch
+    assert len(rules) == 17 and rules.count("distill") == 8 and rules.count("train_teacher") == 1, rules
+    assert sorted(state for _, state in slurm_run["runs"]) == ["COMPLETED"] * 17 + ["REQUEUED"], slurm_run["runs"]
+    assert "localrule all" in slurm_run["console"] and "rule distill" in slurm_run["console"]
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slurm_requeued_job_resumes_from_its_last_epoch(slurm_run):
+    requeue = slurm_run["requeue"]
+    assert requeue, "the train_teacher job was never seen running"
+    log = (slurm_run["cluster"] / "logs/train_teacher/resnet14.log").read_text()
+    resumed = re.search(r"resuming after epoch (\d+)", log)
+    assert resumed, log[-3000:]
+    # it resumed from an epoch it had finished when requeued (or one more, finished before the kill)
+    assert requeue["epoch"] <= int(resumed.group(1)) < SLOW_TEACHER["train_teacher"]["epochs"], (requeue, log[:500])
+    states = sorted(state for job, state in slurm_run["runs"] if job == requeue["job"])
+    assert states == ["COMPLETED", "REQUEUED"], slurm_run["runs"]  # one job, two runs (SLURM's records)
+    for name in ("model.pt", "log.csv", "metrics.json", "provenance.json"):  # the bytes of an uninterrupted run
+        rel = f"runs/teachers/resnet14/{name}"
+        assert (slurm_run["cluster"] / rel).read_bytes() == (slurm_run["local"] / rel).read_bytes(), rel
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slurm_jobs_results_enter_dvc(slurm_run):
+    """The jobs' notes (r2kd/handoff.py) land in the shared checkout; the hooks, run by the
+    submitting Snakemake, record them in dvc.lock at the end, as after a local run."""
+    cluster, local = slurm_run["cluster"], slurm_run["local"]
+    assert "prepare" in slurm_run["requeue"]["notes"]  # written by the SLURM job that ran prepare
+    assert not list((cluster / ".r2kd/unrecorded").glob("*"))
+    import yaml
+
+    stages = [sorted(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) for repo in (local, cluster)]
+    assert stages[0] == stages[1] and "distill@resnet14-resnet8-r2kd-default-0" in stages[1]
+    status = run(["dvc", "status"], cluster)
+    assert "up to date" in status.stdout, status.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_failed_slurm_job_shows_its_log(tmp_path):
+    cluster_or_skip()
+    repo = make_repo(tmp_path / "repo", git=False)
+    result = subprocess.run([conftest.tool("snakemake", repo), *SLURM, "--retries", "0", *PREPARED], cwd=repo,
+                            env=failing_python(tmp_path), capture_output=True, text=True, timeout=600)
+    assert_log_shown(result)
