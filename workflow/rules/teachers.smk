@@ -64,8 +64,8 @@ rule prune:
 
 rule pair:
     input:
-        teacher=lambda w: f"runs/teachers/{PARAMS.pairs[w.pair].teacher}/model.pt",
-        pruned=lambda w: f"runs/pruned/{PARAMS.pairs[w.pair].teacher}/model.pt",
+        teacher=pair_teacher,
+        pruned=pair_pruned,
         code=code("pair"),
         params_stamp=rule_stamp("pair"),
     output:
