@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from closure import STAGE_MODULES, stage_closure
+from closure import CLI, STAGE_MODULES, closure, stage_closure
 from conftest import REPO, make_repo, run
 from r2kd import paths
 from r2kd.config import load_params
 from r2kd.dag import load_stages, upstream_outputs
 from r2kd.runs import student_runs
+from r2kd.pipeline import METHODS as METHOD_SPECS
+from r2kd.pipeline import code_name
 from r2kd.stagecode import STAGE_CODE, code_files
 
 LOG_REDIRECT = re.compile(r"\s*>\s*logs/\S+\s+2>&1\s*$")
@@ -202,7 +204,23 @@ def test_code_stamps_cover_each_stages_import_closure(group):
     assert not missing, f"{group}: r2kd/stagecode.py lacks {missing}"
     assert "workflow/scripts/r2kd" in files
     assert str(paths.code_stamp(group)) in stage.deps
-    assert not [d for d in stage.deps if d.startswith(("r2kd", "workflow/"))], "code is a dep only through the stamp"
+    # code is a dep through the stamp, and a student's through its method's own files too (in no stamp)
+    method = stage.name.split("-")[-3] if group == "distill" else None
+    own = set(METHOD_SPECS[method].files) if method else set()
+    assert {d for d in stage.deps if d.startswith(("r2kd", "workflow/"))} == own, stage.name
+    assert not own & files, "a method's own files are in no stage's shared stamp"
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_SPECS))
+def test_each_methods_students_run_the_shared_code_and_their_own_files(method):
+    """A student's code is the shared distill code plus its method's files, and nothing of another
+    method's: an edit of r2kd/methods/kd.py is the kd students' change alone."""
+    files = set(code_files(code_name("distill", method), REPO))
+    missing = sorted(f for f in closure(*CLI, *STAGE_MODULES["distill"], f"r2kd.methods.{method}") if f not in files)
+    assert not missing, f"distill-{method}: r2kd/pipeline.py lacks {missing}"
+    others = {f for m in METHOD_SPECS if m != method for f in METHOD_SPECS[m].files}
+    assert not others & files
+    assert not others & closure(*CLI, *STAGE_MODULES["distill"], f"r2kd.methods.{method}")
 
 
 def test_check_stage_covers_all_code_and_writes_every_stamp():

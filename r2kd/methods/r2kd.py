@@ -122,7 +122,6 @@ def r2kd_terms(
 class R2KD(Method):
     name: ClassVar[str] = "r2kd"
     Params: ClassVar[type[R2KDParams]] = R2KDParams
-    uses_pruned_teacher: ClassVar[bool] = True
     params: R2KDParams
 
     def target(self, teacher: Tensor, pruned: Tensor | None) -> Tensor:

@@ -20,6 +20,7 @@ from r2kd.files import write_json
 from r2kd.methods import METHODS
 from r2kd.methods.objective import DistillObjective, SharedPasses
 from r2kd.modelfile import arch_spec, build, load_model, save_model
+from r2kd.pipeline import code_name
 from r2kd.models.complexity import complexity
 from r2kd.pruning import set_bn_mode
 from r2kd.runtime import (fast_layout, fast_path_enabled, graphs_enabled, resolve_amp, resolve_device, seed_everything,
@@ -67,7 +68,7 @@ def result_key(params: Params, run: StudentRun, meta: dict, inputs: dict[str, st
     hparams = params.method_hparams(run.method, run.augment, run.pair)
     if inputs is None:
         inputs = input_hashes([*data_files(), paths.pair_file(run.pair)])
-    return fingerprint("distill", arch_spec(run.student, meta), params.distill.model_dump(),
+    return fingerprint(code_name("distill", run.method), arch_spec(run.student, meta), params.distill.model_dump(),
                        hparams.model_dump(mode="json"), inputs, run.seed, params.prune.bn_mode,
                        params.runtime.result_settings())
 
@@ -153,8 +154,8 @@ def build_run(params: Params, run: StudentRun, data: Data, device: torch.device,
         objective=objective,
         generators={"data": data_generator, "view": view_generator},
         state_path=paths.state_file(run.dir),
-        fingerprint=fingerprint("distill", spec, recipe.model_dump(), hparams.model_dump(), inputs, run.seed,
-                                params.prune.bn_mode, params.runtime.result_settings()),
+        fingerprint=fingerprint(code_name("distill", run.method), spec, recipe.model_dump(), hparams.model_dump(),
+                                inputs, run.seed, params.prune.bn_mode, params.runtime.result_settings()),
         label=f"{run.method}/{run.augment} s{run.seed}",
         amp=amp,
         graphs=graphs_enabled(fast, device, amp),

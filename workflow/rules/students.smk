@@ -5,7 +5,7 @@ rule distill:
     input:
         PREPARED,
         pair="runs/pairs/{pair}.json",
-        code=code("distill"),
+        code=student_code,
         params_stamp=rule_stamp("distill"),
     output:
         model="runs/students/{pair}/{method}-{augment}/s{seed}/model.pt",
