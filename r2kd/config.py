@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from r2kd import pipeline
 from r2kd.errors import ConfigError
 from r2kd.yamlfile import read_yaml
 
@@ -46,7 +47,7 @@ RESIZED_DATASETS: dict[str, int | None] = {"imagefolder": None, "imagenet": 224}
 # The standard ImageNet evaluation resize: 256 for a 224 crop, kept proportional for other sizes.
 EVAL_RESIZE_RATIO = 256 / 224
 ViewName = Literal["none", "mixup", "cutmix", "cutout", "autoaugment", "cutmixpick"]
-MethodName = Literal["ce", "kd", "dist", "dkd", "r2kd"]
+MethodName = Literal[tuple(pipeline.METHODS)]  # the methods of the pipeline table (r2kd/pipeline.py)
 AugmentName = Literal["default", "none", "mixup", "cutmix", "cutout", "autoaugment", "cutmixpick"]
 PruneMethod = Literal["l1_unstructured", "torch_pruning"]
 
@@ -375,6 +376,9 @@ class Runtime(_Strict):
         return self
 
 
+ResourceKey = Literal[("default", *pipeline.STAGES)]  # a stage of the pipeline table (r2kd/pipeline.py)
+
+
 class Resources(_Strict):
     """Snakemake scheduling hints (threads come from runtime.threads); DVC does not read them."""
 
@@ -401,8 +405,7 @@ class Params(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
     runtime: Runtime = Runtime()
-    resources: dict[Literal["default", "prepare", "train_teacher", "prune", "pair", "distill", "corrupt", "evaluate",
-                            "export", "report"], Resources] = (
+    resources: dict[ResourceKey, Resources] = (
         Field(default_factory=lambda: {"default": Resources()})
     )
 

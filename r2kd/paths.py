@@ -47,6 +47,15 @@ def pair_file(pair: str) -> Path:
     return RUNS / "pairs" / f"{pair}.json"
 
 
+def pins_dir(pair: str) -> Path:
+    """The `pair_pruned` stage's output: per method, the pruned-teacher file its students run (or none)."""
+    return RUNS / "pairs" / pair
+
+
+def method_pin(pair: str, method: str) -> Path:
+    return pins_dir(pair) / f"{method}.json"
+
+
 def student_dir(pair: str, method: str, augment: str, seed: int) -> Path:
     return RUNS / "students" / pair / f"{method}-{augment}" / f"s{seed}"
 

@@ -90,6 +90,12 @@ class Stage:
         return self.code
 
 
+_PAIR_CODE = (*_CLI, "r2kd/gpu_slots.py", "r2kd/models/__init__.py", "r2kd/models/complexity.py",
+                "r2kd/models/layers.py", "r2kd/models/mobilenetv1.py", "r2kd/models/mobilenetv2.py",
+                "r2kd/models/registry.py", "r2kd/models/resnet.py", "r2kd/models/shufflenetv1.py",
+                "r2kd/models/shufflenetv2.py", "r2kd/models/torchvision_zoo.py", "r2kd/models/vgg.py",
+                "r2kd/models/wrn.py", "r2kd/recorded.py", "r2kd/runtime.py", "r2kd/stages/pair.py",
+                "r2kd/stages/record.py", "r2kd/stagecode.py")
 _STUDENT = "runs/students/{pair}/{method}-{augment}/s{seed}/"
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
@@ -115,15 +121,16 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           outputs=("runs/pruned/{teacher}/model.pt", "runs/pruned/{teacher}/provenance.json",
                    "runs/pruned/{teacher}/prune.json"),
           record="runs/pruned/{teacher}/provenance.json"),
-    Stage("pair", "pair", "pin the teacher files one pair's students use", args=("pair",),
+    # Every student of a pair depends on its teacher pin; a method's students depend on its pin in
+    # runs/pairs/<pair>/ too, which names the pruned teacher only for a method that runs it
+    # (Method.uses_pruned_teacher), so a new pruned teacher reruns those students and no other.
+    Stage("pair", "pair", "pin the teacher file one pair's students use", args=("pair",),
           keys=("pairs.{pair}.teacher", "pairs.{pair}.student"),
-          code=(*_CLI, "r2kd/gpu_slots.py", "r2kd/models/__init__.py", "r2kd/models/complexity.py",
-                "r2kd/models/layers.py", "r2kd/models/mobilenetv1.py", "r2kd/models/mobilenetv2.py",
-                "r2kd/models/registry.py", "r2kd/models/resnet.py", "r2kd/models/shufflenetv1.py",
-                "r2kd/models/shufflenetv2.py", "r2kd/models/torchvision_zoo.py", "r2kd/models/vgg.py",
-                "r2kd/models/wrn.py", "r2kd/recorded.py", "r2kd/runtime.py", "r2kd/stages/pair.py",
-                "r2kd/stages/record.py", "r2kd/stagecode.py"),
-          outputs=("runs/pairs/{pair}.json",), record="runs/pairs/{pair}.json"),
+          code=_PAIR_CODE, outputs=("runs/pairs/{pair}.json",), record="runs/pairs/{pair}.json"),
+    Stage("pair_pruned", "pair-pruned", "pin, per method, the pruned teacher its students use (or none)",
+          args=("pair",), keys=("pairs.{pair}.teacher",),
+          code=(*_PAIR_CODE, "r2kd/stages/pair_pruned.py"), outputs=("runs/pairs/{pair}/",),
+          record="runs/pairs/{pair}/record.json"),
     Stage("distill", "distill", "train one student run of the experiment matrix",
           args=("pair", "method", "augment", "seed"),
           keys=("data", "distill", "method_params.{method}", "pairs.{pair}", "prune.bn_mode", *RUNTIME_KEYS,
@@ -179,10 +186,15 @@ def code_name(stage_name: str, method: str | None = None) -> str:
     return f"{stage_name}-{method}" if method and STAGES[stage_name].per_method else stage_name
 
 
-def split_code_name(name: str) -> tuple[str, str | None]:
+def code_entries(name: str) -> tuple[str, ...]:
+    """The entries of a code stamp: a stage's (``distill``: what every method shares),
+    ``distill-<method>`` (one method's students: the shared code and the method's own files) or
+    ``method-<method>`` (the method's own files alone)."""
     if name in STAGES:
-        return name, None
-    stage_name, _, method = name.partition("-")
-    if stage_name not in STAGES or not STAGES[stage_name].per_method or method not in METHODS:
-        raise KeyError(name)
-    return stage_name, method
+        return STAGES[name].code
+    prefix, _, method = name.partition("-")
+    if method in METHODS and prefix == "method":
+        return METHODS[method].files
+    if method in METHODS and prefix in STAGES and STAGES[prefix].per_method:
+        return STAGES[prefix].code_entries(method)
+    raise KeyError(name)

@@ -23,7 +23,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from r2kd.pipeline import STAGES, split_code_name
+from r2kd.pipeline import STAGES, code_entries
 
 # Each stage's code, from the pipeline table (r2kd/pipeline.py); directories stand for every .py
 # file under them. For distill, the share of every method: a student's code adds its method's own
@@ -32,12 +32,11 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {name: stage.code for name, stage in ST
 
 
 def code_files(stage: str, root: str | Path = ".") -> list[str]:
-    """The source files of code stamp ``stage`` (a stage, or ``distill-<method>``), directories
-    expanded to their .py files, repository-relative."""
+    """The source files of code stamp ``stage`` (r2kd.pipeline.code_entries), directories expanded
+    to their .py files, repository-relative."""
     root = Path(root)
     files: set[str] = set()
-    name, method = split_code_name(stage)
-    for entry in STAGES[name].code_entries(method):
+    for entry in code_entries(stage):
         path = root / entry
         if path.is_dir():
             files.update(p.relative_to(root).as_posix() for p in path.rglob("*.py"))

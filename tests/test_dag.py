@@ -9,6 +9,7 @@ parses the workflow, before any job), and Snakemake's commands send their output
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from r2kd.config import load_params
 from r2kd.dag import load_stages, upstream_outputs
 from r2kd.runs import student_runs
 from r2kd.pipeline import METHODS as METHOD_SPECS
+from r2kd.pipeline import STAGES as STAGE_TABLE
 from r2kd.pipeline import code_name
 from r2kd.stagecode import STAGE_CODE, code_files
 
@@ -74,7 +76,10 @@ def contains(resolved, raw) -> bool:
 
 def assert_same_dag(root: Path) -> None:
     stages = [s for s in load_stages(root) if s.group != "check"]
-    jobs = {tuple(sorted(job["output"])): job for job in snakemake_jobs(root) if job["rule"] != "all"}
+    # a DVC directory out (pair_pruned's runs/pairs/<pair>) is, for Snakemake, the files in it
+    dirs = [out for s in stages for out in s.outs if (root / out).suffix == ""]
+    jobs = {tuple(sorted({next((d for d in dirs if p.startswith(d + "/")), p) for p in job["output"]})): job
+            for job in snakemake_jobs(root) if job["rule"] != "all"}
     assert len(jobs) == len(stages)
     for stage in stages:
         job = jobs.get(tuple(sorted(stage.outs)))
@@ -84,10 +89,12 @@ def assert_same_dag(root: Path) -> None:
         stamps = [p for p in job["input"] if p.startswith(".r2kd/params/")]
         data_index = [p for p in job["input"] if p.startswith(".r2kd/data/")]
         assert bool(data_index) == (load_params(root / "params.yaml").data.root in stage.deps), stage.name
-        # Snakemake's one code input lists the SHA-256 of each source file: the same files as DVC's deps
+        # Snakemake's code inputs list the SHA-256 of each source file: the same files as DVC's deps
+        # (the stage's stamp, and for a student its method's own files: DVC depends on them directly)
         code_stamps = [p for p in job["input"] if p.startswith(".r2kd/code/")]
-        assert len(code_stamps) == 1, stage.name
-        code = set(json.loads((root / code_stamps[0]).read_text()))
+        assert sorted(Path(p).stem for p in code_stamps) == sorted(
+            [stage.group, *([f"method-{stage.name.split('-')[-3]}"] if stage.group == "distill" else [])]), stage.name
+        code = {f for stamp in code_stamps for f in json.loads((root / stamp).read_text())}
         assert code <= expected, stage.name
         assert sorted(set(job["input"]) - set(stamps) - set(code_stamps) - set(data_index)) == \
             sorted(expected - code), stage.name
@@ -287,3 +294,84 @@ def test_r2kd_stages_lists_dvcs_stages_and_commands():
 
     dvc = [(s.name, " ".join(s.cmd.split())) for s in load_stages(REPO)]
     assert sorted(stage_commands(load_params(REPO / "params.yaml"))) == sorted(dvc)
+
+
+def fake_results(root: Path) -> None:
+    """Every stage's outputs without training: `check`, `pair` and `pair_pruned` run for real (what
+    they write decides what students depend on), every other output is a placeholder, each stage's
+    dated after the ones it reads; then DVC records them all (dvc commit) as if it had made them."""
+    order = ["check", *STAGE_TABLE]  # the table lists each stage after those it reads
+    stages = sorted(load_stages(root), key=lambda s: order.index(s.group))
+    stamp = time.time() - 1  # after every source file (make_repo copied them), before any edit below
+    for stage in stages:
+        if stage.group in ("check", "pair", "pair_pruned"):
+            run(stage.cmd.split(), root)
+        else:
+            for out in stage.outs:
+                path = root / (f"{out}/export.json" if out == str(paths.EXPORT) else out)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(f"{out} v1\n")
+    run(["dvc", "commit", "--force", "--quiet"], root)  # (links its outputs back from its cache: new mtimes)
+    for stage in stages:
+        level = order.index(stage.group) / 100
+        for out in stage.outs:
+            for path in [root / out, *(root / out).rglob("*")]:
+                os.utime(path, (stamp + level, stamp + level))
+
+
+def dvc_changed(root: Path) -> set[str]:
+    return set(json.loads(run(["dvc", "status", "--json"], root).stdout))
+
+
+def snakemake_planned(root: Path) -> set[str]:
+    """The jobs `snakemake -n` would run, in DVC's stage names."""
+    out = run(["snakemake", "--dry-run", "--cores", "1"], root).stdout
+    planned = set()
+    for rule, body in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n?)*)", out, flags=re.M):
+        if rule != "all":
+            wildcards = next(iter(re.findall(r"wildcards: (.*)", body)), "")
+            planned.add(STAGE_TABLE[rule].dvc_name(**dict(re.findall(r"(\w+)=([^,\s]+)", wildcards))))
+    return planned
+
+
+@pytest.mark.slow
+def test_a_method_edit_or_a_new_pruned_teacher_makes_exactly_its_students_stale(tmp_path):
+    """Both tools show what changed, and only that: an edit of r2kd/methods/kd.py makes exactly the kd
+    students stale (DVC says so before `check` reruns: they depend on the file), and a new pruned
+    teacher only the students of the methods that run it (r2kd), not ce's or kd's."""
+    root = make_repo(tmp_path / "repo", override={"methods": ["ce", "kd", "r2kd"],
+                                                  "method_params": {"ce": {}, "kd": {}, "r2kd": {}}})
+    fake_results(root)
+    runs = student_runs(load_params(root / "params.yaml"))
+    assert dvc_changed(root) == set()
+    assert snakemake_planned(root) == set()
+
+    kd_file = root / "r2kd/methods/kd.py"
+    original = kd_file.read_text()
+    kd_file.write_text(original + "# a comment\n")
+    kd_students = {r.stage for r in runs if r.method == "kd"}
+    assert dvc_changed(root) == {"check", *kd_students}
+    assert {s for s in snakemake_planned(root) if s.startswith("distill@")} == kd_students
+    kd_file.write_text(original)  # back as it was: DVC compares content, nothing to do
+    assert dvc_changed(root) - {"check"} == set()  # (check reruns: its dep r2kd/ has a new mtime)
+    # Snakemake compares dates (the stamp of kd.py is rewritten once more): as if it had rerun the kd
+    # students and what reads them
+    assert {s for s in snakemake_planned(root) if s.startswith("distill@")} == kd_students
+    later = time.time() + 1
+    for stage in load_stages(root):
+        if stage.name in kd_students or stage.group in ("evaluate", "export", "report"):
+            for out in stage.outs:
+                for path in [root / out, *(root / out).rglob("*")]:
+                    os.utime(path, (later, later))
+    assert snakemake_planned(root) == set()
+
+    # what a new pruned teacher does: its file changes, then each pair's pins are rewritten
+    teacher = next(iter(load_params(root / "params.yaml").teachers))
+    (root / paths.pruned_dir(teacher) / "model.pt").write_text("pruned v2\n")
+    assert {s for s in snakemake_planned(root) if s.startswith("distill@")} == \
+        {r.stage for r in runs if r.method == "r2kd"}
+    for pair in load_params(root / "params.yaml").pairs:
+        run(["workflow/scripts/r2kd", "pair-pruned", pair], root)
+    changed = dvc_changed(root)
+    assert {s for s in changed if s.startswith("distill@")} == {r.stage for r in runs if r.method == "r2kd"}
+    assert not {s for s in changed if s.startswith("pair@")}  # the teacher pin holds no pruned teacher

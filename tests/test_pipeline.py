@@ -212,6 +212,8 @@ def _record_of(out: str) -> str | None:
     """The file of a stage output that records the params it was made with (r2kd/recorded.py)."""
     if out == str(paths.EXPORT):
         return str(paths.EXPORT_RECORD)
+    if Path(out).parent == paths.RUNS / "pairs" and not out.endswith(".json"):  # pair_pruned: the pins
+        return f"{out}/record.json"
     if out.endswith(("provenance.json", "meta.json", "eval.json", "summary.json")) or out.startswith("runs/pairs/"):
         return out
     return None
@@ -232,7 +234,7 @@ def test_every_result_records_the_params_its_stage_reruns_on(both_runs):
         assert len(records) == 1, stage.name
         values = {key: section(params, key) for key in stage.params}
         assert made_with(dvc_repo / records.pop(), values) is True, stage.name
-    assert len(stages) == 1 + 1 + 1 + 2 + 8 + 1 + 1 + 1 + 1  # prepare, teacher, prune, 2 pairs, 8 students, ...
+    assert len(stages) == 1 + 1 + 1 + 2 + 2 + 8 + 1 + 1 + 1 + 1  # prepare, teacher, prune, 2 pairs, their pins, 8 students, ...
 
 
 def _planned(root: Path) -> set[str]:

@@ -17,7 +17,8 @@ sys.path.insert(0, ROOT)  # run from a source checkout even without `pip install
 from r2kd import handoff, paths
 from r2kd.config import load_params
 from r2kd.errors import UserError
-from r2kd.pipeline import DISTRIBUTED_STAGES, STAGES, code_name
+from r2kd.pipeline import DISTRIBUTED_STAGES, STAGES
+from r2kd.pipeline import METHODS as METHOD_SPECS
 from r2kd.recorded import made_with
 from r2kd.runs import student_runs
 from r2kd.stagecode import code_files, stamp_text
@@ -67,8 +68,8 @@ RUNS = student_runs(PARAMS)
 
 @functools.cache
 def code(stage):
-    """One input standing for the stage's code (r2kd/stagecode.py; ``distill-<method>`` for one
-    method's students): a file of its sources' SHA-256, rewritten only when one changes."""
+    """One input standing for the stage's code (r2kd/stagecode.py; ``method-<name>`` for a method's own
+    files): a file of its sources' SHA-256, rewritten only when one changes."""
     text = stamp_text(stage, ROOT)
     path = Path(ROOT, ".r2kd", "code", f"{stage}.json")
     if not path.is_file() or path.read_text() != text:
@@ -220,15 +221,23 @@ def rule_stamp(stage):
     return params_input
 
 
-def student_code(wildcards):
-    """A student's code stamp: the training code every method shares plus its own method's files,
-    so an edit of r2kd/methods/kd.py reruns the kd students only."""
-    return code(code_name("distill", wildcards.method))
+def method_code(wildcards):
+    """A student's second code stamp: its method's own files (dvc.yaml's r2kd/methods/<method>.py
+    dep), so an edit of r2kd/methods/kd.py reruns the kd students only."""
+    return code(f"method-{wildcards.method}")
 
 
 def pair_teacher(wildcards):
     return f"runs/teachers/{PARAMS.pairs[wildcards.pair].teacher}/model.pt"
 
 
-def pair_pruned(wildcards):
+def pruned_teacher(wildcards):
     return f"runs/pruned/{PARAMS.pairs[wildcards.pair].teacher}/model.pt"
+
+
+def method_pin(wildcards):
+    """A student's pin of the pruned teacher (r2kd/stages/pair_pruned.py). For a method that does not
+    run it the pin never changes, and it is `ancient`: rerunning pair_pruned (a new pruned teacher)
+    then reruns none of that method's students, as in DVC, which compares the pin's hash."""
+    path = f"runs/pairs/{wildcards.pair}/{wildcards.method}.json"
+    return path if METHOD_SPECS[wildcards.method].uses_pruned_teacher else ancient(path)
