@@ -24,6 +24,7 @@ from r2kd.config import load_params
 from r2kd.dag import load_stages, upstream_outputs
 from r2kd.runs import student_runs
 from r2kd.pipeline import METHODS as METHOD_SPECS
+from r2kd.pipeline import CHECK_CMD
 from r2kd.pipeline import STAGES as STAGE_TABLE
 from r2kd.pipeline import code_name
 from r2kd.stagecode import STAGE_CODE, code_files
@@ -375,3 +376,45 @@ def test_a_method_edit_or_a_new_pruned_teacher_makes_exactly_its_students_stale(
     changed = dvc_changed(root)
     assert {s for s in changed if s.startswith("distill@")} == {r.stage for r in runs if r.method == "r2kd"}
     assert not {s for s in changed if s.startswith("pair@")}  # the teacher pin holds no pruned teacher
+
+
+def args_of(stage, spec) -> dict[str, str]:
+    """The arguments of an expanded DVC stage, read back from its command."""
+    return dict(zip(spec.args, stage.cmd.split()[2:]))
+
+
+@pytest.mark.parametrize("root", [REPO, None], ids=["default", "changed"])
+def test_dvc_yaml_declares_each_stage_as_the_pipeline_table_does(root, tmp_path):
+    """dvc.yaml is written by hand; r2kd/pipeline.py is what the CLI, paths, records, code stamps and
+    launcher read. Each DVC stage has the table's command, params keys, outputs, record and code
+    stamp (and Snakemake's jobs equal DVC's stages: assert_same_dag)."""
+    if root is None:
+        root = make_repo(tmp_path / "repo", override={"methods": ["kd", "r2kd", "dkd"],
+                                                      "method_params": {"kd": {}, "r2kd": {}, "dkd": {}}})
+    stages = load_stages(root)
+    assert {s.group for s in stages} == {"check", *STAGE_TABLE}
+    for stage in stages:
+        if stage.group == "check":
+            assert " ".join(stage.cmd.split()) == CHECK_CMD
+            continue
+        spec = STAGE_TABLE[stage.group]
+        args = args_of(stage, spec)
+        assert stage.name == spec.dvc_name(**args)
+        assert " ".join(stage.cmd.split()) == spec.cmd(**args)
+        assert sorted(stage.params) == sorted(spec.params_keys(**args)), stage.name
+        assert sorted(stage.outs) == sorted(p.rstrip("/") for p in spec.output_paths(**args)), stage.name
+        record = spec.record_path(**args).as_posix()
+        assert any(record == out or record.startswith(out + "/") for out in stage.outs), stage.name
+        assert str(paths.code_stamp(stage.group)) in stage.deps
+        method = args.get("method")
+        assert ("r2kd/methods/" + f"{method}.py" in stage.deps) == bool(method), stage.name
+        if method:  # its method's pin; the pruned teacher only through it
+            assert str(paths.method_pin(args["pair"], method)) in stage.deps
+            assert not [d for d in stage.deps if d.startswith("runs/pruned")]
+
+
+def test_snakemake_rules_declare_the_tables_stages():
+    """Each rule of workflow/rules/ is a stage of the table (plus `all`), and no rule uses a lambda."""
+    rules = "".join(p.read_text() for p in sorted((REPO / "workflow/rules").glob("*.smk")))
+    assert set(re.findall(r"^rule (\w+):", rules, flags=re.M)) == set(STAGE_TABLE)
+    assert "lambda" not in rules + (REPO / "Snakefile").read_text()
