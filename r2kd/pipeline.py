@@ -7,12 +7,13 @@ stay hand-written, each in its tool's own form; tests/test_dag.py holds both to 
 (commands, params keys, outputs, code deps).
 
 Templates use the stage's arguments by name: ``{teacher}``, ``{pair}``, ``{method}``, ``{augment}``,
-``{seed}``. Standard library only: Snakemake's parse and `r2kd check` import it without torch.
+``{seed}``. Torch-free: Snakemake's parse and `r2kd check` import it without torch.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ LIST_KEYS = ("teachers", "pairs", "methods", "augments", "seeds", "prune.method"
 # What every stage command runs before its own code (tests/closure.py: CLI); directories stand for
 # every .py file under them.
 _CLI = ("workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
-        "r2kd/pipeline.py", "r2kd/errors.py", "r2kd/files.py", "r2kd/paths.py", "r2kd/pickle_scan.py",
+        "r2kd/method_params/__init__.py", "r2kd/pipeline.py", "r2kd/errors.py", "r2kd/files.py", "r2kd/paths.py", "r2kd/pickle_scan.py",
         "r2kd/stages/__init__.py", "r2kd/yamlfile.py")
 _DATA = ("r2kd/data/__init__.py", "r2kd/data/index.py", "r2kd/data/loader.py", "r2kd/data/prepared.py",
          "r2kd/data/registry.py", "r2kd/data/stream.py", "r2kd/data/transforms.py")
@@ -37,19 +38,50 @@ _TRAIN = ("r2kd/distributed.py", "r2kd/evaluation.py", "r2kd/gpu_slots.py", "r2k
 
 @dataclass(frozen=True)
 class Method:
-    """A distillation method as the pipeline sees it (its loss lives in r2kd/methods/<name>.py)."""
+    """A distillation method as the pipeline sees it: its loss in r2kd/methods/<name>.py, its
+    hyper-parameters and what its students depend on in r2kd/method_params/<name>.py."""
 
     name: str
-    uses_pruned_teacher: bool = False  # its students depend on the pair's pruned teacher
+
+    @property
+    def uses_pruned_teacher(self) -> bool:
+        """Its students depend on the pair's pruned teacher (r2kd/stages/pair_pruned.py)."""
+        from r2kd import method_params
+
+        return bool(method_params.module(self.name).USES_PRUNED_TEACHER)
 
     @property
     def files(self) -> tuple[str, ...]:
         """Its own source files: part of its students' code, no other stage's."""
-        return (f"r2kd/methods/{self.name}.py",)
+        return (f"r2kd/methods/{self.name}.py", f"r2kd/method_params/{self.name}.py")
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("ce"), Method("kd"), Method("dist"), Method("dkd"), Method("r2kd", uses_pruned_teacher=True))}
+class _Methods(Mapping[str, Method]):
+    """The methods: one per module of r2kd/method_params/ (found, not listed: adding a method edits
+    no file that every stage runs, this one included)."""
+
+    def __getitem__(self, name: str) -> Method:
+        if name not in self:
+            raise KeyError(name)
+        return Method(name)
+
+    def __contains__(self, name: object) -> bool:
+        from r2kd import method_params
+
+        return name in method_params.names()
+
+    def __iter__(self) -> Iterator[str]:
+        from r2kd import method_params
+
+        return iter(method_params.names())
+
+    def __len__(self) -> int:
+        from r2kd import method_params
+
+        return len(method_params.names())
+
+
+METHODS: Mapping[str, Method] = _Methods()
 
 
 @dataclass(frozen=True)

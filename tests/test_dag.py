@@ -418,3 +418,23 @@ def test_snakemake_rules_declare_the_tables_stages():
     rules = "".join(p.read_text() for p in sorted((REPO / "workflow/rules").glob("*.smk")))
     assert set(re.findall(r"^rule (\w+):", rules, flags=re.M)) == set(STAGE_TABLE)
     assert "lambda" not in rules + (REPO / "Snakefile").read_text()
+
+
+def test_adding_a_method_changes_no_other_stages_code(tmp_path):
+    """A new method is two new files (r2kd/methods/<name>.py, r2kd/method_params/<name>.py): no code
+    stamp of any stage changes, so DVC and Snakemake rerun no teacher and no other method's students;
+    params.yaml may list it at once."""
+    root = make_repo(tmp_path / "repo", override={}, git=False)
+    run(["workflow/scripts/r2kd", "check", "--stamp"], root)
+    before = {p.name: p.read_text() for p in (root / paths.CODE_STAMPS).iterdir()}
+    for folder in ("methods", "method_params"):
+        text = (root / "r2kd" / folder / "kd.py").read_text()
+        (root / "r2kd" / folder / "mse.py").write_text(
+            text.replace('"kd"', '"mse"').replace("KDParams", "MSEParams").replace("method_params.kd", "method_params.mse"))
+    run(["workflow/scripts/r2kd", "check", "--stamp"], root)
+    assert {p.name: p.read_text() for p in (root / paths.CODE_STAMPS).iterdir()} == before
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["methods"].append("mse")
+    params["method_params"]["mse"] = {"temperature": 2.0}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "is valid" in run(["workflow/scripts/r2kd", "check"], root).stderr

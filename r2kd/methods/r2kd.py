@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from r2kd.config import R2KDParams
+from r2kd.method_params.r2kd import R2KDParams
 from r2kd.methods._common import EPS, as_loss_dtype, pearson_rows
 from r2kd.methods.base import Method
 
