@@ -185,7 +185,7 @@ def test_every_declared_param_exists_and_is_read():
 
 def test_student_key_does_not_touch_teacher_stages():
     for stage in load_stages(REPO):
-        if stage.group in ("prepare", "train_teacher", "prune", "pair"):
+        if stage.group in ("prepare", "train_teacher", "prune", "pair", "pair_pruned"):
             assert not any(k.startswith(("distill.", "method_params", "methods", "seeds")) or k == "distill"
                            for k in stage.params), stage.name
 
