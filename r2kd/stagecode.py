@@ -13,6 +13,11 @@ a JSON map of file -> SHA-256, whose content changes only when a digest does.
   stamps on every params.yaml change (DVC deletes a stage's outputs before running it), and the
   newer date would make Snakemake rerun every job after any `dvc exp run`.
 
+A student's code is the share every method runs (the `distill` stamp) plus its method's own files
+(r2kd/methods/<m>.py, r2kd/method_params/<m>.py): DVC depends on those two files directly, so
+`dvc status` names the students of an edited method before `check` reruns; Snakemake reads them
+through a second stamp, `.r2kd/code/method-<m>.json`.
+
 An edit in place reruns the stage; a touched file, bytecode or an editor's swap file does not.
 Standard library only: Snakemake's parse and `r2kd check` import this without torch.
 """
