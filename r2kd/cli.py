@@ -15,6 +15,7 @@ from typing import Callable
 from rich.console import Console
 
 from r2kd.errors import UserError
+from r2kd.pipeline import STAGES
 
 err = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the terminal width
 
@@ -104,7 +105,7 @@ def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], int | Non
 
         params = load_params(args.params)  # validated before anything heavy happens
         values = [getattr(args, n) for n in names]
-        name = f"{module}@{'-'.join(map(str, values))}" if values else module  # DVC's stage name
+        name = STAGES[module].dvc_name(**dict(zip(names, values)))  # DVC's stage name
         nproc = params.runtime.nproc_per_node
         if launch.needs_launch(module, nproc):  # N processes through torchrun (r2kd/launch.py)
             with stage_lock(name):
@@ -137,6 +138,10 @@ def _seed(text: str) -> int:
     return int(text)
 
 
+ARG_HELP = {"teacher": "a key of `teachers` in params.yaml", "pair": "a key of `pairs` in params.yaml",
+            "method": "one of `methods`", "augment": "one of `augments`", "seed": "one of `seeds`"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r2kd", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help=argparse.SUPPRESS)  # tests use a copy
@@ -150,33 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="e.g. cifar100, tiny_imagenet")
     p.set_defaults(func=_preset)
     sub.add_parser("stages", help="list the expanded DAG (from dvc.yaml)").set_defaults(func=_stages)
-    sub.add_parser("prepare", help="materialise the dataset under data/prepared").set_defaults(func=_stage("prepare"))
-
-    p = sub.add_parser("train-teacher", help="train (or import) one teacher")
-    p.add_argument("teacher", help="a key of `teachers` in params.yaml")
-    p.set_defaults(func=_stage("train_teacher", "teacher"))
-
-    p = sub.add_parser("prune", help="prune one trained teacher")
-    p.add_argument("teacher", help="a key of `teachers` in params.yaml")
-    p.set_defaults(func=_stage("prune", "teacher"))
-
-    p = sub.add_parser("pair", help="pin the teacher files one pair's students use")
-    p.add_argument("pair", help="a key of `pairs` in params.yaml")
-    p.set_defaults(func=_stage("pair", "pair"))
-
-    p = sub.add_parser("distill", help="train one student run of the experiment matrix")
-    p.add_argument("pair", help="a key of `pairs` in params.yaml")
-    p.add_argument("method", help="one of `methods`")
-    p.add_argument("augment", help="one of `augments`")
-    p.add_argument("seed", type=_seed, help="one of `seeds`")
-    p.set_defaults(func=_stage("distill", "pair", "method", "augment", "seed"))
-
-    sub.add_parser("corrupt", help="draw the corrupted test set (15 corruptions x 5 severities) once").set_defaults(
-        func=_stage("corrupt"))
-    sub.add_parser("evaluate", help="score every final model on the test set").set_defaults(func=_stage("evaluate"))
-    sub.add_parser("export", help="export every model to ONNX, check it and time it with onnxruntime").set_defaults(
-        func=_stage("export"))
-    sub.add_parser("report", help="aggregate runs into reports/").set_defaults(func=_stage("report"))
+    for stage in STAGES.values():  # one subcommand per stage of the pipeline table (r2kd/pipeline.py)
+        p = sub.add_parser(stage.command, help=stage.help)
+        for arg in stage.args:
+            p.add_argument(arg, help=ARG_HELP[arg], **({"type": _seed} if arg == "seed" else {}))
+        p.set_defaults(func=_stage(stage.name, *stage.args))
     sub.add_parser("show", help="print the results table of reports/summary.json").set_defaults(func=_show)
     return parser
 

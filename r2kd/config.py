@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from r2kd import pipeline
+from r2kd.method_params import names as method_names
 from r2kd.errors import ConfigError
 from r2kd.yamlfile import read_yaml
 
@@ -63,7 +65,7 @@ def _pin_path_problem(rel: str) -> str | None:
 # The standard ImageNet evaluation resize: 256 for a 224 crop, kept proportional for other sizes.
 EVAL_RESIZE_RATIO = 256 / 224
 ViewName = Literal["none", "mixup", "cutmix", "cutout", "autoaugment", "cutmixpick"]
-MethodName = Literal["ce", "kd", "dist", "dkd", "r2kd"]
+MethodName = Literal[method_names()]  # the modules of r2kd/method_params/
 AugmentName = Literal["default", "none", "mixup", "cutmix", "cutout", "autoaugment", "cutmixpick"]
 PruneMethod = Literal["l1_unstructured", "torch_pruning"]
 
@@ -284,47 +286,18 @@ class MethodParams(_Strict):
     autoaugment_per: Literal["batch", "image"] = "batch"
 
 
-class CEParams(MethodParams):
-    ce_weight: float = Field(1.0, gt=0)
+# Each method's own model lives in r2kd/method_params/<name>.py: adding a method edits no file every
+# stage runs (this one). METHOD_PARAMS and the <Name>Params names are read from there on first use.
+def __getattr__(name: str) -> Any:
+    from r2kd import method_params
 
-
-class KDParams(MethodParams):
-    """Hinton KD with mdistiller's CIFAR-100 weights: 0.1·CE + 0.9·KD, T = 4."""
-
-    temperature: float = Field(4.0, gt=0)
-    ce_weight: float = Field(0.1, ge=0)
-    kd_weight: float = Field(0.9, ge=0)
-
-
-class DISTParams(MethodParams):
-    temperature: float = Field(4.0, gt=0)
-    beta: float = Field(2.0, ge=0, description="weight of the inter-class (per sample) term")
-    gamma: float = Field(2.0, ge=0, description="weight of the intra-class (per class) term")
-    ce_weight: float = Field(1.0, ge=0)
-
-
-class DKDParams(MethodParams):
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(1.0, ge=0, description="TCKD weight")
-    beta: float = Field(8.0, ge=0, description="NCKD weight (mdistiller uses 2-8 depending on the pair)")
-    warmup: int = Field(20, ge=0, description="epochs of linear warm-up of the DKD term; 0 disables")
-    ce_weight: float = Field(1.0, ge=0)
-
-
-class R2KDParams(MethodParams):
-    aug_view: ViewName = "cutmix"
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(2.0, ge=0, description="weight of the value (correlation distance) term")
-    beta: float = Field(2.0, ge=0, description="weight of the rank (Spearman) term")
-    teacher_weight: float = Field(0.7, ge=0, le=1, description="w in w·z_t + (1 − w)·z_p")
-    rank: Literal["hard", "soft"] = "hard"
-    rank_sharpness: float = Field(10.0, gt=0, description="soft-rank sharpness, in row standard deviations")
-    ce_weight: float = Field(1.0, ge=0)
-
-
-METHOD_PARAMS: dict[str, type[MethodParams]] = {
-    "ce": CEParams, "kd": KDParams, "dist": DISTParams, "dkd": DKDParams, "r2kd": R2KDParams,
-}
+    if name == "METHOD_PARAMS":
+        return {m: method_params.module(m).PARAMS for m in method_params.names()}
+    for method in method_params.names():
+        model = method_params.module(method).PARAMS
+        if model.__name__ == name:
+            return model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- scoring and shipping: the evaluate and export stages ------------------------------------------
@@ -413,6 +386,9 @@ class Runtime(_Strict):
         return self
 
 
+ResourceKey = Literal[("default", *pipeline.STAGES)]  # a stage of the pipeline table (r2kd/pipeline.py)
+
+
 class Resources(_Strict):
     """Snakemake scheduling hints (threads come from runtime.threads); DVC does not read them."""
 
@@ -439,8 +415,7 @@ class Params(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
     runtime: Runtime = Runtime()
-    resources: dict[Literal["default", "prepare", "train_teacher", "prune", "pair", "distill", "corrupt", "evaluate",
-                            "export", "report"], Resources] = (
+    resources: dict[ResourceKey, Resources] = (
         Field(default_factory=lambda: {"default": Resources()})
     )
 
@@ -520,7 +495,9 @@ class Params(_Strict):
             where = f"pairs.{pair}.method_params.{method}"
         if augment != DEFAULT_AUGMENT:
             raw["aug_view"] = augment
-        return _validate_section(METHOD_PARAMS[method], raw, where)
+        from r2kd import method_params
+
+        return _validate_section(method_params.module(method).PARAMS, raw, where)
 
     def resources_for(self, stage_group: str) -> Resources:
         return self.resources.get(stage_group, self.resources["default"])

@@ -17,8 +17,9 @@ import subprocess
 import sys
 from typing import Sequence
 
-# The stages that train with DistributedDataParallel; every other stage runs as one process.
-DISTRIBUTED_STAGES = frozenset({"train_teacher", "distill"})
+# The stages that train with DistributedDataParallel (the pipeline table says which, Stage.distributed);
+# every other stage runs as one process.
+from r2kd.pipeline import DISTRIBUTED_STAGES
 # Set in the children of a launch: the launcher holds the stage lock for them.
 LOCK_HELD_ENV = "R2KD_STAGE_LOCK_HELD"
 _WORLD_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK")

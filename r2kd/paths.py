@@ -47,6 +47,15 @@ def pair_file(pair: str) -> Path:
     return RUNS / "pairs" / f"{pair}.json"
 
 
+def pins_dir(pair: str) -> Path:
+    """The `pair_pruned` stage's output: per method, the pruned-teacher file its students run (or none)."""
+    return RUNS / "pairs" / pair
+
+
+def method_pin(pair: str, method: str) -> Path:
+    return pins_dir(pair) / f"{method}.json"
+
+
 def student_dir(pair: str, method: str, augment: str, seed: int) -> Path:
     return RUNS / "students" / pair / f"{method}-{augment}" / f"s{seed}"
 
@@ -66,22 +75,22 @@ def timing_file(run_dir: Path) -> Path:
 
 
 def producer(path: Path) -> str | None:
-    """The command (and DVC stage) that writes ``path``: the way out when an input is missing."""
-    parts = Path(path).parts
-    if Path(path).parent == PREPARED:
-        return "`r2kd prepare` (DVC stage prepare)"
-    if len(parts) >= 3 and parts[:2] == ("runs", "teachers"):
-        return f"`r2kd train-teacher {parts[2]}` (DVC stage train_teacher@{parts[2]})"
-    if len(parts) >= 3 and parts[:2] == ("runs", "pruned"):
-        return f"`r2kd prune {parts[2]}` (DVC stage prune@{parts[2]})"
-    if Path(path).parent == CORRUPTED:
-        return "`r2kd corrupt` (DVC stage corrupt)"
-    if Path(path) == EVAL:
-        return "`r2kd evaluate` (DVC stage evaluate)"
-    if len(parts) >= 2 and parts[:2] == ("runs", "export"):
-        return "`r2kd export` (DVC stage export)"
-    if len(parts) >= 3 and parts[:2] == ("runs", "pairs"):
-        return f"`r2kd pair {Path(parts[2]).stem}` (DVC stage pair@{Path(parts[2]).stem})"
+    """The command (and DVC stage) that writes ``path``, from the pipeline table (r2kd/pipeline.py):
+    the way out when an input is missing."""
+    import re
+
+    from r2kd.pipeline import STAGES
+
+    text = Path(path).as_posix()
+    for stage in STAGES.values():
+        for template in stage.outputs:
+            pattern = re.escape(template).replace(r"\{", "{").replace(r"\}", "}")
+            pattern = re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", pattern)
+            pattern += "" if template.endswith("/") else "$"  # a directory output holds whatever is inside it
+            match = re.match(pattern, text + ("/" if template.endswith("/") and template.rstrip("/") == text else ""))
+            if match:
+                args = match.groupdict()
+                return f"`{stage.cmd(**args).replace('workflow/scripts/r2kd', 'r2kd')}` (DVC stage {stage.dvc_name(**args)})"
     return None
 
 

@@ -14,50 +14,23 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from r2kd import paths
+from r2kd.pipeline import STAGES
 
 if TYPE_CHECKING:
     from r2kd.config import Params
 
 UNRECORDED = object()
 
-RUNTIME_KEYS = ["runtime.device", "runtime.amp", "runtime.threads", "runtime.deterministic"]
-LIST_KEYS = ["teachers", "pairs", "methods", "augments", "seeds", "prune.method", "prune.ratio"]
+def stage_keys(stage: str, **args: Any) -> list[str]:
+    """The params.yaml keys a stage reads (the pipeline table, r2kd/pipeline.py): each is listed under
+    the stage's `params` in dvc.yaml and in its Snakemake params stamp (tests/test_dag.py), and
+    recorded with its result."""
+    return STAGES[stage].params_keys(**args)
 
 
-def stage_keys(stage: str, *, teacher: str = "", pair: str = "", method: str = "", **_: Any) -> list[str]:
-    """The params.yaml keys a stage reads: each is listed under the stage's `params` in dvc.yaml and
-    in its Snakemake params stamp (tests/test_dag.py), and recorded with its result."""
-    keys = {
-        "prepare": ["data"],
-        "train_teacher": ["data", f"teachers.{teacher}", "train_teacher", *RUNTIME_KEYS, "runtime.fast_path",
-                          "runtime.nproc_per_node"],
-        "prune": ["data", "prune", "train_teacher.seed", *RUNTIME_KEYS],
-        "pair": [f"pairs.{pair}.teacher", f"pairs.{pair}.student"],
-        "distill": ["data", "distill", f"method_params.{method}", f"pairs.{pair}", "prune.bn_mode", *RUNTIME_KEYS,
-                    "runtime.fast_path", "runtime.nproc_per_node", "runtime.sync_frozen_bn"],
-        "corrupt": ["evaluate.corruptions", "evaluate.corruption_limit", "evaluate.corruption_seed"],
-        "evaluate": [*LIST_KEYS, "evaluate", "runtime.device", "runtime.amp", "runtime.threads"],
-        "export": ["export", *LIST_KEYS[:5], "runtime.threads", "runtime.deterministic"],
-        "report": [*LIST_KEYS, "export.onnx"],
-    }
-    return keys[stage]
-
-
-def record_file(stage: str, *, teacher: str = "", pair: str = "", method: str = "", augment: str = "",
-                seed: int | str = 0, **_: Any) -> Path:
+def record_file(stage: str, **args: Any) -> Path:
     """The output of a stage's job that records the params it was made with."""
-    return {
-        "prepare": lambda: paths.PREPARED / "meta.json",
-        "train_teacher": lambda: paths.teacher_dir(teacher) / "provenance.json",
-        "prune": lambda: paths.pruned_dir(teacher) / "provenance.json",
-        "pair": lambda: paths.pair_file(pair),
-        "distill": lambda: paths.student_dir(pair, method, augment, seed) / "provenance.json",
-        "corrupt": lambda: paths.CORRUPTED_META,
-        "evaluate": lambda: paths.EVAL,
-        "export": lambda: paths.EXPORT_RECORD,
-        "report": lambda: paths.REPORTS / "summary.json",
-    }[stage]()
+    return STAGES[stage].record_path(**args)
 
 
 def params_record(params: Params, stage: str, **wildcards: Any) -> dict[str, Any]:

@@ -26,7 +26,9 @@ class StudentRun:
     @property
     def stage(self) -> str:
         """DVC's name for this run's stage: built from content, so editing a list renames nothing."""
-        return f"distill@{self.pair}-{self.method}-{self.augment}-{self.seed}"
+        from r2kd.pipeline import STAGES
+
+        return STAGES["distill"].dvc_name(**vars(self))
 
 
 def student_runs(params: Params) -> list[StudentRun]:
@@ -54,11 +56,9 @@ def find_run(params: Params, pair: str, method: str, augment: str, seed: int) ->
 def stage_commands(params: Params) -> list[tuple[str, str]]:
     """Every stage of the DAG with its command, in DVC's names, computed from params alone (no DVC
     import: `r2kd stages` stays fast at thousands of runs). tests/test_dag.py checks it against DVC."""
-    r2kd = "workflow/scripts/r2kd"
-    stages = [("check", f"{r2kd} check --stamp"), ("prepare", f"{r2kd} prepare")]
-    stages += [(f"train_teacher@{t}", f"{r2kd} train-teacher {t}") for t in params.teachers]
-    stages += [(f"prune@{t}", f"{r2kd} prune {t}") for t in params.teachers]
-    stages += [(f"pair@{p}", f"{r2kd} pair {p}") for p in params.pairs]
-    stages += [(run.stage, f"{r2kd} distill {run.pair} {run.method} {run.augment} {run.seed}") for run in student_runs(params)]
-    return stages + [("corrupt", f"{r2kd} corrupt"), ("evaluate", f"{r2kd} evaluate"), ("export", f"{r2kd} export"),
-                     ("report", f"{r2kd} report")]
+    from r2kd.pipeline import CHECK_CMD, STAGES
+
+    values = {"teacher": [{"teacher": t} for t in params.teachers], "pair": [{"pair": p} for p in params.pairs],
+              "pair-method-augment-seed": [vars(run) for run in student_runs(params)], "": [{}]}
+    return [("check", CHECK_CMD)] + [(stage.dvc_name(**args), stage.cmd(**args))
+                                     for stage in STAGES.values() for args in values["-".join(stage.args)]]

@@ -64,6 +64,7 @@ STAGE_MODULES = {
     "train_teacher": ["r2kd.stages.train_teacher"],
     "prune": ["r2kd.stages.prune"],
     "pair": ["r2kd.stages.pair"],
+    "pair_pruned": ["r2kd.stages.pair_pruned"],
     "distill": ["r2kd.stages.distill"],
     "corrupt": ["r2kd.stages.corrupt"],
     "evaluate": ["r2kd.stages.evaluate"],

@@ -33,8 +33,8 @@ RESULTS = ("model.pt", "log.csv", "metrics.json")
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    """Teacher, pruned copy and pair made once; each test works in its own copy of this checkout."""
-    from r2kd.stages import pair, prepare, prune, train_teacher
+    """Teacher, pruned copy, pair and its pins made once; each test works in its own copy of this checkout."""
+    from r2kd.stages import pair, pair_pruned, prepare, prune, train_teacher
 
     root = make_repo(tmp_path_factory.mktemp("cohort") / "repo", override=SETUP, git=False)
     cwd = os.getcwd()
@@ -45,6 +45,7 @@ def repo(tmp_path_factory):
         train_teacher.run(params, "resnet14")
         prune.run(params, "resnet14")
         pair.run(params, PAIR)
+        pair_pruned.run(params, PAIR)
     finally:
         os.chdir(cwd)
     return root

@@ -9,6 +9,7 @@ parses the workflow, before any job), and Snakemake's commands send their output
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -16,12 +17,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from closure import STAGE_MODULES, stage_closure
+from closure import CLI, STAGE_MODULES, closure, stage_closure
 from conftest import REPO, make_repo, run
 from r2kd import paths
 from r2kd.config import load_params
 from r2kd.dag import load_stages, upstream_outputs
 from r2kd.runs import student_runs
+from r2kd.pipeline import METHODS as METHOD_SPECS
+from r2kd.pipeline import CHECK_CMD
+from r2kd.pipeline import STAGES as STAGE_TABLE
+from r2kd.pipeline import code_name
 from r2kd.stagecode import STAGE_CODE, code_files
 
 LOG_REDIRECT = re.compile(r"\s*>\s*logs/\S+\s+2>&1\s*$")
@@ -72,7 +77,10 @@ def contains(resolved, raw) -> bool:
 
 def assert_same_dag(root: Path) -> None:
     stages = [s for s in load_stages(root) if s.group != "check"]
-    jobs = {tuple(sorted(job["output"])): job for job in snakemake_jobs(root) if job["rule"] != "all"}
+    # a DVC directory out (pair_pruned's runs/pairs/<pair>) is, for Snakemake, the files in it
+    dirs = [out for s in stages for out in s.outs if (root / out).suffix == ""]
+    jobs = {tuple(sorted({next((d for d in dirs if p.startswith(d + "/")), p) for p in job["output"]})): job
+            for job in snakemake_jobs(root) if job["rule"] != "all"}
     assert len(jobs) == len(stages)
     for stage in stages:
         job = jobs.get(tuple(sorted(stage.outs)))
@@ -82,10 +90,12 @@ def assert_same_dag(root: Path) -> None:
         stamps = [p for p in job["input"] if p.startswith(".r2kd/params/")]
         data_index = [p for p in job["input"] if p.startswith(".r2kd/data/")]
         assert bool(data_index) == (load_params(root / "params.yaml").data.root in stage.deps), stage.name
-        # Snakemake's one code input lists the SHA-256 of each source file: the same files as DVC's deps
+        # Snakemake's code inputs list the SHA-256 of each source file: the same files as DVC's deps
+        # (the stage's stamp, and for a student its method's own files: DVC depends on them directly)
         code_stamps = [p for p in job["input"] if p.startswith(".r2kd/code/")]
-        assert len(code_stamps) == 1, stage.name
-        code = set(json.loads((root / code_stamps[0]).read_text()))
+        assert sorted(Path(p).stem for p in code_stamps) == sorted(
+            [stage.group, *([f"method-{stage.name.split('-')[-3]}"] if stage.group == "distill" else [])]), stage.name
+        code = {f for stamp in code_stamps for f in json.loads((root / stamp).read_text())}
         assert code <= expected, stage.name
         assert sorted(set(job["input"]) - set(stamps) - set(code_stamps) - set(data_index)) == \
             sorted(expected - code), stage.name
@@ -175,7 +185,7 @@ def test_every_declared_param_exists_and_is_read():
 
 def test_student_key_does_not_touch_teacher_stages():
     for stage in load_stages(REPO):
-        if stage.group in ("prepare", "train_teacher", "prune", "pair"):
+        if stage.group in ("prepare", "train_teacher", "prune", "pair", "pair_pruned"):
             assert not any(k.startswith(("distill.", "method_params", "methods", "seeds")) or k == "distill"
                            for k in stage.params), stage.name
 
@@ -202,7 +212,23 @@ def test_code_stamps_cover_each_stages_import_closure(group):
     assert not missing, f"{group}: r2kd/stagecode.py lacks {missing}"
     assert "workflow/scripts/r2kd" in files
     assert str(paths.code_stamp(group)) in stage.deps
-    assert not [d for d in stage.deps if d.startswith(("r2kd", "workflow/"))], "code is a dep only through the stamp"
+    # code is a dep through the stamp, and a student's through its method's own files too (in no stamp)
+    method = stage.name.split("-")[-3] if group == "distill" else None
+    own = set(METHOD_SPECS[method].files) if method else set()
+    assert {d for d in stage.deps if d.startswith(("r2kd", "workflow/"))} == own, stage.name
+    assert not own & files, "a method's own files are in no stage's shared stamp"
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_SPECS))
+def test_each_methods_students_run_the_shared_code_and_their_own_files(method):
+    """A student's code is the shared distill code plus its method's files, and nothing of another
+    method's: an edit of r2kd/methods/kd.py is the kd students' change alone."""
+    files = set(code_files(code_name("distill", method), REPO))
+    missing = sorted(f for f in closure(*CLI, *STAGE_MODULES["distill"], f"r2kd.methods.{method}") if f not in files)
+    assert not missing, f"distill-{method}: r2kd/pipeline.py lacks {missing}"
+    others = {f for m in METHOD_SPECS if m != method for f in METHOD_SPECS[m].files}
+    assert not others & files
+    assert not others & closure(*CLI, *STAGE_MODULES["distill"], f"r2kd.methods.{method}")
 
 
 def test_check_stage_covers_all_code_and_writes_every_stamp():
@@ -269,3 +295,146 @@ def test_r2kd_stages_lists_dvcs_stages_and_commands():
 
     dvc = [(s.name, " ".join(s.cmd.split())) for s in load_stages(REPO)]
     assert sorted(stage_commands(load_params(REPO / "params.yaml"))) == sorted(dvc)
+
+
+def fake_results(root: Path) -> None:
+    """Every stage's outputs without training: `check`, `pair` and `pair_pruned` run for real (what
+    they write decides what students depend on), every other output is a placeholder, each stage's
+    dated after the ones it reads; then DVC records them all (dvc commit) as if it had made them."""
+    order = ["check", *STAGE_TABLE]  # the table lists each stage after those it reads
+    stages = sorted(load_stages(root), key=lambda s: order.index(s.group))
+    stamp = time.time() - 1  # after every source file (make_repo copied them), before any edit below
+    for stage in stages:
+        if stage.group in ("check", "pair", "pair_pruned"):
+            run(stage.cmd.split(), root)
+        else:
+            for out in stage.outs:
+                path = root / (f"{out}/export.json" if out == str(paths.EXPORT) else out)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(f"{out} v1\n")
+    run(["dvc", "commit", "--force", "--quiet"], root)  # (links its outputs back from its cache: new mtimes)
+    for stage in stages:
+        level = order.index(stage.group) / 100
+        for out in stage.outs:
+            for path in [root / out, *(root / out).rglob("*")]:
+                os.utime(path, (stamp + level, stamp + level))
+
+
+def dvc_changed(root: Path) -> set[str]:
+    return set(json.loads(run(["dvc", "status", "--json"], root).stdout))
+
+
+def snakemake_planned(root: Path) -> set[str]:
+    """The jobs `snakemake -n` would run, in DVC's stage names."""
+    out = run(["snakemake", "--dry-run", "--cores", "1"], root).stdout
+    planned = set()
+    for rule, body in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n?)*)", out, flags=re.M):
+        if rule != "all":
+            wildcards = next(iter(re.findall(r"wildcards: (.*)", body)), "")
+            planned.add(STAGE_TABLE[rule].dvc_name(**dict(re.findall(r"(\w+)=([^,\s]+)", wildcards))))
+    return planned
+
+
+@pytest.mark.slow
+def test_a_method_edit_or_a_new_pruned_teacher_makes_exactly_its_students_stale(tmp_path):
+    """Both tools show what changed, and only that: an edit of r2kd/methods/kd.py makes exactly the kd
+    students stale (DVC says so before `check` reruns: they depend on the file), and a new pruned
+    teacher only the students of the methods that run it (r2kd), not ce's or kd's."""
+    root = make_repo(tmp_path / "repo", override={"methods": ["ce", "kd", "r2kd"],
+                                                  "method_params": {"ce": {}, "kd": {}, "r2kd": {}}})
+    fake_results(root)
+    runs = student_runs(load_params(root / "params.yaml"))
+    assert dvc_changed(root) == set()
+    assert snakemake_planned(root) == set()
+
+    kd_file = root / "r2kd/methods/kd.py"
+    original = kd_file.read_text()
+    kd_file.write_text(original + "# a comment\n")
+    kd_students = {r.stage for r in runs if r.method == "kd"}
+    assert dvc_changed(root) == {"check", *kd_students}
+    assert {s for s in snakemake_planned(root) if s.startswith("distill@")} == kd_students
+    kd_file.write_text(original)  # back as it was: DVC compares content, nothing to do
+    assert dvc_changed(root) - {"check"} == set()  # (check reruns: its dep r2kd/ has a new mtime)
+    # Snakemake compares dates (the stamp of kd.py is rewritten once more): as if it had rerun the kd
+    # students and what reads them
+    assert {s for s in snakemake_planned(root) if s.startswith("distill@")} == kd_students
+    later = time.time() + 1
+    for stage in load_stages(root):
+        if stage.name in kd_students or stage.group in ("evaluate", "export", "report"):
+            for out in stage.outs:
+                for path in [root / out, *(root / out).rglob("*")]:
+                    os.utime(path, (later, later))
+    assert snakemake_planned(root) == set()
+
+    # what a new pruned teacher does: its file changes, then each pair's pins are rewritten
+    teacher = next(iter(load_params(root / "params.yaml").teachers))
+    (root / paths.pruned_dir(teacher) / "model.pt").write_text("pruned v2\n")
+    assert {s for s in snakemake_planned(root) if s.startswith("distill@")} == \
+        {r.stage for r in runs if r.method == "r2kd"}
+    for pair in load_params(root / "params.yaml").pairs:
+        run(["workflow/scripts/r2kd", "pair-pruned", pair], root)
+    changed = dvc_changed(root)
+    assert {s for s in changed if s.startswith("distill@")} == {r.stage for r in runs if r.method == "r2kd"}
+    assert not {s for s in changed if s.startswith("pair@")}  # the teacher pin holds no pruned teacher
+
+
+def args_of(stage, spec) -> dict[str, str]:
+    """The arguments of an expanded DVC stage, read back from its command."""
+    return dict(zip(spec.args, stage.cmd.split()[2:]))
+
+
+@pytest.mark.parametrize("root", [REPO, None], ids=["default", "changed"])
+def test_dvc_yaml_declares_each_stage_as_the_pipeline_table_does(root, tmp_path):
+    """dvc.yaml is written by hand; r2kd/pipeline.py is what the CLI, paths, records, code stamps and
+    launcher read. Each DVC stage has the table's command, params keys, outputs, record and code
+    stamp (and Snakemake's jobs equal DVC's stages: assert_same_dag)."""
+    if root is None:
+        root = make_repo(tmp_path / "repo", override={"methods": ["kd", "r2kd", "dkd"],
+                                                      "method_params": {"kd": {}, "r2kd": {}, "dkd": {}}})
+    stages = load_stages(root)
+    assert {s.group for s in stages} == {"check", *STAGE_TABLE}
+    for stage in stages:
+        if stage.group == "check":
+            assert " ".join(stage.cmd.split()) == CHECK_CMD
+            continue
+        spec = STAGE_TABLE[stage.group]
+        args = args_of(stage, spec)
+        assert stage.name == spec.dvc_name(**args)
+        assert " ".join(stage.cmd.split()) == spec.cmd(**args)
+        assert sorted(stage.params) == sorted(spec.params_keys(**args)), stage.name
+        assert sorted(stage.outs) == sorted(p.rstrip("/") for p in spec.output_paths(**args)), stage.name
+        record = spec.record_path(**args).as_posix()
+        assert any(record == out or record.startswith(out + "/") for out in stage.outs), stage.name
+        assert str(paths.code_stamp(stage.group)) in stage.deps
+        method = args.get("method")
+        assert ("r2kd/methods/" + f"{method}.py" in stage.deps) == bool(method), stage.name
+        if method:  # its method's pin; the pruned teacher only through it
+            assert str(paths.method_pin(args["pair"], method)) in stage.deps
+            assert not [d for d in stage.deps if d.startswith("runs/pruned")]
+
+
+def test_snakemake_rules_declare_the_tables_stages():
+    """Each rule of workflow/rules/ is a stage of the table (plus `all`), and no rule uses a lambda."""
+    rules = "".join(p.read_text() for p in sorted((REPO / "workflow/rules").glob("*.smk")))
+    assert set(re.findall(r"^rule (\w+):", rules, flags=re.M)) == set(STAGE_TABLE)
+    assert "lambda" not in rules + (REPO / "Snakefile").read_text()
+
+
+def test_adding_a_method_changes_no_other_stages_code(tmp_path):
+    """A new method is two new files (r2kd/methods/<name>.py, r2kd/method_params/<name>.py): no code
+    stamp of any stage changes, so DVC and Snakemake rerun no teacher and no other method's students;
+    params.yaml may list it at once."""
+    root = make_repo(tmp_path / "repo", override={}, git=False)
+    run(["workflow/scripts/r2kd", "check", "--stamp"], root)
+    before = {p.name: p.read_text() for p in (root / paths.CODE_STAMPS).iterdir()}
+    for folder in ("methods", "method_params"):
+        text = (root / "r2kd" / folder / "kd.py").read_text()
+        (root / "r2kd" / folder / "mse.py").write_text(
+            text.replace('"kd"', '"mse"').replace("KDParams", "MSEParams").replace("method_params.kd", "method_params.mse"))
+    run(["workflow/scripts/r2kd", "check", "--stamp"], root)
+    assert {p.name: p.read_text() for p in (root / paths.CODE_STAMPS).iterdir()} == before
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["methods"].append("mse")
+    params["method_params"]["mse"] = {"temperature": 2.0}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "is valid" in run(["workflow/scripts/r2kd", "check"], root).stderr

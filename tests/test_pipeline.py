@@ -212,6 +212,8 @@ def _record_of(out: str) -> str | None:
     """The file of a stage output that records the params it was made with (r2kd/recorded.py)."""
     if out == str(paths.EXPORT):
         return str(paths.EXPORT_RECORD)
+    if Path(out).parent == paths.RUNS / "pairs" and not out.endswith(".json"):  # pair_pruned: the pins
+        return f"{out}/record.json"
     if out.endswith(("provenance.json", "meta.json", "eval.json", "summary.json")) or out.startswith("runs/pairs/"):
         return out
     return None
@@ -232,7 +234,7 @@ def test_every_result_records_the_params_its_stage_reruns_on(both_runs):
         assert len(records) == 1, stage.name
         values = {key: section(params, key) for key in stage.params}
         assert made_with(dvc_repo / records.pop(), values) is True, stage.name
-    assert len(stages) == 1 + 1 + 1 + 2 + 8 + 1 + 1 + 1 + 1  # prepare, teacher, prune, 2 pairs, 8 students, ...
+    assert len(stages) == 1 + 1 + 1 + 2 + 2 + 8 + 1 + 1 + 1 + 1  # prepare, teacher, prune, 2 pairs, their pins, 8 students, ...
 
 
 def _planned(root: Path) -> set[str]:
@@ -375,3 +377,31 @@ def test_readme_commands_work_as_written_without_an_activated_venv(both_runs, tm
     html = (smk_repo / "report.html").read_text(errors="replace")
     assert "accuracy_per_epoch.png" in html and "summary.csv" in html
 
+
+
+def test_a_prune_param_change_retrains_only_the_students_that_run_the_pruned_teacher(tmp_path):
+    """`dvc exp run -S prune.ratio=...` used to retrain every student; the ce students came out
+    byte-identical. Now both tools plan, and DVC runs, exactly the students of a method that runs the
+    pruned teacher (r2kd), and the others' results stay as they were."""
+    import yaml
+
+    repo = make_repo(tmp_path / "repo", override={"pairs": {"resnet14-resnet8": {"teacher": "resnet14",
+                                                                                  "student": "resnet8"}},
+                                                  "seeds": [0]})
+    run(["dvc", "repro", "--quiet"], repo)
+    ce = repo / "runs/students/resnet14-resnet8/ce-default/s0/model.pt"
+    before = sha256_file(ce)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["prune"]["ratio"] = 0.25
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    plan = run(["snakemake", "--dry-run", "--cores", "2"], repo).stdout
+    planned = set(re.findall(r"wildcards: pair=([\w-]+), method=(\w+), augment=\w+, seed=\d+", plan))
+    assert planned == {("resnet14-resnet8", "r2kd")}
+    log = run(["dvc", "repro"], repo).stdout
+    ran = set(re.findall(r"Running stage '(distill@[^']+)'", log))
+    assert ran == {"distill@resnet14-resnet8-r2kd-default-0"}, log[-3000:]
+    assert "Running stage 'prune@resnet14'" in log and "Running stage 'pair@" not in log
+    assert sha256_file(ce) == before
+    pin = json.loads((repo / "runs/pairs/resnet14-resnet8/r2kd.json").read_text())
+    assert pin["pruned"]["files"]["runs/pruned/resnet14/model.pt"] == sha256_file(repo / "runs/pruned/resnet14/model.pt")
+    assert json.loads((repo / "runs/pairs/resnet14-resnet8/ce.json").read_text())["pruned"] is None

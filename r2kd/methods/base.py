@@ -21,6 +21,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from r2kd import pipeline
 from r2kd.config import MethodParams, ViewName
 from r2kd.methods._common import cross_entropy
 
@@ -31,9 +32,16 @@ class Method(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[MethodParams]]  # the method's model in r2kd/config.py (METHOD_PARAMS[name])
     uses_teacher: ClassVar[bool] = True
+    # Set from the pipeline table (r2kd/pipeline.py), which also decides what its students depend on.
     uses_pruned_teacher: ClassVar[bool] = False
     # False when the method has no term on the augmented view (ce): the objective skips the view.
     uses_aug_view: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = pipeline.METHODS.get(getattr(cls, "name", ""))
+        if spec is not None:
+            cls.uses_pruned_teacher = spec.uses_pruned_teacher
 
     def __init__(self, params: MethodParams) -> None:
         if not isinstance(params, self.Params):

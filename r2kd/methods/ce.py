@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from r2kd.config import CEParams
+from r2kd.method_params.ce import CEParams
 from r2kd.methods.base import Method
 
 

@@ -17,7 +17,7 @@ from typing import ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
-from r2kd.config import DISTParams
+from r2kd.method_params.dist import DISTParams
 from r2kd.methods._common import as_loss_dtype, pearson_rows
 from r2kd.methods.base import Method
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from r2kd.config import DKDParams
+from r2kd.method_params.dkd import DKDParams
 from r2kd.methods._common import as_loss_dtype
 from r2kd.methods.base import Method
 

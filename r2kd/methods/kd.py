@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
-from r2kd.config import KDParams
+from r2kd.method_params.kd import KDParams
 from r2kd.methods._common import as_loss_dtype
 from r2kd.methods.base import Method
 

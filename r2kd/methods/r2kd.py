@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from r2kd.config import R2KDParams
+from r2kd.method_params.r2kd import R2KDParams
 from r2kd.methods._common import EPS, as_loss_dtype, pearson_rows
 from r2kd.methods.base import Method
 
@@ -122,7 +122,6 @@ def r2kd_terms(
 class R2KD(Method):
     name: ClassVar[str] = "r2kd"
     Params: ClassVar[type[R2KDParams]] = R2KDParams
-    uses_pruned_teacher: ClassVar[bool] = True
     params: R2KDParams
 
     def target(self, teacher: Tensor, pruned: Tensor | None) -> Tensor:

@@ -20,6 +20,8 @@ from r2kd.files import write_json
 from r2kd.methods import METHODS
 from r2kd.methods.objective import DistillObjective, SharedPasses
 from r2kd.modelfile import arch_spec, build, load_model, save_model
+from r2kd.pipeline import METHODS as METHOD_SPECS
+from r2kd.pipeline import code_name
 from r2kd.models.complexity import complexity
 from r2kd.pruning import set_bn_mode
 from r2kd.runtime import (fast_layout, fast_path_enabled, graphs_enabled, resolve_amp, resolve_device, seed_everything,
@@ -65,11 +67,19 @@ def result_key(params: Params, run: StudentRun, meta: dict, inputs: dict[str, st
     """A hash of everything ``run``'s result depends on (r2kd.stages.cohort); ``inputs``: the hashes
     of the run's input files, if already computed."""
     hparams = params.method_hparams(run.method, run.augment, run.pair)
-    if inputs is None:
-        inputs = input_hashes([*data_files(), paths.pair_file(run.pair)])
-    return fingerprint("distill", arch_spec(run.student, meta), params.distill.model_dump(),
+    inputs = run_inputs(run, inputs)
+    return fingerprint(code_name("distill", run.method), arch_spec(run.student, meta), params.distill.model_dump(),
                        hparams.model_dump(mode="json"), inputs, run.seed, params.prune.bn_mode,
                        params.runtime.result_settings())
+
+
+def run_inputs(run: StudentRun, inputs: dict[str, str] | None = None) -> dict[str, str]:
+    """The hashes of the files ``run`` reads: the data, its pair's teacher pin and its method's pin
+    (r2kd.stages.pair_pruned); ``inputs``: those of the data and pair file, if already computed (a
+    cohort shares them)."""
+    if inputs is None:
+        inputs = input_hashes([*data_files(), paths.pair_file(run.pair)])
+    return {**inputs, **input_hashes([paths.method_pin(run.pair, run.method)])}
 
 
 def view_seed(seed: int) -> int:
@@ -86,7 +96,9 @@ def load_frozen(params: Params, run: StudentRun, meta: dict, device: torch.devic
                 roles: tuple[str, ...]) -> dict[str, torch.nn.Module]:
     """The frozen networks of ``run``'s pair, as the pair file pins them (by SHA-256): the teacher in
     eval mode, the pruned teacher with BatchNorm as prune.bn_mode says; channels_last on the fast path."""
-    teacher_file, pruned_file = read_pair(run.pair, run.teacher, verify=roles)
+    # a cohort loads the pruned teacher for all its runs: any method that runs it pins the same file
+    pin_method = next((m for m in (run.method, *params.methods) if METHOD_SPECS[m].uses_pruned_teacher), None)
+    teacher_file, pruned_file = read_pair(run.pair, run.teacher, verify=roles, pin_method=pin_method)
     spec = arch_spec(run.teacher, meta)  # a pruned file records its teacher's architecture
     frozen = {}
     if "teacher" in roles:
@@ -131,8 +143,7 @@ def build_run(params: Params, run: StudentRun, data: Data, device: torch.device,
         model = fast_layout(model)
     teacher_model = frozen.get("teacher") if method_cls.uses_teacher else None
     pruned_model = frozen.get("pruned") if method_cls.uses_pruned_teacher else None
-    if inputs is None:
-        inputs = input_hashes([*data_files(), paths.pair_file(run.pair)])
+    inputs = run_inputs(run, inputs)
     view_generator = view_generator(chosen.aug_view)
     objective = DistillObjective(
         method=chosen,
@@ -153,8 +164,8 @@ def build_run(params: Params, run: StudentRun, data: Data, device: torch.device,
         objective=objective,
         generators={"data": data_generator, "view": view_generator},
         state_path=paths.state_file(run.dir),
-        fingerprint=fingerprint("distill", spec, recipe.model_dump(), hparams.model_dump(), inputs, run.seed,
-                                params.prune.bn_mode, params.runtime.result_settings()),
+        fingerprint=fingerprint(code_name("distill", run.method), spec, recipe.model_dump(), hparams.model_dump(),
+                                inputs, run.seed, params.prune.bn_mode, params.runtime.result_settings()),
         label=f"{run.method}/{run.augment} s{run.seed}",
         amp=amp,
         graphs=graphs_enabled(fast, device, amp),

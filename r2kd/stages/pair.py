@@ -1,9 +1,11 @@
-"""Stage `pair <id>`: pin the exact teacher files a pair's students learn from.
+"""Stage `pair <id>`: pin the exact teacher file a pair's students learn from.
 
 DVC cannot look a pair's teacher up from the pair id inside a matrix, so the student stages depend on
-this small file instead: it names the teacher and pruned-teacher files and their SHA-256, so a new
-teacher reruns the students (through DVC's hash of this file, and Snakemake's mtime of it) and a
-student never trains from a teacher other than the one recorded.
+this small file instead: it names the teacher file and its SHA-256, so a new teacher reruns the
+students (through DVC's hash of this file, and Snakemake's mtime of it) and a student never trains
+from a teacher other than the one recorded. The pruned teacher is pinned apart, per method, by
+stage `pair_pruned` (r2kd/stages/pair_pruned.py): only the students of a method that runs it
+depend on it.
 """
 
 from __future__ import annotations
@@ -19,32 +21,42 @@ from r2kd.stages.record import input_hashes
 
 
 def run(params: Params, pair: str) -> None:
-    if pair not in params.pairs:
-        raise ConfigError(f"pair: {pair!r} is not a key of `pairs` in params.yaml ({sorted(params.pairs)})")
+    check_pair(params, pair)
     teacher = params.pairs[pair].teacher
     warn_if_teacher_smaller(teacher, params.pairs[pair].student)
-    files = [paths.teacher_dir(teacher) / "model.pt", paths.pruned_dir(teacher) / "model.pt"]
     write_json(paths.pair_file(pair), {"teacher": teacher, "student": params.pairs[pair].student,
-                                       "files": input_hashes(files),
+                                       "files": input_hashes([paths.teacher_dir(teacher) / "model.pt"]),
                                        "params": params_record(params, "pair", pair=pair)})
 
 
-def read_pair(pair: str, teacher: str, *, verify: tuple[str, ...] = ()) -> tuple[Path, Path]:
-    """The teacher and pruned-teacher files of ``pair``; ``verify`` names ("teacher", "pruned") to hash-check."""
+def check_pair(params: Params, pair: str) -> None:
+    if pair not in params.pairs:
+        raise ConfigError(f"pair: {pair!r} is not a key of `pairs` in params.yaml ({sorted(params.pairs)})")
+
+
+def read_pair(pair: str, teacher: str, *, verify: tuple[str, ...] = (), pin_method: str | None = None
+              ) -> tuple[Path, Path]:
+    """The teacher and pruned-teacher files of ``pair``; ``verify`` names ("teacher", "pruned") to
+    hash-check: the teacher against the pair file, the pruned teacher against the pin of
+    ``pin_method`` (a method that runs it) in runs/pairs/<pair>/."""
     record = read_json(paths.pair_file(pair))
     teacher_file, pruned_file = paths.teacher_dir(teacher) / "model.pt", paths.pruned_dir(teacher) / "model.pt"
     if record.get("teacher") != teacher:
         raise CheckpointError(f"{paths.pair_file(pair)} names teacher {record.get('teacher')!r}, params.yaml {teacher!r}; "
                               f"rerun stage pair@{pair}")
-    for role, path in (("teacher", teacher_file), ("pruned", pruned_file)):
+    pins = {"teacher": (teacher_file, record, f"pair@{pair}")}
+    if "pruned" in verify:
+        pin_file = paths.method_pin(pair, pin_method or "")
+        pins["pruned"] = (pruned_file, read_json(pin_file).get("pruned") or {}, f"pair_pruned@{pair}")
+    for role, (path, pin, stage) in pins.items():
         if role not in verify:
             continue
         if not path.is_file():
             raise CheckpointError(f"{path} is missing; rerun the pipeline (`dvc repro` or `snakemake`) to rebuild it")
-        expected = record.get("files", {}).get(str(path))
+        expected = pin.get("files", {}).get(str(path))
         if sha256_file(path) != expected:
             raise CheckpointError(f"{path} is not the file pair {pair} was built with (SHA-256 differs); "
-                                  f"rerun the pipeline so stage pair@{pair} and its students see the new teacher")
+                                  f"rerun the pipeline so stage {stage} and its students see the new teacher")
     return teacher_file, pruned_file
 
 

@@ -17,7 +17,9 @@ sys.path.insert(0, ROOT)  # run from a source checkout even without `pip install
 from r2kd import handoff, paths
 from r2kd.config import load_params
 from r2kd.errors import UserError
-from r2kd.recorded import made_with, record_file, stage_keys
+from r2kd.pipeline import DISTRIBUTED_STAGES, STAGES
+from r2kd.pipeline import METHODS as METHOD_SPECS
+from r2kd.recorded import made_with
 from r2kd.runs import student_runs
 from r2kd.stagecode import code_files, stamp_text
 from r2kd.yamlfile import read_yaml
@@ -66,8 +68,8 @@ RUNS = student_runs(PARAMS)
 
 @functools.cache
 def code(stage):
-    """One input standing for the stage's code (r2kd/stagecode.py): a file of its sources' SHA-256,
-    rewritten only when one changes."""
+    """One input standing for the stage's code (r2kd/stagecode.py; ``method-<name>`` for a method's own
+    files): a file of its sources' SHA-256, rewritten only when one changes."""
     text = stamp_text(stage, ROOT)
     path = Path(ROOT, ".r2kd", "code", f"{stage}.json")
     if not path.is_file() or path.read_text() != text:
@@ -184,9 +186,6 @@ def raw_value(dotted):
     return node
 
 
-DISTRIBUTED_STAGES = ("train_teacher", "distill")  # r2kd/launch.py: torchrun with runtime.nproc_per_node
-
-
 def processes(stage):
     """How many processes one job of ``stage`` runs (torchrun, one GPU each on CUDA)."""
     return PARAMS.runtime.nproc_per_node if stage in DISTRIBUTED_STAGES else 1
@@ -209,20 +208,36 @@ def resources(stage):
     return out
 
 
-# DVC's name for the stage a job runs (dvc.yaml's foreach/matrix naming).
-DVC_NAME = {
-    "prepare": lambda w: "prepare",
-    "train_teacher": lambda w: f"train_teacher@{w.teacher}",
-    "prune": lambda w: f"prune@{w.teacher}",
-    "pair": lambda w: f"pair@{w.pair}",
-    "distill": lambda w: f"distill@{w.pair}-{w.method}-{w.augment}-{w.seed}",
-    "corrupt": lambda w: "corrupt",
-    "evaluate": lambda w: "evaluate",
-    "export": lambda w: "export",
-    "report": lambda w: "report",
-}
-
-
 def rule_stamp(stage):
-    return lambda w: params_stamp("/".join([stage, *map(str, w)]), DVC_NAME[stage](w),
-                                  record_file(stage, **dict(w.items())), *stage_keys(stage, **dict(w.items())))
+    """The input function giving a job of ``stage`` its params stamp: the stage's keys, DVC name and
+    record file come from the pipeline table (r2kd/pipeline.py)."""
+    spec = STAGES[stage]
+
+    def params_input(wildcards):
+        args = dict(wildcards.items())
+        return params_stamp("/".join([stage, *map(str, wildcards)]), spec.dvc_name(**args), spec.record_path(**args),
+                            *spec.params_keys(**args))
+
+    return params_input
+
+
+def method_code(wildcards):
+    """A student's second code stamp: its method's own files (dvc.yaml's r2kd/methods/<method>.py
+    dep), so an edit of r2kd/methods/kd.py reruns the kd students only."""
+    return code(f"method-{wildcards.method}")
+
+
+def pair_teacher(wildcards):
+    return f"runs/teachers/{PARAMS.pairs[wildcards.pair].teacher}/model.pt"
+
+
+def pruned_teacher(wildcards):
+    return f"runs/pruned/{PARAMS.pairs[wildcards.pair].teacher}/model.pt"
+
+
+def method_pin(wildcards):
+    """A student's pin of the pruned teacher (r2kd/stages/pair_pruned.py). For a method that does not
+    run it the pin never changes, and it is `ancient`: rerunning pair_pruned (a new pruned teacher)
+    then reruns none of that method's students, as in DVC, which compares the pin's hash."""
+    path = f"runs/pairs/{wildcards.pair}/{wildcards.method}.json"
+    return path if METHOD_SPECS[wildcards.method].uses_pruned_teacher else ancient(path)

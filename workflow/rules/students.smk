@@ -5,7 +5,9 @@ rule distill:
     input:
         PREPARED,
         pair="runs/pairs/{pair}.json",
+        pin=method_pin,
         code=code("distill"),
+        method_code=method_code,
         params_stamp=rule_stamp("distill"),
     output:
         model="runs/students/{pair}/{method}-{augment}/s{seed}/model.pt",

@@ -1,5 +1,5 @@
 # Data and teachers: prepare the dataset, train (or import) each teacher once, prune it once, and
-# pin each pair's teacher files.
+# pin each pair's teacher file, and per method the pruned teacher its students run (or none).
 
 
 rule prepare:
@@ -64,8 +64,7 @@ rule prune:
 
 rule pair:
     input:
-        teacher=lambda w: f"runs/teachers/{PARAMS.pairs[w.pair].teacher}/model.pt",
-        pruned=lambda w: f"runs/pruned/{PARAMS.pairs[w.pair].teacher}/model.pt",
+        teacher=pair_teacher,
         code=code("pair"),
         params_stamp=rule_stamp("pair"),
     output:
@@ -79,3 +78,23 @@ rule pair:
         ENV
     shell:
         "workflow/scripts/r2kd pair {wildcards.pair} > {log} 2>&1"
+
+
+rule pair_pruned:
+    input:
+        pruned_teacher,
+        code=code("pair_pruned"),
+        params_stamp=rule_stamp("pair_pruned"),
+    output:
+        # DVC's one output, the directory runs/pairs/{pair}, as the files in it: a student's input
+        [f"runs/pairs/{{pair}}/{method}.json" for method in METHOD_SPECS],
+        "runs/pairs/{pair}/record.json",
+    log:
+        "logs/pair_pruned/{pair}.log",
+    threads: 1
+    resources:
+        **resources("pair_pruned"),
+    conda:
+        ENV
+    shell:
+        "workflow/scripts/r2kd pair-pruned {wildcards.pair} > {log} 2>&1"
