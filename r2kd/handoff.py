@@ -160,3 +160,86 @@ def snakemake_ended() -> None:
     release(_held)
     _held = None
     record_in_dvc()
+
+
+def _newest(path: Path) -> float:
+    """The mtime Snakemake would compare: a file's, or the newest file's inside a folder (bytecode,
+    which DVC ignores too, left out)."""
+    if path.is_dir():
+        return max((p.stat().st_mtime for p in path.rglob("*")
+                    if p.is_file() and "__pycache__" not in p.parts), default=path.stat().st_mtime)
+    return path.stat().st_mtime
+
+
+def _files(path: Path) -> list[Path]:
+    """A file, or every file inside a folder output (Snakemake may name them one by one, or read the
+    folder's own timestamp file)."""
+    return [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+
+
+def _oldest(path: Path) -> float:
+    return min((p.stat().st_mtime for p in _files(path)), default=path.stat().st_mtime)
+
+
+def _lock_stages() -> dict[str, dict[str, list[str]]]:
+    import yaml
+
+    try:
+        lock = yaml.load(Path("dvc.lock").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+        return {name: {kind: [entry["path"] for entry in stage.get(kind, [])] for kind in ("deps", "outs")}
+                for name, stage in lock.get("stages", {}).items()}
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
+        return {}
+
+
+def align_with_dvc(say=print) -> int:
+    """Date the outputs DVC vouches for after their inputs, so Snakemake agrees with `dvc status`.
+
+    DVC restores files (`dvc checkout`, `dvc exp apply`) in no particular order and does not keep
+    mtimes, and a forced bit-identical `dvc repro -f` rewrites a file; Snakemake, which compares
+    mtimes (and checksums only of what it made itself, up to 1 MB), would then redo everything
+    downstream of a file that merely came back or was rewritten. Nothing in Snakemake knows what
+    DVC verified by content, so: when some output recorded in dvc.lock is older than one of its
+    stage's inputs (a stat of each, nothing more), ask DVC which stages are current, and give each
+    current stage's outputs the mtime of its newest input. Stages DVC finds changed keep their dates,
+    and Snakemake reruns them as DVC would. Returns how many files were redated.
+    """
+    stages = _lock_stages()
+    stages.pop("check", None)  # DVC's gate: no Snakemake job reads or writes it
+
+    def inverted(name: str) -> bool:
+        deps = [Path(d) for d in stages[name]["deps"] if Path(d).exists()]
+        outs = [Path(o) for o in stages[name]["outs"] if Path(o).exists()]
+        return bool(deps and outs) and min(map(_oldest, outs)) < max(map(_newest, deps))
+
+    try:
+        if not any(inverted(name) for name in stages):
+            return 0
+        from dvc.exceptions import DvcException
+        from dvc.repo import Repo
+
+        with Repo(".") as repo:
+            changed = set(repo.status())
+    except (OSError, ImportError):
+        return 0
+    except DvcException:  # e.g. another DVC command holds the repo: leave the dates as they are
+        return 0
+    redated = 0
+    for _ in range(len(stages)):  # dvc.lock lists stages upstream first; repeat until nothing moves
+        moved = 0
+        for name in stages:
+            if name in changed or not inverted(name):
+                continue
+            newest = max(_newest(Path(d)) for d in stages[name]["deps"] if Path(d).exists())
+            for out in map(Path, stages[name]["outs"]):
+                for target in (_files(out) if out.exists() else []):
+                    if target.stat().st_mtime < newest:
+                        os.utime(target, (newest, newest))
+                        moved += 1
+        redated += moved
+        if not moved:
+            break
+    if redated:
+        say(f"r2kd: DVC vouches for {redated} restored or rewritten output(s) (dvc status): dated after their "
+            "inputs, so Snakemake does not redo them")
+    return redated
