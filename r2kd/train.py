@@ -23,7 +23,7 @@ from r2kd.distributed import barrier, sum_over_ranks, world
 from r2kd.errors import CheckpointError, TrainingDiverged
 from r2kd.evaluation import evaluate
 from r2kd.files import load_checkpoint, save_checkpoint
-from r2kd.graphs import GraphedStep
+from r2kd.fast.graphs import GraphedStep
 from r2kd.optim import SGD
 from r2kd.runtime import autocast
 
@@ -41,7 +41,7 @@ class TrainStep:
     """One optimisation step: objective, backward, SGD update, and the epoch's bookkeeping, all
     on the device (no host sync per step): per-term loss sums and the index of the first step
     whose loss was not finite. Every tensor it updates is updated in place, so that the same
-    step can be replayed as a CUDA graph (r2kd.graphs.GraphedStep)."""
+    step can be replayed as a CUDA graph (r2kd.fast.graphs.GraphedStep)."""
 
     kind = "eager"
 
@@ -117,13 +117,15 @@ class Trainer:
     label: str
     amp: str = "none"
     modules_to_save: dict[str, torch.nn.Module] = field(default_factory=dict)
-    # Replay full-batch steps as CUDA graphs (r2kd.graphs; runtime.fast_path on CUDA).
+    # Replay full-batch steps as CUDA graphs (r2kd.fast.graphs; runtime.fast_path on CUDA).
     graphs: bool = False
-    graph_backend: object | None = None  # r2kd.graphs backend; None: real CUDA graphs (tests pass a CPU stand-in)
+    graph_backend: object | None = None  # r2kd.fast.graphs backend; None: real CUDA graphs (tests pass a CPU stand-in)
     step_kind: str = field(default="eager", init=False)  # what ran: eager | cuda-graph | ... (provenance)
     # What the objective calls instead of ``model`` (r2kd.parallel.for_training: DDP on this rank's
     # shard of each global batch); ``model`` itself stays the network that is scored and saved.
     forward_model: torch.nn.Module | None = None
+    # What a final state written by a cohort (r2kd.fast.cohort) says trained the run: {"step", "cohort"}.
+    trained_by: dict = field(default_factory=dict, init=False)
 
     def fit(self) -> FitResult:
         device = next(self.model.parameters()).device
@@ -210,6 +212,7 @@ class Trainer:
         if epoch > self.recipe.epochs:
             return 0
         self.load_state_dict(state, optimizer, history)
+        self.trained_by = state.get("trained_by", {})
         _say(f"[green]{self.label}: resuming after epoch {epoch}[/] (state {self.state_path})")
         return epoch
 
@@ -267,7 +270,7 @@ class _OneStep:
 def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, save: Callable[[int], None],
                label: str, solo: bool = False) -> list["FitResult | TrainingDiverged"]:
     """The epoch loop: every member sees the same batches, in lockstep (one run, or a cohort of runs
-    that share their frozen teachers' forwards: r2kd.cohort). ``step`` trains every live member on a
+    that share their frozen teachers' forwards: r2kd.fast.cohort). ``step`` trains every live member on a
     batch; ``save(epoch)`` writes the resume state after each epoch. A member whose loss stops being
     finite is dropped (``solo``: raised at once, before its state is saved) and returned as the error."""
     trainer0 = members[0].trainer

@@ -1,4 +1,4 @@
-"""The CUDA-graph step (r2kd.graphs, r2kd.static_views): the same numbers as the eager step.
+"""The CUDA-graph step (r2kd.fast.graphs, r2kd.static_views): the same numbers as the eager step.
 
 A CUDA graph can only be captured on a GPU, but everything around the capture (static inputs, the
 view drawn outside and applied with fixed shapes, recapture every epoch, the eager last batch, the
@@ -19,7 +19,7 @@ from r2kd import models
 from r2kd.augment import make_view
 from r2kd.config import TrainRecipe
 from r2kd.data.loader import BatchIterator
-from r2kd.graphs import WARMUP_STEPS, EagerReplayBackend
+from r2kd.fast.graphs import WARMUP_STEPS, EagerReplayBackend
 from r2kd.methods import make_method
 from r2kd.methods.objective import DistillObjective
 from r2kd.pruning import set_bn_mode

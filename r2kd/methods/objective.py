@@ -46,7 +46,7 @@ from r2kd.static_views import apply_view, draw_view, static_views
 
 class SharedPasses:
     """One step's views and frozen-network logits, keyed by (what, on which input), for the runs of
-    a cohort (r2kd.cohort). Cleared at every step, so nothing outlives the batch it was computed on."""
+    a cohort (r2kd.fast.cohort). Cleared at every step, so nothing outlives the batch it was computed on."""
 
     def __init__(self) -> None:
         self._done: dict[tuple[str, str], object] = {}
@@ -114,10 +114,10 @@ class DistillObjective:
     mean: Sequence[float]
     std: Sequence[float]
     fast: bool = False
-    # Set by r2kd.graphs.GraphedStep for a step replayed as a CUDA graph: the device tensors holding
+    # Set by r2kd.fast.graphs.GraphedStep for a step replayed as a CUDA graph: the device tensors holding
     # this step's view draws; the view is then built from them (r2kd.static_views), not drawn here.
     static_draw: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-    # The runs of a cohort (r2kd.cohort) see the same batch, the same view draws (one view generator
+    # The runs of a cohort (r2kd.fast.cohort) see the same batch, the same view draws (one view generator
     # per view kind, shared) and the same frozen networks: each view and each frozen pass is computed
     # by the first run that needs it in a step and reused, bit for bit, by the others.
     shared: SharedPasses | None = field(default=None, repr=False)

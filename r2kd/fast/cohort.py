@@ -13,10 +13,11 @@ cohort's (one data generator; one view generator per view kind, which only that 
 from, once per step, as one run alone would).
 
 The cohort's step (every run's step, its views and frozen passes computed once) is one
-:class:`CohortStep`; on CUDA it is replayed as ONE graph (r2kd.graphs.GraphedStep), teachers
+:class:`CohortStep`; on CUDA it is replayed as ONE graph (r2kd.fast.graphs.GraphedStep), teachers
 included, and with bf16 the students run side by side on streams of their own within it. Resume:
 one state file holds every run's state, written atomically after each epoch, so a killed cohort
-never resumes with its runs at different epochs.
+never resumes with its runs at different epochs. At the end each run gets its own final resume
+state, which its own stage resumes from (r2kd.stages.distill).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from r2kd.distributed import world
 from r2kd.errors import CheckpointError, TrainingDiverged
 from r2kd.files import load_checkpoint, save_checkpoint
-from r2kd.graphs import GraphedStep
+from r2kd.fast.graphs import GraphedStep
 from r2kd.methods.objective import SharedPasses
 from r2kd.runtime import autocast
 from r2kd.train import FitResult, Member, Trainer, TrainStep, _say, run_epochs
@@ -165,11 +166,13 @@ class _Live:
 
 
 def fit_cohort(trainers: list[Trainer], shared: SharedPasses, state_path: Path, fingerprint: str,
-               label: str, concurrent: bool | None = None) -> tuple[list[FitResult | TrainingDiverged], str]:
+               label: str, concurrent: bool | None = None,
+               trained_by: dict | None = None) -> tuple[list[FitResult | TrainingDiverged], str]:
     """Train ``trainers`` together (their objectives hold ``shared``; their loaders, generators, teachers
     and settings are the cohort's). Returns each run's result, or the error that stopped it, and
     the step kind that ran (eager | cuda-graph). ``concurrent``: the students side by side, one
-    CUDA stream each (default: on CUDA with bf16)."""
+    CUDA stream each (default: on CUDA with bf16). Each run that ends well is left its own final
+    resume state, marked ``trained_by`` (with the step kind), for its own stage to resume from."""
     if world().distributed:
         raise ValueError("a cohort runs in one process (runtime.share_teachers needs nproc_per_node: 1)")
     first = trainers[0]
@@ -188,6 +191,11 @@ def fit_cohort(trainers: list[Trainer], shared: SharedPasses, state_path: Path, 
         })
 
     outcomes = run_epochs(members, step, start_epoch, first.recipe.epochs, save=save, label=label)
+    for m, outcome in zip(members, outcomes):
+        if isinstance(outcome, FitResult):
+            m.trainer._write(first.recipe.epochs, {**m.trainer.state_dict(m.optimizer, m.history),
+                                                  "trained_by": {**(trained_by or {}), "step": step.kind}})
+    state_path.unlink(missing_ok=True)
     return outcomes, step.kind
 
 
