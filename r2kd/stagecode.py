@@ -78,7 +78,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "r2kd/pruning/__init__.py",
         "r2kd/pruning/bn.py", "r2kd/pruning/methods.py", "r2kd/runs.py", "r2kd/runtime.py", "r2kd/stagecode.py",
         "r2kd/stages/__init__.py", "r2kd/stages/csvlog.py", "r2kd/stages/dataset.py",
-        "r2kd/stages/distill.py", "r2kd/stages/pair.py", "r2kd/stages/record.py", "r2kd/static_views.py",
+        "r2kd/stages/distill.py", "r2kd/stages/pair.py", "r2kd/stages/record.py",
         "r2kd/syncbn.py", "r2kd/train.py", "r2kd/yamlfile.py"
     ),
     "corrupt": (

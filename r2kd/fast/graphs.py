@@ -10,8 +10,8 @@ What a graph needs, and how the step provides it:
 - no host work inside the step: the loss sums and the non-finite guard already live on the device
   (r2kd.train.TrainStep), updated in place;
 - randomness drawn outside: the view's random numbers are drawn on the CPU from the view
-  generator, in the eager order (r2kd.static_views), and copied into static device tensors the
-  captured view reads; so the graph path draws exactly what the eager path draws;
+  generator (r2kd.augment.draw, which the eager view calls too) and copied into static device
+  tensors that the captured r2kd.augment.apply reads: the graph draws what the eager step draws;
 - host-side constants (the learning rate, DKD's warm-up factor) are baked in at capture: the graph
   is captured again at the start of every epoch, the only time they change.
 
