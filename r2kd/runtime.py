@@ -16,8 +16,8 @@ from r2kd.errors import ConfigError
 
 @dataclass(frozen=True)
 class RunSpec:
-    """A training stage's runtime settings, resolved once at its entry (:meth:`of`) and passed down:
-    the only place that reads ``params.runtime`` for training."""
+    """A training stage's runtime settings (``params.runtime`` on this process), resolved once at the
+    stage's entry (:meth:`of`) and passed down instead of the params."""
 
     device: torch.device
     amp: str  # what runs (fp16 on a CPU runs in float32: "none")
