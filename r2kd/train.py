@@ -161,11 +161,8 @@ class Trainer:
         # Every rank holds the same state (DDP keeps the replicas equal): rank 0 writes it, the
         # others wait, so no rank runs ahead of a state a restart would resume from.
         if world().is_main:
-            self._write_state(epoch, optimizer, history)
+            self._write(epoch, self.state_dict(optimizer, history))
         barrier()
-
-    def _write_state(self, epoch: int, optimizer: SGD, history: list[dict]) -> None:
-        self._write(epoch, self.state_dict(optimizer, history))
 
     def _write(self, epoch: int, state: dict) -> None:
         save_checkpoint(self.state_path,
@@ -196,21 +193,10 @@ class Trainer:
         history.extend(state["history"])
 
     def _resume(self, optimizer: SGD, history: list[dict]) -> int:
-        if not self.state_path.exists():
-            return 0
-        try:
-            state = load_checkpoint(self.state_path)
-            if not isinstance(state, dict) or state.get("format") != "r2kd-resume-v1":
-                raise CheckpointError(f"{self.state_path} is not an r2kd resume state")
-        except CheckpointError as exc:
-            _say(f"[yellow]ignoring unusable resume state[/]: {exc}")
-            return 0
-        if state["fingerprint"] != self.fingerprint:
-            _say(f"[yellow]{self.label}: params, inputs or code changed since the interrupted run; starting over[/]")
+        state = read_state(self.state_path, "r2kd-resume-v1", self.fingerprint, self.label)
+        if state is None or int(state["epoch"]) > self.recipe.epochs:
             return 0
         epoch = int(state["epoch"])
-        if epoch > self.recipe.epochs:
-            return 0
         self.load_state_dict(state, optimizer, history)
         self.trained_by = state.get("trained_by", {})
         _say(f"[green]{self.label}: resuming after epoch {epoch}[/] (state {self.state_path})")
@@ -345,6 +331,25 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                 record(m, row_of(m, epoch, term_sums, scores, seconds), term_sums)
             save(epoch)
     return [m.result() for m in members]
+
+
+def read_state(path: Path, fmt: str, fingerprint: str, label: str,
+               fits: Callable[[dict], bool] = lambda state: True) -> dict | None:
+    """The resume state at ``path``, if it is a ``fmt`` state that ``fits`` and was written under
+    ``fingerprint``; None otherwise (said why, if a state is there)."""
+    if not path.exists():
+        return None
+    try:
+        state = load_checkpoint(path)
+        if not isinstance(state, dict) or state.get("format") != fmt or not fits(state):
+            raise CheckpointError(f"{path} is not a {fmt} resume state of {label}")
+    except CheckpointError as exc:
+        _say(f"[yellow]ignoring unusable resume state[/]: {exc}")
+        return None
+    if state["fingerprint"] != fingerprint:
+        _say(f"[yellow]{label}: params, inputs or code changed since the interrupted run; starting over[/]")
+        return None
+    return state
 
 
 def _say(message: str) -> None:

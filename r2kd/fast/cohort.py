@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 
 from r2kd.distributed import world
-from r2kd.errors import CheckpointError, TrainingDiverged
-from r2kd.files import load_checkpoint, save_checkpoint
+from r2kd.errors import TrainingDiverged
+from r2kd.files import save_checkpoint
 from r2kd.fast.graphs import GraphedStep
-from r2kd.methods.objective import SharedPasses
+from r2kd.methods.objective import DistillObjective, SharedPasses
 from r2kd.runtime import autocast
-from r2kd.train import FitResult, Member, Trainer, TrainStep, _say, run_epochs
+from r2kd.train import FitResult, Member, Trainer, TrainStep, _say, read_state, run_epochs
 
 STATE_FORMAT = "r2kd-cohort-resume-v1"
 
@@ -41,14 +41,12 @@ class CohortViews:
     """The cohort's view draws as one objective for GraphedStep: each view kind drawn once per step
     from its (shared) generator, by the first run that builds it, and handed to every run of that kind."""
 
-    def __init__(self, objectives: list) -> None:
+    def __init__(self, objectives: list[DistillObjective]) -> None:
         self.objectives = objectives
         self._static: dict[str, torch.Tensor] | None = None
-        first: dict[str, object] = {}
+        self.first_of_view: dict[str | None, DistillObjective] = {}
         for objective in objectives:
-            view = objective.graph_view() if hasattr(objective, "graph_view") else "none"
-            first.setdefault(view, objective)
-        self.first_of_view = first
+            self.first_of_view.setdefault(objective.graph_view(), objective)
 
     def graph_view(self) -> str | None:
         if None in self.first_of_view:
@@ -71,15 +69,9 @@ class CohortViews:
     def static_draw(self, draws: dict[str, torch.Tensor] | None) -> None:
         self._static = draws
         for objective in self.objectives:
-            if not hasattr(objective, "static_draw"):
-                continue
-            if draws is None:
-                objective.static_draw = None
-                continue
-            view = objective.graph_view()
-            prefix = f"{view}/"
-            objective.static_draw = {name[len(prefix):]: value for name, value in draws.items()
-                                     if name.startswith(prefix)}
+            prefix = f"{objective.graph_view()}/"
+            objective.static_draw = None if draws is None else {
+                name[len(prefix):]: value for name, value in draws.items() if name.startswith(prefix)}
 
 
 class CohortStep:
@@ -122,8 +114,7 @@ class CohortStep:
             first = self.steps[0]
             with autocast(self.device, first.amp, cache_enabled=first.autocast_cache):
                 for step in self.steps:  # every view and frozen pass, in the order the runs need them
-                    if hasattr(step.objective, "frozen_passes"):
-                        step.objective.frozen_passes(x)
+                    step.objective.frozen_passes(x)
             current = torch.cuda.current_stream(self.device)
             for step, stream in zip(self.steps, self.streams):
                 stream.wait_stream(current)
@@ -200,18 +191,9 @@ def fit_cohort(trainers: list[Trainer], shared: SharedPasses, state_path: Path, 
 
 
 def _resume(members: list[Member], state_path: Path, fingerprint: str, label: str) -> int:
-    if not state_path.exists():
-        return 0
-    try:
-        state = load_checkpoint(state_path)
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT \
-                or len(state.get("members", ())) != len(members):
-            raise CheckpointError(f"{state_path} is not the resume state of this cohort")
-    except CheckpointError as exc:
-        _say(f"[yellow]ignoring unusable resume state[/]: {exc}")
-        return 0
-    if state["fingerprint"] != fingerprint:
-        _say(f"[yellow]{label}: params, inputs or code changed since the interrupted run; starting over[/]")
+    state = read_state(state_path, STATE_FORMAT, fingerprint, label,
+                       fits=lambda state: len(state.get("members", ())) == len(members))
+    if state is None:
         return 0
     epoch = int(state["epoch"])
     for m, saved in zip(members, state["members"]):

@@ -70,37 +70,30 @@ class CudaGraphBackend:
         dst.copy_(src.pin_memory() if src.device.type == "cpu" else src, non_blocking=True)
 
 
-class _Recorded:
-    def __init__(self, fn: Callable[[], None]) -> None:
-        self.fn = fn
-
-    def replay(self) -> None:
-        self.fn()
-
-
 class EagerReplayBackend:
     """A CUDA graph's contract without CUDA: capture records, replay runs (tests, CPU)."""
 
     def __init__(self) -> None:
-        self.captures = 0
-        self.replays = 0
+        self.captures = self.replays = 0
 
     def warmup(self, fn: Callable[[], None]) -> None:
         fn()
 
     def capture(self, fn: Callable[[], None]) -> Replayable:
         self.captures += 1
-        backend = self
-
-        class _Counted(_Recorded):
-            def replay(self) -> None:
-                backend.replays += 1
-                super().replay()
-
-        return _Counted(fn)
+        return _Recorded(self, fn)
 
     def upload(self, dst: Tensor, src: Tensor) -> None:
         dst.copy_(src)
+
+
+class _Recorded:
+    def __init__(self, backend: EagerReplayBackend, fn: Callable[[], None]) -> None:
+        self.backend, self.fn = backend, fn
+
+    def replay(self) -> None:
+        self.backend.replays += 1
+        self.fn()
 
 
 class GraphedStep:

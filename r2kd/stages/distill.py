@@ -59,28 +59,28 @@ OUTPUTS = ("model.pt", "log.csv", "metrics.json", "provenance.json")
 
 def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None:
     selected = find_run(params, pair, method, augment, seed)
-    spec = RunSpec.of(params.runtime, params.resources_for("distill").jobs_per_gpu)
-    if spec.share_teachers:
+    rs = RunSpec.of(params.runtime, params.resources_for("distill").jobs_per_gpu)
+    if rs.share_teachers:
         def wait(holder: str) -> None:
             console.print(f"[dim]{selected.stage}: waiting for the cohort of {pair} seed {seed} ({holder})[/]")
 
         with file_lock(LOCKS / f"cohort-{pair}-s{seed}.lock", on_busy=wait):
-            due = due_runs(params, spec, selected)
+            due = due_runs(params, selected)
             if due:
-                train_cohort(params, spec, due, selected)
-    data_generator = seed_everything(seed, spec.deterministic)
+                train_cohort(params, rs, due, selected)
+    data_generator = seed_everything(seed, rs.deterministic)
     view_generator = torch.Generator().manual_seed(view_seed(seed))
-    data = load_data(params.distill.batch_size, spec.device, data_generator, workers=spec.workers)
-    frozen = load_frozen(params, spec, selected, data.meta, needs(selected.method))
-    built = build_run(params, spec, selected, data, frozen, data_generator, lambda view: view_generator)
+    data = load_data(params.distill.batch_size, rs.device, data_generator, workers=rs.workers)
+    frozen = load_frozen(params, rs, selected, data.meta, needs(selected.method))
+    built = build_run(params, rs, selected, data, frozen, data_generator, lambda view: view_generator)
     began = time.perf_counter()
     result = built.trainer.fit()
     if not world().is_main:  # rank 0 writes; the other processes of a multi-process run hold the same results
         barrier()
         return
     trained_by = built.trainer.trained_by  # {"step", "cohort"}: what trained it, when a cohort did
-    write_outputs(params, built, result, selected.dir, spec.device, **{"step": built.trainer.step_kind, **trained_by},
-                  result_key=result_key(params, selected, data.meta, built.inputs))
+    write_outputs(params, built, result, selected.dir, rs.device, **{"step": built.trainer.step_kind, **trained_by},
+                  result_key=built.trainer.fingerprint)
     if not trained_by:  # a cohort records its runs' timing itself
         write_timing(selected.dir, wall_seconds=time.perf_counter() - began, train_seconds=result.train_seconds,
                      resumed_from_epoch=result.resumed_from_epoch)
@@ -88,66 +88,61 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
     barrier()
 
 
-def _fingerprint(params: Params, run: StudentRun, meta: dict, inputs: dict[str, str] | None, settings: dict,
-                 mode: str = "python") -> str:
+def result_key(params: Params, run: StudentRun, meta: dict, inputs: dict[str, str] | None = None) -> str:
+    """A hash of everything ``run``'s result depends on: the fingerprint of its resume state, and
+    provenance.json's ``result_key``; ``inputs``: the hashes of the run's input files, if computed."""
     hparams = params.method_hparams(run.method, run.augment, run.pair)
     if inputs is None:
         inputs = input_hashes([*data_files(), paths.pair_file(run.pair)])
-    return fingerprint("distill", arch_spec(run.student, meta), params.distill.model_dump(),
-                       hparams.model_dump(mode=mode), inputs, run.seed, params.prune.bn_mode, settings)
+    return fingerprint("distill", arch_spec(run.student, meta), params.distill.model_dump(), hparams.model_dump(),
+                       inputs, run.seed, params.prune.bn_mode, params.runtime.result_settings())
 
 
-def result_key(params: Params, run: StudentRun, meta: dict, inputs: dict[str, str] | None = None) -> str:
-    """A hash of everything ``run``'s result depends on (provenance.json's ``result_key``); ``inputs``:
-    the hashes of the run's input files, if already computed."""
-    return _fingerprint(params, run, meta, inputs, params.runtime.result_settings(), mode="json")
-
-
-def due_runs(params: Params, spec: RunSpec, selected: StudentRun) -> list[StudentRun]:
+def due_runs(params: Params, selected: StudentRun) -> list[StudentRun]:
     """The runs of ``selected``'s (pair, seed) a cohort would train now; empty when ``selected``'s final
     state waits already (the cohort we waited for trained it)."""
     meta = load_meta(paths.PREPARED)
     inputs = input_hashes([*data_files(), paths.pair_file(selected.pair)])  # the same for the whole cohort
-    epochs = params.distill.epochs
+    runs = [r for r in student_runs(params) if (r.pair, r.seed) == (selected.pair, selected.seed)]
+    keys = {r: result_key(params, r, meta, inputs) for r in runs}
 
     def final(run: StudentRun) -> bool:
         try:
             state = load_checkpoint(paths.state_file(run.dir))
         except (CheckpointError, UserError):
             return False
-        return (isinstance(state, dict) and state.get("epoch") == epochs and "trained_by" in state
-                and state.get("fingerprint") == _fingerprint(params, run, meta, inputs, spec.settings))
+        done = (params.distill.epochs, keys[run])  # the last epoch, under the run's current fingerprint
+        return isinstance(state, dict) and (state.get("epoch"), state.get("fingerprint")) == done
 
     def current(run: StudentRun) -> bool:
         try:
             key = read_json(run.dir / "provenance.json").get("result_key")
         except (UserError, AttributeError):
             return False
-        return all((run.dir / name).is_file() for name in OUTPUTS) and key == result_key(params, run, meta, inputs)
+        return all((run.dir / name).is_file() for name in OUTPUTS) and key == keys[run]
 
     if final(selected):
         return []
-    return [r for r in student_runs(params) if (r.pair, r.seed) == (selected.pair, selected.seed)
-            and (r == selected or not (current(r) or final(r)))]
+    return [r for r in runs if r == selected or not (current(r) or final(r))]
 
 
-def train_cohort(params: Params, spec: RunSpec, due: list[StudentRun], selected: StudentRun) -> None:
+def train_cohort(params: Params, rs: RunSpec, due: list[StudentRun], selected: StudentRun) -> None:
     """Train ``due`` (runs of one pair and seed) together; leave each run that ends well its final
     resume state. Raises the error of ``selected`` if its training diverged."""
     first = due[0]
-    data_generator = seed_everything(first.seed, spec.deterministic)
+    data_generator = seed_everything(first.seed, rs.deterministic)
     view_generators: dict[str, torch.Generator] = {}
 
     def view_generator(view: str) -> torch.Generator:
         # One per view kind: runs of one kind share its draws; another kind draws as if alone.
         return view_generators.setdefault(view, torch.Generator().manual_seed(view_seed(first.seed)))
 
-    data = load_data(params.distill.batch_size, spec.device, data_generator, workers=spec.workers)
+    data = load_data(params.distill.batch_size, rs.device, data_generator, workers=rs.workers)
     roles = tuple(sorted({role for r in due for role in needs(r.method)}))
-    frozen = load_frozen(params, spec, first, data.meta, roles)
+    frozen = load_frozen(params, rs, first, data.meta, roles)
     shared = SharedPasses()
     inputs = input_hashes([*data_files(), paths.pair_file(first.pair)])
-    built = [build_run(params, spec, r, data, frozen, data_generator, view_generator, shared, inputs) for r in due]
+    built = [build_run(params, rs, r, data, frozen, data_generator, view_generator, shared, inputs) for r in due]
     trainers = [b.trainer for b in built]
     key = hashlib.sha256(json.dumps([t.fingerprint for t in trainers]).encode()).hexdigest()
     state_path = paths.STATE / "cohort" / f"{first.pair}-s{first.seed}-{key[:16]}.pt"
@@ -175,7 +170,7 @@ def needs(method: str) -> tuple[str, ...]:
     return tuple(role for role, used in (("teacher", cls.uses_teacher), ("pruned", cls.uses_pruned_teacher)) if used)
 
 
-def load_frozen(params: Params, spec: RunSpec, run: StudentRun, meta: dict,
+def load_frozen(params: Params, rs: RunSpec, run: StudentRun, meta: dict,
                 roles: tuple[str, ...]) -> dict[str, torch.nn.Module]:
     """The frozen networks of ``run``'s pair, as the pair file pins them (by SHA-256): the teacher in
     eval mode, the pruned teacher with BatchNorm as prune.bn_mode says; channels_last on the fast path."""
@@ -183,10 +178,10 @@ def load_frozen(params: Params, spec: RunSpec, run: StudentRun, meta: dict,
     arch = arch_spec(run.teacher, meta)  # a pruned file records its teacher's architecture
     frozen = {}
     if "teacher" in roles:
-        frozen["teacher"] = set_bn_mode(load_model(teacher_file, arch, device=spec.device), "eval")
+        frozen["teacher"] = set_bn_mode(load_model(teacher_file, arch, device=rs.device), "eval")
     if "pruned" in roles:
-        frozen["pruned"] = set_bn_mode(load_model(pruned_file, arch, device=spec.device), params.prune.bn_mode)
-    if spec.fast:  # rounding may change; docs/performance.md
+        frozen["pruned"] = set_bn_mode(load_model(pruned_file, arch, device=rs.device), params.prune.bn_mode)
+    if rs.fast:  # rounding may change; docs/performance.md
         frozen = {name: fast_layout(m) for name, m in frozen.items()}
     return frozen
 
@@ -243,7 +238,7 @@ def build_run(params: Params, rs: RunSpec, run: StudentRun, data: Data, frozen: 
         objective=objective,
         generators={"data": data_generator, "view": view_generator},
         state_path=paths.state_file(run.dir),
-        fingerprint=_fingerprint(params, run, data.meta, inputs, rs.settings),
+        fingerprint=result_key(params, run, data.meta, inputs),
         label=f"{run.method}/{run.augment} s{run.seed}",
         amp=rs.amp,
         graphs=rs.graphs,
