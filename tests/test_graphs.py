@@ -1,4 +1,4 @@
-"""The CUDA-graph step (r2kd.graphs, r2kd.static_views): the same numbers as the eager step.
+"""The CUDA-graph step (r2kd.fast.graphs, r2kd.augment.draw/apply): the same numbers as the eager step.
 
 A CUDA graph can only be captured on a GPU, but everything around the capture (static inputs, the
 view drawn outside and applied with fixed shapes, recapture every epoch, the eager last batch, the
