@@ -75,17 +75,6 @@ class _Ctx:
 
 
 ViewFn = Callable[[Tensor, _Ctx], View]
-VIEWS: dict[str, ViewFn] = {}
-
-
-def register_view(name: str) -> Callable[[ViewFn], ViewFn]:
-    def deco(fn: ViewFn) -> ViewFn:
-        if name in VIEWS:
-            raise ValueError(f"view {name!r} registered twice")
-        VIEWS[name] = fn
-        return fn
-
-    return deco
 
 
 # --- random draws: all from the CPU generator -------------------------------------------------
@@ -124,8 +113,6 @@ def cutout_length(h: int, w: int) -> int:
 # --- the views of a fixed shape: draw, then apply ----------------------------------------------
 
 Draw = dict[str, Tensor]  # CPU tensors of fixed shape, from draw(); apply() reads them on x's device
-_DRAWS: dict[str, Callable[[tuple[int, ...], torch.Generator], Draw]] = {}
-_APPLIES: dict[str, Callable[[Tensor, Draw], View]] = {}
 
 
 def fixed_shape_views() -> frozenset[str]:
@@ -145,13 +132,14 @@ def apply(name: str, x: Tensor, drawn: Draw) -> View:
     return _APPLIES[name](x, drawn)
 
 
-def _fixed_shape(name: str, draw_fn, apply_fn) -> None:
-    _DRAWS[name], _APPLIES[name] = draw_fn, apply_fn
+def _draw_and_apply(name: str) -> ViewFn:
+    """The eager view ``name``: drawn, then applied at once."""
 
-    @register_view(name)
-    def eager(x: Tensor, ctx: _Ctx) -> View:
+    def view(x: Tensor, ctx: _Ctx) -> View:
         drawn = draw(name, x.shape, ctx.generator)
         return apply(name, x, {key: value.to(x.device) for key, value in drawn.items()})
+
+    return view
 
 
 def _box_mask(x: Tensor, box: Tensor) -> Tensor:
@@ -160,9 +148,6 @@ def _box_mask(x: Tensor, box: Tensor) -> Tensor:
     rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
     return (rows >= box[0]) & (rows < box[1]) & (cols >= box[2]) & (cols < box[3])
-
-
-_fixed_shape("none", lambda shape, g: {}, lambda x, d: View(x))
 
 
 def _draw_mixup(shape: tuple[int, ...], g: torch.Generator) -> Draw:
@@ -177,9 +162,6 @@ def _apply_mixup(x: Tensor, d: Draw) -> View:
     return View(w[0] * x + w[1] * x[d["perm"]], perm=d["perm"])
 
 
-_fixed_shape("mixup", _draw_mixup, _apply_mixup)
-
-
 def _draw_cutmix(shape: tuple[int, ...], g: torch.Generator) -> Draw:
     h, w = shape[-2:]
     lam = _beta(CUTMIX_ALPHA, CUTMIX_ALPHA, g)
@@ -190,9 +172,6 @@ def _draw_cutmix(shape: tuple[int, ...], g: torch.Generator) -> Draw:
 
 def _apply_cutmix(x: Tensor, d: Draw) -> View:
     return View(torch.where(_box_mask(x, d["box"]), x[d["perm"]], x), perm=d["perm"])
-
-
-_fixed_shape("cutmix", _draw_cutmix, _apply_cutmix)
 
 
 def _draw_cutout(shape: tuple[int, ...], g: torch.Generator) -> Draw:
@@ -207,7 +186,10 @@ def _apply_cutout(x: Tensor, d: Draw) -> View:
     return View(x.masked_fill(_box_mask(x, d["box"]), 0))
 
 
-_fixed_shape("cutout", _draw_cutout, _apply_cutout)
+_DRAWS: dict[str, Callable[[tuple[int, ...], torch.Generator], Draw]] = {
+    "none": lambda shape, g: {}, "mixup": _draw_mixup, "cutmix": _draw_cutmix, "cutout": _draw_cutout}
+_APPLIES: dict[str, Callable[[Tensor, Draw], View]] = {
+    "none": lambda x, d: View(x), "mixup": _apply_mixup, "cutmix": _apply_cutmix, "cutout": _apply_cutout}
 
 
 # --- the views drawn and applied at once (eager only) ------------------------------------------
@@ -236,7 +218,6 @@ def to_pixels(x: Tensor, mean: Tensor, std: Tensor, rounding: Literal["truncate"
     return pixels.clamp(0, 255).to(torch.uint8)
 
 
-@register_view("autoaugment")
 def _autoaugment(x: Tensor, ctx: _Ctx) -> View:
     h, w = x.shape[-2:]
     mean, std = _stats(ctx.mean, x), _stats(ctx.std, x)
@@ -277,7 +258,6 @@ def _entropy(logits: Tensor) -> Tensor:
     return -(log_p.exp() * log_p).sum(dim=1)
 
 
-@register_view("cutmixpick")
 def _cutmixpick(x: Tensor, ctx: _Ctx) -> View:
     if ctx.teacher_logits_fn is None:
         raise ValueError("cutmixpick needs teacher_logits_fn (teacher logits for a batch)")
@@ -291,6 +271,10 @@ def _cutmixpick(x: Tensor, ctx: _Ctx) -> View:
         entropy = _entropy(ctx.teacher_logits_fn(source))
     keep = torch.topk(entropy, k).indices.sort().values.to(x.device)
     return View(mixed.x[keep], index=keep, perm=mixed.perm)
+
+
+VIEWS: dict[str, ViewFn] = {**{name: _draw_and_apply(name) for name in _DRAWS},
+                             "autoaugment": _autoaugment, "cutmixpick": _cutmixpick}
 
 
 def make_view(

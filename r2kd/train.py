@@ -136,7 +136,7 @@ class Trainer:
             step = GraphedStep(step, batch_size=self.train_batches.batch_size, backend=self.graph_backend)
         start_epoch = self._resume(member.optimizer, member.history)
         member.begin(start_epoch)
-        (outcome,) = run_epochs([member], _OneStep(step), start_epoch, self.recipe.epochs,
+        (outcome,) = run_epochs([member], step, start_epoch, self.recipe.epochs,
                                 save=lambda epoch: self._save_state(epoch, member.optimizer, member.history),
                                 label=self.label, solo=True)
         self.step_kind = step.kind  # a failed capture turns a graphed run eager
@@ -237,28 +237,14 @@ class Member:
                          resumed_from_epoch=self.resumed_from_epoch)
 
 
-class _OneStep:
-    """A single run's step with the group interface :func:`run_epochs` drives (a list per epoch)."""
-
-    def __init__(self, step) -> None:
-        self.step = step
-
-    def begin_epoch(self, epoch: int) -> None:
-        self.step.begin_epoch(epoch)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
-        self.step(x, y, epoch)
-
-    def end_epoch(self) -> list[tuple[dict[str, torch.Tensor], int]]:
-        return [self.step.end_epoch()]
-
-
 def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, save: Callable[[int], None],
                label: str, solo: bool = False) -> list["FitResult | TrainingDiverged"]:
     """The epoch loop: every member sees the same batches, in lockstep (one run, or a cohort of runs
     that share their frozen teachers' forwards: r2kd.fast.cohort). ``step`` trains every live member on a
-    batch; ``save(epoch)`` writes the resume state after each epoch. A member whose loss stops being
-    finite is dropped (``solo``: raised at once, before its state is saved) and returned as the error."""
+    batch: with ``solo`` one run's step, whose ``end_epoch`` gives its outcome, else a cohort's step,
+    whose ``end_epoch`` gives one per live member. ``save(epoch)`` writes the resume state after each
+    epoch. A member whose loss stops being finite is dropped (``solo``: raised at once, before its
+    state is saved) and returned as the error."""
     trainer0 = members[0].trainer
     train_batches = trainer0.train_batches
     steps_per_epoch = len(train_batches)
@@ -302,7 +288,7 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
             for x, y in train_batches:
                 step(x, y, epoch)
                 progress.advance(task)
-            outcomes = step.end_epoch()
+            outcomes = [step.end_epoch()] if solo else step.end_epoch()
             trained = time.perf_counter() - began
             for m, (term_sums, bad_step) in zip(live, outcomes):
                 member_began = time.perf_counter()

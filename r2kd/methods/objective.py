@@ -219,8 +219,5 @@ class DistillObjective:
                          autoaugment_per=self.method.params.autoaugment_per)
 
     def _losses(self, student, x, y, epoch, logits: dict, *, clean: bool) -> dict[str, torch.Tensor]:
-        return self._terms(student(x), y, epoch, logits, clean=clean)
-
-    def _terms(self, student_logits, y, epoch, logits: dict, *, clean: bool) -> dict[str, torch.Tensor]:
-        return self.method.losses(student=student_logits, teacher=logits["teacher"], pruned=logits["pruned"], labels=y,
+        return self.method.losses(student=student(x), teacher=logits["teacher"], pruned=logits["pruned"], labels=y,
                                   clean=clean, epoch=epoch)
