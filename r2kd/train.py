@@ -161,10 +161,10 @@ class Trainer:
         # Every rank holds the same state (DDP keeps the replicas equal): rank 0 writes it, the
         # others wait, so no rank runs ahead of a state a restart would resume from.
         if world().is_main:
-            self._write(epoch, self.state_dict(optimizer, history))
+            self.write_state(epoch, self.state_dict(optimizer, history))
         barrier()
 
-    def _write(self, epoch: int, state: dict) -> None:
+    def write_state(self, epoch: int, state: dict) -> None:
         save_checkpoint(self.state_path,
                         {"format": "r2kd-resume-v1", "fingerprint": self.fingerprint, "epoch": epoch, **state})
 

@@ -182,10 +182,11 @@ def fit_cohort(trainers: list[Trainer], shared: SharedPasses, state_path: Path, 
         })
 
     outcomes = run_epochs(members, step, start_epoch, first.recipe.epochs, save=save, label=label)
+    marks = {**(trained_by or {}), "step": step.kind}
     for m, outcome in zip(members, outcomes):
         if isinstance(outcome, FitResult):
-            m.trainer._write(first.recipe.epochs, {**m.trainer.state_dict(m.optimizer, m.history),
-                                                  "trained_by": {**(trained_by or {}), "step": step.kind}})
+            state = m.trainer.state_dict(m.optimizer, m.history)
+            m.trainer.write_state(first.recipe.epochs, {**state, "trained_by": marks})
     state_path.unlink(missing_ok=True)
     return outcomes, step.kind
 
