@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_step import (SHAPES, interleaved, project_step_fn, ref_cutmix,  # noqa: E402
                                    reference_pruned, reference_terms)
 from r2kd import models  # noqa: E402
-from r2kd.cohort import CohortStep  # noqa: E402
+from r2kd.fast.cohort import CohortStep  # noqa: E402
 from r2kd.config import PruneConfig  # noqa: E402
-from r2kd.graphs import GraphedStep  # noqa: E402
+from r2kd.fast.graphs import GraphedStep  # noqa: E402
 from r2kd.methods import METHODS  # noqa: E402
 from r2kd.methods.objective import DistillObjective, SharedPasses  # noqa: E402
 from r2kd.optim import SGD  # noqa: E402

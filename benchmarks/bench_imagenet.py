@@ -29,7 +29,7 @@ from bench_loader import loader_images_per_second, make_jpeg_tree  # noqa: E402
 
 from r2kd import models  # noqa: E402
 from r2kd.config import PruneConfig  # noqa: E402
-from r2kd.graphs import GraphedStep  # noqa: E402
+from r2kd.fast.graphs import GraphedStep  # noqa: E402
 from r2kd.methods import METHODS  # noqa: E402
 from r2kd.methods.objective import DistillObjective  # noqa: E402
 from r2kd.optim import SGD  # noqa: E402

@@ -69,7 +69,7 @@ from r2kd.methods.objective import DistillObjective, batch_independent
 from r2kd.optim import SGD
 from r2kd.pruning import prune_teacher, set_bn_mode
 from r2kd.runtime import autocast, fast_layout, resolve_device, seed_everything
-from r2kd.graphs import GraphedStep
+from r2kd.fast.graphs import GraphedStep
 from r2kd.train import Trainer, TrainStep
 from r2kd.workers import usable_cores
 

@@ -9,6 +9,18 @@ streams (data order, dropout) are not shifted by turning a view on or off.
 ``View.index`` then lists the kept rows of the clean batch (ascending, on the batch's device) and
 the loop must subset labels and teacher logits with it; ``index is None`` means every row is kept
 in its original order.
+
+The views of a fixed shape (none, mixup, cutmix, cutout) are each written once, in two halves, so
+that the eager step and the CUDA graph (r2kd.fast.graphs) build the same view the same way:
+
+- :func:`draw`: every random number the view needs, drawn on the CPU from the view generator, packed
+  into fixed-shape tensors (the permutation, the box corners, the mixing weights); and
+- :func:`apply`: the view computed from the batch and those tensors with fixed shapes only: a box is
+  a mask over the image (``torch.where``), not a slice, so a graph can replay it with new draws.
+
+The eager step draws and applies at once (:func:`make_view`); a graphed step draws on the CPU,
+copies the draws into the device tensors its graph reads and replays the apply. ``autoaugment``
+(CPU PIL-style ops) and ``cutmixpick`` (a data-dependent number of rows) have no fixed-shape form.
 """
 
 from __future__ import annotations
@@ -43,16 +55,12 @@ class View:
     x:     the view, same dtype and device as the input batch; N' ≤ N rows.
     index: rows of the clean batch that ``x`` corresponds to (LongTensor on x's device), or None
            when all N rows are kept in order.
-    lam:   for mixup/cutmix(pick), the weight of the original sample (cutmix: 1 − box area
-           fraction after clipping); None for the other views. Kept so a mixed-label CE could be
-           added later; the R2KD loss does not use labels on this view.
     perm:  for mixup/cutmix(pick), the partner of each *original* row (x[perm] was mixed in);
            None otherwise.
     """
 
     x: Tensor
     index: Tensor | None = None
-    lam: float | None = None
     perm: Tensor | None = None
 
 
@@ -67,17 +75,6 @@ class _Ctx:
 
 
 ViewFn = Callable[[Tensor, _Ctx], View]
-VIEWS: dict[str, ViewFn] = {}
-
-
-def register_view(name: str) -> Callable[[ViewFn], ViewFn]:
-    def deco(fn: ViewFn) -> ViewFn:
-        if name in VIEWS:
-            raise ValueError(f"view {name!r} registered twice")
-        VIEWS[name] = fn
-        return fn
-
-    return deco
 
 
 # --- random draws: all from the CPU generator -------------------------------------------------
@@ -94,30 +91,11 @@ def _beta(a: float, b: float, g: torch.Generator) -> float:
     return float(np.random.default_rng(seed).beta(a, b))
 
 
-def _randperm(n: int, g: torch.Generator, device: torch.device) -> Tensor:
-    return torch.randperm(n, generator=g).to(device)
-
-
 def _square_box(cy: int, cx: int, half_h: int, half_w: int, h: int, w: int) -> tuple[int, int, int, int]:
     """[y1, y2) × [x1, x2) centred at (cy, cx), clipped to the image (as the reference)."""
     y1, y2 = min(max(cy - half_h, 0), h), min(max(cy + half_h, 0), h)
     x1, x2 = min(max(cx - half_w, 0), w), min(max(cx + half_w, 0), w)
     return y1, y2, x1, x2
-
-
-# --- the views ---------------------------------------------------------------------------------
-
-
-@register_view("none")
-def _none(x: Tensor, ctx: _Ctx) -> View:
-    return View(x)
-
-
-@register_view("mixup")
-def _mixup(x: Tensor, ctx: _Ctx) -> View:
-    lam = _beta(MIXUP_ALPHA, MIXUP_ALPHA, ctx.generator)
-    perm = _randperm(x.shape[0], ctx.generator, x.device)
-    return View(lam * x + (1.0 - lam) * x[perm], lam=lam, perm=perm)
 
 
 def cutmix_box(h: int, w: int, lam: float, cy: int, cx: int) -> tuple[int, int, int, int]:
@@ -127,34 +105,94 @@ def cutmix_box(h: int, w: int, lam: float, cy: int, cx: int) -> tuple[int, int, 
     return _square_box(cy, cx, cut_h // 2, cut_w // 2, h, w)
 
 
-@register_view("cutmix")
-def _cutmix(x: Tensor, ctx: _Ctx) -> View:
-    h, w = x.shape[-2:]
-    lam = _beta(CUTMIX_ALPHA, CUTMIX_ALPHA, ctx.generator)
-    perm = _randperm(x.shape[0], ctx.generator, x.device)
-    cy, cx = _randint(h, ctx.generator), _randint(w, ctx.generator)
-    y1, y2, x1, x2 = cutmix_box(h, w, lam, cy, cx)
-    out = x.clone()
-    out[:, :, y1:y2, x1:x2] = x[perm, :, y1:y2, x1:x2]
-    area_lam = 1.0 - (y2 - y1) * (x2 - x1) / (h * w)
-    return View(out, lam=area_lam, perm=perm)
-
-
 def cutout_length(h: int, w: int) -> int:
     """Hole side: 8 px at 32×32 and 16 px at 64×64 [REF], i.e. a quarter of the side; ≥ 1 px."""
     return max(1, min(h, w) // 4)
 
 
-@register_view("cutout")
-def _cutout(x: Tensor, ctx: _Ctx) -> View:
+# --- the views of a fixed shape: draw, then apply ----------------------------------------------
+
+Draw = dict[str, Tensor]  # CPU tensors of fixed shape, from draw(); apply() reads them on x's device
+
+
+def fixed_shape_views() -> frozenset[str]:
+    """The views with a draw/apply form: those a CUDA-graph step can build."""
+    return frozenset(_DRAWS)
+
+
+def draw(name: str, shape: Sequence[int], generator: torch.Generator) -> Draw:
+    """The random numbers of view ``name`` for a batch of ``shape`` (N, C, H, W), from ``generator``."""
+    if name not in _DRAWS:
+        raise ValueError(f"view {name!r} has no fixed-shape form; fixed-shape views: {', '.join(sorted(_DRAWS))}")
+    return _DRAWS[name](tuple(shape), generator)
+
+
+def apply(name: str, x: Tensor, drawn: Draw) -> View:
+    """View ``name`` of ``x`` from ``drawn`` (its tensors on ``x``'s device): fixed shapes only."""
+    return _APPLIES[name](x, drawn)
+
+
+def _draw_and_apply(name: str) -> ViewFn:
+    """The eager view ``name``: drawn, then applied at once."""
+
+    def view(x: Tensor, ctx: _Ctx) -> View:
+        drawn = draw(name, x.shape, ctx.generator)
+        return apply(name, x, {key: value.to(x.device) for key, value in drawn.items()})
+
+    return view
+
+
+def _box_mask(x: Tensor, box: Tensor) -> Tensor:
+    """(1, 1, H, W) mask of [y1, y2) × [x1, x2), ``box`` = (y1, y2, x1, x2) as a tensor on x's device."""
     h, w = x.shape[-2:]
-    length = cutout_length(h, w)
-    cy, cx = _randint(h, ctx.generator), _randint(w, ctx.generator)
-    y1, y2, x1, x2 = _square_box(cy, cx, length // 2, length // 2, h, w)
-    out = x.clone()
+    rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    return (rows >= box[0]) & (rows < box[1]) & (cols >= box[2]) & (cols < box[3])
+
+
+def _draw_mixup(shape: tuple[int, ...], g: torch.Generator) -> Draw:
+    lam = _beta(MIXUP_ALPHA, MIXUP_ALPHA, g)
+    perm = torch.randperm(shape[0], generator=g)
+    # λ and 1 − λ rounded to float32 from the double values, as kernels round Python-float scalars.
+    return {"perm": perm, "weights": torch.tensor([lam, 1.0 - lam], dtype=torch.float32)}
+
+
+def _apply_mixup(x: Tensor, d: Draw) -> View:
+    w = d["weights"].to(x.dtype)
+    return View(w[0] * x + w[1] * x[d["perm"]], perm=d["perm"])
+
+
+def _draw_cutmix(shape: tuple[int, ...], g: torch.Generator) -> Draw:
+    h, w = shape[-2:]
+    lam = _beta(CUTMIX_ALPHA, CUTMIX_ALPHA, g)
+    perm = torch.randperm(shape[0], generator=g)
+    cy, cx = _randint(h, g), _randint(w, g)
+    return {"perm": perm, "box": torch.tensor(cutmix_box(h, w, lam, cy, cx), dtype=torch.int64)}
+
+
+def _apply_cutmix(x: Tensor, d: Draw) -> View:
+    return View(torch.where(_box_mask(x, d["box"]), x[d["perm"]], x), perm=d["perm"])
+
+
+def _draw_cutout(shape: tuple[int, ...], g: torch.Generator) -> Draw:
+    h, w = shape[-2:]
+    half = cutout_length(h, w) // 2
+    cy, cx = _randint(h, g), _randint(w, g)
+    return {"box": torch.tensor(_square_box(cy, cx, half, half, h, w), dtype=torch.int64)}
+
+
+def _apply_cutout(x: Tensor, d: Draw) -> View:
     # 0 in normalised space = the dataset mean colour; the reference multiplies by a 0/1 mask.
-    out[:, :, y1:y2, x1:x2] = 0
-    return View(out)
+    return View(x.masked_fill(_box_mask(x, d["box"]), 0))
+
+
+_DRAWS: dict[str, Callable[[tuple[int, ...], torch.Generator], Draw]] = {
+    "none": lambda shape, g: {}, "mixup": _draw_mixup, "cutmix": _draw_cutmix, "cutout": _draw_cutout}
+_APPLIES: dict[str, Callable[[Tensor, Draw], View]] = {
+    "none": lambda x, d: View(x), "mixup": _apply_mixup, "cutmix": _apply_cutmix, "cutout": _apply_cutout}
+
+
+# --- the views drawn and applied at once (eager only) ------------------------------------------
 
 
 def _stats(values: Sequence[float], x: Tensor) -> Tensor:
@@ -180,7 +218,6 @@ def to_pixels(x: Tensor, mean: Tensor, std: Tensor, rounding: Literal["truncate"
     return pixels.clamp(0, 255).to(torch.uint8)
 
 
-@register_view("autoaugment")
 def _autoaugment(x: Tensor, ctx: _Ctx) -> View:
     h, w = x.shape[-2:]
     mean, std = _stats(ctx.mean, x), _stats(ctx.std, x)
@@ -195,8 +232,7 @@ def _autoaugment(x: Tensor, ctx: _Ctx) -> View:
         small = max(h, w) <= AUTOAUGMENT_SMALL_MAX_SIDE
         policy = transforms.AutoAugmentPolicy.CIFAR10 if small else transforms.AutoAugmentPolicy.IMAGENET
         pixels = to_pixels(x, mean, std, "truncate")
-        augment = transforms.AutoAugment(policy)
-        apply = augment
+        run = transforms.AutoAugment(policy)
     elif ctx.autoaugment_per == "image":
         # One sub-policy per image (torchvision v2, each image on its own), pixels rounded.
         from torchvision.transforms import v2
@@ -204,7 +240,7 @@ def _autoaugment(x: Tensor, ctx: _Ctx) -> View:
         pixels = to_pixels(x, mean, std, "round")
         augment = v2.AutoAugment(autoaugment_policy(h, w))
 
-        def apply(batch: Tensor) -> Tensor:
+        def run(batch: Tensor) -> Tensor:
             return torch.stack([augment(img) for img in batch])
     else:
         raise ValueError(f"autoaugment_per must be 'batch' or 'image', got {ctx.autoaugment_per!r}")
@@ -212,7 +248,7 @@ def _autoaugment(x: Tensor, ctx: _Ctx) -> View:
     # the draws come from our seed and the caller's global stream is left untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        out = apply(pixels)
+        out = run(pixels)
     view = (out.float().div(255.0) - mean) / std
     return View(view.to(device=x.device, dtype=x.dtype))
 
@@ -222,11 +258,10 @@ def _entropy(logits: Tensor) -> Tensor:
     return -(log_p.exp() * log_p).sum(dim=1)
 
 
-@register_view("cutmixpick")
 def _cutmixpick(x: Tensor, ctx: _Ctx) -> View:
     if ctx.teacher_logits_fn is None:
         raise ValueError("cutmixpick needs teacher_logits_fn (teacher logits for a batch)")
-    mixed = _cutmix(x, ctx)
+    mixed = VIEWS["cutmix"](x, ctx)
     k = min(x.shape[0], CUTMIXPICK_K)
     if k == x.shape[0]:
         return mixed  # every row kept: no teacher pass needed
@@ -235,7 +270,11 @@ def _cutmixpick(x: Tensor, ctx: _Ctx) -> View:
         source = x if ctx.pick_entropy_on == "clean" else mixed.x
         entropy = _entropy(ctx.teacher_logits_fn(source))
     keep = torch.topk(entropy, k).indices.sort().values.to(x.device)
-    return View(mixed.x[keep], index=keep, lam=mixed.lam, perm=mixed.perm)
+    return View(mixed.x[keep], index=keep, perm=mixed.perm)
+
+
+VIEWS: dict[str, ViewFn] = {**{name: _draw_and_apply(name) for name in _DRAWS},
+                             "autoaugment": _autoaugment, "cutmixpick": _cutmixpick}
 
 
 def make_view(

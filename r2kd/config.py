@@ -364,10 +364,10 @@ class Runtime(_Strict):
     # The in-memory path ignores it.
     workers: int = Field(default=4, ge=0, le=64)
     # Train the student runs of one (pair, seed) that are due together, in one process, computing
-    # each batch's views and each frozen teacher's forward once for all of them (r2kd.cohort). Every
+    # each batch's views and each frozen teacher's forward once for all of them (r2kd.fast.cohort). Every
     # run ends bit-identical to the same run alone, so no stage lists it: changing it reruns nothing.
-    # The first distill stage of a (pair, seed) trains the cohort; the others then only publish their
-    # result. docs/performance.md ("The matrix").
+    # The first distill stage of a (pair, seed) trains the cohort; the others then resume from the
+    # final state it left them. docs/performance.md ("The matrix").
     share_teachers: bool = False
 
     def result_settings(self) -> dict[str, Any]:

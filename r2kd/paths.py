@@ -31,7 +31,6 @@ CODE_STAMPS = RUNS / "code"
 STATE = Path(".r2kd/state")
 TIMING = Path(".r2kd/timing")  # wall-clock times: not results, so outside every output
 LOCK = Path(".r2kd/lock")
-COHORT_RESULTS = Path(".r2kd/cohort")  # runtime.share_teachers: results waiting for their own stage
 GPU_SLOTS = Path(".r2kd/gpu-slots")  # r2kd.gpu_slots: which job holds which GPU
 
 

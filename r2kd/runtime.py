@@ -6,10 +6,40 @@ import contextlib
 import os
 import random
 import warnings
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from r2kd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A training stage's runtime settings (``params.runtime`` on this process), resolved once at the
+    stage's entry (:meth:`of`) and passed down instead of the params."""
+
+    device: torch.device
+    amp: str  # what runs (fp16 on a CPU runs in float32: "none")
+    fast: bool  # runtime.fast_path on this device
+    deterministic: bool
+    workers: int
+    sync_frozen_bn: bool
+    share_teachers: bool
+    settings: dict[str, Any]  # runtime.result_settings(): part of every fingerprint
+
+    @property
+    def graphs(self) -> bool:
+        return graphs_enabled(self.fast, self.device, self.amp)
+
+    @classmethod
+    def of(cls, runtime, jobs_per_gpu: int | None) -> "RunSpec":
+        """``runtime`` (r2kd.config.Runtime) on this process: sets the thread count, picks the device."""
+        set_threads(runtime.threads)
+        device = resolve_device(runtime.device, jobs_per_gpu)
+        return cls(device, resolve_amp(runtime.amp, device), fast_path_enabled(runtime.fast_path, device),
+                   runtime.deterministic, runtime.workers, runtime.sync_frozen_bn, runtime.share_teachers,
+                   runtime.result_settings())
 
 
 _claimed_gpu: dict[tuple[int, int], int] = {}
@@ -111,7 +141,7 @@ def fast_path_enabled(setting: str, device: torch.device) -> bool:
 
 
 def graphs_enabled(fast: bool, device: torch.device, amp: str) -> bool:
-    """Whether the training step is replayed as a CUDA graph (r2kd.graphs): part of the fast path
+    """Whether the training step is replayed as a CUDA graph (r2kd.fast.graphs): part of the fast path
     on CUDA, except with fp16, whose loss scaler checks for overflow on the host every step."""
     return fast and device.type == "cuda" and effective_amp(amp, device) != "fp16"
 

@@ -23,7 +23,7 @@ from r2kd.distributed import barrier, sum_over_ranks, world
 from r2kd.errors import CheckpointError, TrainingDiverged
 from r2kd.evaluation import evaluate
 from r2kd.files import load_checkpoint, save_checkpoint
-from r2kd.graphs import GraphedStep
+from r2kd.fast.graphs import GraphedStep
 from r2kd.optim import SGD
 from r2kd.runtime import autocast
 
@@ -41,7 +41,7 @@ class TrainStep:
     """One optimisation step: objective, backward, SGD update, and the epoch's bookkeeping, all
     on the device (no host sync per step): per-term loss sums and the index of the first step
     whose loss was not finite. Every tensor it updates is updated in place, so that the same
-    step can be replayed as a CUDA graph (r2kd.graphs.GraphedStep)."""
+    step can be replayed as a CUDA graph (r2kd.fast.graphs.GraphedStep)."""
 
     kind = "eager"
 
@@ -117,13 +117,15 @@ class Trainer:
     label: str
     amp: str = "none"
     modules_to_save: dict[str, torch.nn.Module] = field(default_factory=dict)
-    # Replay full-batch steps as CUDA graphs (r2kd.graphs; runtime.fast_path on CUDA).
+    # Replay full-batch steps as CUDA graphs (r2kd.fast.graphs; runtime.fast_path on CUDA).
     graphs: bool = False
-    graph_backend: object | None = None  # r2kd.graphs backend; None: real CUDA graphs (tests pass a CPU stand-in)
+    graph_backend: object | None = None  # r2kd.fast.graphs backend; None: real CUDA graphs (tests pass a CPU stand-in)
     step_kind: str = field(default="eager", init=False)  # what ran: eager | cuda-graph | ... (provenance)
     # What the objective calls instead of ``model`` (r2kd.parallel.for_training: DDP on this rank's
     # shard of each global batch); ``model`` itself stays the network that is scored and saved.
     forward_model: torch.nn.Module | None = None
+    # What a final state written by a cohort (r2kd.fast.cohort) says trained the run: {"step", "cohort"}.
+    trained_by: dict = field(default_factory=dict, init=False)
 
     def fit(self) -> FitResult:
         device = next(self.model.parameters()).device
@@ -134,7 +136,7 @@ class Trainer:
             step = GraphedStep(step, batch_size=self.train_batches.batch_size, backend=self.graph_backend)
         start_epoch = self._resume(member.optimizer, member.history)
         member.begin(start_epoch)
-        (outcome,) = run_epochs([member], _OneStep(step), start_epoch, self.recipe.epochs,
+        (outcome,) = run_epochs([member], step, start_epoch, self.recipe.epochs,
                                 save=lambda epoch: self._save_state(epoch, member.optimizer, member.history),
                                 label=self.label, solo=True)
         self.step_kind = step.kind  # a failed capture turns a graphed run eager
@@ -159,13 +161,10 @@ class Trainer:
         # Every rank holds the same state (DDP keeps the replicas equal): rank 0 writes it, the
         # others wait, so no rank runs ahead of a state a restart would resume from.
         if world().is_main:
-            self._write_state(epoch, optimizer, history)
+            self.write_state(epoch, self.state_dict(optimizer, history))
         barrier()
 
-    def _write_state(self, epoch: int, optimizer: SGD, history: list[dict]) -> None:
-        self._write(epoch, self.state_dict(optimizer, history))
-
-    def _write(self, epoch: int, state: dict) -> None:
+    def write_state(self, epoch: int, state: dict) -> None:
         save_checkpoint(self.state_path,
                         {"format": "r2kd-resume-v1", "fingerprint": self.fingerprint, "epoch": epoch, **state})
 
@@ -194,22 +193,12 @@ class Trainer:
         history.extend(state["history"])
 
     def _resume(self, optimizer: SGD, history: list[dict]) -> int:
-        if not self.state_path.exists():
-            return 0
-        try:
-            state = load_checkpoint(self.state_path)
-            if not isinstance(state, dict) or state.get("format") != "r2kd-resume-v1":
-                raise CheckpointError(f"{self.state_path} is not an r2kd resume state")
-        except CheckpointError as exc:
-            _say(f"[yellow]ignoring unusable resume state[/]: {exc}")
-            return 0
-        if state["fingerprint"] != self.fingerprint:
-            _say(f"[yellow]{self.label}: params, inputs or code changed since the interrupted run; starting over[/]")
+        state = read_state(self.state_path, "r2kd-resume-v1", self.fingerprint, self.label)
+        if state is None or int(state["epoch"]) > self.recipe.epochs:
             return 0
         epoch = int(state["epoch"])
-        if epoch > self.recipe.epochs:
-            return 0
         self.load_state_dict(state, optimizer, history)
+        self.trained_by = state.get("trained_by", {})
         _say(f"[green]{self.label}: resuming after epoch {epoch}[/] (state {self.state_path})")
         return epoch
 
@@ -248,28 +237,14 @@ class Member:
                          resumed_from_epoch=self.resumed_from_epoch)
 
 
-class _OneStep:
-    """A single run's step with the group interface :func:`run_epochs` drives (a list per epoch)."""
-
-    def __init__(self, step) -> None:
-        self.step = step
-
-    def begin_epoch(self, epoch: int) -> None:
-        self.step.begin_epoch(epoch)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
-        self.step(x, y, epoch)
-
-    def end_epoch(self) -> list[tuple[dict[str, torch.Tensor], int]]:
-        return [self.step.end_epoch()]
-
-
 def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, save: Callable[[int], None],
                label: str, solo: bool = False) -> list["FitResult | TrainingDiverged"]:
     """The epoch loop: every member sees the same batches, in lockstep (one run, or a cohort of runs
-    that share their frozen teachers' forwards: r2kd.cohort). ``step`` trains every live member on a
-    batch; ``save(epoch)`` writes the resume state after each epoch. A member whose loss stops being
-    finite is dropped (``solo``: raised at once, before its state is saved) and returned as the error."""
+    that share their frozen teachers' forwards: r2kd.fast.cohort). ``step`` trains every live member on a
+    batch: with ``solo`` one run's step, whose ``end_epoch`` gives its outcome, else a cohort's step,
+    whose ``end_epoch`` gives one per live member. ``save(epoch)`` writes the resume state after each
+    epoch. A member whose loss stops being finite is dropped (``solo``: raised at once, before its
+    state is saved) and returned as the error."""
     trainer0 = members[0].trainer
     train_batches = trainer0.train_batches
     steps_per_epoch = len(train_batches)
@@ -313,7 +288,7 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
             for x, y in train_batches:
                 step(x, y, epoch)
                 progress.advance(task)
-            outcomes = step.end_epoch()
+            outcomes = [step.end_epoch()] if solo else step.end_epoch()
             trained = time.perf_counter() - began
             for m, (term_sums, bad_step) in zip(live, outcomes):
                 member_began = time.perf_counter()
@@ -342,6 +317,25 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                 record(m, row_of(m, epoch, term_sums, scores, seconds), term_sums)
             save(epoch)
     return [m.result() for m in members]
+
+
+def read_state(path: Path, fmt: str, fingerprint: str, label: str,
+               fits: Callable[[dict], bool] = lambda state: True) -> dict | None:
+    """The resume state at ``path``, if it is a ``fmt`` state that ``fits`` and was written under
+    ``fingerprint``; None otherwise (said why, if a state is there)."""
+    if not path.exists():
+        return None
+    try:
+        state = load_checkpoint(path)
+        if not isinstance(state, dict) or state.get("format") != fmt or not fits(state):
+            raise CheckpointError(f"{path} is not a {fmt} resume state of {label}")
+    except CheckpointError as exc:
+        _say(f"[yellow]ignoring unusable resume state[/]: {exc}")
+        return None
+    if state["fingerprint"] != fingerprint:
+        _say(f"[yellow]{label}: params, inputs or code changed since the interrupted run; starting over[/]")
+        return None
+    return state
 
 
 def _say(message: str) -> None:

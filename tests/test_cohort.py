@@ -1,6 +1,6 @@
 """runtime.share_teachers: the runs of a (pair, seed) trained together, sharing views and frozen
 forwards, must end bit-identical to the same runs trained alone (CPU), do less frozen work, and
-leave every other run's result for its own stage to publish, under its own result key only."""
+leave every other run its final resume state, which its own stage takes under its own fingerprint only."""
 
 from __future__ import annotations
 
@@ -110,12 +110,11 @@ def test_a_cohort_gives_each_run_the_bytes_it_gets_alone_with_a_fraction_of_the_
     shared = _set_sharing(True, device)
     first, rest = runs[0], runs[1:]
     distill.run(shared, first.pair, first.method, first.augment, first.seed)
-    # the first stage trained all eight; the seven others wait under their keys, outside any output
-    waiting = sorted(p.name for p in paths.COHORT_RESULTS.iterdir())
-    assert len(waiting) == 7 and not any(run.dir.exists() for run in rest)
+    # the first stage trained all eight; the seven others' final resume states wait, outside any output
+    assert all(paths.state_file(run.dir).is_file() for run in rest) and not any(run.dir.exists() for run in rest)
     for run in rest:
         distill.run(shared, run.pair, run.method, run.augment, run.seed)
-    assert not any(paths.COHORT_RESULTS.iterdir())  # every waiting result was published, then dropped
+    assert not any(paths.state_file(run.dir).exists() for run in runs)  # each taken by its stage, then dropped
 
     for run in runs:
         assert {name: sha256_file(run.dir / name) for name in RESULTS} == solo[run], run.stage
@@ -167,7 +166,7 @@ def test_only_the_runs_a_change_touches_are_trained_again(work, monkeypatch):
     changed = load_params("params.yaml")
     kd = [run for run in runs if run.method == "kd"]
     trained = []
-    monkeypatch.setattr("r2kd.stages.cohort.train", _spy(trained))
+    monkeypatch.setattr("r2kd.stages.distill.train_cohort", _spy(trained))
     for run in kd:
         for name in ("model.pt", "provenance.json"):  # DVC deletes a stage's outputs before running it
             (run.dir / name).unlink()
@@ -178,120 +177,100 @@ def test_only_the_runs_a_change_touches_are_trained_again(work, monkeypatch):
 
 
 def _spy(calls: list):
-    from r2kd.stages import cohort
+    from r2kd.stages import distill
 
-    real = cohort.train
+    real = distill.train_cohort
 
-    def spy(params, due, *rest):
+    def spy(params, spec, due, *rest):
         calls.append([run.stage for run in due])
-        return real(params, due, *rest)
+        return real(params, spec, due, *rest)
 
     return spy
 
 
-def test_a_waiting_result_is_published_only_under_its_own_key(work):
-    from r2kd.stages import cohort, distill
+def test_a_final_state_is_taken_only_under_its_own_fingerprint(work, monkeypatch):
+    from r2kd.stages import distill
 
     shared = _set_sharing(True)
     runs = _runs(shared)
     distill.run(shared, runs[0].pair, runs[0].method, runs[0].augment, runs[0].seed)
     later = runs[1]
+    assert paths.state_file(later.dir).is_file()
+    # the distill code changes before the later run's stage runs: its fingerprint changes, the final
+    # state (trained by the old code) is not taken; the stage trains a cohort of what is due now
     meta = read_json("data/prepared/meta.json")
     key = distill.result_key(shared, later, meta)
-    assert (cohort.cache_dir(key) / "model.pt").is_file()
-    # the distill code changes before the later run's stage runs: its key changes, the waiting
-    # result (trained by the old code) is not taken; the stage trains a cohort of what is due now
     source = Path("r2kd/optim.py")
     write_text(source, source.read_text() + "\n# an edit\n")
     new_key = distill.result_key(shared, later, meta)
-    assert new_key != key and not cohort.publish(new_key, later.dir)
+    trained = []
+    monkeypatch.setattr(distill, "train_cohort", _spy(trained))
     distill.run(shared, later.pair, later.method, later.augment, later.seed)
+    assert new_key != key and trained == [[run.stage for run in runs]]  # runs[0]'s outputs are stale too
     assert read_json(later.dir / "provenance.json")["result_key"] == new_key
 
 
-def test_a_run_that_diverges_in_a_cohort_is_reported_by_its_own_stage_not_trained_again(work, monkeypatch):
+def test_a_run_that_diverges_in_a_cohort_is_trained_again_by_its_own_stage(work, monkeypatch):
     from r2kd.errors import TrainingDiverged
-    from r2kd.stages import cohort, distill
+    from r2kd.fast import cohort as cohort_lib
+    from r2kd.stages import distill
 
     shared = _set_sharing(True)
     runs = _runs(shared)
-    real_fit = cohort.fit_cohort
+    real_run_epochs = cohort_lib.run_epochs
 
-    def second_run_diverges(trainers, *args, **kwargs):
-        outcomes, kind = real_fit(trainers, *args, **kwargs)
-        outcomes[1] = TrainingDiverged("loss is nan at epoch 2")
-        return outcomes, kind
+    def first_two_diverge(members, *args, **kwargs):
+        outcomes = real_run_epochs(members, *args, **kwargs)
+        for i in (0, 1):
+            members[i].failed = outcomes[i] = TrainingDiverged(f"loss is nan at epoch 2 (run {i})")
+        return outcomes
 
-    monkeypatch.setattr(cohort, "fit_cohort", second_run_diverges)
+    monkeypatch.setattr(cohort_lib, "run_epochs", first_two_diverge)
     trained = []
-    monkeypatch.setattr(cohort, "train", _spy(trained))
+    monkeypatch.setattr(distill, "train_cohort", _spy(trained))
     first = runs[0]
-    distill.run(shared, first.pair, first.method, first.augment, first.seed)  # the cohort: every run
-    diverged = next(run for run in runs if run.stage == trained[0][1])
-    monkeypatch.setattr(cohort, "fit_cohort", real_fit)
-    with pytest.raises(TrainingDiverged, match="loss is nan at epoch 2.*diverged in the cohort"):
-        distill.run(shared, diverged.pair, diverged.method, diverged.augment, diverged.seed)
-    assert len(trained) == 1  # reported, not trained a second time
-    assert not (diverged.dir / "model.pt").exists()
-    for run in runs[1:]:  # the others went on and publish their results
-        if run != diverged:
-            distill.run(shared, run.pair, run.method, run.augment, run.seed)
-    assert len(trained) == 1
-    # the error was consumed: running the stage again trains the run again (alone now)
-    distill.run(shared, diverged.pair, diverged.method, diverged.augment, diverged.seed)
-    assert trained[1:] == [[diverged.stage]] and (diverged.dir / "model.pt").is_file()
-
-
-def test_results_no_stage_will_ever_publish_are_dropped(work):
-    from r2kd.stages import cohort, distill
-
-    shared = _set_sharing(True)
-    runs = _runs(shared)
-    first = runs[0]
-    distill.run(shared, first.pair, first.method, first.augment, first.seed)
-    meta = read_json("data/prepared/meta.json")
-    old = {run: distill.result_key(shared, run, meta) for run in runs[1:]}
-    assert all((cohort.cache_dir(key) / "model.pt").is_file() for key in old.values())
-    dead = paths.COHORT_RESULTS / f".{'0' * 64}.999999999.tmp"  # a staging folder of a cohort that died
-    dead.mkdir()
-
-    raw = yaml.safe_load(Path("params.yaml").read_text())  # the kd runs' keys change
-    raw["method_params"]["kd"]["temperature"] = 2.0
-    raw["runtime"].update(share_teachers=True, device="cpu")
-    Path("params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    changed = load_params("params.yaml")
-    kd = next(run for run in runs if run.method == "kd")
-    distill.run(changed, kd.pair, kd.method, kd.augment, kd.seed)
-    for run, key in old.items():  # the old kd results are gone; every other result still waits
-        assert cohort.cache_dir(key).exists() == (run.method != "kd"), run.stage
-    assert not dead.exists()
+    with pytest.raises(TrainingDiverged, match=r"run 0"):  # the stage's own run: reported at once
+        distill.run(shared, first.pair, first.method, first.augment, first.seed)
+    monkeypatch.setattr(cohort_lib, "run_epochs", real_run_epochs)
+    assert [paths.state_file(run.dir).is_file() for run in runs] == [False, False] + [True] * 6
+    for run in runs[1:]:  # the second run's stage trains both diverged runs again; the others take their states
+        distill.run(shared, run.pair, run.method, run.augment, run.seed)
+    assert trained == [[run.stage for run in runs], [runs[0].stage, runs[1].stage]]
+    assert all((run.dir / "model.pt").is_file() for run in runs[1:])
 
 
 def test_cohort_resumes_after_a_crash_and_ends_as_an_uninterrupted_cohort(work, monkeypatch):
-    from r2kd import cohort as cohort_lib
-    from r2kd.stages import cohort, distill
+    from r2kd.fast import cohort as cohort_lib
+    from r2kd.files import load_checkpoint
+    from r2kd.runtime import RunSpec
+    from r2kd.stages import distill
 
     shared = _set_sharing(True)
+    spec = RunSpec.of(shared.runtime, None)
     runs = [run for run in _runs(shared) if run.method in ("kd", "r2kd")]
-    keys = {run: distill.result_key(shared, run, read_json("data/prepared/meta.json")) for run in runs}
-    cohort.train(shared, runs, keys)
-    reference = {run: sha256_file(cohort.cache_dir(keys[run]) / "model.pt") for run in runs}
-    shutil.rmtree(paths.COHORT_RESULTS)
 
-    real_run_epochs = cohort_lib.run_epochs
+    def final_weights():
+        return {run: load_checkpoint(paths.state_file(run.dir))["model"] for run in runs}
+
+    distill.train_cohort(shared, spec, runs, runs[0])
+    reference = final_weights()
+    for run in runs:
+        paths.state_file(run.dir).unlink()
 
     def crash_after_first_epoch(members, step, start_epoch, epochs, **kwargs):
         real_run_epochs(members, step, start_epoch, 1, **kwargs)
         raise KeyboardInterrupt
 
+    real_run_epochs = cohort_lib.run_epochs
     monkeypatch.setattr(cohort_lib, "run_epochs", crash_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        cohort.train(shared, runs, keys)
+        distill.train_cohort(shared, spec, runs, runs[0])
     assert list((paths.STATE / "cohort").glob("*.pt"))  # the state of epoch 1, all runs in one file
     monkeypatch.setattr(cohort_lib, "run_epochs", real_run_epochs)
-    cohort.train(shared, runs, keys)
-    assert {run: sha256_file(cohort.cache_dir(keys[run]) / "model.pt") for run in runs} == reference
-    assert not list((paths.STATE / "cohort").glob("*.pt"))  # superseded by the results
+    distill.train_cohort(shared, spec, runs, runs[0])
+    resumed = final_weights()
+    assert all(torch.equal(reference[run][k], resumed[run][k]) for run in runs for k in reference[run])
+    assert not list((paths.STATE / "cohort").glob("*.pt"))  # superseded by each run's final state
     timing = read_json(paths.timing_file(runs[0].dir))
     assert timing["resumed_from_epoch"] == 1 and timing["cohort_size"] == len(runs)
 
@@ -314,23 +293,24 @@ def test_the_cohort_step_as_one_graph_and_side_by_side_matches_the_eager_cohort(
     plain eager cohort, and no shared pass computed twice."""
     import contextlib
 
-    from r2kd.cohort import fit_cohort
-    from r2kd.graphs import EagerReplayBackend
+    from r2kd.fast.cohort import fit_cohort
+    from r2kd.fast.graphs import EagerReplayBackend
     from r2kd.methods.objective import SharedPasses
-    from r2kd.runtime import seed_everything
+    from r2kd.runtime import RunSpec, seed_everything
     from r2kd.stages import distill
     from r2kd.stages.dataset import load_data
 
     params = _set_sharing(True)
+    spec = RunSpec.of(params.runtime, None)
     runs = [run for run in _runs(params) if run.method in ("ce", "dkd", "r2kd")]
     results, passes = {}, {}
     for case in ("eager", variant):
         data_generator = seed_everything(0)
         views: dict[str, torch.Generator] = {}
         data = load_data(params.distill.batch_size, torch.device("cpu"), data_generator)
-        frozen = distill.load_frozen(params, runs[0], data.meta, torch.device("cpu"), ("pruned", "teacher"))
+        frozen = distill.load_frozen(params, spec, runs[0], data.meta, ("pruned", "teacher"))
         shared = SharedPasses()
-        built = [distill.build_run(params, run, data, torch.device("cpu"), frozen, data_generator,
+        built = [distill.build_run(params, spec, run, data, frozen, data_generator,
                                    lambda v: views.setdefault(v, torch.Generator().manual_seed(distill.view_seed(0))),
                                    shared) for run in runs]
         backend = EagerReplayBackend()

@@ -244,14 +244,14 @@ def test_code_stamp_changes_only_for_the_stages_that_run_the_edited_file(tmp_pat
     root = make_repo(tmp_path / "repo", override={}, git=False)
     run(["workflow/scripts/r2kd", "check", "--stamp"], root)
     before = {g: (root / paths.code_stamp(g)).read_text() for g in STAGE_CODE}
-    assert json.loads(before["distill"])["r2kd/static_views.py"]  # a digest per file
-    with open(root / "r2kd/static_views.py", "a") as fh:  # distill's code, no one else's
+    assert json.loads(before["distill"])["r2kd/augment.py"]  # a digest per file
+    with open(root / "r2kd/augment.py", "a") as fh:  # distill's code, no one else's
         fh.write("\n# edited\n")
     (root / "r2kd/models/resnet.py").touch()  # a touch is not an edit
     run(["workflow/scripts/r2kd", "check", "--stamp"], root)
     after = {g: (root / paths.code_stamp(g)).read_text() for g in STAGE_CODE}
     changed = sorted(g for g in STAGE_CODE if before[g] != after[g])
-    assert changed == sorted(g for g in STAGE_CODE if "r2kd/static_views.py" in code_files(g, root))
+    assert changed == sorted(g for g in STAGE_CODE if "r2kd/augment.py" in code_files(g, root))
     assert "distill" in changed and "pair" not in changed and "report" not in changed
 
 

@@ -1,4 +1,4 @@
-"""The CUDA-graph step (r2kd.graphs, r2kd.static_views): the same numbers as the eager step.
+"""The CUDA-graph step (r2kd.fast.graphs, r2kd.augment.draw/apply): the same numbers as the eager step.
 
 A CUDA graph can only be captured on a GPU, but everything around the capture (static inputs, the
 view drawn outside and applied with fixed shapes, recapture every epoch, the eager last batch, the
@@ -16,18 +16,17 @@ import pytest
 import torch
 
 from r2kd import models
-from r2kd.augment import make_view
+from r2kd.augment import apply, draw, fixed_shape_views, make_view
 from r2kd.config import TrainRecipe
 from r2kd.data.loader import BatchIterator
-from r2kd.graphs import WARMUP_STEPS, EagerReplayBackend
+from r2kd.fast.graphs import WARMUP_STEPS, EagerReplayBackend
 from r2kd.methods import make_method
 from r2kd.methods.objective import DistillObjective
 from r2kd.pruning import set_bn_mode
-from r2kd.static_views import apply_view, draw_view, static_views
 from r2kd.train import Trainer, cross_entropy_objective
 
 
-@pytest.mark.parametrize("name", sorted(static_views()))
+@pytest.mark.parametrize("name", sorted(fixed_shape_views()))
 @pytest.mark.parametrize("shape", [(64, 3, 32, 32), (7, 1, 8, 8), (5, 3, 9, 13)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_static_view_equals_the_eager_view_bit_for_bit(name, shape, channels_last):
@@ -37,7 +36,7 @@ def test_static_view_equals_the_eager_view_bit_for_bit(name, shape, channels_las
             x = x.contiguous(memory_format=torch.channels_last)
         eager_g, static_g = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
         eager = make_view(name, x, generator=eager_g, mean=[0.0] * shape[1], std=[1.0] * shape[1])
-        static = apply_view(name, x, draw_view(name, shape, static_g))
+        static = apply(name, x, draw(name, shape, static_g))
         assert torch.equal(eager.x, static.x), (name, seed)
         if eager.perm is not None:
             assert torch.equal(eager.perm, static.perm)
@@ -50,20 +49,20 @@ def test_cutmix_static_view_really_pastes_a_box():
     x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).view(2, 1, 8, 8)
     g = torch.Generator().manual_seed(0)
     for _ in range(20):
-        draw = draw_view("cutmix", x.shape, g)
-        y1, y2, x1, x2 = draw["box"].tolist()
-        view = apply_view("cutmix", x, draw).x
+        drawn = draw("cutmix", x.shape, g)
+        y1, y2, x1, x2 = drawn["box"].tolist()
+        view = apply("cutmix", x, drawn).x
         inside = torch.zeros(8, 8, dtype=torch.bool)
         inside[y1:y2, x1:x2] = True
-        assert torch.equal(view[:, :, inside], x[draw["perm"]][:, :, inside])
+        assert torch.equal(view[:, :, inside], x[drawn["perm"]][:, :, inside])
         assert torch.equal(view[:, :, ~inside], x[:, :, ~inside])
 
 
 def test_views_without_a_fixed_shape_form_are_refused():
     for name in ("autoaugment", "cutmixpick"):
-        assert name not in static_views()
+        assert name not in fixed_shape_views()
         with pytest.raises(ValueError, match="fixed-shape"):
-            draw_view(name, (4, 3, 32, 32), torch.Generator())
+            draw(name, (4, 3, 32, 32), torch.Generator())
 
 
 # --- the graphed Trainer against the eager Trainer, on the CPU -----------------------------------

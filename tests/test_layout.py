@@ -37,3 +37,30 @@ def test_training_stages_import_the_prepared_reader_not_the_dataset_parsers():
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_no_module_imports_itself_through_others():
+    """Every import anywhere in a module (function-level ones too, relative ones resolved) is an edge
+    from the module to what it names; the package's import graph has no cycle."""
+    from closure import ROOT, imports_of, module_file
+
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in (ROOT / "r2kd").rglob("*.py")}
+    graph = {name: {m for m in imports_of(path) if module_file(m) is not None and m != name}
+             for name, path in modules.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles: list[list[str]] = []
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for dep in sorted(graph.get(name, ())):
+            if state.get(dep) == 1:
+                cycles.append([*path[path.index(dep):], dep])
+            elif dep not in state:
+                visit(dep, [*path, dep])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)

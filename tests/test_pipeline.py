@@ -86,7 +86,7 @@ def test_sharing_teachers_changes_no_result_under_either_tool(both_runs, tmp_pat
         assert sha256_file(repo / rel) == sha256_file(dvc_repo / rel), rel
     provenance = json.loads((repo / STUDENT / "provenance.json").read_text())
     assert len(provenance["cohort"]) == 2  # ce and r2kd of resnet14-resnet8, seed 0
-    assert not list((repo / paths.COHORT_RESULTS).iterdir())  # every waiting result was published
+    assert not list((repo / paths.STATE / "students").rglob("*.pt"))  # every final state was taken by its stage
 
 
 def test_outputs_have_required_content(both_runs):

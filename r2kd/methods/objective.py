@@ -39,14 +39,14 @@ from typing import Iterator, Sequence
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from r2kd import augment
 from r2kd.augment import make_view
 from r2kd.methods.base import Method
-from r2kd.static_views import apply_view, draw_view, static_views
 
 
 class SharedPasses:
     """One step's views and frozen-network logits, keyed by (what, on which input), for the runs of
-    a cohort (r2kd.cohort). Cleared at every step, so nothing outlives the batch it was computed on."""
+    a cohort (r2kd.fast.cohort). Cleared at every step, so nothing outlives the batch it was computed on."""
 
     def __init__(self) -> None:
         self._done: dict[tuple[str, str], object] = {}
@@ -114,10 +114,10 @@ class DistillObjective:
     mean: Sequence[float]
     std: Sequence[float]
     fast: bool = False
-    # Set by r2kd.graphs.GraphedStep for a step replayed as a CUDA graph: the device tensors holding
-    # this step's view draws; the view is then built from them (r2kd.static_views), not drawn here.
+    # Set by r2kd.fast.graphs.GraphedStep for a step replayed as a CUDA graph: the device tensors holding
+    # this step's view draws; the view is then applied to them (r2kd.augment.apply), not drawn here.
     static_draw: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-    # The runs of a cohort (r2kd.cohort) see the same batch, the same view draws (one view generator
+    # The runs of a cohort (r2kd.fast.cohort) see the same batch, the same view draws (one view generator
     # per view kind, shared) and the same frozen networks: each view and each frozen pass is computed
     # by the first run that needs it in a step and reused, bit for bit, by the others.
     shared: SharedPasses | None = field(default=None, repr=False)
@@ -125,11 +125,11 @@ class DistillObjective:
     def graph_view(self) -> str | None:
         """The view every step builds, if it has a fixed-shape form; None if it cannot be captured."""
         aug = self.method.aug_view
-        return aug if aug in static_views() else None
+        return aug if aug in augment.fixed_shape_views() else None
 
     def draw_view(self, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
         """This step's view draws (CPU), in the order the eager view draws them."""
-        return draw_view(self.method.aug_view, shape, self.view_generator)
+        return augment.draw(self.method.aug_view, shape, self.view_generator)
 
     def __call__(self, student: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
         x = self._layout(x)
@@ -208,7 +208,7 @@ class DistillObjective:
 
     def _view(self, aug: str, x: torch.Tensor, clean_teacher: torch.Tensor | None):
         if self.static_draw is not None:
-            return apply_view(aug, x, self.static_draw)
+            return augment.apply(aug, x, self.static_draw)
         if self.teacher is None:
             logits_fn = None
         else:
@@ -219,8 +219,5 @@ class DistillObjective:
                          autoaugment_per=self.method.params.autoaugment_per)
 
     def _losses(self, student, x, y, epoch, logits: dict, *, clean: bool) -> dict[str, torch.Tensor]:
-        return self._terms(student(x), y, epoch, logits, clean=clean)
-
-    def _terms(self, student_logits, y, epoch, logits: dict, *, clean: bool) -> dict[str, torch.Tensor]:
-        return self.method.losses(student=student_logits, teacher=logits["teacher"], pruned=logits["pruned"], labels=y,
+        return self.method.losses(student=student(x), teacher=logits["teacher"], pruned=logits["pruned"], labels=y,
                                   clean=clean, epoch=epoch)

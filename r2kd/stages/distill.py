@@ -1,11 +1,30 @@
 """Stage `distill`: train one student run (pair x method x augment x seed) from the frozen teachers.
 
-With ``runtime.share_teachers`` the run is trained together with the other due runs of its (pair,
-seed), or its result is published from that cohort (r2kd.stages.cohort); the pieces here
-(``load_frozen``, ``build_run``, ``write_outputs``, ``result_key``) serve both ways."""
+``runtime.share_teachers``: the stage first trains, together (r2kd.fast.cohort), every run of its
+(pair, seed) that is due, and leaves each of them its *final resume state* (the state a run resumes
+from, after its last epoch). Then it goes on as any stage does: it builds its run, resumes it (no
+epoch is left to train) and writes its outputs. The other runs' stages, when DVC or Snakemake run
+them, find their own final state and write their outputs the same way; a state is taken only under
+its run's own fingerprint (params, inputs, seed, code), so nothing trained for other params, inputs
+or code is taken for a result. The DAG does not change: each run keeps its own stage and outputs.
+
+Why not write the other runs' outputs directly: both tools delete a stage's outputs before they
+run it, so the results would be deleted and trained again. The resume state lives outside the
+outputs anyway (r2kd.train), so the cohort adds no store of its own.
+
+Which runs are due: the stage's own run unless its final state waits, and each other run of the
+(pair, seed) whose outputs are missing or carry another result key (provenance.json's
+``result_key``), with no final state waiting. One lock per (pair, seed) serialises cohorts: a second
+stage of the same (pair, seed) waits for the first and then finds its state waiting. A run that
+diverges in another stage's cohort is trained again (alone) by its own stage, which reports it.
+Under Snakemake on several cores a waiting stage holds a core; on a cluster, where each job gets its
+own machine, keep ``share_teachers: false`` unless the runs of a (pair, seed) are grouped into one job.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +34,12 @@ import torch
 
 from r2kd import parallel, paths
 from r2kd.config import Params
+from r2kd.data.prepared import load_meta
 from r2kd.distributed import barrier, world
-from r2kd.files import write_json
+from r2kd.errors import CheckpointError, UserError
+from r2kd.fast.cohort import fit_cohort
+from r2kd.files import load_checkpoint, read_json, write_json
+from r2kd.lock import LOCKS, file_lock
 from r2kd.methods import METHODS
 from r2kd.methods.objective import DistillObjective, SharedPasses
 from r2kd.modelfile import arch_spec, build, load_model, save_model
@@ -24,53 +47,119 @@ from r2kd.pipeline import METHODS as METHOD_SPECS
 from r2kd.pipeline import code_name
 from r2kd.models.complexity import complexity
 from r2kd.pruning import set_bn_mode
-from r2kd.runtime import (fast_layout, fast_path_enabled, graphs_enabled, resolve_amp, resolve_device, seed_everything,
-                          set_threads)
-from r2kd.runs import StudentRun, find_run
+from r2kd.runs import StudentRun, find_run, student_runs
+from r2kd.runtime import RunSpec, fast_layout, seed_everything
 from r2kd.stages.csvlog import write_log
 from r2kd.stages.dataset import Data, data_files, load_data
 from r2kd.stages.pair import read_pair
 from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
-from r2kd.train import FitResult, Trainer
+from r2kd.train import FitResult, Trainer, console
 
 VIEW_STREAM = 0x5EED  # the augmented view draws from its own stream, so toggling it keeps data order
+OUTPUTS = ("model.pt", "log.csv", "metrics.json", "provenance.json")
 
 
 def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None:
     selected = find_run(params, pair, method, augment, seed)
-    if params.runtime.share_teachers:
-        from r2kd.stages import cohort  # the same runs, trained with the others of their (pair, seed)
+    rs = RunSpec.of(params.runtime, params.resources_for("distill").jobs_per_gpu)
+    if rs.share_teachers:
+        def wait(holder: str) -> None:
+            console.print(f"[dim]{selected.stage}: waiting for the cohort of {pair} seed {seed} ({holder})[/]")
 
-        cohort.run(params, selected)
-        return
-    set_threads(params.runtime.threads)
-    device = resolve_device(params.runtime.device, params.resources_for("distill").jobs_per_gpu)
-    data_generator = seed_everything(seed, params.runtime.deterministic)
+        with file_lock(LOCKS / f"cohort-{pair}-s{seed}.lock", on_busy=wait):
+            due = due_runs(params, selected)
+            if due:
+                train_cohort(params, rs, due, selected)
+    data_generator = seed_everything(seed, rs.deterministic)
     view_generator = torch.Generator().manual_seed(view_seed(seed))
-    data = load_data(params.distill.batch_size, device, data_generator, workers=params.runtime.workers)
-    frozen = load_frozen(params, selected, data.meta, device, needs(selected.method))
-    built = build_run(params, selected, data, device, frozen, data_generator, lambda view: view_generator)
+    data = load_data(params.distill.batch_size, rs.device, data_generator, workers=rs.workers)
+    frozen = load_frozen(params, rs, selected, data.meta, needs(selected.method))
+    built = build_run(params, rs, selected, data, frozen, data_generator, lambda view: view_generator)
     began = time.perf_counter()
     result = built.trainer.fit()
     if not world().is_main:  # rank 0 writes; the other processes of a multi-process run hold the same results
         barrier()
         return
-    write_outputs(params, built, result, selected.dir, device, built.trainer.step_kind,
-                  result_key=result_key(params, selected, data.meta, built.inputs))
-    write_timing(selected.dir, wall_seconds=time.perf_counter() - began, train_seconds=result.train_seconds,
-                 resumed_from_epoch=result.resumed_from_epoch)
+    trained_by = built.trainer.trained_by  # {"step", "cohort"}: what trained it, when a cohort did
+    write_outputs(params, built, result, selected.dir, rs.device, **{"step": built.trainer.step_kind, **trained_by},
+                  result_key=built.trainer.fingerprint)
+    if not trained_by:  # a cohort records its runs' timing itself
+        write_timing(selected.dir, wall_seconds=time.perf_counter() - began, train_seconds=result.train_seconds,
+                     resumed_from_epoch=result.resumed_from_epoch)
     built.trainer.discard_state()
     barrier()
 
 
 def result_key(params: Params, run: StudentRun, meta: dict, inputs: dict[str, str] | None = None) -> str:
-    """A hash of everything ``run``'s result depends on (r2kd.stages.cohort); ``inputs``: the hashes
-    of the run's input files, if already computed."""
+    """A hash of everything ``run``'s result depends on: the fingerprint of its resume state, and
+    provenance.json's ``result_key``; ``inputs``: the hashes of the run's input files, if computed."""
     hparams = params.method_hparams(run.method, run.augment, run.pair)
     inputs = run_inputs(run, inputs)
     return fingerprint(code_name("distill", run.method), arch_spec(run.student, meta), params.distill.model_dump(),
                        hparams.model_dump(mode="json"), inputs, run.seed, params.prune.bn_mode,
                        params.runtime.result_settings())
+
+
+def due_runs(params: Params, selected: StudentRun) -> list[StudentRun]:
+    """The runs of ``selected``'s (pair, seed) a cohort would train now; empty when ``selected``'s final
+    state waits already (the cohort we waited for trained it)."""
+    meta = load_meta(paths.PREPARED)
+    inputs = input_hashes([*data_files(), paths.pair_file(selected.pair)])  # the same for the whole cohort
+    runs = [r for r in student_runs(params) if (r.pair, r.seed) == (selected.pair, selected.seed)]
+    keys = {r: result_key(params, r, meta, inputs) for r in runs}
+
+    def final(run: StudentRun) -> bool:
+        try:
+            state = load_checkpoint(paths.state_file(run.dir))
+        except (CheckpointError, UserError):
+            return False
+        done = (params.distill.epochs, keys[run])  # the last epoch, under the run's current fingerprint
+        return isinstance(state, dict) and (state.get("epoch"), state.get("fingerprint")) == done
+
+    def current(run: StudentRun) -> bool:
+        try:
+            key = read_json(run.dir / "provenance.json").get("result_key")
+        except (UserError, AttributeError):
+            return False
+        return all((run.dir / name).is_file() for name in OUTPUTS) and key == keys[run]
+
+    if final(selected):
+        return []
+    return [r for r in runs if r == selected or not (current(r) or final(r))]
+
+
+def train_cohort(params: Params, rs: RunSpec, due: list[StudentRun], selected: StudentRun) -> None:
+    """Train ``due`` (runs of one pair and seed) together; leave each run that ends well its final
+    resume state. Raises the error of ``selected`` if its training diverged."""
+    first = due[0]
+    data_generator = seed_everything(first.seed, rs.deterministic)
+    view_generators: dict[str, torch.Generator] = {}
+
+    def view_generator(view: str) -> torch.Generator:
+        # One per view kind: runs of one kind share its draws; another kind draws as if alone.
+        return view_generators.setdefault(view, torch.Generator().manual_seed(view_seed(first.seed)))
+
+    data = load_data(params.distill.batch_size, rs.device, data_generator, workers=rs.workers)
+    roles = tuple(sorted({role for r in due for role in needs(r.method)}))
+    frozen = load_frozen(params, rs, first, data.meta, roles)
+    shared = SharedPasses()
+    inputs = input_hashes([*data_files(), paths.pair_file(first.pair)])
+    built = [build_run(params, rs, r, data, frozen, data_generator, view_generator, shared, inputs) for r in due]
+    trainers = [b.trainer for b in built]
+    key = hashlib.sha256(json.dumps([t.fingerprint for t in trainers]).encode()).hexdigest()
+    state_path = paths.STATE / "cohort" / f"{first.pair}-s{first.seed}-{key[:16]}.pt"
+    label = f"{first.pair} s{first.seed}: {len(due)} run{'s' if len(due) > 1 else ''}"
+    began = time.perf_counter()
+    outcomes, _ = fit_cohort(trainers, shared, state_path, key, label, trained_by={"cohort": [r.stage for r in due]})
+    wall = time.perf_counter() - began
+    for run, outcome in zip(due, outcomes):
+        if isinstance(outcome, FitResult):
+            # The cohort's wall time is shared by its runs; train_seconds is each run's even share
+            # plus its own evaluation.
+            write_timing(run.dir, wall_seconds=wall, train_seconds=outcome.train_seconds,
+                         resumed_from_epoch=outcome.resumed_from_epoch, cohort_size=len(due))
+        elif run == selected:
+            raise outcome
 
 
 def run_inputs(run: StudentRun, inputs: dict[str, str] | None = None) -> dict[str, str]:
@@ -92,20 +181,20 @@ def needs(method: str) -> tuple[str, ...]:
     return tuple(role for role, used in (("teacher", cls.uses_teacher), ("pruned", cls.uses_pruned_teacher)) if used)
 
 
-def load_frozen(params: Params, run: StudentRun, meta: dict, device: torch.device,
+def load_frozen(params: Params, rs: RunSpec, run: StudentRun, meta: dict,
                 roles: tuple[str, ...]) -> dict[str, torch.nn.Module]:
     """The frozen networks of ``run``'s pair, as the pair file pins them (by SHA-256): the teacher in
     eval mode, the pruned teacher with BatchNorm as prune.bn_mode says; channels_last on the fast path."""
     # a cohort loads the pruned teacher for all its runs: any method that runs it pins the same file
     pin_method = next((m for m in (run.method, *params.methods) if METHOD_SPECS[m].uses_pruned_teacher), None)
     teacher_file, pruned_file = read_pair(run.pair, run.teacher, verify=roles, pin_method=pin_method)
-    spec = arch_spec(run.teacher, meta)  # a pruned file records its teacher's architecture
+    arch = arch_spec(run.teacher, meta)  # a pruned file records its teacher's architecture
     frozen = {}
     if "teacher" in roles:
-        frozen["teacher"] = set_bn_mode(load_model(teacher_file, spec, device=device), "eval")
+        frozen["teacher"] = set_bn_mode(load_model(teacher_file, arch, device=rs.device), "eval")
     if "pruned" in roles:
-        frozen["pruned"] = set_bn_mode(load_model(pruned_file, spec, device=device), params.prune.bn_mode)
-    if fast_path_enabled(params.runtime.fast_path, device):  # rounding may change; docs/performance.md
+        frozen["pruned"] = set_bn_mode(load_model(pruned_file, arch, device=rs.device), params.prune.bn_mode)
+    if rs.fast:  # rounding may change; docs/performance.md
         frozen = {name: fast_layout(m) for name, m in frozen.items()}
     return frozen
 
@@ -122,10 +211,9 @@ class BuiltRun:
     model: torch.nn.Module
     trainer: Trainer
     data: Data
-    amp: str
 
 
-def build_run(params: Params, run: StudentRun, data: Data, device: torch.device, frozen: dict[str, torch.nn.Module],
+def build_run(params: Params, rs: RunSpec, run: StudentRun, data: Data, frozen: dict[str, torch.nn.Module],
               data_generator: torch.Generator, view_generator: Callable[[str], torch.Generator],
               shared: SharedPasses | None = None, inputs: dict[str, str] | None = None) -> BuiltRun:
     """The student, objective and trainer of ``run``; ``frozen`` and the generators may be shared
@@ -133,13 +221,11 @@ def build_run(params: Params, run: StudentRun, data: Data, device: torch.device,
     hparams = params.method_hparams(run.method, run.augment, run.pair)
     method_cls = METHODS[run.method]
     chosen = method_cls(hparams)
-    recipe = params.distill
-    amp = resolve_amp(params.runtime.amp, device)
-    fast = fast_path_enabled(params.runtime.fast_path, device)
+    device = rs.device
     torch.manual_seed(run.seed)  # student initialisation depends on the seed only
     spec = arch_spec(run.student, data.meta)
     model = build(spec).to(device)
-    if fast:  # channels_last everywhere (rounding may change; docs/performance.md)
+    if rs.fast:  # channels_last everywhere (rounding may change; docs/performance.md)
         model = fast_layout(model)
     teacher_model = frozen.get("teacher") if method_cls.uses_teacher else None
     pruned_model = frozen.get("pruned") if method_cls.uses_pruned_teacher else None
@@ -149,35 +235,35 @@ def build_run(params: Params, run: StudentRun, data: Data, device: torch.device,
         method=chosen,
         # On N processes each runs its shard of the global batch and returns the whole batch's logits.
         teacher=parallel.frozen(teacher_model, device, sync_bn=False),  # eval mode: per sample
-        pruned=parallel.frozen(pruned_model, device, sync_bn=params.runtime.sync_frozen_bn),
+        pruned=parallel.frozen(pruned_model, device, sync_bn=rs.sync_frozen_bn),
         view_generator=view_generator,
         mean=data.meta["mean"],
         std=data.meta["std"],
-        fast=fast,
+        fast=rs.fast,
         shared=shared,
     )
     trainer = Trainer(
         model=model,
-        recipe=recipe,
+        recipe=params.distill,
         train_batches=data.train,
         test_batches=data.test,
         objective=objective,
         generators={"data": data_generator, "view": view_generator},
         state_path=paths.state_file(run.dir),
-        fingerprint=fingerprint(code_name("distill", run.method), spec, recipe.model_dump(), hparams.model_dump(),
-                                inputs, run.seed, params.prune.bn_mode, params.runtime.result_settings()),
+        fingerprint=result_key(params, run, data.meta, inputs),
         label=f"{run.method}/{run.augment} s{run.seed}",
-        amp=amp,
-        graphs=graphs_enabled(fast, device, amp),
+        amp=rs.amp,
+        graphs=rs.graphs,
         modules_to_save={"pruned": pruned_model} if pruned_model is not None else {},
         forward_model=parallel.for_training(model, device),
     )
-    return BuiltRun(run, spec, hparams, chosen, inputs, model, trainer, data, amp)
+    return BuiltRun(run, spec, hparams, chosen, inputs, model, trainer, data)
 
 
 def write_outputs(params: Params, built: BuiltRun, result: FitResult, out_dir: Path, device: torch.device,
-                  step_kind: str, **extra: object) -> None:
-    """The run's declared outputs in ``out_dir``: model.pt, log.csv, metrics.json, provenance.json."""
+                  **extra: object) -> None:
+    """The run's declared outputs in ``out_dir``: model.pt, log.csv, metrics.json, provenance.json;
+    ``extra``: more of provenance.json (``step``: the step kind that trained it, ...)."""
     run = built.run
     save_model(out_dir / "model.pt", built.model, built.spec)
     write_log(out_dir / "log.csv", result.history)
@@ -193,6 +279,6 @@ def write_outputs(params: Params, built: BuiltRun, result: FitResult, out_dir: P
     write_json(out_dir / "provenance.json", provenance(
         params, keys, built.inputs, run.seed, device, role="student", dataset=built.data.meta["name"], pair=run.pair,
         teacher=run.teacher, student=run.student, method=run.method, augment=run.augment,
-        aug_view=built.method.aug_view, method_hparams=built.hparams.model_dump(mode="json"), step=step_kind,
+        aug_view=built.method.aug_view, method_hparams=built.hparams.model_dump(mode="json"),
         world_size=world().world_size, **extra,
     ))

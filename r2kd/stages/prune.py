@@ -23,7 +23,7 @@ from r2kd.files import write_json
 from r2kd.modelfile import arch_spec, load_model, save_model
 from r2kd.pruning import prune_teacher
 from r2kd.pruning.measure import compare_many, frozen_copy, speed
-from r2kd.runtime import resolve_amp, resolve_device, seed_everything, set_threads
+from r2kd.runtime import RunSpec, seed_everything
 from r2kd.stages.dataset import Batches, Data, load_data
 from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
 from r2kd.train import Trainer, cross_entropy_objective
@@ -41,11 +41,10 @@ def run(params: Params, arch: str) -> None:
     if arch not in params.teachers:
         raise ConfigError(f"prune: {arch!r} is not a key of `teachers` in params.yaml ({sorted(params.teachers)})")
     config = params.prune
-    set_threads(params.runtime.threads)
-    device = resolve_device(params.runtime.device, params.resources_for("prune").jobs_per_gpu)
-    amp = resolve_amp(params.runtime.amp, device)
-    generator = seed_everything(params.train_teacher.seed, params.runtime.deterministic)
-    data = load_data(EVAL_BATCH, device, generator=None, workers=params.runtime.workers)
+    rs = RunSpec.of(params.runtime, params.resources_for("prune").jobs_per_gpu)
+    device, amp = rs.device, rs.amp
+    generator = seed_everything(params.train_teacher.seed, rs.deterministic)
+    data = load_data(EVAL_BATCH, device, generator=None, workers=rs.workers)
     spec = arch_spec(arch, data.meta)
     teacher_file = paths.teacher_dir(arch) / "model.pt"
     teacher = load_model(teacher_file, spec, device=device)
@@ -61,7 +60,7 @@ def run(params: Params, arch: str) -> None:
     if config.finetune.epochs > 0:
         pruned_top1_before_finetune = evaluate(pruned, data.test, amp)["top1"]
         began = time.perf_counter()
-        trainer, history = _finetune(params, arch, pruned, spec, inputs, generator, device, amp)
+        trainer, history = _finetune(params, rs, arch, pruned, spec, inputs, generator)
         finetune_seconds = time.perf_counter() - began
         pruned.eval()
     before = evaluate(teacher, data.test, amp)
@@ -131,13 +130,13 @@ def _measure_batches(data: Data, batch_size: int, device: torch.device) -> Batch
     return data.test.subset(order, batch_size)
 
 
-def _finetune(params: Params, arch: str, pruned: torch.nn.Module, spec: dict, inputs: dict[str, str],
-              generator: torch.Generator, device: torch.device, amp: str) -> tuple[Trainer, list[dict]]:
+def _finetune(params: Params, rs: RunSpec, arch: str, pruned: torch.nn.Module, spec: dict, inputs: dict[str, str],
+              generator: torch.Generator) -> tuple[Trainer, list[dict]]:
     """Recovery fine-tune of the structurally pruned copy: plain CE on the train split."""
     recipe = params.prune.finetune.recipe()
     for param in pruned.parameters():
         param.requires_grad_(True)
-    data = load_data(recipe.batch_size, device, generator, workers=params.runtime.workers)
+    data = load_data(recipe.batch_size, rs.device, generator, workers=rs.workers)
     out_dir = paths.pruned_dir(arch)
     trainer = Trainer(
         model=pruned,
@@ -148,8 +147,8 @@ def _finetune(params: Params, arch: str, pruned: torch.nn.Module, spec: dict, in
         generators={"data": generator},
         state_path=paths.state_file(out_dir),
         fingerprint=fingerprint("prune", spec, params.prune.model_dump(), params.train_teacher.seed, inputs,
-                                params.runtime.result_settings()),
+                                rs.settings),
         label=f"fine-tune pruned {arch}",
-        amp=amp,
+        amp=rs.amp,
     )
     return trainer, trainer.fit().history

@@ -17,7 +17,7 @@ from r2kd.files import load_checkpoint, sha256_file, write_json
 from r2kd.modelfile import arch_spec, build, load_state, save_model
 from r2kd.models.complexity import complexity
 from r2kd.pretrained import check_fits, load_pretrained, resolve
-from r2kd.runtime import fast_path_enabled, graphs_enabled, resolve_amp, resolve_device, seed_everything, set_threads
+from r2kd.runtime import RunSpec, seed_everything
 from r2kd.stages.csvlog import write_log
 from r2kd.stages.dataset import load_data
 from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
@@ -29,11 +29,10 @@ def run(params: Params, arch: str) -> None:
         raise ConfigError(f"train-teacher: {arch!r} is not a key of `teachers` in params.yaml ({sorted(params.teachers)})")
     source = params.teachers[arch]
     recipe = params.train_teacher
-    set_threads(params.runtime.threads)
-    device = resolve_device(params.runtime.device, params.resources_for("train_teacher").jobs_per_gpu)
-    amp = resolve_amp(params.runtime.amp, device)
-    generator = seed_everything(recipe.seed, params.runtime.deterministic)
-    data = load_data(recipe.batch_size, device, generator, workers=params.runtime.workers)
+    rs = RunSpec.of(params.runtime, params.resources_for("train_teacher").jobs_per_gpu)
+    device, amp = rs.device, rs.amp
+    generator = seed_everything(recipe.seed, rs.deterministic)
+    data = load_data(recipe.batch_size, device, generator, workers=rs.workers)
     spec = arch_spec(arch, data.meta)
     model = build(spec).to(device)
     out_dir = paths.teacher_dir(arch)
@@ -61,10 +60,10 @@ def run(params: Params, arch: str) -> None:
             objective=cross_entropy_objective,
             generators={"data": generator},
             state_path=paths.state_file(out_dir),
-            fingerprint=fingerprint("train_teacher", spec, recipe.model_dump(), inputs, params.runtime.result_settings()),
+            fingerprint=fingerprint("train_teacher", spec, recipe.model_dump(), inputs, rs.settings),
             label=f"teacher {arch}",
             amp=amp,
-            graphs=graphs_enabled(fast_path_enabled(params.runtime.fast_path, device), device, amp),
+            graphs=rs.graphs,
             forward_model=parallel.for_training(model, device),
         )
         result = trainer.fit()

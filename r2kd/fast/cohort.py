@@ -13,10 +13,11 @@ cohort's (one data generator; one view generator per view kind, which only that 
 from, once per step, as one run alone would).
 
 The cohort's step (every run's step, its views and frozen passes computed once) is one
-:class:`CohortStep`; on CUDA it is replayed as ONE graph (r2kd.graphs.GraphedStep), teachers
+:class:`CohortStep`; on CUDA it is replayed as ONE graph (r2kd.fast.graphs.GraphedStep), teachers
 included, and with bf16 the students run side by side on streams of their own within it. Resume:
 one state file holds every run's state, written atomically after each epoch, so a killed cohort
-never resumes with its runs at different epochs.
+never resumes with its runs at different epochs. At the end each run gets its own final resume
+state, which its own stage resumes from (r2kd.stages.distill).
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from pathlib import Path
 import torch
 
 from r2kd.distributed import world
-from r2kd.errors import CheckpointError, TrainingDiverged
-from r2kd.files import load_checkpoint, save_checkpoint
-from r2kd.graphs import GraphedStep
-from r2kd.methods.objective import SharedPasses
+from r2kd.errors import TrainingDiverged
+from r2kd.files import save_checkpoint
+from r2kd.fast.graphs import GraphedStep
+from r2kd.methods.objective import DistillObjective, SharedPasses
 from r2kd.runtime import autocast
-from r2kd.train import FitResult, Member, Trainer, TrainStep, _say, run_epochs
+from r2kd.train import FitResult, Member, Trainer, TrainStep, _say, read_state, run_epochs
 
 STATE_FORMAT = "r2kd-cohort-resume-v1"
 
@@ -40,14 +41,12 @@ class CohortViews:
     """The cohort's view draws as one objective for GraphedStep: each view kind drawn once per step
     from its (shared) generator, by the first run that builds it, and handed to every run of that kind."""
 
-    def __init__(self, objectives: list) -> None:
+    def __init__(self, objectives: list[DistillObjective]) -> None:
         self.objectives = objectives
         self._static: dict[str, torch.Tensor] | None = None
-        first: dict[str, object] = {}
+        self.first_of_view: dict[str | None, DistillObjective] = {}
         for objective in objectives:
-            view = objective.graph_view() if hasattr(objective, "graph_view") else "none"
-            first.setdefault(view, objective)
-        self.first_of_view = first
+            self.first_of_view.setdefault(objective.graph_view(), objective)
 
     def graph_view(self) -> str | None:
         if None in self.first_of_view:
@@ -70,15 +69,9 @@ class CohortViews:
     def static_draw(self, draws: dict[str, torch.Tensor] | None) -> None:
         self._static = draws
         for objective in self.objectives:
-            if not hasattr(objective, "static_draw"):
-                continue
-            if draws is None:
-                objective.static_draw = None
-                continue
-            view = objective.graph_view()
-            prefix = f"{view}/"
-            objective.static_draw = {name[len(prefix):]: value for name, value in draws.items()
-                                     if name.startswith(prefix)}
+            prefix = f"{objective.graph_view()}/"
+            objective.static_draw = None if draws is None else {
+                name[len(prefix):]: value for name, value in draws.items() if name.startswith(prefix)}
 
 
 class CohortStep:
@@ -121,8 +114,7 @@ class CohortStep:
             first = self.steps[0]
             with autocast(self.device, first.amp, cache_enabled=first.autocast_cache):
                 for step in self.steps:  # every view and frozen pass, in the order the runs need them
-                    if hasattr(step.objective, "frozen_passes"):
-                        step.objective.frozen_passes(x)
+                    step.objective.frozen_passes(x)
             current = torch.cuda.current_stream(self.device)
             for step, stream in zip(self.steps, self.streams):
                 stream.wait_stream(current)
@@ -165,11 +157,13 @@ class _Live:
 
 
 def fit_cohort(trainers: list[Trainer], shared: SharedPasses, state_path: Path, fingerprint: str,
-               label: str, concurrent: bool | None = None) -> tuple[list[FitResult | TrainingDiverged], str]:
+               label: str, concurrent: bool | None = None,
+               trained_by: dict | None = None) -> tuple[list[FitResult | TrainingDiverged], str]:
     """Train ``trainers`` together (their objectives hold ``shared``; their loaders, generators, teachers
     and settings are the cohort's). Returns each run's result, or the error that stopped it, and
     the step kind that ran (eager | cuda-graph). ``concurrent``: the students side by side, one
-    CUDA stream each (default: on CUDA with bf16)."""
+    CUDA stream each (default: on CUDA with bf16). Each run that ends well is left its own final
+    resume state, marked ``trained_by`` (with the step kind), for its own stage to resume from."""
     if world().distributed:
         raise ValueError("a cohort runs in one process (runtime.share_teachers needs nproc_per_node: 1)")
     first = trainers[0]
@@ -188,22 +182,19 @@ def fit_cohort(trainers: list[Trainer], shared: SharedPasses, state_path: Path, 
         })
 
     outcomes = run_epochs(members, step, start_epoch, first.recipe.epochs, save=save, label=label)
+    marks = {**(trained_by or {}), "step": step.kind}
+    for m, outcome in zip(members, outcomes):
+        if isinstance(outcome, FitResult):
+            state = m.trainer.state_dict(m.optimizer, m.history)
+            m.trainer.write_state(first.recipe.epochs, {**state, "trained_by": marks})
+    state_path.unlink(missing_ok=True)
     return outcomes, step.kind
 
 
 def _resume(members: list[Member], state_path: Path, fingerprint: str, label: str) -> int:
-    if not state_path.exists():
-        return 0
-    try:
-        state = load_checkpoint(state_path)
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT \
-                or len(state.get("members", ())) != len(members):
-            raise CheckpointError(f"{state_path} is not the resume state of this cohort")
-    except CheckpointError as exc:
-        _say(f"[yellow]ignoring unusable resume state[/]: {exc}")
-        return 0
-    if state["fingerprint"] != fingerprint:
-        _say(f"[yellow]{label}: params, inputs or code changed since the interrupted run; starting over[/]")
+    state = read_state(state_path, STATE_FORMAT, fingerprint, label,
+                       fits=lambda state: len(state.get("members", ())) == len(members))
+    if state is None:
         return 0
     epoch = int(state["epoch"])
     for m, saved in zip(members, state["members"]):

@@ -10,8 +10,8 @@ What a graph needs, and how the step provides it:
 - no host work inside the step: the loss sums and the non-finite guard already live on the device
   (r2kd.train.TrainStep), updated in place;
 - randomness drawn outside: the view's random numbers are drawn on the CPU from the view
-  generator, in the eager order (r2kd.static_views), and copied into static device tensors the
-  captured view reads; so the graph path draws exactly what the eager path draws;
+  generator (r2kd.augment.draw, which the eager view calls too) and copied into static device
+  tensors that the captured r2kd.augment.apply reads: the graph draws what the eager step draws;
 - host-side constants (the learning rate, DKD's warm-up factor) are baked in at capture: the graph
   is captured again at the start of every epoch, the only time they change.
 
@@ -70,37 +70,30 @@ class CudaGraphBackend:
         dst.copy_(src.pin_memory() if src.device.type == "cpu" else src, non_blocking=True)
 
 
-class _Recorded:
-    def __init__(self, fn: Callable[[], None]) -> None:
-        self.fn = fn
-
-    def replay(self) -> None:
-        self.fn()
-
-
 class EagerReplayBackend:
     """A CUDA graph's contract without CUDA: capture records, replay runs (tests, CPU)."""
 
     def __init__(self) -> None:
-        self.captures = 0
-        self.replays = 0
+        self.captures = self.replays = 0
 
     def warmup(self, fn: Callable[[], None]) -> None:
         fn()
 
     def capture(self, fn: Callable[[], None]) -> Replayable:
         self.captures += 1
-        backend = self
-
-        class _Counted(_Recorded):
-            def replay(self) -> None:
-                backend.replays += 1
-                super().replay()
-
-        return _Counted(fn)
+        return _Recorded(self, fn)
 
     def upload(self, dst: Tensor, src: Tensor) -> None:
         dst.copy_(src)
+
+
+class _Recorded:
+    def __init__(self, backend: EagerReplayBackend, fn: Callable[[], None]) -> None:
+        self.backend, self.fn = backend, fn
+
+    def replay(self) -> None:
+        self.backend.replays += 1
+        self.fn()
 
 
 class GraphedStep:
