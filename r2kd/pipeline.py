@@ -30,7 +30,8 @@ _CLI = ("workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/c
         "r2kd/stages/__init__.py", "r2kd/yamlfile.py")
 _DATA = ("r2kd/data/__init__.py", "r2kd/data/index.py", "r2kd/data/loader.py", "r2kd/data/prepared.py",
          "r2kd/data/registry.py", "r2kd/data/stream.py", "r2kd/data/transforms.py")
-_TRAIN = ("r2kd/distributed.py", "r2kd/evaluation.py", "r2kd/gpu_slots.py", "r2kd/graphs.py", "r2kd/modelfile.py",
+_TRAIN = ("r2kd/distributed.py", "r2kd/evaluation.py", "r2kd/gpu_slots.py", "r2kd/fast/__init__.py",
+          "r2kd/fast/graphs.py", "r2kd/modelfile.py",
           "r2kd/models", "r2kd/optim.py", "r2kd/runtime.py", "r2kd/stages/dataset.py", "r2kd/stages/record.py",
           "r2kd/train.py",
           "r2kd/stagecode.py")  # r2kd.stages.record keys resume state on the stage's code
@@ -168,11 +169,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           keys=("data", "distill", "method_params.{method}", "pairs.{pair}", "prune.bn_mode", *RUNTIME_KEYS,
                 "runtime.fast_path", "runtime.nproc_per_node", "runtime.sync_frozen_bn"),
           # every method's share; each student adds its own method's files (Method.files)
-          code=(*_CLI, *_DATA, *_TRAIN, "r2kd/augment.py", "r2kd/cohort.py", "r2kd/lock.py",
+          code=(*_CLI, *_DATA, *_TRAIN, "r2kd/augment.py", "r2kd/fast/cohort.py", "r2kd/lock.py",
                 "r2kd/methods/__init__.py", "r2kd/methods/_common.py", "r2kd/methods/base.py",
                 "r2kd/methods/objective.py", "r2kd/parallel.py", "r2kd/recorded.py", "r2kd/pruning/__init__.py",
-                "r2kd/pruning/bn.py", "r2kd/pruning/methods.py", "r2kd/runs.py", "r2kd/stages/cohort.py",
-                "r2kd/stages/csvlog.py", "r2kd/stages/distill.py", "r2kd/stages/pair.py", "r2kd/static_views.py",
+                "r2kd/pruning/bn.py", "r2kd/pruning/methods.py", "r2kd/runs.py",
+                "r2kd/stages/csvlog.py", "r2kd/stages/distill.py", "r2kd/stages/pair.py",
                 "r2kd/syncbn.py"),
           outputs=tuple(_STUDENT + f for f in ("model.pt", "provenance.json", "metrics.json", "log.csv")),
           record=_STUDENT + "provenance.json", distributed=True, per_method=True),
