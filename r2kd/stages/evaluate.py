@@ -20,7 +20,7 @@ from r2kd.config import Params
 from r2kd.data.corrupted import CorruptedData, load_corrupted
 from r2kd.data.loader import BatchIterator
 from r2kd.evaluation import agreement, calibration, evaluate, fit_temperature, kl_divergence, predict, top1
-from r2kd.files import write_json
+from r2kd.files import progress, write_json
 from r2kd.modelfile import arch_spec, load_model
 from r2kd.models.complexity import complexity
 from r2kd.workers import cpu_workers, map_in_order
@@ -71,7 +71,10 @@ def run(params: Params) -> None:
     scored = map_in_order(score, jobs, workers, "evaluate")
     records: list[dict] = []
     teacher_logits: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    for (kind, arch, path, fields), (scores, logits, corr) in zip(jobs, scored):
+    images = labels.numel() + (corrupted.labels.numel() * len(corrupted.meta["corruptions"]) * len(corrupted.meta["severities"])
+                               if corrupted.enabled else 0)
+    for (kind, arch, path, fields), (scores, logits, corr) in progress(
+            zip(jobs, scored), len(jobs), f"evaluate: {len(jobs)} models x {images:,} images"):
         record = {"kind": kind, "path": str(path), "arch": arch, **fields, **scores,
                   "calibration": calibration_scores(logits, labels)}
         if corr is not None:
@@ -85,7 +88,7 @@ def run(params: Params) -> None:
     if corrupted.enabled:
         add_mce(records, params)
     write_json(paths.EVAL, {
-        "dataset": data.meta["name"], "noise_std": NOISE_STD,
+        "dataset": data.meta["name"], "test_count": int(labels.numel()), "noise_std": NOISE_STD,
         "corruptions": {"enabled": corrupted.enabled, "names": corrupted.meta["corruptions"],
                         "families": corrupted.meta["families"], "severities": corrupted.meta["severities"],
                         "count": corrupted.meta["count"], "seed": corrupted.meta["seed"],
