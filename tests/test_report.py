@@ -205,3 +205,18 @@ def test_ticker_prints_plain_lines_when_not_a_terminal(capsys):
     assert list(progress(range(3), 3, "evaluate: 3 models")) == [0, 1, 2]
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "evaluate: 3 models: 0/3" and err[-1].startswith("evaluate: 3 models: 3/3")
+
+
+def test_two_pairs_of_one_teacher_and_student_are_separate_groups(results):
+    records, _, _ = results
+    other = [{**r, "pair": "t-s-nopruned"} for r in records]
+    groups = aggregate(records + other)
+    assert len(groups) == 6 and all(g["n"] == 3 for g in groups)
+
+
+def test_ablation_lists_identical_runs_of_another_pair_once(results):
+    records, _, _ = results
+    other = [{**r, "pair": "t-s-nopruned"} for r in records if r["method"] == "kd"]
+    rows = ablation(records + other)
+    kd = [r for r in rows if r["method"] == "kd"]
+    assert len(kd) == 1 and kd[0]["also_pairs"] == ["t-s-nopruned"]

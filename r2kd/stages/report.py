@@ -149,9 +149,10 @@ def read_latency(params: Params) -> dict:
 def aggregate(records: list[dict]) -> list[dict]:
     by_group: dict[tuple, list[dict]] = defaultdict(list)
     for rec in records:
-        by_group[(rec["dataset"], rec["teacher"], rec["student"], rec["method"], rec["augment"])].append(rec)
+        # by pair id, not (teacher, student): two pairs of one teacher and student can differ in method_params
+        by_group[(rec["dataset"], rec["pair"], rec["teacher"], rec["student"], rec["method"], rec["augment"])].append(rec)
     groups = []
-    for (dataset, teacher, student, method, augment), recs in by_group.items():
+    for (dataset, _, teacher, student, method, augment), recs in by_group.items():
         row = {"dataset": dataset, "pair": recs[0]["pair"], "teacher": teacher, "student": student,
                "method": method, "augment": augment, "aug_view": recs[0]["aug_view"], "n": len(recs),
                "seeds": [r["seed"] for r in recs], "params": recs[0]["params"], "macs": recs[0]["macs"]}
@@ -371,13 +372,22 @@ def ablation(records: list[dict]) -> list[dict]:
         if not matched:
             continue
         ref_pair, ref_augment = ref_group[key]
+        same = [r for r in rows if r["method"] == method and r["augment"] == augment and r["hparams"] == recs[0].get("hparams")
+                and r["seeds"] == [x["seed"] for x, _ in matched]
+                and [x["last_top1"] for x in r["runs"]] == [x["last_top1"] for x, _ in matched]]
+        if same:  # the same runs under another pair id (e.g. kd in both pairs of presets/ablation.yaml)
+            same[0]["also_pairs"].append(pair)
+            continue
         row = {"pair": pair, "method": method, "augment": augment,
                "variant": variant_label(method, recs[0].get("hparams") or {}, full),
-               "reference": f"{ref_pair} r2kd ({ref_augment})", "seeds": [r["seed"] for r, _ in matched]}
+               "reference": f"{ref_pair} r2kd ({ref_augment})", "seeds": [r["seed"] for r, _ in matched],
+               "hparams": recs[0].get("hparams"), "also_pairs": [], "runs": [r for r, _ in matched]}
         for metric, _ in ABLATION_METRICS:
             diffs = [r[metric] - f[metric] for r, f in matched if r.get(metric) is not None and f.get(metric) is not None]
             row[metric] = paired(diffs) if diffs else None
         rows.append(row)
+    for row in rows:
+        del row["runs"]
     return rows
 
 
@@ -399,7 +409,8 @@ def ablation_markdown(rows: list[dict]) -> list[str]:
              "| variant | pair | method (augment) | reference | n | Δ last top-1 | Δ best top-1 | Δ corrupted top-1 |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['pair']} | {r['method']} ({r['augment']}) | {r['reference']} | "
+        pair = r["pair"] + "".join(f" (= {p}: identical runs)" for p in r.get("also_pairs", []))
+        lines.append(f"| {r['variant']} | {pair} | {r['method']} ({r['augment']}) | {r['reference']} | "
                      f"{len(r['seeds'])} | " + " | ".join(_diff_cell(r[m]) for m, _ in ABLATION_METRICS) + " |")
     return lines
 
@@ -601,7 +612,7 @@ def figure_methods(groups: list[dict], records: list[dict], teachers: list[dict]
     from matplotlib.lines import Line2D
 
     several_pairs = len({g["pair"] for g in groups}) > 1
-    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(groups) + 3), 4.8))
+    fig, ax = plt.subplots(figsize=(max(7, (1.9 if several_pairs else 1.1) * len(groups) + 3), 4.8))
     values: list[float] = []
     for x, g in enumerate(groups):
         colour = method_colour(g["method"])
@@ -624,7 +635,8 @@ def figure_methods(groups: list[dict], records: list[dict], teachers: list[dict]
             ax.text(right, value, text, va="bottom", ha="right", fontsize=7, color=style["color"])
             values.append(value)
     _zoom(ax, values)
-    labels = [(f"{g['pair']}\n" if several_pairs else "") + f"{g['method']}\n{g['augment']}: {g['aug_view']}\nn={g['n']}"
+    labels = [(f"{g['pair']}\n".replace("-", "-\n", 1) if several_pairs else "")
+              + f"{g['method']}\n{g['augment']}: {g['aug_view']}\nn={g['n']}"
               for g in groups]
     ax.set_xticks(list(range(len(groups))), labels, fontsize=7)
     ax.set_xlim(-0.6, len(groups) - 0.4)
@@ -707,7 +719,7 @@ def figure_severity(groups: list[dict], teachers: list[dict], b: dict):
                 marker=PAIR_MARKERS[pairs.index(g["pair"]) % len(PAIR_MARKERS)], zorder=2,
                 label=series_label(g["pair"], g["method"], g["augment"], len(pairs) > 1) + f", n={g['n']}")
         ax.fill_between(xs, [y - s for y, s in zip(ys, stds)], [y + s for y, s in zip(ys, stds)], color=colour,
-                        alpha=0.1, linewidth=0)
+                        alpha=0.06, linewidth=0)
         values += [y - s for y, s in zip(ys, stds)] + [y + s for y, s in zip(ys, stds)]
         drawn = True
     for t in teachers:
