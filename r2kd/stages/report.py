@@ -612,7 +612,7 @@ def figure_methods(groups: list[dict], records: list[dict], teachers: list[dict]
     from matplotlib.lines import Line2D
 
     several_pairs = len({g["pair"] for g in groups}) > 1
-    fig, ax = plt.subplots(figsize=(max(7, (1.9 if several_pairs else 1.1) * len(groups) + 3), 4.8))
+    fig, ax = plt.subplots(figsize=(max(7, (1.35 if several_pairs else 1.1) * len(groups) + 3), 4.8))
     values: list[float] = []
     for x, g in enumerate(groups):
         colour = method_colour(g["method"])
@@ -632,7 +632,8 @@ def figure_methods(groups: list[dict], records: list[dict], teachers: list[dict]
                                    (p["top1"], PRUNED_STYLE, f"pruned {t['arch']} (BN {p.get('top1_bn_mode', 'eval')})")):
             ax.axhline(value, color=style["color"], linestyle=style["linestyle"], linewidth=style["linewidth"],
                        zorder=style["zorder"] - 2)
-            ax.text(right, value, text, va="bottom", ha="right", fontsize=7, color=style["color"])
+            ax.text(right, value, text, va="bottom" if style is TEACHER_STYLE else "top", ha="right", fontsize=7,
+                    color=style["color"])
             values.append(value)
     _zoom(ax, values)
     labels = [(f"{g['pair']}\n".replace("-", "-\n", 1) if several_pairs else "")
