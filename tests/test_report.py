@@ -220,3 +220,40 @@ def test_ablation_lists_identical_runs_of_another_pair_once(results):
     rows = ablation(records + other)
     kd = [r for r in rows if r["method"] == "kd"]
     assert len(kd) == 1 and kd[0]["also_pairs"] == ["t-s-nopruned"]
+
+
+def test_relative_mce_uses_the_clean_error_on_the_same_images():
+    from r2kd.stages.evaluate import mce, relative_mce
+
+    base = {"fog": [20.0, 30.0], "snow": [10.0, 10.0]}
+    model = {"fog": [15.0, 25.0], "snow": [10.0, 10.0]}
+    # clean errors on the subset: model 5, baseline 10 -> fog (10 + 20) / (10 + 20) = 1; snow (5 + 5) / 0: left out
+    assert relative_mce(model, 5.0, base, 10.0) == pytest.approx(1.0)
+    assert mce(model, base) == pytest.approx(((15 + 25) / 50 + 1.0) / 2)
+    rec = robustness({"top1": 90.0, "corruption": {"clean_top1": 95.0, "mean_error": 20.0, "relative_mce": 0.9}})
+    assert rec["relative_mce"] == 0.9
+
+
+def test_add_mce_scores_students_and_teachers_against_the_ce_students():
+    import yaml
+
+    from r2kd.config import parse_params
+    from r2kd.stages.evaluate import add_mce
+
+    from pathlib import Path
+
+    params = parse_params(yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text()))
+    pair = next(iter(params.pairs))
+
+    def rec(kind, method, clean, errs):
+        fields = {"pair": pair, "method": method, "augment": "default"} if kind == "student" else {}
+        return {"kind": kind, "arch": "wrn_16_2", **fields,
+                "corruption": {"clean_top1": clean, "top1": {"fog": [100 - e for e in errs]}}}
+
+    records = [rec("student", "ce", 90.0, [20.0, 30.0]), rec("student", "ce", 90.0, [20.0, 30.0]),
+               rec("student", "r2kd", 95.0, [10.0, 20.0]), rec("teacher", None, 99.0, [5.0, 9.0])]
+    add_mce(records, params)
+    assert records[0]["corruption"]["relative_mce"] == pytest.approx(1.0)
+    assert records[2]["corruption"]["mce"] == pytest.approx(30 / 50)
+    assert records[2]["corruption"]["relative_mce"] == pytest.approx((5 + 15) / (10 + 20))
+    assert records[3]["corruption"]["relative_mce_by_pair"][pair] == pytest.approx((4 + 8) / 30)

@@ -163,6 +163,23 @@ def mce(errors: dict[str, list[float]], baseline: dict[str, list[float]]) -> flo
     return sum(ratios) / len(ratios) if ratios else None
 
 
+def relative_mce(errors: dict[str, list[float]], clean_error: float, baseline: dict[str, list[float]],
+                 baseline_clean_error: float) -> float | None:
+    """Relative mCE (Hendrycks & Dietterich): mean over corruptions c of Σ_s (err(c, s) − err_clean) /
+    Σ_s (err_base(c, s) − err_base_clean), the clean errors on the same (uncorrupted) images. A
+    corruption that does not hurt the baseline (denominator <= 0) has no ratio and is left out."""
+    ratios = []
+    for c in errors:
+        denominator = sum(e - baseline_clean_error for e in baseline[c])
+        if denominator > 0:
+            ratios.append(sum(e - clean_error for e in errors[c]) / denominator)
+    return sum(ratios) / len(ratios) if ratios else None
+
+
+def _clean_error(record: dict) -> float:
+    return 100.0 - record["corruption"]["clean_top1"]
+
+
 def _errors(record: dict) -> dict[str, list[float]]:
     return {c: [100.0 - a for a in v] for c, v in record["corruption"]["top1"].items()}
 
@@ -171,9 +188,15 @@ def add_mce(records: list[dict], params: Params) -> None:
     """mCE of every model, normalised by the `ce` students of the same pair (and augment, for a
     student; the first augment for teachers), their errors averaged over seeds."""
     baselines: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    baseline_clean: dict[tuple[str, str], list[float]] = defaultdict(list)
     for rec in records:
         if rec["kind"] == "student" and rec["method"] == "ce":
             baselines[(rec["pair"], rec["augment"])].append(_errors(rec))
+            baseline_clean[(rec["pair"], rec["augment"])].append(_clean_error(rec))
+
+    def clean(pair: str, augment: str) -> float:
+        values = baseline_clean[(pair, augment)]
+        return sum(values) / len(values)
 
     def baseline(pair: str, augment: str) -> dict[str, list[float]] | None:
         runs = baselines.get((pair, augment))
@@ -185,11 +208,15 @@ def add_mce(records: list[dict], params: Params) -> None:
         if rec["kind"] == "student":
             base = baseline(rec["pair"], rec["augment"])
             rec["corruption"]["mce"] = mce(_errors(rec), base) if base else None
+            rec["corruption"]["relative_mce"] = (relative_mce(_errors(rec), _clean_error(rec), base,
+                                                              clean(rec["pair"], rec["augment"])) if base else None)
             rec["corruption"]["mce_baseline"] = f"{rec['pair']}/ce-{rec['augment']}" if base else None
         else:
-            by_pair = {}
+            by_pair, relative = {}, {}
             for key, pair in params.pairs.items():
                 base = baseline(key, params.augments[0])
                 if pair.teacher == rec["arch"] and base:
                     by_pair[key] = mce(_errors(rec), base)
+                    relative[key] = relative_mce(_errors(rec), _clean_error(rec), base, clean(key, params.augments[0]))
             rec["corruption"]["mce_by_pair"] = by_pair
+            rec["corruption"]["relative_mce_by_pair"] = relative

@@ -123,11 +123,15 @@ def robustness(ev: dict) -> dict:
     mce = corr.get("mce")
     if mce is None and corr.get("mce_by_pair"):
         mce = statistics.fmean(corr["mce_by_pair"].values())
+    relative = corr.get("relative_mce")
+    if relative is None and corr.get("relative_mce_by_pair"):
+        relative = statistics.fmean(corr["relative_mce_by_pair"].values())
     corrupted = (100.0 - corr["mean_error"]) if corr else None
     subset_clean = corr.get("clean_top1")
     return {
         "eval_top1": ev["top1"],
         "mce": mce,
+        "relative_mce": relative,
         # clean top-1 on the corrupted subset's own images, uncorrupted: the base of the drop
         "subset_clean_top1": subset_clean,
         "corruption_top1": corrupted,
@@ -158,7 +162,7 @@ def aggregate(records: list[dict]) -> list[dict]:
                "seeds": [r["seed"] for r in recs], "params": recs[0]["params"], "macs": recs[0]["macs"]}
         for key in ("best_top1", "last_top1", "noisy_top1", "ece"):
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std([r[key] for r in recs])
-        for key in ("eval_top1", "mce", "subset_clean_top1", "corruption_top1", "corruption_drop", "agreement",
+        for key in ("eval_top1", "mce", "relative_mce", "subset_clean_top1", "corruption_top1", "corruption_drop", "agreement",
                     "agreement_corrupted", "ece_scaled"):
             values = [r[key] for r in recs if r.get(key) is not None]
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std(values) if values else (None, None)
@@ -465,22 +469,24 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict], b: dict | N
               "corruptions and severities; *drop* = clean (subset) − corrupted, per run then averaged. *Clean (full "
               "test)* is on the whole test split, shown for reference only: compare corrupted with the subset column. "
               "*mCE* is the mean over corruptions of the summed error over severities relative to the pair's `ce` "
-              "student on the same images (1.00 = as robust as it, lower is better); *agreement* is top-1 "
+              "student on the same images (1.00 = as robust as it, lower is better); *rel. mCE* the same for the "
+              "drop: Σ_s (err(c, s) − err_clean) over the `ce` student's, the clean errors on the subset's own "
+              "images (Hendrycks & Dietterich's relative mCE); *agreement* is top-1 "
               "agreement with the teacher (clean / corrupted); ECE before → after temperature scaling "
               "(cross-fitted on two halves of the test split).", "",
-              f"| pair | method | augment | n | {full_col} | {sub_col} | corrupted top-1 | drop | mCE | "
+              f"| pair | method | augment | n | {full_col} | {sub_col} | corrupted top-1 | drop | mCE | rel. mCE | "
               "agreement (clean) | agreement (corrupted) | ECE | ECE, T-scaled |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in teachers:
         for label, r in ((f"teacher {t['arch']}", t), (f"pruned {t['arch']} (BN eval)", t["pruned"])):
             lines.append(f"| — | {label} | — | 1 | {_opt(r.get('eval_top1'))} | {_opt(r.get('subset_clean_top1'))} | "
                          f"{_opt(r.get('corruption_top1'))} | {_opt(r.get('corruption_drop'))} | "
-                         f"{_opt(r.get('mce'), '.3f')} | — | — | {_opt(r.get('ece'), '.3f')} | {_opt(r.get('ece_scaled'), '.3f')} |")
+                         f"{_opt(r.get('mce'), '.3f')} | {_opt(r.get('relative_mce'), '.3f')} | — | — | {_opt(r.get('ece'), '.3f')} | {_opt(r.get('ece_scaled'), '.3f')} |")
     for g in groups:
         lines.append(
             f"| {g['pair']} | {g['method']} | {g['augment']} | {g['n']} | {_pmo(g, 'eval_top1')} | "
             f"{_pmo(g, 'subset_clean_top1')} | {_pmo(g, 'corruption_top1')} | {_pmo(g, 'corruption_drop')} | "
-            f"{_pmo(g, 'mce', '.3f')} | {_pmo(g, 'agreement')} | "
+            f"{_pmo(g, 'mce', '.3f')} | {_pmo(g, 'relative_mce', '.3f')} | {_pmo(g, 'agreement')} | "
             f"{_pmo(g, 'agreement_corrupted')} | {_pm(g['ece_mean'], g['ece_std'], '.3f')} | {_pmo(g, 'ece_scaled', '.3f')} |")
     lines += ablation_markdown(ablation_rows or [])
     lines += ["", "![test accuracy per epoch](accuracy_per_epoch.png)", "",
