@@ -183,6 +183,7 @@ def test_ablation_paired_differences_and_noise_rule(results):
     assert not noisy["exceeds_noise"] and noisy["ci95"] == pytest.approx(4.303 * noisy["std"] / math.sqrt(3))
     assert report.paired([1.0, 1.2, 0.9])["exceeds_noise"] and not report.paired([2.0])["exceeds_noise"]
     md = markdown("digits", groups, teachers, BASIS, ablation(records))
+    assert "with n = 3, t = 4.30: |mean| > 2.48 std" in md
     assert "## Ablation" in md and "| R2KD without the view | t-s | r2kd (none) | t-s r2kd (cutmix) | 3 | -0.50 ± 0.00 (0+/3−) **\\*** |" in md
 
 

@@ -315,8 +315,7 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
        20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
        29: 2.045, 30: 2.042}
 NOISE_RULE = ("a difference exceeds the noise when the 95 % confidence interval of the mean paired difference "
-              "excludes 0: |mean| > t(0.975, n − 1) · std / √n (paired t-test, two-sided, α = 0.05; with n = 3 "
-              "t = 4.30, so |mean| must exceed 2.48 std)")
+              "excludes 0: |mean| > t(0.975, n − 1) · std / √n (paired t-test, two-sided, α = 0.05)")
 ABLATION_METRICS = (("last_top1", "last top-1"), ("best_top1", "best top-1"), ("corruption_top1", "corrupted top-1"))
 
 
@@ -402,13 +401,21 @@ def _diff_cell(d: dict | None) -> str:
     return f"{d['mean']:+.2f} ± {d['std']:.2f} ({d['positive']}+/{d['negative']}−){mark}"
 
 
+def _rule_here(rows: list[dict]) -> str:
+    """What the rule asks at the n of these rows, e.g. 'n = 3: |mean| > 2.48 std'."""
+    ns = sorted({len(r["seeds"]) for r in rows if len(r["seeds"]) > 1})
+    return "; ".join(f"with n = {n}, t = {T95.get(n - 1, 2.042):.2f}: |mean| > {T95.get(n - 1, 2.042) / math.sqrt(n):.2f} std"
+                     for n in ns) or "n = 1: no difference can exceed the noise"
+
+
 def ablation_markdown(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     lines = ["", "## Ablation: what each part of R2KD buys", "",
              "Paired per-seed differences, variant − full R2KD (same seed, same teacher and student; "
              "percentage points of test top-1, mean ± sample std over the n paired seeds; (k+/m−): how many "
-             f"seeds the variant is above / below). Rule: {NOISE_RULE}; **\\*** marks those. *Last* and *best* "
+             f"seeds the variant is above / below). Rule: {NOISE_RULE}; {_rule_here(rows)}; **\\*** marks those. "
+             "*Last* and *best* "
              "are on the full test split, *corrupted* on the corrupted subset (see Robustness).", "",
              "| variant | pair | method (augment) | reference | n | Δ last top-1 | Δ best top-1 | Δ corrupted top-1 |",
              "|---|---|---|---|---|---|---|---|"]
