@@ -635,7 +635,8 @@ def figure_methods(groups: list[dict], records: list[dict], teachers: list[dict]
             ax.errorbar(x + offset, mean, yerr=std, fmt="o", color=colour, markerfacecolor=face, markersize=7,
                         capsize=4, linewidth=1.5, zorder=3)
             ys = [r[key] for r in seeds]
-            xs = [x + offset + 0.06 * (i - (len(ys) - 1) / 2) for i in range(len(ys))]
+            step = min(0.05, 0.14 / max(len(ys) - 1, 1))  # the dots of one group stay within ±0.07 of it
+            xs = [x + offset + step * (i - (len(ys) - 1) / 2) for i in range(len(ys))]
             ax.scatter(xs, ys, s=12, color=colour, alpha=0.55, zorder=2, linewidths=0)
             values += ys + [mean - std, mean + std]
     right = len(groups) - 0.5
