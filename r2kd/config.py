@@ -461,8 +461,10 @@ class Params(_Strict):
         unused = set(self.teachers) - {p.teacher for p in self.pairs.values()}
         if unused:
             raise ValueError(f"teachers: {sorted(unused)} used by no pair; remove them or add a pair")
-        if len({(p.teacher, p.student) for p in self.pairs.values()}) != len(self.pairs):
-            raise ValueError("pairs: the same teacher -> student pair is listed twice")
+        # The same teacher -> student twice is a duplicate unless the method overrides differ (an
+        # ablation: presets/ablation.yaml runs R2KD with and without the pruned teacher side by side).
+        if len({(p.teacher, p.student, repr(sorted(p.method_params.items()))) for p in self.pairs.values()}) != len(self.pairs):
+            raise ValueError("pairs: the same teacher -> student pair is listed twice with the same method_params")
         for key, values in (("methods", self.methods), ("augments", self.augments), ("seeds", self.seeds)):
             if len(set(values)) != len(values):
                 raise ValueError(f"{key}: duplicate entries in {values}")

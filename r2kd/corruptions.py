@@ -241,12 +241,14 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generato
     return np.floor(np.clip(y, 0, 1) * 255 + EPS).astype(np.uint8)
 
 
-def corrupt_set(images: np.ndarray, indices: np.ndarray, seed: int, workers: int = 1) -> np.ndarray:
+def corrupt_set(images: np.ndarray, indices: np.ndarray, seed: int, workers: int = 1,
+                on_done: Callable[[str], None] | None = None) -> np.ndarray:
     """Every image of ``images`` (uint8 N x C x H x W) under every corruption and severity:
     uint8 [corruption, severity, N, C, H, W]. Image n's randomness is seeded by (seed, corruption,
     severity, indices[n]) alone, so an image is corrupted the same way whatever else is in the set,
     and whichever process corrupts it: with ``workers`` > 1 the corruptions are shared out among
-    that many processes (the work is NumPy in small pieces, which threads would serialise)."""
+    that many processes (the work is NumPy in small pieces, which threads would serialise).
+    ``on_done(name)`` is called as each corruption is finished (progress)."""
     n, c, h, w = images.shape
     out = np.empty((len(CORRUPTIONS), len(SEVERITIES), n, c, h, w), dtype=np.uint8)
     if workers > 1:
@@ -257,9 +259,13 @@ def corrupt_set(images: np.ndarray, indices: np.ndarray, seed: int, workers: int
                                  initargs=(images, indices, seed)) as pool:
             for k, part in enumerate(pool.map(_corrupt_held, range(len(CORRUPTIONS)))):
                 out[k] = part
+                if on_done is not None:
+                    on_done(CORRUPTIONS[k])
     else:
         for k in range(len(CORRUPTIONS)):
             out[k] = _corrupt_one(images, indices, seed, k)
+            if on_done is not None:
+                on_done(CORRUPTIONS[k])
     return out
 
 

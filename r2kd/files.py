@@ -15,8 +15,9 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, TypeVar
 
 from r2kd.errors import CheckpointError, UserError
 from r2kd.pickle_scan import foreign_globals
@@ -57,6 +58,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 # What torch's zip writer (PyTorchStreamWriter) says when the underlying write fails. On a full disk
 # it raises RuntimeError("[enforce fail at inline_container.cc:...] ...") and the OSError, if any,
 # is only its __context__.
+_T = TypeVar("_T")
 _ZIP_WRITER_FAILURES = ("inline_container.cc", "PytorchStreamWriter failed", "file write failed")
 
 
@@ -186,3 +188,52 @@ def sha256_state_dict(state: dict[str, torch.Tensor]) -> str:
         flat = tensor.reshape(-1)  # a 0-d tensor cannot be viewed as bytes
         digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return digest.hexdigest()
+
+
+# --- progress of the stages that are not training (corrupt, evaluate, export) --------------------------------
+class Ticker:
+    """A progress count: a rich bar on a terminal; elsewhere (a log file, CI, DVC's captured output)
+    one plain line at the start, then one every ``every`` seconds and one at the end, on stderr."""
+
+    def __init__(self, total: int, description: str, every: float = 10.0):
+        self.total, self.description, self.every, self.done = total, description, every, 0
+        self._bar = None
+
+    def __enter__(self) -> "Ticker":
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if console.is_terminal:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.description, total=self.total)
+        else:
+            print(f"{self.description}: 0/{self.total}", file=sys.stderr, flush=True)
+        self._began = self._last = time.perf_counter()
+        return self
+
+    def advance(self, *_: object) -> None:
+        self.done += 1
+        if self._bar is not None:
+            self._bar.advance(self._task)
+            return
+        now = time.perf_counter()
+        if now - self._last >= self.every or self.done == self.total:
+            print(f"{self.description}: {self.done}/{self.total} ({now - self._began:.0f} s)", file=sys.stderr, flush=True)
+            self._last = now
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+def progress(items: Iterable[_T], total: int, description: str, every: float = 10.0) -> Iterator[_T]:
+    """``items``, counted by a :class:`Ticker`."""
+    with Ticker(total, description, every) as ticker:
+        for item in items:
+            yield item
+            ticker.advance()

@@ -249,6 +249,29 @@ def test_per_pair_override_applies_to_that_pair_only():
     assert params.method_hparams("dkd", "mixup", "resnet56-resnet20").aug_view == "mixup"
 
 
+def test_same_pair_twice_only_with_different_method_params():
+    """presets/ablation.yaml runs R2KD with and without the pruned teacher as two pairs of one
+    teacher -> student; the same pair twice with the same overrides is still a duplicate."""
+    raw = copy.deepcopy(DEFAULT)
+    raw["pairs"]["again"] = dict(raw["pairs"]["wrn_16_2-resnet8"])
+    with pytest.raises(ConfigError, match="listed twice"):
+        parse_params(raw)
+    raw["pairs"]["again"]["method_params"] = {"r2kd": {"teacher_weight": 1.0}}
+    params = parse_params(raw)
+    assert params.method_hparams("r2kd", pair="again").teacher_weight == 1.0
+    assert params.method_hparams("r2kd", pair="wrn_16_2-resnet8").teacher_weight == 0.7
+
+
+def test_ablation_preset_is_the_documented_grid():
+    params = load_params(REPO / "presets" / "ablation.yaml")
+    assert params.methods == ["kd", "r2kd"] and params.augments == ["none", "cutmix"]
+    full, nopruned = params.pairs
+    assert params.method_hparams("r2kd", "cutmix", full).model_dump() == params.method_hparams("r2kd").model_dump()
+    assert params.method_hparams("r2kd", "cutmix", nopruned).teacher_weight == 1.0
+    assert params.method_hparams("kd", "cutmix", full).aug_view == "cutmix"
+    assert params.method_hparams("r2kd", "none", full).aug_view == "none"
+
+
 def test_warnings_for_settings_that_cannot_take_effect():
     with pytest.warns(UserWarning, match="warmup"):
         parse_params(with_change("method_params.dkd", {"warmup": 20}))

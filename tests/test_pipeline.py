@@ -118,7 +118,10 @@ def test_outputs_have_required_content(both_runs):
     md = (dvc_repo / "reports/summary.md").read_text()
     assert "mean ± sample std" in md and "| resnet14-resnet8 | r2kd |" in md
     curves = (dvc_repo / "reports/curves.csv").read_text().splitlines()
-    assert curves[0] == "epoch,test_top1,run" and any("r2kd/default s1" in line for line in curves)
+    # per (pair, method, augment) and epoch: mean, min, max over the n seeds, integer epochs
+    assert curves[0] == "epoch,mean,min,max,n,method,series"
+    assert any(line.endswith(",2,r2kd,resnet14-resnet8 r2kd (default)") for line in curves)
+    assert all(line.split(",")[0].isdigit() for line in curves[1:])
     headline = json.loads((dvc_repo / "reports/metrics.json").read_text())
     assert {"best", "last"} <= set(headline["resnet14-resnet8/r2kd-default"])
     import torch

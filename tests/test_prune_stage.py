@@ -216,8 +216,8 @@ def test_report_shows_agreement_and_kl_columns() -> None:
     teacher = {"arch": "wrn_16_2", "best_top1": 99.0, "last_top1": 98.0, "params": 100, "macs": 200,
                "pruned": {"method": "torch_pruning", "ratio": 0.1, "top1": 90.0, "params": 10, "macs": 20, **_agreement(prune)}}
     text = markdown("digits", [], [teacher])
-    assert "| agreement | KL T=1 | KL T=4 | agreement (eval BN) |" in text
-    assert "torch_pruning, 0.1, round_to 8, fine-tune 2 ep" in text and "| train | 97.50 | 0.0123 | 0.0456 | 99.00 | 0.0010 |" in text
+    assert "| agreement | KL T=1 | KL T=4 | pruned top-1 (BN eval) | agreement (eval BN) |" in text
+    assert "torch_pruning, 0.1, round_to 8, fine-tune 2 ep" in text and "| 97.50 | 0.0123 | 0.0456 | — | 99.00 | 0.0010 |" in text
     old = copy.deepcopy(teacher)
     old["pruned"].update(_agreement({}))  # a prune.json from before the stage measured agreement
     assert "| — | — | — | — | — | — |" in markdown("digits", [], [old])

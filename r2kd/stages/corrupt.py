@@ -19,7 +19,7 @@ from r2kd.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, WORK_SIZE, corru
 from r2kd.data.corrupted import FORMAT
 from r2kd.data.prepared import load_meta, load_prepared, storage_of
 from r2kd.errors import ConfigError
-from r2kd.files import save_checkpoint, sha256_state_dict, write_json
+from r2kd.files import Ticker, save_checkpoint, sha256_state_dict, write_json
 from r2kd.recorded import params_record
 from r2kd.workers import cpu_workers
 
@@ -38,11 +38,11 @@ def select(labels: torch.Tensor, limit: int | None) -> np.ndarray:
 
 
 def build(images: torch.Tensor, labels: torch.Tensor, enabled: bool, limit: int | None, seed: int,
-          workers: int = 1) -> dict:
+          workers: int = 1, on_done=None) -> dict:
     index = select(labels, limit) if enabled else np.zeros(0, dtype=np.int64)
     names = CORRUPTIONS if enabled else ()
     if enabled:
-        corrupted = torch.from_numpy(corrupt_set(images.numpy()[index], index, seed, workers))
+        corrupted = torch.from_numpy(corrupt_set(images.numpy()[index], index, seed, workers, on_done))
     else:
         corrupted = torch.zeros((0, 0, 0, *images.shape[1:]), dtype=torch.uint8)
     return {"images": corrupted, "labels": labels[torch.from_numpy(index)].clone(), "index": torch.from_numpy(index)}, names
@@ -71,7 +71,11 @@ def run(params: Params) -> None:
     # Each image's corruption is a function of its own seed, so processes change no byte
     # (r2kd/workers.py; tests/test_robustness.py).
     workers = cpu_workers(torch.device("cpu"), params.runtime.threads)
-    payload, names = build(images, labels, cfg.corruptions, cfg.corruption_limit, cfg.corruption_seed, workers)
+    count = len(select(labels, cfg.corruption_limit)) if cfg.corruptions else 0
+    with Ticker(len(CORRUPTIONS) if cfg.corruptions else 0,
+                f"corrupt: {count:,} test images x {len(CORRUPTIONS)} corruptions x {len(SEVERITIES)} severities") as ticker:
+        payload, names = build(images, labels, cfg.corruptions, cfg.corruption_limit, cfg.corruption_seed, workers,
+                               ticker.advance)
     save_checkpoint(paths.CORRUPTED_TEST, payload)
     size = meta["image_size"]
     write_json(paths.CORRUPTED_META, {

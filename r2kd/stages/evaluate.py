@@ -20,7 +20,7 @@ from r2kd.config import Params
 from r2kd.data.corrupted import CorruptedData, load_corrupted
 from r2kd.data.loader import BatchIterator
 from r2kd.evaluation import agreement, calibration, evaluate, fit_temperature, kl_divergence, predict, top1
-from r2kd.files import write_json
+from r2kd.files import progress, write_json
 from r2kd.modelfile import arch_spec, load_model
 from r2kd.models.complexity import complexity
 from r2kd.workers import cpu_workers, map_in_order
@@ -71,7 +71,10 @@ def run(params: Params) -> None:
     scored = map_in_order(score, jobs, workers, "evaluate")
     records: list[dict] = []
     teacher_logits: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    for (kind, arch, path, fields), (scores, logits, corr) in zip(jobs, scored):
+    images = labels.numel() + (corrupted.labels.numel() * len(corrupted.meta["corruptions"]) * len(corrupted.meta["severities"])
+                               if corrupted.enabled else 0)
+    for (kind, arch, path, fields), (scores, logits, corr) in progress(
+            zip(jobs, scored), len(jobs), f"evaluate: {len(jobs)} models x {images:,} images"):
         record = {"kind": kind, "path": str(path), "arch": arch, **fields, **scores,
                   "calibration": calibration_scores(logits, labels)}
         if corr is not None:
@@ -85,7 +88,7 @@ def run(params: Params) -> None:
     if corrupted.enabled:
         add_mce(records, params)
     write_json(paths.EVAL, {
-        "dataset": data.meta["name"], "noise_std": NOISE_STD,
+        "dataset": data.meta["name"], "test_count": int(labels.numel()), "noise_std": NOISE_STD,
         "corruptions": {"enabled": corrupted.enabled, "names": corrupted.meta["corruptions"],
                         "families": corrupted.meta["families"], "severities": corrupted.meta["severities"],
                         "count": corrupted.meta["count"], "seed": corrupted.meta["seed"],
@@ -160,6 +163,23 @@ def mce(errors: dict[str, list[float]], baseline: dict[str, list[float]]) -> flo
     return sum(ratios) / len(ratios) if ratios else None
 
 
+def relative_mce(errors: dict[str, list[float]], clean_error: float, baseline: dict[str, list[float]],
+                 baseline_clean_error: float) -> float | None:
+    """Relative mCE (Hendrycks & Dietterich): mean over corruptions c of Σ_s (err(c, s) − err_clean) /
+    Σ_s (err_base(c, s) − err_base_clean), the clean errors on the same (uncorrupted) images. A
+    corruption that does not hurt the baseline (denominator <= 0) has no ratio and is left out."""
+    ratios = []
+    for c in errors:
+        denominator = sum(e - baseline_clean_error for e in baseline[c])
+        if denominator > 0:
+            ratios.append(sum(e - clean_error for e in errors[c]) / denominator)
+    return sum(ratios) / len(ratios) if ratios else None
+
+
+def _clean_error(record: dict) -> float:
+    return 100.0 - record["corruption"]["clean_top1"]
+
+
 def _errors(record: dict) -> dict[str, list[float]]:
     return {c: [100.0 - a for a in v] for c, v in record["corruption"]["top1"].items()}
 
@@ -168,9 +188,15 @@ def add_mce(records: list[dict], params: Params) -> None:
     """mCE of every model, normalised by the `ce` students of the same pair (and augment, for a
     student; the first augment for teachers), their errors averaged over seeds."""
     baselines: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    baseline_clean: dict[tuple[str, str], list[float]] = defaultdict(list)
     for rec in records:
         if rec["kind"] == "student" and rec["method"] == "ce":
             baselines[(rec["pair"], rec["augment"])].append(_errors(rec))
+            baseline_clean[(rec["pair"], rec["augment"])].append(_clean_error(rec))
+
+    def clean(pair: str, augment: str) -> float:
+        values = baseline_clean[(pair, augment)]
+        return sum(values) / len(values)
 
     def baseline(pair: str, augment: str) -> dict[str, list[float]] | None:
         runs = baselines.get((pair, augment))
@@ -182,11 +208,15 @@ def add_mce(records: list[dict], params: Params) -> None:
         if rec["kind"] == "student":
             base = baseline(rec["pair"], rec["augment"])
             rec["corruption"]["mce"] = mce(_errors(rec), base) if base else None
+            rec["corruption"]["relative_mce"] = (relative_mce(_errors(rec), _clean_error(rec), base,
+                                                              clean(rec["pair"], rec["augment"])) if base else None)
             rec["corruption"]["mce_baseline"] = f"{rec['pair']}/ce-{rec['augment']}" if base else None
         else:
-            by_pair = {}
+            by_pair, relative = {}, {}
             for key, pair in params.pairs.items():
                 base = baseline(key, params.augments[0])
                 if pair.teacher == rec["arch"] and base:
                     by_pair[key] = mce(_errors(rec), base)
+                    relative[key] = relative_mce(_errors(rec), _clean_error(rec), base, clean(key, params.augments[0]))
             rec["corruption"]["mce_by_pair"] = by_pair
+            rec["corruption"]["relative_mce_by_pair"] = relative

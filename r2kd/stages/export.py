@@ -26,7 +26,7 @@ import torch
 from r2kd import paths
 from r2kd.config import Params
 from r2kd.errors import UserError
-from r2kd.files import write_bytes, write_json
+from r2kd.files import progress, write_bytes, write_json
 from r2kd.recorded import params_record
 from r2kd.modelfile import arch_spec, load_model
 from r2kd.runs import student_runs
@@ -66,7 +66,8 @@ def run(params: Params) -> None:
     if bench.shape[0] < THROUGHPUT_BATCH:  # a tiny test split: repeat it to fill the batch
         bench = bench.repeat((THROUGHPUT_BATCH + bench.shape[0] - 1) // bench.shape[0], 1, 1, 1)[:THROUGHPUT_BATCH]
     records, timings, failures = [], [], []
-    for item in models(params):
+    items = models(params)
+    for item in progress(items, len(items), f"export: {len(items)} models to ONNX, checked and timed"):
         ident = {k: (str(v) if k == "path" else v) for k, v in item.items()}
         onnx_path = paths.export_file(item["path"])
         try:
