@@ -21,7 +21,9 @@ PRESETS = sorted((REPO / "r2kd/presets").glob("*.yaml"))
 
 
 # the published recipe of each preset: (distill epochs, distill milestones)
-RECIPES = {"cifar100": (240, [150, 180, 210]), "tiny_imagenet": (240, [150, 180, 210]), "imagenet": (100, [30, 60, 90])}
+RECIPES = {"cifar100": (240, [150, 180, 210]), "tiny_imagenet": (240, [150, 180, 210]), "imagenet": (100, [30, 60, 90]),
+           "ablation": (6, [4, 5])}  # the ablation runs on the default digits recipe, on the CPU
+TEACHER_RECIPES = {**RECIPES, "ablation": (20, [12, 16])}
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
@@ -29,8 +31,8 @@ def test_presets_are_valid(preset):
     params = load_params(preset)
     assert (params.distill.epochs, params.distill.milestones) == RECIPES[preset.stem]
     if all(source.pretrained is None for source in params.teachers.values()):
-        assert (params.train_teacher.epochs, params.train_teacher.milestones) == RECIPES[preset.stem]
-    assert params.resources_for("distill").gpu == 1
+        assert (params.train_teacher.epochs, params.train_teacher.milestones) == TEACHER_RECIPES[preset.stem]
+    assert params.resources_for("distill").gpu == (0 if preset.stem == "ablation" else 1)
 
 
 def test_preset_command_writes_params(tmp_path):

@@ -250,7 +250,7 @@ def test_per_pair_override_applies_to_that_pair_only():
 
 
 def test_same_pair_twice_only_with_different_method_params():
-    """presets/ablation.yaml runs R2KD with and without the pruned teacher as two pairs of one
+    """r2kd/presets/ablation.yaml runs R2KD with and without the pruned teacher as two pairs of one
     teacher -> student; the same pair twice with the same overrides is still a duplicate."""
     raw = copy.deepcopy(DEFAULT)
     raw["pairs"]["again"] = dict(raw["pairs"]["wrn_16_2-resnet8"])
@@ -263,7 +263,7 @@ def test_same_pair_twice_only_with_different_method_params():
 
 
 def test_ablation_preset_is_the_documented_grid():
-    params = load_params(REPO / "presets" / "ablation.yaml")
+    params = load_params(REPO / "r2kd" / "presets" / "ablation.yaml")
     assert params.methods == ["kd", "r2kd"] and params.augments == ["none", "cutmix"]
     full, nopruned = params.pairs
     assert params.method_hparams("r2kd", "cutmix", full).model_dump() == params.method_hparams("r2kd").model_dump()

@@ -79,6 +79,7 @@ def test_fingerprint_covers_the_stages_code_and_changes_with_it(tmp_path, monkey
 
     root = make_repo(tmp_path / "repo", override={}, git=False)
     monkeypatch.chdir(root)
+    monkeypatch.setattr("r2kd.stages.record.CHECKOUT", root)  # the code of this copy, as if it ran there
     before = fingerprint("train_teacher", {"lr": 0.1})
     assert fingerprint("train_teacher", {"lr": 0.2}) != before
     assert fingerprint("prune", {"lr": 0.1}) != before

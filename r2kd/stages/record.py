@@ -59,6 +59,9 @@ def library_versions() -> dict[str, str]:
     return {k: v for k, v in versions().items() if k != "platform"}
 
 
+CHECKOUT = Path(__file__).resolve().parents[2]  # the code that runs, wherever the stage runs from
+
+
 def fingerprint(stage: str, *parts: Any) -> str:
     """A stable hash of ``parts`` (params, input hashes, seed, ...) and of the code that computes
     them: the SHA-256 of each source file of ``stage`` (r2kd.stagecode.code_digests, the very stamp
@@ -68,7 +71,7 @@ def fingerprint(stage: str, *parts: Any) -> str:
     instead of mixing epochs trained by two versions of the code. A distill run's result key
     (r2kd.stages.distill.result_key) is one too.
     """
-    parts = [*parts, code_digests(stage), library_versions()]
+    parts = [*parts, code_digests(stage, CHECKOUT), library_versions()]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
