@@ -56,6 +56,7 @@ def work(repo, tmp_path, monkeypatch):
     copy = tmp_path / "work"
     shutil.copytree(repo, copy, symlinks=True)
     monkeypatch.chdir(copy)
+    monkeypatch.setattr("r2kd.stages.record.CHECKOUT", copy)  # fingerprints read this copy's code
     return copy
 
 
