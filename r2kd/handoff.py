@@ -172,9 +172,9 @@ def _newest(path: Path) -> float:
 
 
 def _files(path: Path) -> list[Path]:
-    """A file, or every file inside a folder output (Snakemake may name them one by one, or read the
-    folder's own timestamp file)."""
-    return [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    """A file, or a folder output with everything inside it (Snakemake may name the files one by one,
+    or read the folder's own mtime, or its timestamp file)."""
+    return [path, *path.rglob("*")] if path.is_dir() else [path]
 
 
 def _oldest(path: Path) -> float:

@@ -232,3 +232,20 @@ def test_snakemake_plans_what_dvc_status_says_after_dvc_restores(tmp_path):
     plan = run(["snakemake", "-n", "--cores", "2"], repo).stdout
     assert "distill@wrn_16_2-resnet8-r2kd-default-0" in status and "rule distill:" in plan
     assert "train_teacher@" not in status and "rule train_teacher:" not in plan
+
+
+def test_a_dry_run_between_an_edit_and_its_undo_changes_nothing(built, tmp_path):
+    """On a DVC-built checkout: edit a method's file, `snakemake -n` (it plans that method's
+    students, as `dvc status` shows them), undo the edit: both tools have nothing to do again."""
+    repo = copy(built[1], tmp_path / "dvc")
+    assert "Nothing to be done" in run(["snakemake", "-n", "--cores", "1"], repo).stdout
+    source = repo / "r2kd/methods/r2kd.py"
+    original = source.read_text()
+    source.write_text(original + "\n# an edit\n")
+    assert "distill@resnet14-resnet8-r2kd-default-0" in run(["dvc", "status"], repo).stdout
+    plan = run(["snakemake", "-n", "--cores", "1"], repo).stdout
+    assert "rule distill:" in plan and "r2kd-default" in plan and "/ce-default/" not in plan
+    source.write_text(original)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo).stdout
+    plan = run(["snakemake", "-n", "--cores", "1"], repo)
+    assert "Nothing to be done" in plan.stdout, plan.stdout[-3000:]

@@ -77,14 +77,11 @@ def code(stage):
     text = stamp_text(stage, ROOT)
     path = Path(ROOT, ".r2kd", "code", f"{stage}.json")
     if not path.is_file() or path.read_text() != text:
-        existed = path.is_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        if not existed:  # dated when the code last changed, not when Snakemake first saw it
-            newest = max(Path(ROOT, f).stat().st_mtime for f in code_files(stage, ROOT))
-            os.utime(path, (newest, newest))
+        write_stamp(path, text)
+        # dated when the code last changed, not when Snakemake noticed: a dry run between an edit and
+        # its undo then changes nothing (the undone file is no newer than results DVC vouches for)
+        newest = max(Path(ROOT, f).stat().st_mtime for f in code_files(stage, ROOT))
+        os.utime(path, (newest, newest))
     return str(path.relative_to(ROOT))
 
 
