@@ -11,11 +11,10 @@ pixel, so there the stem uses stride 1 (8 px ends at 1x1); the parameters are un
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
+from r2kd.models.layers import init_weights
 from r2kd.models.registry import register
 
 WIDTH_MULT = 0.5
@@ -87,19 +86,8 @@ class MobileNetV2(nn.Module):
         self.conv2 = _conv_bn_relu(channels, LAST_CHANNELS, 1, 1)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Linear(LAST_CHANNELS, num_classes))
-        self._init_weights()
+        init_weights(self)
 
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)

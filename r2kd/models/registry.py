@@ -7,6 +7,7 @@ if/elif chain.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Protocol
 
 from torch import nn
@@ -29,3 +30,13 @@ def register(name: str) -> Callable[[Builder], Builder]:
         return builder
 
     return decorate
+
+
+def register_variants(variants: dict[str, tuple], network: Callable[..., nn.Module]) -> None:
+    """Register each ``name: args`` as ``network(*args, num_classes, in_channels, input_size)``."""
+    for name, args in variants.items():
+        register(name)(partial(_build_variant, network, args))
+
+
+def _build_variant(network, args, *, num_classes: int, in_channels: int, input_size: int):
+    return network(*args, num_classes, in_channels, input_size)

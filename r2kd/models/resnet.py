@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from r2kd.models.registry import register
+from r2kd.models.registry import register_variants
 
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -50,9 +50,15 @@ class ResNet(nn.Module):
     classifier_path = "fc"
 
     def __init__(
-        self, depth: int, widths: tuple[int, int, int, int], num_classes: int, in_channels: int = 3
+        self,
+        depth: int,
+        widths: tuple[int, int, int, int],
+        num_classes: int,
+        in_channels: int = 3,
+        input_size: int = 32,
     ) -> None:
         super().__init__()
+        del input_size  # global pooling makes the network size-agnostic
         if (depth - 2) % 6:
             raise ValueError(f"basic-block ResNet depth must be 6n+2, got {depth}")
         blocks_per_stage = (depth - 2) // 6
@@ -100,14 +106,4 @@ _VARIANTS = {
     "resnet32x4": (32, _WIDE),
 }
 
-
-def _builder(depth: int, widths: tuple[int, int, int, int]):
-    def build(*, num_classes: int, in_channels: int, input_size: int) -> ResNet:
-        del input_size  # global pooling makes the network size-agnostic
-        return ResNet(depth, widths, num_classes, in_channels)
-
-    return build
-
-
-for _name, (_depth, _widths) in _VARIANTS.items():
-    register(_name)(_builder(_depth, _widths))
+register_variants(_VARIANTS, ResNet)

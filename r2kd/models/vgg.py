@@ -12,13 +12,12 @@ below 1x1 (tiny inputs such as the 8x8 digits) becomes a parameter-free ``nn.Ide
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from r2kd.models.registry import register
+from r2kd.models.layers import init_weights
+from r2kd.models.registry import register_variants
 
 _CONFIGS: dict[str, tuple[tuple[int, ...], ...]] = {
     "vgg8": ((64,), (128,), (256,), (512,), (512,)),
@@ -84,20 +83,7 @@ class VGG(nn.Module):
         self.pool0, self.pool1, self.pool2, self.pool3 = p0, p1, p2, p3
         self.pool4 = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(cfg[4][-1], num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool0(F.relu(self.block0(x)))
@@ -108,12 +94,4 @@ class VGG(nn.Module):
         return self.classifier(self.pool4(x).flatten(1))
 
 
-def _builder(cfg: tuple[tuple[int, ...], ...]):
-    def build(*, num_classes: int, in_channels: int, input_size: int) -> VGG:
-        return VGG(cfg, num_classes, in_channels, input_size)
-
-    return build
-
-
-for _name, _cfg in _CONFIGS.items():
-    register(_name)(_builder(_cfg))
+register_variants({name: (cfg,) for name, cfg in _CONFIGS.items()}, VGG)

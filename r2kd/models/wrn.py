@@ -7,13 +7,12 @@ channels, so this version flattens instead and stores no widths.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from r2kd.models.registry import register
+from r2kd.models.layers import init_weights
+from r2kd.models.registry import register_variants
 
 
 class BasicBlock(nn.Module):
@@ -57,8 +56,11 @@ class NetworkBlock(nn.Module):
 class WideResNet(nn.Module):
     classifier_path = "fc"
 
-    def __init__(self, depth: int, widen: int, num_classes: int, in_channels: int = 3) -> None:
+    def __init__(
+        self, depth: int, widen: int, num_classes: int, in_channels: int = 3, input_size: int = 32
+    ) -> None:
         super().__init__()
+        del input_size  # global pooling makes the network size-agnostic
         if (depth - 4) % 6:
             raise ValueError(f"WRN depth must be 6n+4, got {depth}")
         n = (depth - 4) // 6
@@ -70,18 +72,7 @@ class WideResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(widths[3])
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[3], num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear_std=None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block3(self.block2(self.block1(self.conv1(x))))
@@ -91,14 +82,4 @@ class WideResNet(nn.Module):
 
 _VARIANTS = {"wrn_16_1": (16, 1), "wrn_16_2": (16, 2), "wrn_40_1": (40, 1), "wrn_40_2": (40, 2)}
 
-
-def _builder(depth: int, widen: int):
-    def build(*, num_classes: int, in_channels: int, input_size: int) -> WideResNet:
-        del input_size  # global pooling makes the network size-agnostic
-        return WideResNet(depth, widen, num_classes, in_channels)
-
-    return build
-
-
-for _name, (_depth, _widen) in _VARIANTS.items():
-    register(_name)(_builder(_depth, _widen))
+register_variants(_VARIANTS, WideResNet)

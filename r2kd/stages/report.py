@@ -120,12 +120,8 @@ def run(params: Params) -> None:
 def robustness(ev: dict) -> dict:
     """The headline robustness numbers of one eval.json record (None where not measured)."""
     corr = ev.get("corruption") or {}
-    mce = corr.get("mce")
-    if mce is None and corr.get("mce_by_pair"):
-        mce = statistics.fmean(corr["mce_by_pair"].values())
-    relative = corr.get("relative_mce")
-    if relative is None and corr.get("relative_mce_by_pair"):
-        relative = statistics.fmean(corr["relative_mce_by_pair"].values())
+    mce, relative = (corr.get(k) if corr.get(k) is not None or not corr.get(f"{k}_by_pair")
+                     else statistics.fmean(corr[f"{k}_by_pair"].values()) for k in ("mce", "relative_mce"))
     corrupted = (100.0 - corr["mean_error"]) if corr else None
     subset_clean = corr.get("clean_top1")
     return {
@@ -160,10 +156,8 @@ def aggregate(records: list[dict]) -> list[dict]:
         row = {"dataset": dataset, "pair": recs[0]["pair"], "teacher": teacher, "student": student,
                "method": method, "augment": augment, "aug_view": recs[0]["aug_view"], "n": len(recs),
                "seeds": [r["seed"] for r in recs], "params": recs[0]["params"], "macs": recs[0]["macs"]}
-        for key in ("best_top1", "last_top1", "noisy_top1", "ece"):
-            row[f"{key}_mean"], row[f"{key}_std"] = mean_std([r[key] for r in recs])
-        for key in ("eval_top1", "mce", "relative_mce", "subset_clean_top1", "corruption_top1", "corruption_drop", "agreement",
-                    "agreement_corrupted", "ece_scaled"):
+        for key in ("best_top1", "last_top1", "noisy_top1", "ece", "eval_top1", "mce", "relative_mce", "subset_clean_top1",
+                    "corruption_top1", "corruption_drop", "agreement", "agreement_corrupted", "ece_scaled"):
             values = [r[key] for r in recs if r.get(key) is not None]
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std(values) if values else (None, None)
         by_sev = [r["top1_by_severity"] for r in recs if r.get("top1_by_severity")]
@@ -233,10 +227,6 @@ def _agreement(prune: dict) -> dict:
     }
 
 
-def _num(value: float | None, fmt: str) -> str:
-    return "—" if value is None else format(value, fmt)
-
-
 def _pruned_label(p: dict) -> str:
     extra = ""
     if p.get("round_to"):
@@ -263,15 +253,16 @@ def compact_metrics(groups: list[dict], teachers: list[dict]) -> dict:
     return out
 
 
-def _pm(mean: float, std: float, fmt: str = ".2f") -> str:
-    return f"{mean:{fmt}} ± {std:{fmt}}"
+def _header(*columns: str) -> list[str]:
+    """A markdown table's header and separator rows."""
+    return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
 
 
 def _pmo(group: dict, key: str, fmt: str = ".2f") -> str:
     """mean ± std of ``key`` in a group, or — where it was not measured."""
     if group.get(f"{key}_mean") is None:
         return "—"
-    return _pm(group[f"{key}_mean"], group[f"{key}_std"], fmt)
+    return f"{group[f'{key}_mean']:{fmt}} ± {group[f'{key}_std']:{fmt}}"
 
 
 def _opt(value: float | None, fmt: str = ".2f") -> str:
@@ -417,8 +408,8 @@ def ablation_markdown(rows: list[dict]) -> list[str]:
              f"seeds the variant is above / below). Rule: {NOISE_RULE}; {_rule_here(rows)}; **\\*** marks those. "
              "*Last* and *best* "
              "are on the full test split, *corrupted* on the corrupted subset (see Robustness).", "",
-             "| variant | pair | method (augment) | reference | n | Δ last top-1 | Δ best top-1 | Δ corrupted top-1 |",
-             "|---|---|---|---|---|---|---|---|"]
+             *_header("variant", "pair", "method (augment)", "reference", "n", "Δ last top-1", "Δ best top-1",
+                      "Δ corrupted top-1")]
     for r in rows:
         pair = r["pair"] + "".join(f" (= {p}: identical runs)" for p in r.get("also_pairs", []))
         lines.append(f"| {r['variant']} | {pair} | {r['method']} ({r['augment']}) | {r['reference']} | "
@@ -440,32 +431,31 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict], b: dict | N
         "last model's expected calibration error (15 bins). *Published* is mdistiller's CIFAR-100 number "
         "where the setting matches.", "",
         f"## Teachers ({test_basis(b)})", "",
-        f"| teacher | best top-1 | last top-1 | params | MACs | pruned (method, ratio) | pruned top-1 (BN {mode}) | "
-        "pruned params | pruned MACs | agreement | KL T=1 | KL T=4 | pruned top-1 (BN eval) | agreement (eval BN) | "
-        "KL T=4 (eval BN) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *_header("teacher", "best top-1", "last top-1", "params", "MACs", "pruned (method, ratio)",
+                 f"pruned top-1 (BN {mode})", "pruned params", "pruned MACs", "agreement", "KL T=1", "KL T=4",
+                 "pruned top-1 (BN eval)", "agreement (eval BN)", "KL T=4 (eval BN)"),
     ]
     for t in teachers:
         p = t["pruned"]
         lines.append(f"| {t['arch']} | {t['best_top1']:.2f} | {t['last_top1']:.2f} | {t['params']:,} | {t['macs']:,} | "
                      f"{_pruned_label(p)} | {p['top1']:.2f} | {p['params']:,} | {p['macs']:,} | "
-                     f"{_num(p.get('agreement'), '.2f')} | {_num(p.get('kl_t1'), '.4f')} | {_num(p.get('kl_t4'), '.4f')} | "
-                     f"{_num(p.get('top1_eval_bn'), '.2f')} | {_num(p.get('agreement_eval'), '.2f')} | "
-                     f"{_num(p.get('kl_t4_eval'), '.4f')} |")
+                     f"{_opt(p.get('agreement'), '.2f')} | {_opt(p.get('kl_t1'), '.4f')} | {_opt(p.get('kl_t4'), '.4f')} | "
+                     f"{_opt(p.get('top1_eval_bn'), '.2f')} | {_opt(p.get('agreement_eval'), '.2f')} | "
+                     f"{_opt(p.get('kl_t4_eval'), '.4f')} |")
     lines += ["", f"*Pruned top-1 (BN {mode})* is THE pruned-teacher figure (`r2kd show` and metrics.json show the same): "
               "the pruned teacher in the BatchNorm mode distillation uses (train = batch statistics, shuffled test "
               "batches of 64). *Agreement*: % of test images where the pruned teacher's top-1 class equals the "
               "teacher's; *KL*: mean KL(teacher ‖ pruned) of the softmax outputs at temperature T; the eval-BN "
               "columns measure the same in eval mode."]
     lines += ["", f"## Students ({test_basis(b)})", "",
-              "| pair | method | augment (view) | n | best top-1 | last top-1 | noisy top-1 | ECE | published | params | MACs |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              *_header("pair", "method", "augment (view)", "n", "best top-1", "last top-1", "noisy top-1", "ECE",
+                       "published", "params", "MACs")]
     for g in groups:
         pub = f"{g['published_top1']:.2f}" if g["published_top1"] is not None else "—"
         lines.append(
             f"| {g['pair']} | {g['method']} | {g['augment']} ({g['aug_view']}) | {g['n']} | "
-            f"{_pm(g['best_top1_mean'], g['best_top1_std'])} | {_pm(g['last_top1_mean'], g['last_top1_std'])} | "
-            f"{_pm(g['noisy_top1_mean'], g['noisy_top1_std'])} | {g['ece_mean']:.3f} | {pub} | {g['params']:,} | {g['macs']:,} |")
+            f"{_pmo(g, 'best_top1')} | {_pmo(g, 'last_top1')} | "
+            f"{_pmo(g, 'noisy_top1')} | {g['ece_mean']:.3f} | {pub} | {g['params']:,} | {g['macs']:,} |")
     n_test, n_sub = b.get("test_count"), b.get("corrupted_count")
     full_col = f"clean top-1 (full test, {n_test:,})" if n_test else "clean top-1 (full test)"
     sub_col = f"clean top-1 (subset, {n_sub:,})" if n_sub else "clean top-1 (subset)"
@@ -481,9 +471,8 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict], b: dict | N
               "images (Hendrycks & Dietterich's relative mCE); *agreement* is top-1 "
               "agreement with the teacher (clean / corrupted); ECE before → after temperature scaling "
               "(cross-fitted on two halves of the test split).", "",
-              f"| pair | method | augment | n | {full_col} | {sub_col} | corrupted top-1 | drop | mCE | rel. mCE | "
-              "agreement (clean) | agreement (corrupted) | ECE | ECE, T-scaled |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              *_header("pair", "method", "augment", "n", full_col, sub_col, "corrupted top-1", "drop", "mCE", "rel. mCE",
+                       "agreement (clean)", "agreement (corrupted)", "ECE", "ECE, T-scaled")]
     for t in teachers:
         for label, r in ((f"teacher {t['arch']}", t), (f"pruned {t['arch']} (BN eval)", t["pruned"])):
             lines.append(f"| — | {label} | — | 1 | {_opt(r.get('eval_top1'))} | {_opt(r.get('subset_clean_top1'))} | "
@@ -494,7 +483,7 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict], b: dict | N
             f"| {g['pair']} | {g['method']} | {g['augment']} | {g['n']} | {_pmo(g, 'eval_top1')} | "
             f"{_pmo(g, 'subset_clean_top1')} | {_pmo(g, 'corruption_top1')} | {_pmo(g, 'corruption_drop')} | "
             f"{_pmo(g, 'mce', '.3f')} | {_pmo(g, 'relative_mce', '.3f')} | {_pmo(g, 'agreement')} | "
-            f"{_pmo(g, 'agreement_corrupted')} | {_pm(g['ece_mean'], g['ece_std'], '.3f')} | {_pmo(g, 'ece_scaled', '.3f')} |")
+            f"{_pmo(g, 'agreement_corrupted')} | {_pmo(g, 'ece', '.3f')} | {_pmo(g, 'ece_scaled', '.3f')} |")
     lines += ablation_markdown(ablation_rows or [])
     lines += ["", "![test accuracy per epoch](accuracy_per_epoch.png)", "",
               "![accuracy per method](accuracy_per_method.png)", "",
@@ -503,41 +492,43 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict], b: dict | N
     return "\n".join(lines)
 
 
+def _rich_table(title: str, columns: tuple[str, ...], left: tuple[str, ...], rows: list[tuple]) -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="left" if col in left else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def print_table(dataset: str, groups: list[dict], teachers: list[dict], b: dict | None = None,
                 ablation_rows: list[dict] | None = None) -> None:
     console = Console(width=max(Console().width, 120))  # a table, not a wrapped mess, in logs and CI
     b = b or {"dataset": dataset}
     # The headline columns only, so both tables fit 120 columns; reports/summary.md has them all.
-    teacher_table = Table(title=f"{dataset}: teachers and the pruned second teacher ({test_basis(b)})")
-    for col in ("teacher", "best top-1", "last top-1", "pruned copy", "pruned top-1", "agreement", "KL T=4", "params"):
-        teacher_table.add_column(col, justify="left" if col in ("teacher", "pruned copy") else "right")
-    for t in teachers:
-        p = t["pruned"]
-        teacher_table.add_row(t["arch"], f"{t['best_top1']:.2f}", f"{t['last_top1']:.2f}", _pruned_label(p),
-                              f"{p['top1']:.2f} (BN {p.get('top1_bn_mode', 'eval')})",
-                              _num(p.get("agreement"), ".2f"), _num(p.get("kl_t4"), ".4f"), f"{t['params']:,} -> {p['params']:,}")
-    console.print(teacher_table)
+    console.print(_rich_table(
+        f"{dataset}: teachers and the pruned second teacher ({test_basis(b)})",
+        ("teacher", "best top-1", "last top-1", "pruned copy", "pruned top-1", "agreement", "KL T=4", "params"),
+        ("teacher", "pruned copy"),
+        [(t["arch"], f"{t['best_top1']:.2f}", f"{t['last_top1']:.2f}", _pruned_label(p),
+          f"{p['top1']:.2f} (BN {p.get('top1_bn_mode', 'eval')})", _opt(p.get("agreement"), ".2f"),
+          _opt(p.get("kl_t4"), ".4f"), f"{t['params']:,} -> {p['params']:,}") for t in teachers for p in [t["pruned"]]]))
     console.print("[dim]pruned top-1: the pruned copy in the BatchNorm mode distillation uses (as in reports/summary.md); "
                   "agreement: top-1 agreement (%) with the teacher.[/]" if teachers else "")
-    table = Table(title=f"{dataset}: student test top-1 (%), mean ± std over seeds ({test_basis(b)})")
-    for col in ("pair", "method (view)", "n", "best top-1", "last top-1", "mCE", "agree", "ECE"):
-        table.add_column(col, justify="right" if col not in ("pair", "method (view)") else "left")
-    for g in groups:
-        view = g["aug_view"] if g["augment"] == "default" else f"{g['augment']}: {g['aug_view']}"
-        table.add_row(g["pair"], f"{g['method']} ({view})", str(g["n"]),
-                      _pm(g["best_top1_mean"], g["best_top1_std"]), _pm(g["last_top1_mean"], g["last_top1_std"]),
-                      _pmo(g, "mce", ".2f"), _pmo(g, "agreement", ".1f"), f"{g['ece_mean']:.3f}")
-    console.print(table)
+    console.print(_rich_table(
+        f"{dataset}: student test top-1 (%), mean ± std over seeds ({test_basis(b)})",
+        ("pair", "method (view)", "n", "best top-1", "last top-1", "mCE", "agree", "ECE"), ("pair", "method (view)"),
+        [(g["pair"], f"{g['method']} ({g['aug_view'] if g['augment'] == 'default' else g['augment'] + ': ' + g['aug_view']})",
+          str(g["n"]), _pmo(g, "best_top1"), _pmo(g, "last_top1"), _pmo(g, "mce", ".2f"), _pmo(g, "agreement", ".1f"),
+          f"{g['ece_mean']:.3f}") for g in groups]))
     console.print(f"[dim]mCE: corruption error relative to the pair's ce student on the {corrupted_basis(b)} (lower "
                   "is better); agree: top-1 agreement (%) with the teacher on the clean test set.[/]")
     if ablation_rows:
-        abl = Table(title="ablation: variant − full R2KD, paired by seed (pp, mean ± std)")
-        for col in ("variant", "pair", "n", "Δ last top-1", "Δ best top-1", "Δ corrupted"):
-            abl.add_column(col, justify="left" if col in ("variant", "pair") else "right")
-        for r in ablation_rows:
-            abl.add_row(r["variant"], r["pair"], str(len(r["seeds"])),
-                        *[_diff_cell(r[m]).replace(" **\\***", " *") for m, _ in ABLATION_METRICS])
-        console.print(abl)
+        console.print(_rich_table(
+            "ablation: variant − full R2KD, paired by seed (pp, mean ± std)",
+            ("variant", "pair", "n", "Δ last top-1", "Δ best top-1", "Δ corrupted"), ("variant", "pair"),
+            [(r["variant"], r["pair"], str(len(r["seeds"])),
+              *[_diff_cell(r[m]).replace(" **\\***", " *") for m, _ in ABLATION_METRICS]) for r in ablation_rows]))
         console.print("[dim]* the 95 % paired-t interval excludes 0 (reports/summary.md states the rule).[/]")
     console.print("[dim]best = best epoch (selected on test, the paper's convention); last = final epoch. "
                   "Full report: reports/summary.md[/]")
