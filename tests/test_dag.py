@@ -21,7 +21,7 @@ from closure import CLI, STAGE_MODULES, closure, stage_closure
 from conftest import REPO, make_repo, run
 from r2kd import paths
 from r2kd.config import load_params
-from r2kd.dag import load_stages, upstream_outputs
+from dvc_stages import load_stages, upstream_outputs
 from r2kd.runs import student_runs
 from r2kd.pipeline import METHODS as METHOD_SPECS
 from r2kd.pipeline import CHECK_CMD

@@ -226,7 +226,7 @@ def test_every_result_records_the_params_its_stage_reruns_on(both_runs):
     """Every stage's result records the values of every params.yaml key of its stage in dvc.yaml,
     as validated: what Snakemake asks a result (r2kd/recorded.py) has an answer."""
     from r2kd.config import section
-    from r2kd.dag import load_stages
+    from dvc_stages import load_stages
     from r2kd.recorded import made_with
 
     dvc_repo = both_runs[0]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import zlib
 from math import prod
-from pathlib import Path
 
 import numpy as np
 
@@ -50,14 +49,3 @@ def decompress(packed: bytes, source: str) -> bytes:
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{source}: corrupt or truncated gzip file: {exc}") from exc
 
-
-def read_idx(path: Path, ndim: int, source: str | None = None) -> np.ndarray:
-    """Read a raw or gzip-compressed (by ``.gz`` suffix) IDX file."""
-    source = source or str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if path.suffix == ".gz":
-        raw = decompress(raw, source)
-    return parse_idx(raw, source, ndim)

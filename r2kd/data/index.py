@@ -28,7 +28,6 @@ from r2kd.data.registry import FileList
 from r2kd.errors import DataError
 
 HASHES = ("sha256", "size")
-INDEX_KEYS = {"files", "labels", "sizes", "sha256"}
 
 
 def encode_files(files: list[str]) -> torch.Tensor:

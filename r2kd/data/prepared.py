@@ -146,11 +146,7 @@ def storage_of(meta: dict[str, Any]) -> str:
 
 
 def _load_split(out_dir: Path, split: str, meta: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    path = out_dir / f"{split}.pt"
-    try:
-        obj = load_checkpoint(path)
-    except CheckpointError as exc:
-        raise DataError(f"prepared data: {exc}; rerun the prepare stage") from exc
+    path, obj = _load_obj(out_dir, split)
     if not isinstance(obj, dict) or set(obj) != {"images", "labels"}:
         raise DataError(f"{path} is not a prepared split (expected keys 'images' and 'labels'); rerun prepare")
     images, labels = obj["images"], obj["labels"]
@@ -159,11 +155,24 @@ def _load_split(out_dir: Path, split: str, meta: dict[str, Any]) -> tuple[torch.
         raise DataError(f"{path}: images are not uint8 {expected_shape} as meta.json says; rerun prepare")
     if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or tuple(labels.shape) != expected_shape[:1]:
         raise DataError(f"{path}: labels are not int64 ({expected_shape[0]},) as meta.json says; rerun prepare")
+    _check_labels_and_hash(path, obj, meta, split)
+    return images, labels
+
+
+def _load_obj(out_dir: Path, split: str) -> tuple[Path, Any]:
+    path = Path(out_dir) / f"{split}.pt"
+    try:
+        return path, load_checkpoint(path)
+    except CheckpointError as exc:
+        raise DataError(f"prepared data: {exc}; rerun the prepare stage") from exc
+
+
+def _check_labels_and_hash(path: Path, obj: dict[str, torch.Tensor], meta: dict[str, Any], split: str) -> None:
+    labels = obj["labels"]
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= meta["num_classes"]):
         raise DataError(f"{path}: labels outside 0..{meta['num_classes'] - 1}; rerun prepare")
     if sha256_state_dict(obj) != meta["content_sha256"][split]:
         raise DataError(f"{path} does not match meta.json (another run's file, or modified); rerun prepare")
-    return images, labels
 
 
 def load_meta(out_dir: Path) -> dict[str, Any]:
@@ -192,11 +201,7 @@ def load_prepared(out_dir: Path) -> PreparedData:
 
 def load_index(out_dir: Path, split: str, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
     """One split's index of a streamed dataset (r2kd/data/index.py), checked against meta.json."""
-    path = Path(out_dir) / f"{split}.pt"
-    try:
-        obj = load_checkpoint(path)
-    except CheckpointError as exc:
-        raise DataError(f"prepared data: {exc}; rerun the prepare stage") from exc
+    path, obj = _load_obj(out_dir, split)
     keys = {"files", "labels", "sizes", "sha256"}
     if not isinstance(obj, dict) or set(obj) != keys or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise DataError(f"{path} is not a streamed split index (expected tensors {sorted(keys)}); rerun prepare")
@@ -208,11 +213,7 @@ def load_index(out_dir: Path, split: str, meta: dict[str, Any]) -> dict[str, tor
             raise DataError(f"{path}: {key!r} is not {dtype} {shape} as meta.json says; rerun prepare")
     if obj["files"].dtype != torch.uint8 or obj["files"].ndim != 1:
         raise DataError(f"{path}: 'files' is not a uint8 byte string; rerun prepare")
-    labels = obj["labels"]
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= meta["num_classes"]):
-        raise DataError(f"{path}: labels outside 0..{meta['num_classes'] - 1}; rerun prepare")
-    if sha256_state_dict(obj) != meta["content_sha256"][split]:
-        raise DataError(f"{path} does not match meta.json (another run's file, or modified); rerun prepare")
+    _check_labels_and_hash(path, obj, meta, split)
     return obj
 
 

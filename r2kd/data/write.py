@@ -11,7 +11,7 @@ every dataset parser.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -43,17 +43,19 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """
     if images.shape[0] == 0:
         raise DataError("the training split is empty; cannot compute normalisation statistics")
+    return histogram_stats(np.bincount(images[:, c].numpy().ravel(), minlength=256).astype(np.int64)
+                           for c in range(images.shape[1]))
+
+
+def histogram_stats(histograms: Iterable[np.ndarray]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and population std in [0, 1] units from each channel's 256-bin histogram."""
     values = np.arange(256, dtype=np.int64)
     means, stds = [], []
-    for c in range(images.shape[1]):
-        counts = np.bincount(images[:, c].numpy().ravel(), minlength=256).astype(np.int64)
-        n = int(counts.sum())
-        s1 = int((counts * values).sum())
-        s2 = int((counts * values * values).sum())
+    for counts in histograms:
+        n, s1, s2 = int(counts.sum()), int((counts * values).sum()), int((counts * values * values).sum())
         mean = s1 / n
-        var = max(s2 / n - mean * mean, 0.0)
         means.append(mean / 255.0)
-        stds.append(var**0.5 / 255.0)
+        stds.append(max(s2 / n - mean * mean, 0.0) ** 0.5 / 255.0)
     return means, stds
 
 
@@ -113,7 +115,12 @@ def prepare(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | No
     # Listing the files is cheap next to decoding them; auto needs the train count to decide.
     indexed = indexer.index(cfg) if indexer is not None and cfg.storage != "memory" else None
     storage = choose_storage(cfg, len(indexed.train.files) if indexed is not None else None)
-    return PREPARERS[storage](cfg, Path(out_dir), indexed, checksums, workers)
+    if storage == "stream":  # chosen only for datasets with an indexer, so ``indexed`` is set
+        # Imported here: the streaming writer pulls in torchvision (1.4 s), which in-memory sets never use.
+        from r2kd.data.write_stream import prepare_stream
+
+        return prepare_stream(cfg, Path(out_dir), indexed, workers)
+    return prepare_memory(cfg, Path(out_dir), checksums=checksums)
 
 
 def prepare_memory(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -164,17 +171,3 @@ def prepare_memory(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, st
     }
 
     return write_prepared(out_dir, splits, meta)
-
-
-# storage -> writer; "stream" is chosen only for datasets with an indexer, so ``indexed`` is set there
-PREPARERS = {
-    "memory": lambda cfg, out_dir, indexed, checksums, workers: prepare_memory(cfg, out_dir, checksums=checksums),
-    "stream": lambda cfg, out_dir, indexed, checksums, workers: _prepare_stream(cfg, out_dir, indexed, workers),
-}
-
-
-def _prepare_stream(cfg: DataConfig, out_dir: Path, indexed: Any, workers: int) -> Any:
-    # Imported here: the streaming writer pulls in torchvision (1.4 s), which in-memory sets never use.
-    from r2kd.data.write_stream import prepare_stream
-
-    return prepare_stream(cfg, out_dir, indexed, workers)

@@ -23,6 +23,7 @@ from r2kd.data.index import build_index, decode_files
 from r2kd.data.prepared import FORMAT_VERSION, SPLITS, write_prepared
 from r2kd.data.registry import IndexedDataset
 from r2kd.data.transforms import eval_view, to_chw
+from r2kd.data.write import histogram_stats
 from r2kd.errors import DataError
 from r2kd.files import sha256_state_dict
 
@@ -53,13 +54,7 @@ def sample_stats(root: Path, files: list[str], resize: int, size: int, threads: 
     picks = np.unique(np.linspace(0, len(files) - 1, num=min(count, len(files))).round().astype(np.int64))
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:  # PIL decodes without the GIL
         counts = sum(pool.map(lambda i: _histograms(root, files[i], resize, size), picks.tolist()))
-    values = np.arange(256, dtype=np.int64)
-    means, stds = [], []
-    for c in counts:
-        n, s1, s2 = int(c.sum()), int((c * values).sum()), int((c * values * values).sum())
-        mean = s1 / n
-        means.append(mean / 255.0)
-        stds.append(max(s2 / n - mean * mean, 0.0) ** 0.5 / 255.0)
+    means, stds = histogram_stats(counts)
     return means, stds, int(picks.size)
 
 

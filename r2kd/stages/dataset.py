@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Union
 
 import torch
 
@@ -40,8 +40,8 @@ class Data:
         return (self.meta["channels"], self.meta["image_size"], self.meta["image_size"])
 
 
-def _memory(meta: dict, batch_size: int, device: torch.device, generator: torch.Generator | None,
-            workers: int) -> tuple[Batches, Batches]:
+def _memory(meta: dict, batch_size: int, device: torch.device,
+            generator: torch.Generator | None) -> tuple[Batches, Batches]:
     prepared = load_prepared(paths.PREPARED)
     common = dict(batch_size=batch_size, mean=meta["mean"], std=meta["std"], device=device)
     train = BatchIterator(prepared.train_images, prepared.train_labels, train=True, generator=generator,
@@ -66,20 +66,14 @@ def stream_iterators(out_dir: Path, meta: dict, batch_size: int, device: torch.d
     return out[0], out[1]
 
 
-def _stream(meta: dict, batch_size: int, device: torch.device, generator: torch.Generator | None,
-            workers: int) -> tuple[Batches, Batches]:
-    return stream_iterators(paths.PREPARED, meta, batch_size, device, generator, workers)
-
-
-# meta.json "storage" -> (train, test) iterators
-LOADERS: dict[str, Callable[..., tuple[Batches, Batches]]] = {"memory": _memory, "stream": _stream}
-
-
 def load_data(batch_size: int, device: torch.device, generator: torch.Generator | None, *,
               workers: int = DEFAULT_WORKERS) -> Data:
     """``workers``: DataLoader processes of a streamed set (params ``runtime.workers``); unused in memory."""
     meta = load_meta(paths.PREPARED)
-    train, test = LOADERS[storage_of(meta)](meta, batch_size, device, generator, workers)
+    if storage_of(meta) == "stream":
+        train, test = stream_iterators(paths.PREPARED, meta, batch_size, device, generator, workers)
+    else:
+        train, test = _memory(meta, batch_size, device, generator)
     return Data(meta=meta, train=train, test=test, files=data_files())
 
 

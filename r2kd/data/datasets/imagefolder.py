@@ -46,51 +46,22 @@ def _load(path: Path, size: int) -> np.ndarray:
         raise DataError(f"{path} is not a readable image: {exc}") from exc
 
 
-def _read_split(
-    split_dir: Path, classes: list[str], size: int, limit: int | None, root: Path, sources: dict[str, str]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    index = {c: i for i, c in enumerate(classes)}
-    images, labels = [], []
-    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        if class_dir.name not in index:
-            raise DataError(
-                f"{class_dir} is a class that {root / 'train'} does not have; classes come from train/"
-            )
-        files = _files(class_dir)
-        if limit is not None:
-            files = files[:limit]
-        for path in files:
-            sources[path.relative_to(root).as_posix()] = digests(path)[1]
-            images.append(_load(path, size))
-            labels.append(index[class_dir.name])
-    if not images:
-        raise DataError(f"{split_dir} holds no images (extensions: {', '.join(sorted(EXTENSIONS))})")
-    return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)
-
-
 @register("imagefolder")
 def build_imagefolder(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
-    root = Path(cfg.root)
+    root, classes, test_dir = _layout(cfg)
     size = cfg.image_size
     assert size is not None  # DataConfig requires it for imagefolder
-    train_dir = root / "train"
-    if not train_dir.is_dir():
-        raise DataError(
-            f"imagefolder: {train_dir.resolve()} not found; put one folder of images per class in "
-            f"{train_dir.resolve()}/<class>/ and the held-out images in {(root / 'val').resolve()}/<class>/"
-        )
-    test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
-    if test_dir is None:
-        raise DataError(
-            f"imagefolder: neither {(root / 'val').resolve()} nor {(root / 'test').resolve()} exists; "
-            f"put the held-out images in {(root / 'val').resolve()}/<class>/"
-        )
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
-    if not classes:
-        raise DataError(f"imagefolder: {train_dir.resolve()} has no class folders")
     sources: dict[str, str] = {}
-    train_images, train_labels = _read_split(train_dir, classes, size, cfg.train_limit, root, sources)
-    test_images, test_labels = _read_split(test_dir, classes, size, cfg.test_limit, root, sources)
+
+    def read(split: FileList) -> tuple[torch.Tensor, torch.Tensor]:
+        images = []
+        for rel in split.files:
+            sources[rel] = digests(root / rel)[1]
+            images.append(_load(root / rel, size))
+        return torch.from_numpy(np.stack(images)), torch.tensor(split.labels, dtype=torch.int64)
+
+    train_images, train_labels = read(list_split(root / "train", classes, cfg.train_limit, root))
+    test_images, test_labels = read(list_split(test_dir, classes, cfg.test_limit, root))
     return RawDataset(
         train_images=train_images,
         train_labels=train_labels,
@@ -137,8 +108,7 @@ def train_classes(root: Path, dataset: str, test_hint: str) -> list[str]:
     return classes
 
 
-@register_index("imagefolder")
-def index_imagefolder(cfg: DataConfig) -> IndexedDataset:
+def _layout(cfg: DataConfig) -> tuple[Path, list[str], Path]:
     root = Path(cfg.root)
     classes = train_classes(root, "imagefolder", f"{(root / 'val').resolve()}/<class>/")
     test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
@@ -147,6 +117,12 @@ def index_imagefolder(cfg: DataConfig) -> IndexedDataset:
             f"imagefolder: neither {(root / 'val').resolve()} nor {(root / 'test').resolve()} exists; "
             f"put the held-out images in {(root / 'val').resolve()}/<class>/"
         )
+    return root, classes, test_dir
+
+
+@register_index("imagefolder")
+def index_imagefolder(cfg: DataConfig) -> IndexedDataset:
+    root, classes, test_dir = _layout(cfg)
     return IndexedDataset(
         train=list_split(root / "train", classes, cfg.train_limit, root),
         test=list_split(test_dir, classes, cfg.test_limit, root),

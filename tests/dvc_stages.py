@@ -2,7 +2,6 @@
 
 The Snakemake rules (workflow/rules/) are written by hand; tests/test_dag.py compares Snakemake's
 jobs with these stages (commands, inputs, outputs, params keys), so the two DAGs cannot drift.
-Imports DVC: used by tests, not by the pipeline's stages.
 """
 
 from __future__ import annotations
