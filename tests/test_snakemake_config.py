@@ -114,7 +114,8 @@ def test_an_override_reaches_the_job_its_result_and_dvc_status_but_not_dvc_lock(
     lock = (root / "dvc.lock").read_text()
     meta = json.loads((root / "data/prepared/meta.json").read_text())
     limit = meta["params"]["data"]["train_limit"]
-    result = run(["snakemake", "--cores", "1", "--config", f"data={{train_limit: {limit - 2}}}", "prepare"], root)
+    # (--config takes every word after it: targets go first)
+    result = run(["snakemake", "prepare", "--cores", "1", "--config", f"data={{train_limit: {limit - 2}}}"], root)
     out = result.stdout + result.stderr
     meta = json.loads((root / "data/prepared/meta.json").read_text())
     assert meta["params"]["data"]["train_limit"] == limit - 2  # the job read the override
