@@ -72,8 +72,9 @@ def effective_params():
         return raw, load_params(os.path.join(ROOT, "params.yaml")), "params.yaml", []
     given = [source for source, _ in layers]
     params = parse_params(raw, source=f"params.yaml with {' '.join(given)}")
-    text = (f"# params.yaml with Snakemake's {' '.join(given)}\n# (written by workflow/rules/common.smk; "
-            "the jobs of that run read this file)\n" + yaml.safe_dump(raw, sort_keys=False))
+    header = (f"# params.yaml with Snakemake's {' '.join(given)}\n# (written by workflow/rules/common.smk; "
+              "the jobs of that run read this file)")
+    text = f"{header}\n{yaml.safe_dump(raw, sort_keys=False)}"
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     path = Path(ROOT, ".r2kd", "snakemake", f"params-{digest}.yaml")  # never rewritten under a running job
     if not path.is_file():
