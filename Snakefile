@@ -14,7 +14,18 @@ container: "docker://condaforge/miniforge3:24.9.2-0"
 report: "workflow/report/workflow.rst"
 
 
+# Snakemake's config is params.yaml; `--config section='{key: value}'` and `--configfile f.yaml`
+# override it for one run, validated like it (docs/snakemake.md).
+configfile: "params.yaml"
+
+
 include: "workflow/rules/common.smk"
+
+
+# The params file the jobs read (params.yaml, or the effective file of a run with overrides), also
+# in jobs that run elsewhere (SLURM).
+envvars:
+    "R2KD_PARAMS",
 
 
 # Names that become paths and arguments: the same character sets r2kd/config.py enforces.

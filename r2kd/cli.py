@@ -56,7 +56,12 @@ def _schema(args: argparse.Namespace) -> None:
 
     from r2kd.config import json_schema
 
-    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+    print(json.dumps(schema_document(json_schema()), indent=2, sort_keys=True))
+
+
+def schema_document(schema: dict) -> dict:
+    """The schema as a file: with its `$schema` dialect, which `snakemake.utils.validate` requires."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
 def _show(args: argparse.Namespace) -> None:
@@ -112,7 +117,7 @@ def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], int | Non
                 placement = launch.place(nproc, params.runtime.device, params.resources_for(module).jobs_per_gpu)
                 status = launch.relaunch(nproc, sys.argv[1:], placement)
                 if not status:
-                    handoff.note_result(name)
+                    handoff.note_result(name, args.params)
                 return status
         # In a torchrun world the launcher (or, under a user's own torchrun, rank 0) holds the lock.
         lock_here = not launch.in_world() or (launch.is_global_main() and not os.environ.get(launch.LOCK_HELD_ENV))
@@ -125,7 +130,7 @@ def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], int | Non
             else:
                 importlib.import_module(f"r2kd.stages.{module}").run(params, *values)
             if lock_here:
-                handoff.note_result(name)
+                handoff.note_result(name, args.params)
         return None
 
     return call
@@ -144,7 +149,10 @@ ARG_HELP = {"teacher": "a key of `teachers` in params.yaml", "pair": "a key of `
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r2kd", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help=argparse.SUPPRESS)  # tests use a copy
+    from r2kd.recorded import params_file
+
+    # tests use a copy; Snakemake's jobs, run with --config overrides, the file $R2KD_PARAMS names
+    parser.add_argument("--params", default=params_file(), help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("check", help="validate params.yaml and exit")

@@ -33,25 +33,31 @@ DVC_REPO_LOCK = Path(".dvc/tmp/lock")  # DVC's repo lock (zc.lockfile: an flock 
 PARAMS = Path("params.yaml")
 
 
-def _params_digest() -> str:
+def _params_digest(path: str | Path = PARAMS) -> str:
     try:
-        return hashlib.sha256(PARAMS.read_bytes()).hexdigest()
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
         return ""
 
 
-def note_result(stage: str) -> None:
-    """After stage ``stage`` (DVC's name, e.g. "distill@p-kd-default-0") succeeded outside DVC."""
+def note_result(stage: str, params: str | Path = PARAMS) -> None:
+    """After stage ``stage`` (DVC's name, e.g. "distill@p-kd-default-0") succeeded outside DVC, having
+    read the params file ``params``: the note holds that file's digest (and its name), so a result
+    made with Snakemake --config overrides (.r2kd/snakemake/params.yaml) never passes for one made
+    with params.yaml."""
     if os.environ.get("DVC_STAGE") or not Path(".dvc").is_dir():
         return  # DVC records what it runs itself; without DVC there is nothing to tell
     NOTES.mkdir(parents=True, exist_ok=True)
     tmp = NOTES / f".{stage}.tmp"
-    tmp.write_text(_params_digest() + "\n")
+    tmp.write_text(f"{_params_digest(params)}\n{params}\n")
     os.replace(tmp, NOTES / stage)
 
 
 def _dvc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
+    from r2kd.recorded import PARAMS_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != PARAMS_ENV}  # DVC's stages read params.yaml
+    return subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True, env=env)
 
 
 def record_in_dvc(say=print) -> list[str]:
@@ -64,14 +70,24 @@ def record_in_dvc(say=print) -> list[str]:
         return []
     now = _params_digest()
     notes = sorted(p for p in NOTES.iterdir() if not p.name.startswith("."))
-    due, stale = [], []
+    due, stale, overridden = [], [], []
     for note in notes:
-        made_with = note.read_text().strip()
-        (due if made_with == now else stale).append(note.name)
+        made_with, _, source = note.read_text().strip().partition("\n")
+        if made_with == now:
+            due.append(note.name)
+        elif source and Path(source).resolve() != PARAMS.resolve():
+            overridden.append(note.name)
+        else:
+            stale.append(note.name)
     for name in stale:  # made with a params.yaml that has changed since: DVC must not call it current
         (NOTES / name).unlink(missing_ok=True)
         say(f"r2kd: not recording {name} in dvc.lock: params.yaml changed after it ran, so DVC will "
             "rerun it")
+    for name in overridden:  # made with other values than params.yaml's: DVC must not call it current
+        (NOTES / name).unlink(missing_ok=True)
+    if overridden:
+        say(f"r2kd: {len(overridden)} result(s) made with snakemake --config/--configfile overrides "
+            f"({overridden[0]}, ...); not recorded in dvc.lock (`dvc status` shows them modified)")
     if not due:
         return []
     if _dvc("repro", "--quiet", "--single-item", "check").returncode != 0:  # DVC's gate files, deps of every stage

@@ -11,6 +11,7 @@ Snakemake parses the workflow.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,27 @@ if TYPE_CHECKING:
     from r2kd.config import Params
 
 UNRECORDED = object()
+
+PARAMS_FILE = "params.yaml"
+PARAMS_ENV = "R2KD_PARAMS"  # the params file Snakemake's jobs read (workflow/rules/common.smk)
+OVERRIDES = "snakemake_config_overrides"  # a result's mark of params that are not params.yaml's
+
+
+def params_file() -> str:
+    """The params file a stage command reads: params.yaml, or, in a Snakemake job run with
+    --config/--configfile overrides, the effective params Snakemake validated and wrote
+    (``$R2KD_PARAMS``, .r2kd/snakemake/params.yaml). A DVC stage always reads params.yaml, the file
+    DVC tracks, whatever the environment says."""
+    if os.environ.get("DVC_STAGE"):
+        return PARAMS_FILE
+    return os.environ.get(PARAMS_ENV) or PARAMS_FILE
+
+
+def overridden() -> str | None:
+    """The effective params file when this process reads another file than params.yaml."""
+    path = params_file()
+    return None if Path(path).resolve() == Path(PARAMS_FILE).resolve() else path
+
 
 def stage_keys(stage: str, **args: Any) -> list[str]:
     """The params.yaml keys a stage reads (the pipeline table, r2kd/pipeline.py): each is listed under
@@ -37,7 +59,15 @@ def params_record(params: Params, stage: str, **wildcards: Any) -> dict[str, Any
     """The values of a stage's keys, as its result records them (under "params")."""
     from r2kd.config import section
 
-    return {key: section(params, key) for key in stage_keys(stage, **wildcards)}
+    record = {key: section(params, key) for key in stage_keys(stage, **wildcards)}
+    return mark_overrides(record)
+
+
+def mark_overrides(record: dict[str, Any]) -> dict[str, Any]:
+    """A result made with Snakemake --config/--configfile overrides says so next to its values
+    (which are the effective ones): ``"snakemake_config_overrides": "<the params file it read>"``."""
+    other = overridden()
+    return {**record, OVERRIDES: other} if other else record
 
 
 def recorded_value(recorded: dict[str, Any], dotted: str) -> Any:

@@ -87,7 +87,7 @@ def assert_same_dag(root: Path) -> None:
         assert job is not None, f"no Snakemake job writes the outputs of {stage.name}: {stage.outs}"
         assert job["rule"] == stage.group, stage.name
         expected = {p for dep in stage.deps for p in expand_dep(dep, stages, root)}
-        stamps = [p for p in job["input"] if p.startswith(".r2kd/params/")]
+        stamps = [p for p in job["input"] if p.startswith(".r2kd/snakemake/params/")]
         data_index = [p for p in job["input"] if p.startswith(".r2kd/data/")]
         assert bool(data_index) == (load_params(root / "params.yaml").data.root in stage.deps), stage.name
         # Snakemake's code inputs list the SHA-256 of each source file: the same files as DVC's deps

@@ -19,6 +19,7 @@ from r2kd import paths
 from r2kd.config import Params, section
 from r2kd.errors import UserError
 from r2kd.files import sha256_file, write_json
+from r2kd.recorded import mark_overrides
 from r2kd.runtime import effective_amp
 from r2kd.stagecode import code_digests
 
@@ -80,7 +81,7 @@ def provenance(params: Params, keys: list[str], inputs: dict[str, str], seed: in
     return {
         **identity,
         "seed": seed,
-        "params": {key: section(params, key) for key in keys},
+        "params": mark_overrides({key: section(params, key) for key in keys}),
         "inputs_sha256": inputs,
         "versions": versions(),
         "device": str(device),

@@ -24,17 +24,80 @@ from r2kd.runs import student_runs
 from r2kd.stagecode import code_files, stamp_text
 from r2kd.yamlfile import read_yaml
 
-if config:
-    raise WorkflowError(
-        "r2kd reads every parameter from params.yaml; --config/--configfile would be ignored. "
-        "Edit params.yaml (or use `dvc exp run -S key=value`) instead."
-    )
+# --- params: params.yaml with Snakemake's --config / --configfile (docs/snakemake.md) ------------
+# Snakemake reads params.yaml as its `configfile:` (PyYAML, YAML 1.1) and merges the command line's
+# overrides into `config`. The values the jobs run with are read here with r2kd's reader, which
+# refuses what YAML 1.1 and 1.2 (DVC) read differently: params.yaml, each --configfile, and each
+# --config value (`key=YAML`, e.g. `distill='{lr: 0.02}'`, merged into the section as Snakemake
+# merges). r2kd's own validation names any bad key; then `config` holds these values and
+# snakemake.utils.validate checks them against workflow/schemas/params.schema.json. With overrides,
+# the effective params go to a file the jobs read ($R2KD_PARAMS, passed to SLURM jobs by the
+# Snakefile's `envvars:`): their results record those values and say they were overridden, and the
+# hand-off to DVC leaves them out of dvc.lock (r2kd/handoff.py).
+import copy
+
+import yaml
+from snakemake.utils import update_config, validate
+
+from r2kd.config import parse_params
+from r2kd.recorded import PARAMS_ENV
+from r2kd.yamlfile import parse_yaml
+
+
+def command_line_params():
+    """The --configfile files, then the --config entries, as (what the user wrote, values)."""
+    settings = workflow.config_settings
+    layers = [(f"--configfile {os.path.relpath(f, ROOT)}", read_yaml(Path(f))) for f in settings.configfiles or ()]
+    args = settings.config_args
+    if isinstance(args, (list, tuple)) and all(isinstance(a, str) and "=" in a for a in args):
+        for arg in args:  # the command line's text, read as YAML by r2kd's reader
+            key, _, text = arg.partition("=")
+            layers.append((f"--config {arg}", {key: parse_yaml(text, f"--config {key}")}))
+    elif settings.config:  # called through the API: what Snakemake parsed
+        layers.append(("--config", copy.deepcopy(dict(settings.config))))
+    for source, values in layers:
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: must be a mapping of params.yaml sections")
+    return layers
+
+
+def effective_params():
+    """(raw values, validated Params, the file the jobs read, the overrides given)."""
+    base = read_yaml(Path(ROOT, "params.yaml"))
+    layers = command_line_params()
+    raw = {} if workflow.config_settings.replace_workflow_config and layers else copy.deepcopy(base)
+    for _, values in layers:
+        update_config(raw, values)
+    if raw == base:
+        return raw, load_params(os.path.join(ROOT, "params.yaml")), "params.yaml", []
+    given = [source for source, _ in layers]
+    params = parse_params(raw, source=f"params.yaml with {' '.join(given)}")
+    header = (f"# params.yaml with Snakemake's {' '.join(given)}\n# (written by workflow/rules/common.smk; "
+              "the jobs of that run read this file)")
+    text = f"{header}\n{yaml.safe_dump(raw, sort_keys=False)}"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    path = Path(ROOT, ".r2kd", "snakemake", f"params-{digest}.yaml")  # never rewritten under a running job
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".tmp").write_text(text)
+        os.replace(path.with_suffix(".tmp"), path)
+    if read_yaml(path) != raw:
+        raise UserError(f"{' '.join(given)}: the values do not survive a YAML round trip; use --configfile")
+    return raw, params, str(path.relative_to(ROOT)), given
+
 
 try:
-    PARAMS = load_params(os.path.join(ROOT, "params.yaml"))
-    RAW_PARAMS = read_yaml(Path(ROOT, "params.yaml"))
+    RAW_PARAMS, PARAMS, PARAMS_FILE, OVERRIDES = effective_params()
 except UserError as exc:
     raise WorkflowError(str(exc)) from None
+config.clear()
+config.update(copy.deepcopy(RAW_PARAMS))  # what the jobs run with, as Snakemake's `config`
+validate(config, "../schemas/params.schema.json", set_default=False)
+os.environ[PARAMS_ENV] = PARAMS_FILE  # what `workflow/scripts/r2kd <stage>` reads (r2kd/recorded.py)
+if OVERRIDES:
+    print(f"r2kd: jobs read {PARAMS_FILE}: params.yaml with {' '.join(OVERRIDES)}; their results record "
+          "these values and stay out of dvc.lock", file=sys.stderr)
+# --- end params -----------------------------------------------------------------------------------
 
 # Files DVC restored or rewrote with the same content are dated after their inputs, so Snakemake
 # plans what `dvc status` says (r2kd/handoff.py align_with_dvc; a stat of each file when nothing moved).
@@ -140,7 +203,7 @@ def params_stamp(name, dvc_stage, record, *keys):
       rewritten stamp is dated now, and a new one long ago unless dvc.lock says DVC made this
       stage's outputs with other values.
     """
-    path = Path(ROOT, ".r2kd", "params", f"{name}.json")
+    path = Path(ROOT, ".r2kd", "snakemake", "params", f"{name}.json")  # reruns read "updated input files: <this>"
     values = {key: resolved(key) for key in keys}
     text = json.dumps(values, sort_keys=True)
     held = path.read_text() if path.is_file() else None
@@ -149,11 +212,18 @@ def params_stamp(name, dvc_stage, record, *keys):
     if made is False:
         digest = hashlib.sha256(record.read_bytes()).hexdigest()
         newest = max(f.stat().st_mtime for f in record.parent.iterdir() if f.is_file())
+        changed = changed_keys(json.loads(record.read_text())["params"], values)  # made_with read it
+        say_changed(name, changed)
         if stale_record(held) != digest or path.stat().st_mtime <= newest:
-            write_stamp(path, json.dumps({**values, STALE: {"record": digest, "noticed_ns": time.time_ns()}},
-                                         sort_keys=True))
+            write_stamp(path, json.dumps({**values, STALE: {"record": digest, "noticed_ns": time.time_ns(),
+                                                            "changed": changed}}, sort_keys=True))
         return str(path.relative_to(ROOT))
     if held != text:
+        if held is not None and made is None:  # a stamp dated now: say which values changed
+            try:
+                say_changed(name, changed_keys(json.loads(held), values))
+            except (ValueError, AttributeError):
+                pass
         write_stamp(path, text)
     if made is True:
         if path.stat().st_mtime != 0:
@@ -163,6 +233,35 @@ def params_stamp(name, dvc_stage, record, *keys):
         if recorded is None or recorded == {key: raw_value(key) for key in keys}:
             os.utime(path, (0, 0))
     return str(path.relative_to(ROOT))
+
+
+def changed_keys(recorded, values):
+    """The dotted params keys whose value differs from what a record holds (e.g. distill.lr)."""
+    from r2kd.recorded import recorded_value
+
+    found = []
+
+    def walk(key, old, new):
+        if isinstance(old, dict) and isinstance(new, dict):
+            for part in sorted(set(old) | set(new)):
+                walk(f"{key}.{part}", old.get(part, STALE), new.get(part, STALE))
+        elif old != new:
+            found.append(key)
+
+    for key, value in values.items():
+        walk(key, recorded_value(recorded, key), value)
+    return found
+
+
+SAID = set()
+
+
+def say_changed(job, changed):
+    """Why a job reruns, in words: Snakemake's own reason names only the params stamp it reads."""
+    if tuple(changed) not in SAID:
+        SAID.add(tuple(changed))
+        print(f"r2kd: {job} (and each job like it) reruns: params changed: {', '.join(changed) or '?'} "
+              "(Snakemake's reason names its params stamp, .r2kd/snakemake/params/...)", file=sys.stderr)
 
 
 def stale_record(text):
