@@ -15,12 +15,11 @@ CORRUPTED_META = CORRUPTED / "meta.json"
 # The `evaluate` stage's one output (deterministic).
 EVAL = REPORTS / "eval.json"
 # The `export` stage: ONNX files under EXPORT, mirroring runs/ (export_file); EXPORT_RECORD is
-# deterministic (hashes, sizes, check verdicts, failures); LATENCY holds what a clock measured
-# (latency, throughput, the measured logit differences): read by the report only, never cached as a
-# result other stages depend on.
+# deterministic (hashes, sizes, check verdicts, failures). LATENCY holds what a clock measured
+# (latency, throughput, the measured logit differences): outside every output, like TIMING, so a
+# rerun changes no tracked hash; the report's latency plot reads it when it is there.
 EXPORT = RUNS / "export"
 EXPORT_RECORD = EXPORT / "export.json"
-LATENCY = EXPORT / "latency.json"
 # Written by the `check` stage once params.yaml validates; every other stage depends on it, so
 # neither tool runs a stage (or deletes its outputs) for a params.yaml that did not validate.
 CHECKED = RUNS / "checked.txt"
@@ -30,6 +29,7 @@ CODE_STAMPS = RUNS / "code"
 # and a checkpoint there would be lost exactly when it is needed.
 STATE = Path(".r2kd/state")
 TIMING = Path(".r2kd/timing")  # wall-clock times: not results, so outside every output
+LATENCY = TIMING / "export-latency.json"
 LOCK = Path(".r2kd/lock")
 GPU_SLOTS = Path(".r2kd/gpu-slots")  # r2kd.gpu_slots: which job holds which GPU
 

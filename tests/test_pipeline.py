@@ -153,6 +153,16 @@ def test_forced_identical_rerun_leaves_downstream_up_to_date(both_runs):
     assert "Data and pipelines are up to date" in run(["dvc", "status"], dvc_repo).stdout
 
 
+def test_a_rerun_export_changes_no_tracked_hash(both_runs):
+    """Its wall-clock numbers live in .r2kd/timing/, outside every output: a forced rerun of export
+    leaves export and report current (they used to be marked modified)."""
+    dvc_repo, *_ = both_runs
+    run(["dvc", "repro", "-f", "-s", "export"], dvc_repo)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], dvc_repo).stdout
+    assert not (dvc_repo / "runs/export/latency.json").exists()
+    assert (dvc_repo / ".r2kd/timing/export-latency.json").is_file()
+
+
 def test_a_failed_rerun_loses_nothing_dvc_restores_the_last_good_result(both_runs):
     dvc_repo, *_ = both_runs
     good = {name: sha256_file(dvc_repo / STUDENT / name) for name in ("model.pt", "metrics.json", "log.csv")}

@@ -7,8 +7,9 @@ onnxruntime on the CPU (batch-1 latency p50/p95, batch-64 throughput).
 Two records:
 * runs/export/export.json — deterministic (same bytes on every run): per model its ONNX path, SHA-256,
   size, exporter, opset and check verdict; and every failure, naming the architecture and operator;
-* runs/export/latency.json — what a clock measured (latency, throughput, the measured logit
-  differences, the machine): different on every run; only the report reads it.
+* .r2kd/timing/export-latency.json — what a clock measured (latency, throughput, the measured
+  logit differences, the machine), outside the outputs: different on every run; only the report
+  reads it, so a rerun of export changes no tracked hash.
 
 A model that fails to export or to match is recorded and the others are still exported; with
 ``export.strict: true`` (the default) the stage then exits non-zero, naming every failure.

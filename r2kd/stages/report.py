@@ -140,7 +140,7 @@ def robustness(ev: dict) -> dict:
 
 
 def read_latency(params: Params) -> dict:
-    """runs/export/latency.json (wall-clock numbers, read by the report only), or {} without export."""
+    """The export stage's wall-clock numbers (.r2kd/timing/, outside every output), or {} without them."""
     if not params.export.onnx or not paths.LATENCY.is_file():
         return {}
     return read_json(paths.LATENCY)

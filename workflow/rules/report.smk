@@ -62,7 +62,7 @@ rule export:
         code("export"),
         params_stamp=rule_stamp("export"),
     output:
-        # ONNX files mirroring runs/, export.json (deterministic) and latency.json (a clock's numbers)
+        # ONNX files mirroring runs/ and export.json (deterministic); timings go to .r2kd/timing/
         directory("runs/export"),
     log:
         "logs/export.log",
