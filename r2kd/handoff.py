@@ -187,17 +187,17 @@ LOCK_PATHS = Path(".r2kd/dvc-lock-paths.json")  # _lock_stages' answer, for the 
 def _lock_stages() -> dict[str, dict[str, list[str]]]:
     """Each stage's dep and out paths in dvc.lock. Parsing dvc.lock is most of align_with_dvc's time
     (about 1 s at 1,000 student runs: 2.5 MB, mostly params values), and Snakemake parses its rules on
-    every call, so the paths are kept in LOCK_PATHS with dvc.lock's size, mtime and inode (DVC
-    replaces the file whenever it writes it) and read again only when those change."""
+    every call, so the paths are kept in LOCK_PATHS with the SHA-256 of the dvc.lock they came from
+    (a few ms to hash) and parsed again only when the file's content changes."""
     import json
 
     import yaml
 
     try:
-        stat = os.stat("dvc.lock")
+        text = Path("dvc.lock").read_bytes()
     except OSError:
         return {}
-    key = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+    key = hashlib.sha256(text).hexdigest()
     try:
         kept = json.loads(LOCK_PATHS.read_text())
         if kept["dvc.lock"] == key:
@@ -205,10 +205,10 @@ def _lock_stages() -> dict[str, dict[str, list[str]]]:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     try:
-        lock = yaml.load(Path("dvc.lock").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+        lock = yaml.load(text.decode(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
         stages = {name: {kind: [entry["path"] for entry in stage.get(kind, [])] for kind in ("deps", "outs")}
                   for name, stage in lock.get("stages", {}).items()}
-    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
+    except (UnicodeDecodeError, yaml.YAMLError, AttributeError, KeyError, TypeError):
         return {}
     try:
         LOCK_PATHS.parent.mkdir(parents=True, exist_ok=True)
