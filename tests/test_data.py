@@ -944,6 +944,21 @@ def test_own_copy_of_mnist_verifies_by_content_and_meta_says_so(tmp_path, form):
     assert load_prepared(tmp_path / "out").meta["verified"] == meta["verified"]
 
 
+def test_a_distribution_package_layout_is_found_and_verified(tmp_path):
+    """Debian's dataset-fashion-mnist installs the four re-gzipped files straight in
+    /usr/share/datasets/fashion-mnist/ (no torchvision folders): data.root pointing there works, and
+    the files are verified by their contents (checked by hand against the real package, 2026-12-06)."""
+    built = make_idx(tmp_path / "raw", compress=True)
+    sums = official_idx_sums(built)
+    flat = tmp_path / "usr-share-datasets-mnist"
+    flat.mkdir()
+    for name, array in built["arrays"].items():
+        (flat / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(array), compresslevel=9, mtime=777))
+    meta = prepare(DataConfig(name="mnist", root=str(flat)), tmp_path / "out", checksums=sums)
+    assert meta["verified"] == {"by": "official", "files": {
+        f"{n}.gz": {"by": "official", "how": "MD5 of the official decompressed contents"} for n in mnist.FILES}}
+
+
 def test_read_only_root_is_never_written(tmp_path):
     """data.root as a distribution installs it: read-only. Tests run as root, where chmod does not
     stop writes, so the proof is that nothing under root changed or appeared."""

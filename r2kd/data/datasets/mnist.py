@@ -1,6 +1,7 @@
 """MNIST, Kuzushiji-MNIST and Fashion-MNIST from their IDX files.
 
-Files go where torchvision puts them: ``<root>/MNIST/raw/``, ``<root>/KMNIST/raw/``,
+Files go where torchvision puts them (or straight in ``<root>``, as a distribution's package installs
+them): ``<root>/MNIST/raw/``, ``<root>/KMNIST/raw/``,
 ``<root>/FashionMNIST/raw/``, each holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
 ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, gzip-compressed (``.gz``, used when present)
 or not. A file is verified by its contents: see :func:`read_verified`. With
@@ -113,7 +114,9 @@ FASHION_MNIST_MD5 = _table("FashionMNIST", (
 def _locate(layout: IdxLayout, cfg: DataConfig, name: str, checksums: Mapping[str, str]) -> tuple[Path, str]:
     root = Path(cfg.root)
     raw_rel = f"{layout.folder}/raw/{name}"
-    for rel in (raw_rel + ".gz", raw_rel):
+    # torchvision's folders first, then the files straight in data.root, as a distribution's package
+    # installs them (e.g. Debian's dataset-fashion-mnist: /usr/share/datasets/fashion-mnist/*.gz)
+    for rel in (raw_rel + ".gz", raw_rel, name + ".gz", name):
         if (root / rel).is_file():
             return root / rel, rel
     rel = raw_rel + ".gz"
@@ -134,9 +137,9 @@ def read_verified(
     plain file when its MD5 is the official uncompressed one. A file pinned in data.checksums
     (``pins``) is accepted when its SHA-256 is the pinned one, and only then.
     """
-    raw_rel = rel.removesuffix(".gz")
-    name = Path(raw_rel).name
-    gz_sum, raw_sum = checksums.get(raw_rel + ".gz"), checksums.get(raw_rel)
+    name = Path(rel.removesuffix(".gz")).name
+    official_rel = f"{layout.folder}/raw/{name}"  # the sums are the file's, wherever it was found
+    gz_sum, raw_sum = checksums.get(official_rel + ".gz"), checksums.get(official_rel)
     try:
         packed = path.read_bytes()
     except OSError as exc:
