@@ -34,6 +34,7 @@ _TRAIN = ("r2kd/distributed.py", "r2kd/evaluation.py", "r2kd/gpu_slots.py", "r2k
           "r2kd/fast/graphs.py", "r2kd/modelfile.py",
           "r2kd/models", "r2kd/optim.py", "r2kd/runtime.py", "r2kd/stages/dataset.py", "r2kd/stages/record.py",
           "r2kd/train.py",
+          "r2kd/recorded.py",  # r2kd.stages.record: which params file the stage read (R2KD_PARAMS)
           "r2kd/stagecode.py")  # r2kd.stages.record keys resume state on the stage's code
 
 

@@ -355,15 +355,8 @@ def test_a_method_edit_or_a_new_pruned_teacher_makes_exactly_its_students_stale(
     assert {s for s in snakemake_planned(root) if s.startswith("distill@")} == kd_students
     kd_file.write_text(original)  # back as it was: DVC compares content, nothing to do
     assert dvc_changed(root) - {"check"} == set()  # (check reruns: its dep r2kd/ has a new mtime)
-    # Snakemake compares dates (the stamp of kd.py is rewritten once more): as if it had rerun the kd
-    # students and what reads them
-    assert {s for s in snakemake_planned(root) if s.startswith("distill@")} == kd_students
-    later = time.time() + 1
-    for stage in load_stages(root):
-        if stage.name in kd_students or stage.group in ("evaluate", "export", "report"):
-            for out in stage.outs:
-                for path in [root / out, *(root / out).rglob("*")]:
-                    os.utime(path, (later, later))
+    # and Snakemake agrees: the stamp is dated when kd.py last changed, and the results DVC vouches for
+    # are dated after their inputs (r2kd/handoff.py align_with_dvc): the dry run above changed nothing
     assert snakemake_planned(root) == set()
 
     # what a new pruned teacher does: its file changes, then each pair's pins are rewritten

@@ -20,7 +20,7 @@ from r2kd.data import datasets as _datasets  # noqa: F401  (fills the registry)
 from r2kd.config import DataConfig, Runtime
 from r2kd.data.prepared import FORMAT_VERSION, SPLITS, write_prepared
 from r2kd.data.registry import DATASETS, INDEXERS, RawDataset
-from r2kd.data.storage import choose_storage
+from r2kd.data.storage import choose_storage, histogram_stats
 from r2kd.errors import DataError
 from r2kd.files import sha256_state_dict
 
@@ -45,18 +45,6 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
         raise DataError("the training split is empty; cannot compute normalisation statistics")
     return histogram_stats(np.bincount(images[:, c].numpy().ravel(), minlength=256).astype(np.int64)
                            for c in range(images.shape[1]))
-
-
-def histogram_stats(histograms: Iterable[np.ndarray]) -> tuple[list[float], list[float]]:
-    """Per-channel mean and population std in [0, 1] units from each channel's 256-bin histogram."""
-    values = np.arange(256, dtype=np.int64)
-    means, stds = [], []
-    for counts in histograms:
-        n, s1, s2 = int(counts.sum()), int((counts * values).sum()), int((counts * values * values).sum())
-        mean = s1 / n
-        means.append(mean / 255.0)
-        stds.append(max(s2 / n - mean * mean, 0.0) ** 0.5 / 255.0)
-    return means, stds
 
 
 def _check_raw(raw: RawDataset, name: str) -> None:

@@ -23,7 +23,7 @@ from r2kd.data.index import build_index, decode_files
 from r2kd.data.prepared import FORMAT_VERSION, SPLITS, write_prepared
 from r2kd.data.registry import IndexedDataset
 from r2kd.data.transforms import eval_view, to_chw
-from r2kd.data.write import histogram_stats
+from r2kd.data.storage import histogram_stats
 from r2kd.errors import DataError
 from r2kd.files import sha256_state_dict
 
