@@ -60,8 +60,10 @@ CORES ?= $(shell nproc 2>/dev/null || echo 2)
 snakemake: env
 	$(BIN)/snakemake --cores $(CORES)
 
+# The tests, one worker per core; a file's tests stay on one worker (they share its built checkouts).
+TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test: env
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 test-fast: env
 	$(BIN)/python -m pytest -q -m "not slow"

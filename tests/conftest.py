@@ -110,6 +110,23 @@ def make_repo(dest: Path, override: dict | None = None, git: bool = True) -> Pat
     return dest
 
 
+@pytest.fixture(scope="session")
+def built_checkouts(tmp_path_factory):
+    """The tiny DAG built once per test session, by `dvc repro` and by `snakemake --cores 2`:
+    (dvc_repo, smk_repo, dvc_log, smk_log). Tests that change a checkout work on a copy (copy_repo)."""
+    base = tmp_path_factory.mktemp("built")
+    dvc_repo, smk_repo = make_repo(base / "dvc"), make_repo(base / "smk")
+    dvc_log = run(["dvc", "repro"], dvc_repo)
+    smk_log = run(["snakemake", "--cores", "2"], smk_repo)
+    return dvc_repo, smk_repo, dvc_log, smk_log
+
+
+def copy_repo(source: Path, dest: Path) -> Path:
+    """A copy of a built checkout, dates and links kept (what the tools compare)."""
+    shutil.copytree(source, dest, symlinks=True)
+    return dest
+
+
 @pytest.fixture
 def tiny_repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo")

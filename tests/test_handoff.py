@@ -34,13 +34,12 @@ def results(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """One checkout built by Snakemake and one by DVC, each committed to git as a user would."""
+def built(tmp_path_factory, built_checkouts):
+    """One checkout built by Snakemake and one by DVC (copies of the session's), each committed to
+    git as a user would."""
     base = tmp_path_factory.mktemp("handoff")
-    smk = make_repo(base / "smk")
-    log = run(["snakemake", "--cores", "2"], smk)
-    dvc = make_repo(base / "dvc")
-    run(["dvc", "repro"], dvc)
+    dvc_built, smk_built, _, log = built_checkouts
+    smk, dvc = copy(smk_built, base / "smk"), copy(dvc_built, base / "dvc")
     for repo in (smk, dvc):
         run(["git", "add", "-A"], repo)
         run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "results"], repo)

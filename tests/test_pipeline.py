@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_repo, run
+from conftest import copy_repo, make_repo, run
 from r2kd import paths
 from r2kd.config import load_params
 from r2kd.files import sha256_file
@@ -42,13 +42,11 @@ def comparable(path: Path):
 
 
 @pytest.fixture(scope="module")
-def both_runs(tmp_path_factory):
+def both_runs(tmp_path_factory, built_checkouts):
+    """This module's own copies of the session's two built checkouts (its tests change them)."""
     base = tmp_path_factory.mktemp("pipeline")
-    dvc_repo = make_repo(base / "dvc")
-    smk_repo = make_repo(base / "smk")
-    dvc_log = run(["dvc", "repro"], dvc_repo)
-    smk_log = run(["snakemake", "--cores", "2"], smk_repo)
-    return dvc_repo, smk_repo, dvc_log, smk_log
+    dvc_repo, smk_repo, dvc_log, smk_log = built_checkouts
+    return copy_repo(dvc_repo, base / "dvc"), copy_repo(smk_repo, base / "smk"), dvc_log, smk_log
 
 
 def test_dvc_and_snakemake_give_identical_outputs(both_runs):
