@@ -13,7 +13,7 @@ Snakemake, or a stage command run by hand) is in no DVC cache, so such a deletio
   fails at its lock, before it deletes anything; and Snakemake refuses to start while a DVC stage
   command runs here (DVC lists those in .dvc/tmp/rwlock while it releases its repo lock).
 
-docs/reliability.md ("DVC and Snakemake in one checkout") says what holds and what does not.
+docs/reliability.md (its rows on DVC and Snakemake in one checkout) says what holds and what does not.
 """
 
 from __future__ import annotations
@@ -47,10 +47,14 @@ def note_result(stage: str, params: str | Path = PARAMS) -> None:
     with params.yaml."""
     if os.environ.get("DVC_STAGE") or not Path(".dvc").is_dir():
         return  # DVC records what it runs itself; without DVC there is nothing to tell
-    NOTES.mkdir(parents=True, exist_ok=True)
-    tmp = NOTES / f".{stage}.tmp"
-    tmp.write_text(f"{_params_digest(params)}\n{params}\n")
-    os.replace(tmp, NOTES / stage)
+    try:
+        NOTES.mkdir(parents=True, exist_ok=True)
+        tmp = NOTES / f".{stage}.tmp"
+        tmp.write_text(f"{_params_digest(params)}\n{params}\n")
+        os.replace(tmp, NOTES / stage)
+    except OSError as exc:  # the result itself is complete: say what is missing, do not fail the stage
+        print(f"r2kd: warning: cannot note {stage} for dvc.lock ({exc.strerror or exc}); run `dvc commit "
+              f"{stage}` before any `dvc exp run`", file=sys.stderr)
 
 
 def _dvc(*args: str) -> subprocess.CompletedProcess:
