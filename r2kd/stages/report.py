@@ -653,7 +653,7 @@ def figure_methods(groups: list[dict], records: list[dict], teachers: list[dict]
                Line2D([], [], marker="o", color="gray", markerfacecolor="white", linestyle="", label="last epoch (mean ± std)"),
                Line2D([], [], color="black", linestyle="--", label="teacher"),
                Line2D([], [], color=PRUNED_STYLE["color"], linestyle=":", label="pruned teacher")]
-    ax.legend(handles=handles, fontsize=7, loc="lower left")
+    ax.legend(handles=handles, fontsize=7, loc="best")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig
