@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from r2kd.errors import UserError
+from r2kd.lock import running_dvc
 
 NOTES = Path(".r2kd/unrecorded")  # one file per stage made outside DVC and not yet in dvc.lock
 DVC_REPO_LOCK = Path(".dvc/tmp/lock")  # DVC's repo lock (zc.lockfile: an flock on this file)
@@ -114,14 +115,7 @@ def record_in_dvc(say=print) -> list[str]:
 
 def missing_results() -> list[str]:
     """The outputs dvc.lock records that are not on disk (DVC's cache can restore them)."""
-    import yaml
-
-    try:
-        lock = yaml.safe_load(Path("dvc.lock").read_text()) or {}
-        outs = [out["path"] for stage in lock.get("stages", {}).values() for out in stage.get("outs", [])]
-    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
-        return []
-    return [path for path in outs if not Path(path).exists()]
+    return [out for stage in _lock_stages().values() for out in stage["outs"] if not Path(out).exists()]
 
 
 def remove_empty_folders(top: Path = Path("runs")) -> None:
@@ -130,12 +124,6 @@ def remove_empty_folders(top: Path = Path("runs")) -> None:
             folder.rmdir()  # only an empty one goes
         except OSError:
             pass
-
-
-def _running_dvc() -> list[str]:
-    from r2kd.lock import _running_dvc as running  # the rwlock reader the stage commands use
-
-    return running()
 
 
 def hold_dvc_lock() -> IO | None:
@@ -150,7 +138,7 @@ def hold_dvc_lock() -> IO | None:
         handle.close()
         raise UserError("a DVC command is running in this checkout (it holds .dvc/tmp/lock); wait for it to "
                         "finish, then rerun snakemake") from None
-    others = _running_dvc()
+    others = running_dvc()  # the rwlock reader the stage commands use
     if others:
         handle.close()
         raise UserError(f"DVC is running a stage in this checkout ({others[0]}); wait for it to finish, "

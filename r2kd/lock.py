@@ -47,7 +47,7 @@ def _ancestors() -> set[int]:
     return pids
 
 
-def _running_dvc() -> list[str]:
+def running_dvc() -> list[str]:
     """Live DVC processes in this checkout other than the one running us."""
     try:
         table = json.loads(DVC_RWLOCK.read_text())
@@ -66,7 +66,7 @@ def check_other_tool() -> None:
             raise UserError(f"Snakemake holds this checkout ({SNAKEMAKE_LOCKS}/{held[0]}); wait for it to finish, or "
                             "run `snakemake --unlock` if no Snakemake is running, then rerun")
         return
-    others = _running_dvc()
+    others = running_dvc()
     if others:
         raise UserError(f"DVC is running in this checkout ({others[0]}); wait for it to finish, then rerun")
 
