@@ -1,4 +1,4 @@
-"""Parameter-free building blocks shared by several families."""
+"""Building blocks and weight init shared by several families."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ class ChannelShuffle(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(1, (self.groups, -1)).transpose(1, 2).flatten(1, 2)
+
+
+def conv_bn_relu(inp: int, oup: int, kernel: int, stride: int, groups: int = 1) -> list[nn.Module]:
+    """Bias-free conv with "same" padding, BatchNorm, in-place ReLU: a list to splice into a Sequential."""
+    conv = nn.Conv2d(inp, oup, kernel, stride, kernel // 2, groups=groups, bias=False)
+    return [conv, nn.BatchNorm2d(oup), nn.ReLU(inplace=True)]
 
 
 def init_weights(model: nn.Module, *, linear_std: float | None = 0.01) -> None:

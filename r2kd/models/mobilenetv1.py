@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from r2kd.models.layers import conv_bn_relu
 from r2kd.models.registry import register
 
 STEM_CHANNELS = 32
@@ -27,34 +28,19 @@ BLOCKS = (
 )  # fmt: skip
 
 
-def _conv_bn(inp: int, oup: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(inp, oup, 3, stride, 1, bias=False),
-        nn.BatchNorm2d(oup),
-        nn.ReLU(inplace=True),
-    )
-
-
-def _depthwise_separable(inp: int, oup: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(inp, inp, 3, stride, 1, groups=inp, bias=False),
-        nn.BatchNorm2d(inp),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(inp, oup, 1, 1, 0, bias=False),
-        nn.BatchNorm2d(oup),
-        nn.ReLU(inplace=True),
-    )
-
-
+@register("mobilenet_v1")
 class MobileNetV1(nn.Module):
     classifier_path = "fc"
 
-    def __init__(self, num_classes: int = 1000, in_channels: int = 3) -> None:
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224) -> None:
         super().__init__()
-        layers: list[nn.Module] = [_conv_bn(in_channels, STEM_CHANNELS, 2)]
+        del input_size  # adaptive pooling: every size runs (see the module docstring)
+        layers: list[nn.Module] = [nn.Sequential(*conv_bn_relu(in_channels, STEM_CHANNELS, 3, 2))]
         channels = STEM_CHANNELS
         for out, stride in BLOCKS:
-            layers.append(_depthwise_separable(channels, out, stride))
+            # 3x3 depthwise then 1x1 pointwise: model.i.0 / model.i.3
+            layers.append(nn.Sequential(*conv_bn_relu(channels, channels, 3, stride, groups=channels),
+                                        *conv_bn_relu(channels, out, 1, 1)))
             channels = out
         layers.append(nn.AdaptiveAvgPool2d(1))
         self.model = nn.Sequential(*layers)
@@ -63,8 +49,3 @@ class MobileNetV1(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # flatten(1), not reshape(-1, 1024): a channel-pruned copy has fewer than 1024 features
         return self.fc(self.model(x).flatten(1))
-
-
-@register("mobilenet_v1")
-def mobilenet_v1(*, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
-    return MobileNetV1(num_classes=num_classes, in_channels=in_channels)

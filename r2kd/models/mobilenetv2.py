@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from r2kd.models.layers import init_weights
+from r2kd.models.layers import conv_bn_relu, init_weights
 from r2kd.models.registry import register
 
 WIDTH_MULT = 0.5
@@ -32,14 +32,6 @@ _SETTING = (
 )
 
 
-def _conv_bn_relu(inp: int, oup: int, kernel: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(inp, oup, kernel, stride, kernel // 2, bias=False),
-        nn.BatchNorm2d(oup),
-        nn.ReLU(inplace=True),
-    )
-
-
 class InvertedResidual(nn.Module):
     """1x1 expand, 3x3 depthwise, 1x1 linear projection; residual when shapes allow."""
 
@@ -48,16 +40,8 @@ class InvertedResidual(nn.Module):
         hidden = inp * expansion
         # Decided once from the architecture; torch-pruning keeps the summed channels aligned.
         self.use_residual = stride == 1 and inp == oup
-        self.conv = nn.Sequential(
-            nn.Conv2d(inp, hidden, 1, 1, 0, bias=False),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, oup, 1, 1, 0, bias=False),
-            nn.BatchNorm2d(oup),
-        )
+        self.conv = nn.Sequential(*conv_bn_relu(inp, hidden, 1, 1), *conv_bn_relu(hidden, hidden, 3, stride, hidden),
+                                  nn.Conv2d(hidden, oup, 1, 1, 0, bias=False), nn.BatchNorm2d(oup))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv(x)
@@ -68,26 +52,25 @@ def stem_stride(input_size: int) -> int:
     return 2 if input_size >= 16 else 1
 
 
+@register("MobileNetV2")
 class MobileNetV2(nn.Module):
     classifier_path = "classifier.0"
 
     def __init__(self, num_classes: int, in_channels: int = 3, input_size: int = 32) -> None:
         super().__init__()
         channels = int(32 * WIDTH_MULT)
-        self.conv1 = _conv_bn_relu(in_channels, channels, 3, stem_stride(input_size))
+        self.conv1 = nn.Sequential(*conv_bn_relu(in_channels, channels, 3, stem_stride(input_size)))
         self.blocks = nn.ModuleList()
         for expansion, base, repeats, stride in _SETTING:
             out = int(base * WIDTH_MULT)
-            stage = []
-            for i in range(repeats):
-                stage.append(InvertedResidual(channels, out, stride if i == 0 else 1, expansion))
-                channels = out
+            stage = [InvertedResidual(channels if i == 0 else out, out, stride if i == 0 else 1, expansion)
+                     for i in range(repeats)]
             self.blocks.append(nn.Sequential(*stage))
-        self.conv2 = _conv_bn_relu(channels, LAST_CHANNELS, 1, 1)
+            channels = out
+        self.conv2 = nn.Sequential(*conv_bn_relu(channels, LAST_CHANNELS, 1, 1))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Linear(LAST_CHANNELS, num_classes))
         init_weights(self)
-
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
@@ -95,8 +78,3 @@ class MobileNetV2(nn.Module):
             x = stage(x)
         x = self.conv2(x)
         return self.classifier(self.avgpool(x).flatten(1))
-
-
-@register("MobileNetV2")
-def build(*, num_classes: int, in_channels: int, input_size: int) -> MobileNetV2:
-    return MobileNetV2(num_classes, in_channels, input_size)

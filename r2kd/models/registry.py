@@ -1,9 +1,5 @@
-"""Name -> builder registry for the model zoo.
-
-Each family module registers its variants with :func:`register`; the public entry point
-:func:`r2kd.models.create` only looks names up here, so adding a network never touches an
-if/elif chain.
-"""
+"""Name -> builder registry for the model zoo: :func:`r2kd.models.create` only looks names up here,
+so adding a network never touches an if/elif chain."""
 
 from __future__ import annotations
 
@@ -33,10 +29,6 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
 
 def register_variants(variants: dict[str, tuple], network: Callable[..., nn.Module]) -> None:
-    """Register each ``name: args`` as ``network(*args, num_classes, in_channels, input_size)``."""
+    """Register each ``name: args`` as ``network(*args, num_classes=, in_channels=, input_size=)``."""
     for name, args in variants.items():
-        register(name)(partial(_build_variant, network, args))
-
-
-def _build_variant(network, args, *, num_classes: int, in_channels: int, input_size: int):
-    return network(*args, num_classes, in_channels, input_size)
+        register(name)(partial(network, *args))

@@ -47,11 +47,13 @@ class Bottleneck(nn.Module):
         return F.relu(torch.cat([out, res], 1) if self.stride == 2 else out + res)
 
 
+@register("ShuffleV1")
 class ShuffleNetV1(nn.Module):
     classifier_path = "linear"
 
-    def __init__(self, num_classes: int, in_channels: int = 3) -> None:
+    def __init__(self, num_classes: int, in_channels: int = 3, input_size: int = 32) -> None:
         super().__init__()
+        del input_size  # total stride 8 and global pooling: every size >= 1 px runs as is
         self.conv1 = nn.Conv2d(in_channels, STEM_CHANNELS, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(STEM_CHANNELS)
         planes = STEM_CHANNELS
@@ -74,9 +76,3 @@ class ShuffleNetV1(nn.Module):
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.linear(self.avgpool(x).flatten(1))
-
-
-@register("ShuffleV1")
-def build(*, num_classes: int, in_channels: int, input_size: int) -> ShuffleNetV1:
-    del input_size  # total stride 8 and global pooling: every size >= 1 px runs as is
-    return ShuffleNetV1(num_classes, in_channels)

@@ -76,11 +76,13 @@ class DownBlock(nn.Module):
         return self.shuffle(torch.cat([left, right], 1))
 
 
+@register("ShuffleV2")
 class ShuffleNetV2(nn.Module):
     classifier_path = "linear"
 
-    def __init__(self, num_classes: int, in_channels: int = 3) -> None:
+    def __init__(self, num_classes: int, in_channels: int = 3, input_size: int = 32) -> None:
         super().__init__()
+        del input_size  # total stride 8 and global pooling: every size >= 1 px runs as is
         self.conv1 = _pw(in_channels, STEM_CHANNELS)
         self.bn1 = nn.BatchNorm2d(STEM_CHANNELS)
         channels = STEM_CHANNELS
@@ -100,9 +102,3 @@ class ShuffleNetV2(nn.Module):
         x = self.layer3(self.layer2(self.layer1(x)))
         x = F.relu(self.bn2(self.conv2(x)))
         return self.linear(self.avgpool(x).flatten(1))
-
-
-@register("ShuffleV2")
-def build(*, num_classes: int, in_channels: int, input_size: int) -> ShuffleNetV2:
-    del input_size  # total stride 8 and global pooling: every size >= 1 px runs as is
-    return ShuffleNetV2(num_classes, in_channels)
