@@ -1,10 +1,8 @@
 """Parameter and multiply-accumulate counts.
 
-MACs are counted with forward hooks on ``Conv2d`` and ``Linear`` only, from the weight shapes
-actually present (so a pruned model is counted as pruned): a convolution costs
-``output elements x in_channels/groups x kh x kw``, a linear layer ``in x out``. BatchNorm,
-activations, pooling, additions and biases are not counted (the usual convention of the KD
-literature's "FLOPs" tables).
+MACs are counted with forward hooks on Conv and Linear layers only, from the weight shapes actually
+present (so a pruned model is counted as pruned); BatchNorm, activations, pooling, additions and biases
+are not counted (the convention of the KD literature's "FLOPs" tables, docs/models.md).
 """
 
 from __future__ import annotations
@@ -36,17 +34,14 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
         per_output = module.weight[0].numel()
         total += (output.numel() // output.shape[0]) * per_output
 
-    counted = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    handles = [m.register_forward_hook(hook) for m in counted]
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None else torch.float32
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    param = next(model.parameters(), torch.zeros(()))  # the input's device and dtype (CPU float32 if none)
     # Every module's own flag is restored, not the root's: a pruned teacher mixes eval and train-mode BN.
     modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()  # a single sample cannot go through train-mode BatchNorm
         with torch.no_grad():
-            model(torch.zeros(shape, device=device, dtype=dtype))
+            model(torch.zeros(shape, device=param.device, dtype=param.dtype))
     finally:
         for handle in handles:
             handle.remove()

@@ -49,14 +49,8 @@ class ResNet(nn.Module):
 
     classifier_path = "fc"
 
-    def __init__(
-        self,
-        depth: int,
-        widths: tuple[int, int, int, int],
-        num_classes: int,
-        in_channels: int = 3,
-        input_size: int = 32,
-    ) -> None:
+    def __init__(self, depth: int, widths: tuple[int, int, int, int], num_classes: int, in_channels: int = 3,
+                 input_size: int = 32) -> None:
         super().__init__()
         del input_size  # global pooling makes the network size-agnostic
         if (depth - 2) % 6:

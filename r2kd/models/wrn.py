@@ -42,12 +42,8 @@ class NetworkBlock(nn.Module):
 
     def __init__(self, blocks: int, in_planes: int, out_planes: int, stride: int) -> None:
         super().__init__()
-        self.layer = nn.Sequential(
-            *(
-                BasicBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1)
-                for i in range(blocks)
-            )
-        )
+        self.layer = nn.Sequential(*(BasicBlock(out_planes if i else in_planes, out_planes, 1 if i else stride)
+                                     for i in range(blocks)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
@@ -56,9 +52,7 @@ class NetworkBlock(nn.Module):
 class WideResNet(nn.Module):
     classifier_path = "fc"
 
-    def __init__(
-        self, depth: int, widen: int, num_classes: int, in_channels: int = 3, input_size: int = 32
-    ) -> None:
+    def __init__(self, depth: int, widen: int, num_classes: int, in_channels: int = 3, input_size: int = 32) -> None:
         super().__init__()
         del input_size  # global pooling makes the network size-agnostic
         if (depth - 4) % 6:
