@@ -1,28 +1,18 @@
 """torchvision's ImageNet networks (ResNet-18/34/50, MobileNet-V2), registered as ``tv_<name>``.
 
-The networks are torchvision's own builders with ``weights=None``, so parameter names are
-torchvision's and its published ImageNet weights (r2kd/pretrained.py) load with ``strict=True``.
-The ``tv_`` prefix keeps them apart from the CIFAR zoo's ``resnet8..resnet110`` and ``MobileNetV2``,
-which are different networks.
+torchvision's own builders with ``weights=None``, so its parameter names and published ImageNet weights
+(r2kd/pretrained.py) apply unchanged; ``in_channels != 3`` replaces the stem convolution, ``input_size``
+changes nothing (adaptive pooling). See docs/models.md, "ImageNet networks".
 
-- ``num_classes`` sizes the classifier (torchvision's ``num_classes`` argument).
-- ``in_channels != 3``: the stem convolution is replaced by one with the same kernel, stride,
-  padding and bias for ``in_channels`` inputs, initialised as torchvision initialises convolutions
-  (Kaiming normal, fan-out). ImageNet weights then no longer fit that layer.
-- ``input_size`` changes nothing: the networks end in an adaptive average pool, so any size from
-  8 px up runs; they are meant for 224 px (stride 32 gives a 7x7 final map).
-
-torchvision is imported inside the builders: importing it costs about 1.5 s, which stages that
+torchvision is imported inside the builder: importing it costs about 1.5 s, which stages that
 never build one of these networks should not pay.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 from torch import nn
 
-from r2kd.models.registry import register
+from r2kd.models.registry import register_variants
 
 # r2kd name -> (torchvision builder name, path of the stem convolution, path of the classifier).
 # torchvision.models.get_model(<builder name>) and get_model_weights(<builder name>) take the same name.
@@ -40,7 +30,8 @@ def torchvision_name(name: str) -> str:
 
 
 def replace_stem(model: nn.Module, path: str, in_channels: int) -> None:
-    """Swap the convolution at ``path`` for one taking ``in_channels`` inputs, otherwise identical."""
+    """Swap the convolution at ``path`` for one taking ``in_channels`` inputs, otherwise identical
+    and initialised as torchvision initialises convolutions (Kaiming normal, fan-out)."""
     old = model.get_submodule(path)
     if not isinstance(old, nn.Conv2d) or old.groups != 1:
         raise TypeError(f"{path} is not a plain Conv2d")
@@ -53,21 +44,16 @@ def replace_stem(model: nn.Module, path: str, in_channels: int) -> None:
     setattr(model.get_submodule(parent), leaf, new)
 
 
-def _builder(name: str) -> Callable[..., nn.Module]:
-    tv_name, stem, classifier = TORCHVISION_NAMES[name]
+def _build(tv_name: str, stem: str, classifier: str, *, num_classes: int, in_channels: int,
+           input_size: int) -> nn.Module:
+    """torchvision's ``tv_name``, randomly initialised."""
+    from torchvision import models as tv_models
 
-    def build(*, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
-        from torchvision import models as tv_models
-
-        model = tv_models.get_model(tv_name, weights=None, num_classes=num_classes)
-        if in_channels != 3:
-            replace_stem(model, stem, in_channels)
-        model.classifier_path = classifier  # read by r2kd.models.classifier_of (the pruner keeps it)
-        return model
-
-    build.__doc__ = f"torchvision's {tv_name}, randomly initialised."
-    return build
+    model = tv_models.get_model(tv_name, weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        replace_stem(model, stem, in_channels)
+    model.classifier_path = classifier  # read by r2kd.models.classifier_of (the pruner keeps it)
+    return model
 
 
-for _name in TORCHVISION_NAMES:
-    register(_name)(_builder(_name))
+register_variants(TORCHVISION_NAMES, _build)
