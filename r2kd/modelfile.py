@@ -1,17 +1,10 @@
 """The one format of a model file: teachers, pruned teachers and students are all written and read here.
 
-A file holds what rebuilds the network without unpickling any code:
-
-    {"format": "r2kd-model-v2",
-     "arch": {"name", "num_classes", "in_channels", "input_size"},   # what r2kd.models.create takes
-     "structure": None | {"version": 1, "modules": {...}},           # pruned layer widths (r2kd.models.structure)
-     "stats": {...},                                                 # plain numbers, e.g. the pruning's
-     "model": state_dict}
-
-Everything but the tensors is a plain int / float / str / bool / list / dict, so the file loads with
-``torch.load(..., weights_only=True)`` (r2kd.files.load_checkpoint). It is written atomically. Loading
-rebuilds ``arch``, resizes its layers to ``structure`` when there is one, and loads the weights
-strictly; every mismatch is a CheckpointError naming the file.
+``{"format": "r2kd-model-v2", "arch": <r2kd.models.create's arguments>, "structure": None | <pruned layer
+widths, r2kd.models.structure>, "stats": {...}, "model": state_dict}``: everything but the tensors is plain
+data, so the file loads with ``torch.load(..., weights_only=True)``. It is written atomically; loading
+rebuilds ``arch``, resizes it to ``structure`` and loads the weights strictly; every mismatch is a
+CheckpointError naming the file (docs/prune.md, "Saving and loading without unpickling objects").
 """
 
 from __future__ import annotations
@@ -99,19 +92,14 @@ def load_state(model: nn.Module, state: Any, path: str | os.PathLike) -> None:
 
 
 def _check_plain(value: Any, where: str) -> None:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             _check_plain(item, f"{where}[{i}]")
-        return
-    if isinstance(value, dict):
+    elif isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"{where}: keys must be strings, got {key!r}")
             _check_plain(item, f"{where}.{key}")
-        return
-    raise TypeError(
-        f"{where} is a {type(value).__name__}; only plain ints, floats, strings, bools, lists and "
-        "dicts can be saved (anything else would need unpickling to load)"
-    )
+    elif value is not None and not isinstance(value, (bool, int, float, str)):
+        raise TypeError(f"{where} is a {type(value).__name__}; only plain ints, floats, strings, bools, lists and "
+                        "dicts can be saved (anything else would need unpickling to load)")

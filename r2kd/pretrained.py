@@ -1,16 +1,10 @@
-"""torchvision's published ImageNet weights as teachers (``teachers.<arch>.pretrained``).
+"""torchvision's published ImageNet weights as teachers (``teachers.<arch>.pretrained``, docs/presets.md).
 
-:func:`resolve` names the weights (torchvision's weights API, ``get_model_weights(<arch>)[member]``);
-:func:`fetch` finds the file exactly where ``torch.hub`` caches it, ``<torch.hub.get_dir()>/checkpoints/
-<basename of the URL>`` (``$TORCH_HOME/hub/checkpoints/...``), so a file torchvision or torch.hub already
-downloaded is reused. Nothing is downloaded unless ``data.download`` is true; otherwise a missing file is
-an error naming the URL and the path to put it at.
-
-Verification is torch.hub's own: torchvision's file names end in the first hex digits of the file's
-SHA-256 (``resnet18-f37072fd.pth``), and the file's digest must start with them (``check_hash`` in
-``torch.hub.load_state_dict_from_url``). r2kd checks that on every use, not only after a download,
-and records the full SHA-256 in the teacher's provenance. The file is then read with the weights-only
-loader and loaded with ``strict=True``.
+:func:`resolve` names the weights (torchvision's weights API); :func:`fetch` finds the file exactly where
+``torch.hub`` caches it (``<torch.hub.get_dir()>/checkpoints/<basename of the URL>``), so a file torch.hub
+already downloaded is reused, and downloads only when ``data.download`` is true. Verification is
+torch.hub's own (``check_hash``: the file's SHA-256 must start with the hex digits its name ends in), done
+on every use, not only after a download; the file is then read weights-only and loaded strictly.
 """
 
 from __future__ import annotations
@@ -21,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import torch.hub
 from torch import nn
 
 from r2kd.errors import CheckpointError, ConfigError
@@ -52,10 +47,6 @@ class PretrainedWeights:
     @property
     def hash_prefix(self) -> str:
         return hash_prefix(self.filename)
-
-    def describe(self) -> dict[str, Any]:
-        """Plain data for provenance records."""
-        return {"weights": f"{self.enum}.{self.member}", "url": self.url, "file": self.filename}
 
 
 def resolve(arch: str, member: str) -> PretrainedWeights:
@@ -91,8 +82,6 @@ def hash_prefix(filename: str) -> str:
 
 def cache_path(weights: PretrainedWeights) -> Path:
     """Where torch.hub keeps (or would download) the file: ``<torch.hub.get_dir()>/checkpoints/<name>``."""
-    import torch.hub
-
     return Path(torch.hub.get_dir()) / "checkpoints" / weights.filename
 
 
@@ -100,10 +89,8 @@ def verify(path: Path, prefix: str) -> str:
     """The file's SHA-256, after checking it starts with ``prefix``; CheckpointError otherwise."""
     digest = sha256_file(path)
     if not digest.startswith(prefix.lower()):
-        raise CheckpointError(
-            f"{path}: SHA-256 is {digest}, but its name promises one starting with {prefix}; the file is corrupt "
-            "or not the published one. Delete it and download it again"
-        )
+        raise CheckpointError(f"{path}: SHA-256 is {digest}, but its name promises one starting with {prefix}; the "
+                              "file is corrupt or not the published one. Delete it and download it again")
     return digest
 
 
@@ -113,13 +100,9 @@ def fetch(weights: PretrainedWeights, download: bool) -> tuple[Path, str]:
     prefix = weights.hash_prefix
     if not path.is_file():
         if not download:
-            raise CheckpointError(
-                f"the {weights.enum}.{weights.member} weights of teacher {weights.arch} are not at {path}. "
-                f"Download {weights.url} and save it as {path} (the torch.hub cache; set TORCH_HOME to move it), "
-                "or set data.download: true to let r2kd download it"
-            )
-        import torch.hub
-
+            raise CheckpointError(f"the {weights.enum}.{weights.member} weights of teacher {weights.arch} are not at "
+                                  f"{path}. Download {weights.url} and save it as {path} (the torch.hub cache; set "
+                                  "TORCH_HOME to move it), or set data.download: true to let r2kd download it")
         path.parent.mkdir(parents=True, exist_ok=True)
         # torch.hub writes to a temporary file, checks the prefix, then renames: no partial file is left.
         torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=prefix, progress=True)
@@ -140,7 +123,6 @@ def check_fits(weights: PretrainedWeights, arch_spec: dict[str, Any]) -> None:
 def load_pretrained(model: nn.Module, weights: PretrainedWeights, download: bool) -> dict[str, Any]:
     """Load the verified weights into ``model`` (strict); return what provenance should record."""
     path, digest = fetch(weights, download)
-    remedy = f"delete it and download {weights.url} again"
-    state = load_checkpoint(path, remedy=remedy)
-    load_state(model, state, path)
-    return {**weights.describe(), "sha256": digest}
+    load_state(model, load_checkpoint(path, remedy=f"delete it and download {weights.url} again"), path)
+    return {"weights": f"{weights.enum}.{weights.member}", "url": weights.url, "file": weights.filename,
+            "sha256": digest}
