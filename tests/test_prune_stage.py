@@ -18,7 +18,7 @@ from r2kd.config import PruneConfig, PruneFinetune, parse_params
 from r2kd.files import read_json, sha256_state_dict
 from r2kd.models import create
 from r2kd.pruning import prune_teacher
-from r2kd.pruning.measure import compare, frozen_copy
+from r2kd.pruning.measure import compare_many, frozen_copy
 from r2kd.pruning.methods import rounded_kept
 from r2kd.yamlfile import read_yaml
 
@@ -110,6 +110,11 @@ def _batches(n=70, bs=32, seed=5):
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
     return [(x[i:i + bs], y[i:i + bs]) for i in range(0, n, bs)]
+
+
+def compare(teacher, pruned, batches, bn_mode):
+    """Teacher vs one pruned teacher, scored on a frozen copy in ``bn_mode`` (as the prune stage does)."""
+    return compare_many(teacher, {"pruned": frozen_copy(pruned, bn_mode)}, batches)["pruned"]
 
 
 def test_compare_with_itself_in_eval_mode() -> None:
