@@ -1,8 +1,5 @@
-"""The two ways of making the pruned second teacher (METHOD.md §5), keyed by ``prune.method``.
-
-``prune_teacher(model, example_inputs, config)`` makes a pruned deep copy with the method named in
-``config.method`` and measures it (:class:`PruneStats`); each method is a plain function
-``(deep copy, example inputs, config) -> pruned copy`` in :data:`PRUNE_METHODS`.
+"""The two ways of making the pruned second teacher (METHOD.md §5, docs/prune.md), keyed by ``prune.method``:
+each is a plain function ``(deep copy, example inputs, config) -> pruned copy`` in :data:`PRUNE_METHODS`.
 """
 
 from __future__ import annotations
@@ -71,16 +68,11 @@ def prune_teacher(model: nn.Module, example_inputs: torch.Tensor, config: PruneC
     seconds = time.perf_counter() - start
     sample = tuple(example_inputs.shape[1:])
     stats = PruneStats(
-        method=config.method,
-        ratio=config.ratio,
-        input_shape=list(sample),
-        params_before=count_parameters(model),
-        params_after=count_parameters(pruned),
-        macs_before=count_macs(model, sample),
-        macs_after=count_macs(pruned, sample),
+        method=config.method, ratio=config.ratio, input_shape=list(sample),
+        params_before=count_parameters(model), params_after=count_parameters(pruned),
+        macs_before=count_macs(model, sample), macs_after=count_macs(pruned, sample),
         nonzero_weight_fraction_before=nonzero_weight_fraction(model),
-        nonzero_weight_fraction_after=nonzero_weight_fraction(pruned),
-        seconds=seconds,
+        nonzero_weight_fraction_after=nonzero_weight_fraction(pruned), seconds=seconds,
     )
     return PruneResult(model=pruned, structure=describe_structure(pruned), stats=stats)
 
@@ -122,11 +114,8 @@ def prune_torch_pruning(model: nn.Module, example_inputs: torch.Tensor, config: 
         raise ConfigError(f"cannot find the classifier of {type(model).__name__}: it has no nn.Linear layer") from None
     permuting = _permuting_ops(model, example_inputs)
     if permuting:
-        raise _unsupported(
-            model,
-            f"its forward permutes tensor dimensions ({', '.join(permuting)}), e.g. a channel "
-            "shuffle, which torch-pruning's dependency graph cannot follow",
-        )
+        raise _unsupported(model, f"its forward permutes tensor dimensions ({', '.join(permuting)}), e.g. a channel "
+                                  "shuffle, which torch-pruning's dependency graph cannot follow")
     reference = _eval_forward(model, example_inputs)
     removed = _prune_channels(model, example_inputs, classifier, config)
     _check_channel_pruning(original, model, example_inputs, reference, removed)
@@ -172,10 +161,8 @@ def _eval_forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 
 
 def _unsupported(model: nn.Module, reason: str) -> ConfigError:
-    return ConfigError(
-        f"prune.method: structured pruning (torch_pruning) is not supported for "
-        f"{type(model).__name__}: {reason}. Use prune.method: l1_unstructured for this teacher."
-    )
+    return ConfigError(f"prune.method: structured pruning (torch_pruning) is not supported for "
+                       f"{type(model).__name__}: {reason}. Use prune.method: l1_unstructured for this teacher.")
 
 
 # Autograd nodes of operations that move channels to other positions. torch-pruning's dependency
@@ -205,19 +192,10 @@ def _permuting_ops(model: nn.Module, inputs: torch.Tensor) -> list[str]:
     return sorted(found)
 
 
-def _plain(idxs: list) -> list[int]:
-    # torch-pruning hands out its own index objects; ``.idx`` is the position in this layer.
-    return [int(getattr(i, "idx", i)) for i in idxs]
-
-
 def _channel_coupled(module: nn.Module) -> bool:
     """Layers whose input and output channels are the same channels (BN, depthwise conv)."""
-    if isinstance(module, _BatchNorm):
-        return True
-    return (
-        isinstance(module, nn.modules.conv._ConvNd)
-        and module.groups == module.in_channels == module.out_channels
-    )
+    return isinstance(module, _BatchNorm) or (
+        isinstance(module, nn.modules.conv._ConvNd) and module.groups == module.in_channels == module.out_channels)
 
 
 def rounded_kept(current: int, n_pruned: int, round_to: int) -> int:
@@ -229,9 +207,7 @@ def rounded_kept(current: int, n_pruned: int, round_to: int) -> int:
     keeps them all.
     """
     kept = current - n_pruned
-    if current < round_to:
-        return kept
-    return max(kept - kept % round_to, round_to)
+    return kept if current < round_to else max(kept - kept % round_to, round_to)
 
 
 class _Pruner(tp.pruner.BasePruner):
@@ -241,7 +217,8 @@ class _Pruner(tp.pruner.BasePruner):
         return current_channels - rounded_kept(current_channels, n_pruned, round_to)
 
 
-def _prune_channels(model: nn.Module, inputs: torch.Tensor, classifier: nn.Module, config: PruneConfig) -> dict[str, set[int]]:
+def _prune_channels(model: nn.Module, inputs: torch.Tensor, classifier: nn.Module,
+                    config: PruneConfig) -> dict[str, set[int]]:
     """Prune ``model``; return the output channels removed from each layer, by name."""
     names = {id(m): name for name, m in model.named_modules()}
     removed: dict[str, set[int]] = {}
@@ -252,14 +229,8 @@ def _prune_channels(model: nn.Module, inputs: torch.Tensor, classifier: nn.Modul
             param.requires_grad_(True)
         try:
             with torch.enable_grad():
-                pruner = _Pruner(
-                    model,
-                    inputs,
-                    importance=tp.importance.MagnitudeImportance(p=config.importance_p),
-                    pruning_ratio=config.ratio,
-                    ignored_layers=[classifier],
-                    round_to=config.round_to,
-                )
+                pruner = _Pruner(model, inputs, importance=tp.importance.MagnitudeImportance(p=config.importance_p),
+                                 pruning_ratio=config.ratio, ignored_layers=[classifier], round_to=config.round_to)
                 for group in pruner.step(interactive=True):
                     if not any(len(idxs) for _, idxs in group):
                         continue  # round_to kept the whole group
@@ -268,16 +239,16 @@ def _prune_channels(model: nn.Module, inputs: torch.Tensor, classifier: nn.Modul
                         name = names.get(id(module))
                         is_out = pruner.DG.is_out_channel_pruning_fn(dep.handler)
                         if name is not None and (is_out or _channel_coupled(module)):
-                            removed.setdefault(name, set()).update(_plain(idxs))
+                            # torch-pruning hands out its own index objects; ``.idx`` is the position in this layer
+                            removed.setdefault(name, set()).update(int(getattr(i, "idx", i)) for i in idxs)
                     group.prune()
         except Exception as exc:  # torch-pruning fails in many ways on graphs it cannot follow
             raise _unsupported(model, f"torch-pruning failed: {type(exc).__name__}: {exc}") from exc
     return removed
 
 
-def _check_channel_pruning(
-    original: nn.Module, pruned: nn.Module, inputs: torch.Tensor, reference: torch.Tensor, removed: dict[str, set[int]]
-) -> None:
+def _check_channel_pruning(original: nn.Module, pruned: nn.Module, inputs: torch.Tensor, reference: torch.Tensor,
+                           removed: dict[str, set[int]]) -> None:
     """Refuse results that are not a sound channel pruning of ``original``.
 
     Pruning channel c must equal zeroing channel c: the original network with every removed
@@ -290,16 +261,10 @@ def _check_channel_pruning(
     try:
         out = _eval_forward(pruned, inputs)
     except Exception as exc:
-        raise _unsupported(
-            original, f"the pruned network no longer runs ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise _unsupported(original, f"the pruned network no longer runs ({type(exc).__name__}: {exc})") from exc
     if out.shape != reference.shape:
-        raise _unsupported(
-            original, f"the pruned network outputs {tuple(out.shape)}, not {tuple(reference.shape)}"
-        )
-    masked = original  # a private copy: the hooks below stay on it
-    modules = dict(masked.named_modules())
-    for name, idxs in removed.items():
+        raise _unsupported(original, f"the pruned network outputs {tuple(out.shape)}, not {tuple(reference.shape)}")
+    for name, idxs in removed.items():  # the hooks stay on ``original``, a private copy
         index = torch.tensor(sorted(idxs), dtype=torch.long)
 
         def zero_channels(_m: nn.Module, _inp: object, output: torch.Tensor, index=index):
@@ -307,14 +272,11 @@ def _check_channel_pruning(
             output[:, index.to(output.device)] = 0
             return output
 
-        modules[name].register_forward_hook(zero_channels)
-    expected = _eval_forward(masked, inputs)
+        original.get_submodule(name).register_forward_hook(zero_channels)
+    expected = _eval_forward(original, inputs)
     error = float((out - expected).abs().max())
     scale = float(expected.abs().max().clamp_min(1e-12))
     if error > _EQUIVALENCE_RTOL * scale:
-        raise _unsupported(
-            original,
-            "torch-pruning's dependency graph missed a channel coupling (the pruned network "
-            f"differs from the channel-masked original by {error / scale:.2g} relative; "
-            "typically a channel shuffle or a reshape to a stored channel count)",
-        )
+        raise _unsupported(original, "torch-pruning's dependency graph missed a channel coupling (the pruned network "
+                                     f"differs from the channel-masked original by {error / scale:.2g} relative; "
+                                     "typically a channel shuffle or a reshape to a stored channel count)")
