@@ -21,6 +21,7 @@ from torch import nn
 from r2kd.errors import CheckpointError, ConfigError
 from r2kd.files import load_checkpoint, sha256_file
 from r2kd.modelfile import load_state
+from r2kd.models.torchvision_zoo import torchvision_name
 
 # torch.hub.HASH_REGEX is r"-([a-f0-9]*)\."; at least 8 digits are required here (torchvision's
 # names all have 8), since a shorter prefix would verify next to nothing.
@@ -51,9 +52,7 @@ class PretrainedWeights:
 
 def resolve(arch: str, member: str) -> PretrainedWeights:
     """The torchvision weights ``member`` of the r2kd model ``arch`` (a ``tv_*`` model)."""
-    from torchvision.models import get_model_weights
-
-    from r2kd.models.torchvision_zoo import torchvision_name
+    from torchvision.models import get_model_weights  # imported here: it costs about 1.5 s
 
     try:
         tv_name = torchvision_name(arch)

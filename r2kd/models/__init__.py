@@ -32,16 +32,13 @@ def create(name: str, num_classes: int, *, in_channels: int = 3, input_size: int
     Only the first convolution (``in_channels``) and the classifier (``num_classes``) change shape;
     ``input_size`` only switches parameter-free pooling / stride choices (see docs/models.md).
     """
-    try:
-        builder = BUILDERS[name]
-    except KeyError:
-        known = ", ".join(available())
-        raise ConfigError(f"unknown model {name!r}; known models: {known}") from None
+    if name not in BUILDERS:
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(available())}")
     sizes = {"num_classes": num_classes, "in_channels": in_channels, "input_size": input_size}
     for key, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"model {key} must be a positive integer, got {value!r}")
-    return builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size)
+    return BUILDERS[name](num_classes=num_classes, in_channels=in_channels, input_size=input_size)
 
 
 def classifier_of(model: nn.Module) -> nn.Linear:

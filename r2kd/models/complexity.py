@@ -31,8 +31,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
         nonlocal total
         # weight[0] is one output unit's fan-in: in/groups * kh * kw for a conv, in for a linear.
-        per_output = module.weight[0].numel()
-        total += (output.numel() // output.shape[0]) * per_output
+        total += (output.numel() // output.shape[0]) * module.weight[0].numel()
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     param = next(model.parameters(), torch.zeros(()))  # the input's device and dtype (CPU float32 if none)

@@ -1,15 +1,9 @@
 """MobileNet-V1 (Howard et al. 2017, width 1.0), the ImageNet student of mdistiller's ResNet-50 pair.
 
-The standard network: a 3x3 stride-2 convolution to 32 channels, 13 depthwise-separable blocks
-(3x3 depthwise conv-BN-ReLU, 1x1 pointwise conv-BN-ReLU), global average pooling and one linear
-layer; about 4.2 M parameters at 1000 classes. Parameter names follow mdistiller's
-``mdistiller/models/imagenet/mobilenetv1.py`` (``model.0.0`` the stem conv, ``model.i.0`` / ``model.i.3``
-the depthwise / pointwise convs of block i, ``fc``), so its ``MobileNetV1`` checkpoints load strictly.
-
-Differences from mdistiller's definition, none of which touch a parameter: ``model.14`` is an
-adaptive average pool instead of ``AvgPool2d(7)`` (identical at 224 px, where the final map is
-7x7, and it works at every size); ``forward`` returns logits only; ``in_channels`` sizes the stem.
-Initialisation is PyTorch's default, as there.
+Parameter names follow mdistiller's ``mdistiller/models/imagenet/mobilenetv1.py`` (``model.0.0`` the stem
+conv, ``model.i.0`` / ``model.i.3`` the depthwise / pointwise convs of block i, ``fc``), so its checkpoints
+load strictly. ``model.14`` is an adaptive average pool instead of ``AvgPool2d(7)`` (identical at 224 px,
+and it works at every size); initialisation is PyTorch's default, as there (docs/models.md).
 """
 
 from __future__ import annotations
@@ -34,7 +28,7 @@ class MobileNetV1(nn.Module):
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224) -> None:
         super().__init__()
-        del input_size  # adaptive pooling: every size runs (see the module docstring)
+        del input_size  # adaptive pooling: every size runs
         layers: list[nn.Module] = [nn.Sequential(*conv_bn_relu(in_channels, STEM_CHANNELS, 3, 2))]
         channels = STEM_CHANNELS
         for out, stride in BLOCKS:

@@ -4,9 +4,8 @@ This is RepDistiller's ``mobile_half`` (expansion 6, width 0.5, last conv 1280),
 registers as ``MobileNetV2``; parameter names follow ``models/mobilenetv2.py``
 (``conv1.0``, ``blocks.i.j.conv.k``, ``conv2.0``, ``classifier.0``).
 
-Spatial size: the stem and four blocks stride by 2 (total 16), so 32 px ends at 2x2 and 64 px at
-4x4, both globally averaged as in the reference. Below 16 px the final map would be under one
-pixel, so there the stem uses stride 1 (8 px ends at 1x1); the parameters are unchanged.
+The stem and four blocks stride by 2 (total 16); below 16 px the final map would be under one pixel,
+so there the stem uses stride 1 (:func:`stem_stride`; docs/models.md, "Input variants").
 """
 
 from __future__ import annotations
@@ -49,6 +48,7 @@ class InvertedResidual(nn.Module):
 
 
 def stem_stride(input_size: int) -> int:
+    """2, as in the reference, unless that would shrink an ``input_size`` px input below 1x1 (8 px ends at 1x1)."""
     return 2 if input_size >= 16 else 1
 
 

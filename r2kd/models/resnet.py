@@ -88,16 +88,7 @@ class ResNet(nn.Module):
 
 _NARROW = (16, 16, 32, 64)
 _WIDE = (32, 64, 128, 256)  # the "x4" variants
-_VARIANTS = {
-    "resnet8": (8, _NARROW),
-    "resnet14": (14, _NARROW),
-    "resnet20": (20, _NARROW),
-    "resnet32": (32, _NARROW),
-    "resnet44": (44, _NARROW),
-    "resnet56": (56, _NARROW),
-    "resnet110": (110, _NARROW),
-    "resnet8x4": (8, _WIDE),
-    "resnet32x4": (32, _WIDE),
-}
+_VARIANTS = {f"resnet{depth}": (depth, _NARROW) for depth in (8, 14, 20, 32, 44, 56, 110)}
+_VARIANTS |= {f"resnet{depth}x4": (depth, _WIDE) for depth in (8, 32)}
 
 register_variants(_VARIANTS, ResNet)

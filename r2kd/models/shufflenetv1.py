@@ -22,9 +22,7 @@ GROUPS = 3
 
 
 class Bottleneck(nn.Module):
-    def __init__(
-        self, in_planes: int, out_planes: int, stride: int, groups: int, first_groups: int
-    ) -> None:
+    def __init__(self, in_planes: int, out_planes: int, stride: int, groups: int, first_groups: int) -> None:
         super().__init__()
         mid = out_planes // 4
         self.stride = stride

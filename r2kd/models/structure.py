@@ -72,9 +72,8 @@ def _check_spec(name: str, spec: Any, current: dict[str, Any]) -> None:
     if set(spec) != set(current):
         raise StructureError(f"layer {name!r}: expected keys {sorted(current)}, found {sorted(map(str, spec))}")
     for key in _INT_KEYS[current["type"]]:
-        value = spec[key]
-        if type(value) is not int or value < 1:
-            raise StructureError(f"layer {name!r}: {key} must be a positive int, got {value!r}")
+        if type(spec[key]) is not int or spec[key] < 1:
+            raise StructureError(f"layer {name!r}: {key} must be a positive int, got {spec[key]!r}")
     if "bias" in spec and type(spec["bias"]) is not bool:
         raise StructureError(f"layer {name!r}: bias must be true/false, got {spec['bias']!r}")
     if "groups" in spec and (spec["in_channels"] % spec["groups"] or spec["out_channels"] % spec["groups"]):

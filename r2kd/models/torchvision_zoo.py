@@ -1,11 +1,8 @@
 """torchvision's ImageNet networks (ResNet-18/34/50, MobileNet-V2), registered as ``tv_<name>``.
 
 torchvision's own builders with ``weights=None``, so its parameter names and published ImageNet weights
-(r2kd/pretrained.py) apply unchanged; ``in_channels != 3`` replaces the stem convolution, ``input_size``
-changes nothing (adaptive pooling). See docs/models.md, "ImageNet networks".
-
-torchvision is imported inside the builder: importing it costs about 1.5 s, which stages that
-never build one of these networks should not pay.
+(r2kd/pretrained.py) apply unchanged (docs/models.md, "ImageNet networks"). torchvision is imported
+inside the builder: importing it costs about 1.5 s, which stages that never build one should not pay.
 """
 
 from __future__ import annotations

@@ -4,10 +4,9 @@ Parameter names follow RepDistiller ``models/vgg.py`` (``vgg*_bn``): five ``bloc
 of ``[conv, bn, relu]`` with the last relu dropped (so indices 0, 1, 3, 4, ... hold parameters),
 then ``classifier``.
 
-Pooling: the reference max-pools after blocks 0-2 always, and after block 3 only when the input
-is 64 px high, so block 4 sees 4x4 at both 32 px and 64 px. Here that decision is made once, from
-``input_size`` (pool 3 iff ``input_size >= 64``), and any max-pool that would shrink the map
-below 1x1 (tiny inputs such as the 8x8 digits) becomes a parameter-free ``nn.Identity``.
+The reference max-pools after blocks 0-2 always, and after block 3 only for 64 px inputs; here that is
+decided once from ``input_size`` (:func:`pooling_plan`), and a max-pool that would shrink the map below
+1x1 (the 8x8 digits) becomes a parameter-free ``nn.Identity`` (docs/models.md, "Input variants").
 """
 
 from __future__ import annotations
