@@ -93,22 +93,30 @@ def pixelate(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarr
     h, w = x.shape[:2]
     c = PIXELATE[severity - 1]
     img = _to_pil(x).resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX)
-    return _from_pil(img, x.shape[2])
+    return _from_pil(img)
 
 
 def jpeg_compression(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """A PIL JPEG round trip at quality c (grey images as greyscale JPEG)."""
     buffer = io.BytesIO()
     _to_pil(x).save(buffer, "JPEG", quality=JPEG_QUALITY[severity - 1])
-    buffer.seek(0)
-    with Image.open(buffer) as img:
-        return _from_pil(img.convert("L" if x.shape[2] == 1 else "RGB"), x.shape[2])
+    with Image.open(buffer) as img:  # decoded as L or RGB, as it was written
+        return _from_pil(img)
 
 
 # --- spatial corruptions (run at WORK_SIZE for small images) -----------------------------------------
 def defocus_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """The reference's anti-aliased disk kernel (radius <= 8, as all of DEFOCUS_BLUR's: a 17 x 17 grid
+    and a 3 x 3 Gaussian), correlated with each channel."""
     radius, alias_blur = DEFOCUS_BLUR[severity - 1]
-    kernel = _disk(radius, alias_blur)
+    xx, yy = np.meshgrid(np.arange(-8, 9), np.arange(-8, 9))
+    kernel = ((xx ** 2 + yy ** 2) <= radius ** 2).astype(np.float64)
+    kernel /= kernel.sum()
+    # cv2.GaussianBlur(3, sigmaX): a separable kernel exp(-i^2 / 2 sigma^2), normalised,
+    # borders reflected without repeating the edge (BORDER_REFLECT_101 == scipy's "mirror")
+    g = np.exp(-(np.arange(-1, 2) ** 2) / (2 * alias_blur ** 2))
+    g /= g.sum()
+    kernel = ndimage.correlate1d(ndimage.correlate1d(kernel, g, axis=0, mode="mirror"), g, axis=1, mode="mirror")
     return np.clip(_per_channel(x, lambda ch: ndimage.correlate(ch, kernel, mode="mirror")), 0, 1)
 
 
@@ -116,8 +124,7 @@ def glass_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.nda
     sigma, delta, iterations = GLASS_BLUR[severity - 1]
     h, w = x.shape[:2]
     blurred = np.floor(_gaussian(x, sigma) * 255 + EPS).astype(np.uint8)  # the reference's uint8 round trip
-    rows = range(h - delta, delta, -1)
-    cols = range(w - delta, delta, -1)
+    rows, cols = range(h - delta, delta, -1), range(w - delta, delta, -1)
     # The reference draws randint(-delta, delta) per pixel, in this loop order: the same draws here.
     shifts = rng.integers(-delta, delta, size=(iterations, len(rows), len(cols), 2)).tolist()
     pixels = blurred.reshape(h * w, -1).tolist()  # swapping list entries: ~50x faster than numpy items
@@ -147,8 +154,7 @@ def zoom_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndar
 def snow(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     loc, scale, zoom, threshold, radius, sigma, keep = SNOW[severity - 1]
     h, w = x.shape[:2]
-    layer = rng.normal(size=(h, w), loc=loc, scale=scale)
-    layer = _clipped_zoom(layer[..., None], zoom)[..., 0]
+    layer = _clipped_zoom(rng.normal(size=(h, w, 1), loc=loc, scale=scale), zoom)[..., 0]
     layer[layer < threshold] = 0
     layer = np.floor(np.clip(layer, 0, 1) * 255 + EPS) / 255  # the reference's uint8 PNG round trip
     layer = _motion_blur(layer[..., None], radius, sigma, rng.uniform(-135, -45))
@@ -163,8 +169,7 @@ def frost(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     reference's weights."""
     weight_x, weight_frost = FROST[severity - 1]
     texture = frost_texture(x.shape[0], x.shape[1], rng)
-    if x.shape[2] == 1:
-        texture = _grey(texture)
+    texture = _grey(texture) if x.shape[2] == 1 else texture
     return np.clip(weight_x * x + weight_frost * texture, 0, 1)
 
 
@@ -199,9 +204,7 @@ def elastic_transform(x: np.ndarray, severity: int, rng: np.random.Generator) ->
     return np.clip(out, 0, 1)
 
 
-CORRUPTION_FUNCTIONS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {
-    name: globals()[name] for name in CORRUPTIONS
-}
+CORRUPTION_FUNCTIONS: dict[str, Callable] = {name: globals()[name] for name in CORRUPTIONS}
 SPATIAL = frozenset({"defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "snow", "frost", "fog",
                      "elastic_transform"})
 
@@ -272,8 +275,7 @@ def _hold(images: np.ndarray, indices: np.ndarray, seed: int) -> None:
 
 
 def _corrupt_held(k: int) -> np.ndarray:
-    images, indices, seed = _HELD
-    return _corrupt_one(images, indices, seed, k)
+    return _corrupt_one(*_HELD, k)
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -299,8 +301,7 @@ def plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) -
     """The reference's diamond-square height map (mapsize a power of two), scaled to [0, 1]."""
     assert mapsize & (mapsize - 1) == 0
     heights = np.zeros((mapsize, mapsize))
-    step = mapsize
-    wibble = 100.0
+    step, wibble = mapsize, 100.0
 
     def wibbled_mean(array: np.ndarray) -> np.ndarray:
         return array / 4 + wibble * rng.uniform(-wibble, wibble, array.shape)
@@ -311,8 +312,7 @@ def plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) -
         square = corners + np.roll(corners, shift=-1, axis=0)
         square += np.roll(square, shift=-1, axis=1)
         heights[half:mapsize:step, half:mapsize:step] = wibbled_mean(square)
-        centres = heights[half:mapsize:step, half:mapsize:step]
-        corners = heights[0:mapsize:step, 0:mapsize:step]
+        centres = heights[half:mapsize:step, half:mapsize:step]  # corners, a view, are unchanged
         left = centres + np.roll(centres, 1, axis=0) + corners + np.roll(corners, -1, axis=1)
         heights[0:mapsize:step, half:mapsize:step] = wibbled_mean(left)
         top = centres + np.roll(centres, 1, axis=1) + corners + np.roll(corners, -1, axis=0)
@@ -321,21 +321,6 @@ def plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) -
         wibble /= wibbledecay
     heights -= heights.min()
     return heights / heights.max()
-
-
-def _disk(radius: float, alias_blur: float) -> np.ndarray:
-    """The reference's anti-aliased disk kernel for radius <= 8 (all of DEFOCUS_BLUR's): a 17 x 17 grid
-    and a 3 x 3 Gaussian."""
-    span = np.arange(-8, 9)
-    xx, yy = np.meshgrid(span, span)
-    disk = ((xx ** 2 + yy ** 2) <= radius ** 2).astype(np.float64)
-    disk /= disk.sum()
-    # cv2.GaussianBlur(3, sigmaX): a separable kernel exp(-i^2 / 2 sigma^2), normalised,
-    # borders reflected without repeating the edge (BORDER_REFLECT_101 == scipy's "mirror")
-    g = np.exp(-(np.arange(-1, 2) ** 2) / (2 * alias_blur ** 2))
-    g /= g.sum()
-    disk = ndimage.correlate1d(disk, g, axis=0, mode="mirror")
-    return ndimage.correlate1d(disk, g, axis=1, mode="mirror")
 
 
 def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -349,22 +334,16 @@ def _motion_blur(x: np.ndarray, radius: int, sigma: float, angle: float) -> np.n
     kernel /= kernel.sum()
     point = (width * math.sin(math.radians(angle)), width * math.cos(math.radians(angle)))
     hypot = math.hypot(*point)
+    h, w = x.shape[:2]
     blurred = np.zeros_like(x, dtype=np.float64)
     for i in range(width):
         dy = -math.ceil((i * point[0]) / hypot - 0.5)
         dx = -math.ceil((i * point[1]) / hypot - 0.5)
-        if abs(dy) >= x.shape[0] or abs(dx) >= x.shape[1]:
+        if abs(dy) >= h or abs(dx) >= w:
             break  # the trail left the image
-        blurred += kernel[i] * _shift(x, dx, dy)
+        # x translated by (dx, dy), the edge row / column repeated into the uncovered border
+        blurred += kernel[i] * x[np.clip(np.arange(h) - dy, 0, h - 1)][:, np.clip(np.arange(w) - dx, 0, w - 1)]
     return blurred
-
-
-def _shift(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
-    """Translate by (dx, dy), repeating the edge row / column into the uncovered border."""
-    h, w = image.shape[:2]
-    rows = np.clip(np.arange(h) - dy, 0, h - 1)
-    cols = np.clip(np.arange(w) - dx, 0, w - 1)
-    return image[rows][:, cols]
 
 
 def _clipped_zoom(img: np.ndarray, factor: float) -> np.ndarray:
@@ -400,6 +379,5 @@ def _to_pil(x: np.ndarray) -> Image.Image:
     return Image.fromarray(u8[:, :, 0], mode="L") if x.shape[2] == 1 else Image.fromarray(u8, mode="RGB")
 
 
-def _from_pil(img: Image.Image, channels: int) -> np.ndarray:
-    arr = np.asarray(img, dtype=np.float64) / 255.0
-    return arr[..., None] if channels == 1 else arr
+def _from_pil(img: Image.Image) -> np.ndarray:
+    return np.atleast_3d(np.asarray(img, dtype=np.float64) / 255.0)  # an L image gains its channel axis
