@@ -91,11 +91,9 @@ def shard_bounds(rows: int, w: World | None = None) -> list[int]:
     return [r * rows // w.world_size for r in range(w.world_size + 1)]
 
 
-def local_rows(x: torch.Tensor, w: World | None = None) -> torch.Tensor:
-    """This rank's shard of a global batch (dim 0)."""
-    w = w or world()
-    if not w.distributed:
-        return x
+def local_rows(x: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a global batch (dim 0): all of it in one process."""
+    w = world()
     b = shard_bounds(x.shape[0], w)
     return x[b[w.rank]: b[w.rank + 1]]
 
