@@ -6,6 +6,7 @@ torch and onnxruntime are imported here only; the `export` stage is the only cal
 from __future__ import annotations
 
 import io
+import re
 import statistics
 import tempfile
 import time
@@ -93,8 +94,6 @@ def throughput(sess, batch: np.ndarray, runs: int, warmup: int = 2) -> dict[str,
 
 def describe_failure(arch: str, exc: BaseException) -> str:
     """One line naming the architecture and, when the exporter said which, the operator."""
-    import re
-
     text = " ".join(str(exc).split())
     match = re.search(r"(aten::\w+|aten\.\w+(?:\.\w+)?|operator '?[\w:.]+'?|Unsupported: ONNX export of \S+)", text)
     op = f" (operator {match.group(1)})" if match else ""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable, TextIO
@@ -90,8 +91,6 @@ def claim_many(gpu_ids: list[str], count: int, jobs_per_gpu: int, lock_dir: Path
 def nvidia_smi_gpu_ids() -> list[str]:
     """UUIDs of the machine's GPUs without importing torch (the torchrun launcher stays light);
     empty when nvidia-smi is missing or fails."""
-    import subprocess
-
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=uuid", "--format=csv,noheader"], capture_output=True,
                              text=True, timeout=30)
