@@ -1,7 +1,4 @@
-"""ONNX export of a model, its check against PyTorch, and CPU timing with onnxruntime.
-
-torch and onnxruntime are imported here only; the `export` stage is the only caller.
-"""
+"""ONNX export of a model, its check against PyTorch, and CPU timing with onnxruntime (docs/robustness.md)."""
 
 from __future__ import annotations
 

@@ -28,8 +28,7 @@ def _try_lock(path: Path) -> TextIO | None:
     except BlockingIOError:
         handle.close()
         return None
-    handle.seek(0)
-    handle.truncate()
+    handle.truncate(0)  # append mode: the write then lands at 0
     handle.write(f"pid {os.getpid()}\n")
     handle.flush()
     return handle
