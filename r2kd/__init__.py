@@ -1,6 +1,3 @@
-"""r2kd: Robustness-Reinforced Knowledge Distillation as a reproducible pipeline.
-
-See README.md for the pipeline and ``../shared/METHOD.md`` (docs/METHOD.md) for the method.
-"""
+"""r2kd: Robustness-Reinforced Knowledge Distillation as a reproducible pipeline (README.md; method: docs/METHOD.md)."""
 
 __version__ = "0.1.0"

@@ -1,5 +1,3 @@
-import sys
-
 from r2kd.cli import main
 
-sys.exit(main())
+raise SystemExit(main())

@@ -1,24 +1,15 @@
 """The 15 corruptions of CIFAR-10-C (Hendrycks & Dietterich, ICLR 2019), 5 severities each, in numpy,
-scipy and PIL only (no OpenCV, ImageMagick or scikit-image; docs/robustness.md).
+scipy and PIL only; adaptations to small images and to the missing frost photographs: docs/robustness.md.
 
 Constants are those of the reference `make_cifar_c.py` (github.com/hendrycks/robustness); each
-function says where it departs from it. Conventions, as in the reference:
-
-* an image is an ``H x W x C`` float array in [0, 1] (C = 1 or 3); a corruption returns one in
-  [0, 1], and the stored result is ``uint8(255 * y)``, truncated like the reference's ``np.uint8``;
-* randomness comes from a ``numpy.random.Generator`` per image (seeded by the caller), never from
-  numpy's global state, so a corrupted set is the same on every run and machine;
-* the reference's per-pixel scales are those of 32 x 32 CIFAR images. Corruptions whose effect is
-  spatial (blurs, weather, elastic) run at 32 x 32 for smaller images: the image is upsampled
-  (bilinear), corrupted, and what the corruption changed is box-averaged back to the image's size
-  and added to it (``y = x + down(c(up(x))) - down(up(x))``), so resampling alone changes nothing.
-  Per-pixel corruptions (noise, brightness, contrast) and the ones defined by the image's own grid
-  (pixelate, JPEG) run at the native size. Larger images (64 x 64) run natively with the CIFAR
-  constants, i.e. relatively milder spatial corruptions than Tiny-ImageNet-C's.
+function says where it departs from it. A corruption takes and returns an ``H x W x C`` float image
+in [0, 1] (C = 1 or 3) and draws only from the per-image ``numpy.random.Generator`` it is given,
+never from numpy's global state, so a corrupted set is the same on every run and machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import multiprocessing
@@ -37,7 +28,6 @@ FAMILIES: dict[str, tuple[str, ...]] = {  # as in the paper's Figure 1
     "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
 }
 CORRUPTIONS: tuple[str, ...] = tuple(name for names in FAMILIES.values() for name in names)
-FAMILY_OF = {name: family for family, names in FAMILIES.items() for name in names}
 WORK_SIZE = 32  # the resolution the CIFAR constants were made for
 
 # --- CIFAR-10-C constants (make_cifar_c.py), severity 1..5 ------------------------------------------
@@ -80,10 +70,7 @@ def impulse_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.
     probability c becomes salt (1) or pepper (0), half and half."""
     hit = rng.random(x.shape) < IMPULSE_NOISE[severity - 1]
     salt = rng.random(x.shape) < 0.5
-    out = x.copy()
-    out[hit & salt] = 1.0
-    out[hit & ~salt] = 0.0
-    return out
+    return np.where(hit, salt, x)
 
 
 def brightness(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
@@ -93,8 +80,7 @@ def brightness(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.nda
     c = BRIGHTNESS[severity - 1]
     value = x.max(axis=2, keepdims=True)
     new = np.clip(value + c, 0, 1)
-    scaled = np.where(value > 0, x * new / np.where(value > 0, value, 1), new)
-    return np.clip(scaled, 0, 1)
+    return np.clip(np.where(value > 0, x * new / np.where(value > 0, value, 1), new), 0, 1)
 
 
 def contrast(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
@@ -106,24 +92,31 @@ def pixelate(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarr
     """PIL BOX down to int(side * c), BOX back up (on the uint8 image, like the reference)."""
     h, w = x.shape[:2]
     c = PIXELATE[severity - 1]
-    img = _to_pil(x)
-    img = img.resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX)
-    return _from_pil(img, x.shape[2])
+    img = _to_pil(x).resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX)
+    return _from_pil(img)
 
 
 def jpeg_compression(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """A PIL JPEG round trip at quality c (grey images as greyscale JPEG)."""
     buffer = io.BytesIO()
     _to_pil(x).save(buffer, "JPEG", quality=JPEG_QUALITY[severity - 1])
-    buffer.seek(0)
-    with Image.open(buffer) as img:
-        return _from_pil(img.convert("L" if x.shape[2] == 1 else "RGB"), x.shape[2])
+    with Image.open(buffer) as img:  # decoded as L or RGB, as it was written
+        return _from_pil(img)
 
 
 # --- spatial corruptions (run at WORK_SIZE for small images) -----------------------------------------
 def defocus_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """The reference's anti-aliased disk kernel (radius <= 8, as all of DEFOCUS_BLUR's: a 17 x 17 grid
+    and a 3 x 3 Gaussian), correlated with each channel."""
     radius, alias_blur = DEFOCUS_BLUR[severity - 1]
-    kernel = _disk(radius, alias_blur)
+    xx, yy = np.meshgrid(np.arange(-8, 9), np.arange(-8, 9))
+    kernel = ((xx ** 2 + yy ** 2) <= radius ** 2).astype(np.float64)
+    kernel /= kernel.sum()
+    # cv2.GaussianBlur(3, sigmaX): a separable kernel exp(-i^2 / 2 sigma^2), normalised,
+    # borders reflected without repeating the edge (BORDER_REFLECT_101 == scipy's "mirror")
+    g = np.exp(-(np.arange(-1, 2) ** 2) / (2 * alias_blur ** 2))
+    g /= g.sum()
+    kernel = ndimage.correlate1d(ndimage.correlate1d(kernel, g, axis=0, mode="mirror"), g, axis=1, mode="mirror")
     return np.clip(_per_channel(x, lambda ch: ndimage.correlate(ch, kernel, mode="mirror")), 0, 1)
 
 
@@ -131,8 +124,7 @@ def glass_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.nda
     sigma, delta, iterations = GLASS_BLUR[severity - 1]
     h, w = x.shape[:2]
     blurred = np.floor(_gaussian(x, sigma) * 255 + EPS).astype(np.uint8)  # the reference's uint8 round trip
-    rows = range(h - delta, delta, -1)
-    cols = range(w - delta, delta, -1)
+    rows, cols = range(h - delta, delta, -1), range(w - delta, delta, -1)
     # The reference draws randint(-delta, delta) per pixel, in this loop order: the same draws here.
     shifts = rng.integers(-delta, delta, size=(iterations, len(rows), len(cols), 2)).tolist()
     pixels = blurred.reshape(h * w, -1).tolist()  # swapping list entries: ~50x faster than numpy items
@@ -155,23 +147,19 @@ def motion_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.nd
 
 def zoom_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     factors = ZOOM_BLUR[severity - 1]
-    out = np.zeros_like(x)
-    for factor in factors:
-        out += _clipped_zoom(x, factor)
+    out = sum(_clipped_zoom(x, factor) for factor in factors)
     return np.clip((x + out) / (len(factors) + 1), 0, 1)
 
 
 def snow(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     loc, scale, zoom, threshold, radius, sigma, keep = SNOW[severity - 1]
     h, w = x.shape[:2]
-    layer = rng.normal(size=(h, w), loc=loc, scale=scale)
-    layer = _clipped_zoom(layer[..., None], zoom)[..., 0]
+    layer = _clipped_zoom(rng.normal(size=(h, w, 1), loc=loc, scale=scale), zoom)[..., 0]
     layer[layer < threshold] = 0
     layer = np.floor(np.clip(layer, 0, 1) * 255 + EPS) / 255  # the reference's uint8 PNG round trip
     layer = _motion_blur(layer[..., None], radius, sigma, rng.uniform(-135, -45))
     layer = np.round(np.clip(layer, 0, 1) * 255) / 255
-    grey = _grey(x)
-    x = keep * x + (1 - keep) * np.maximum(x, grey * 1.5 + 0.5)
+    x = keep * x + (1 - keep) * np.maximum(x, _grey(x) * 1.5 + 0.5)
     return np.clip(x + layer + np.rot90(layer, k=2), 0, 1)
 
 
@@ -181,17 +169,15 @@ def frost(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     reference's weights."""
     weight_x, weight_frost = FROST[severity - 1]
     texture = frost_texture(x.shape[0], x.shape[1], rng)
-    if x.shape[2] == 1:
-        texture = _grey(texture)
+    texture = _grey(texture) if x.shape[2] == 1 else texture
     return np.clip(weight_x * x + weight_frost * texture, 0, 1)
 
 
 def fog(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     amount, decay = FOG[severity - 1]
     h, w = x.shape[:2]
-    size = _pow2(max(h, w))
     max_val = x.max()
-    x = x + amount * plasma_fractal(size, decay, rng)[:h, :w, None]
+    x = x + amount * plasma_fractal(_pow2(max(h, w)), decay, rng)[:h, :w, None]
     return np.clip(x * max_val / (max_val + amount), 0, 1)
 
 
@@ -203,22 +189,22 @@ def elastic_transform(x: np.ndarray, severity: int, rng: np.random.Generator) ->
     # points as (x, y), as OpenCV takes them
     src = np.float32([center + square, [center[0] + square, center[1] - square], center - square])
     dst = src + rng.uniform(-affine, affine, size=src.shape).astype(np.float32)
-    # warpAffine(M) samples dst(p) = src(M^-1 p); M maps src -> dst
-    forward = _affine_from_points(src, dst)
+    # cv2.getAffineTransform: M [x, y, 1]^T = dst for the three points. warpAffine(M) samples
+    # dst(p) = src(M^-1 p).
+    forward = np.linalg.solve(np.hstack([src.astype(np.float64), np.ones((3, 1))]), dst.astype(np.float64)).T
     inverse = np.linalg.inv(np.vstack([forward, [0, 0, 1]]))[:2]
     cols, rows = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
     src_cols = inverse[0, 0] * cols + inverse[0, 1] * rows + inverse[0, 2]
     src_rows = inverse[1, 0] * cols + inverse[1, 1] * rows + inverse[1, 2]
     x = _per_channel(x, lambda ch: ndimage.map_coordinates(ch, [src_rows, src_cols], order=1, mode="mirror"))
-    dx = (_gaussian_2d(rng.uniform(-1, 1, size=(h, w)), sigma) * alpha).astype(np.float32)
-    dy = (_gaussian_2d(rng.uniform(-1, 1, size=(h, w)), sigma) * alpha).astype(np.float32)
+    # skimage.filters.gaussian(mode='reflect', truncate=3) of uniform noise, dx drawn first (sigma 0: the noise)
+    dx, dy = ((ndimage.gaussian_filter(rng.uniform(-1, 1, size=(h, w)), sigma, mode="reflect", truncate=3.0)
+               * alpha).astype(np.float32) for _ in range(2))
     out = _per_channel(x, lambda ch: ndimage.map_coordinates(ch, [rows + dy, cols + dx], order=1, mode="reflect"))
     return np.clip(out, 0, 1)
 
 
-CORRUPTION_FUNCTIONS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {
-    name: globals()[name] for name in CORRUPTIONS
-}
+CORRUPTION_FUNCTIONS: dict[str, Callable] = {name: globals()[name] for name in CORRUPTIONS}
 SPATIAL = frozenset({"defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "snow", "frost", "fog",
                      "elastic_transform"})
 
@@ -233,6 +219,8 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generato
     fn = CORRUPTION_FUNCTIONS[name]
     h, w = x.shape[:2]
     if name in SPATIAL and max(h, w) < WORK_SIZE:
+        # Spatial constants are per pixel of 32 x 32: corrupt the upsampled image and add back only the
+        # change, box-averaged, so resampling alone alters nothing (docs/robustness.md).
         up = _resize(x, WORK_SIZE, WORK_SIZE, Image.BILINEAR)
         delta = _resize(fn(up, severity, rng), w, h, Image.BOX) - _resize(up, w, h, Image.BOX)
         y = np.clip(x + delta, 0, 1)
@@ -249,21 +237,18 @@ def corrupt_set(images: np.ndarray, indices: np.ndarray, seed: int, workers: int
     and whichever process corrupts it: with ``workers`` > 1 the corruptions are shared out among
     that many processes (the work is NumPy in small pieces, which threads would serialise).
     ``on_done(name)`` is called as each corruption is finished (progress)."""
-    n, c, h, w = images.shape
-    out = np.empty((len(CORRUPTIONS), len(SEVERITIES), n, c, h, w), dtype=np.uint8)
-    if workers > 1:
-        # spawn, not fork: the stage process may hold torch's thread pools, which a fork would copy
-        # in an unusable state; a spawned worker imports only this module's NumPy/SciPy/PIL.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(CORRUPTIONS)), mp_context=context, initializer=_hold,
-                                 initargs=(images, indices, seed)) as pool:
-            for k, part in enumerate(pool.map(_corrupt_held, range(len(CORRUPTIONS)))):
-                out[k] = part
-                if on_done is not None:
-                    on_done(CORRUPTIONS[k])
-    else:
-        for k in range(len(CORRUPTIONS)):
-            out[k] = _corrupt_one(images, indices, seed, k)
+    out = np.empty((len(CORRUPTIONS), len(SEVERITIES), *images.shape), dtype=np.uint8)
+    with contextlib.ExitStack() as stack:
+        parts = (_corrupt_one(images, indices, seed, k) for k in range(len(CORRUPTIONS)))
+        if workers > 1:
+            # spawn, not fork: the stage process may hold torch's thread pools, which a fork would copy
+            # in an unusable state; a spawned worker imports only this module's NumPy/SciPy/PIL.
+            pool = stack.enter_context(ProcessPoolExecutor(
+                min(workers, len(CORRUPTIONS)), mp_context=multiprocessing.get_context("spawn"),
+                initializer=_hold, initargs=(images, indices, seed)))
+            parts = pool.map(_corrupt_held, range(len(CORRUPTIONS)))
+        for k, part in enumerate(parts):
+            out[k] = part
             if on_done is not None:
                 on_done(CORRUPTIONS[k])
     return out
@@ -290,8 +275,7 @@ def _hold(images: np.ndarray, indices: np.ndarray, seed: int) -> None:
 
 
 def _corrupt_held(k: int) -> np.ndarray:
-    images, indices, seed = _HELD
-    return _corrupt_one(images, indices, seed, k)
+    return _corrupt_one(*_HELD, k)
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -299,8 +283,7 @@ def frost_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """A procedural frost layer (H x W x 3 in [0, 1]): a rough plasma fractal (patchy haze) plus
     thin bright ice-crystal streaks, blue-white, with a mean near that of the reference's 0.2-scaled
     frost photographs (~0.55). Not the published textures: frost numbers are not CIFAR-10-C's."""
-    size = _pow2(max(h, w))
-    haze = plasma_fractal(size, 1.6, rng)[:h, :w]
+    haze = plasma_fractal(_pow2(max(h, w)), 1.6, rng)[:h, :w]
     streaks = np.zeros((h, w))
     for _ in range(max(4, (h * w) // 64)):
         r0, c0 = rng.uniform(0, h), rng.uniform(0, w)
@@ -318,8 +301,7 @@ def plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) -
     """The reference's diamond-square height map (mapsize a power of two), scaled to [0, 1]."""
     assert mapsize & (mapsize - 1) == 0
     heights = np.zeros((mapsize, mapsize))
-    step = mapsize
-    wibble = 100.0
+    step, wibble = mapsize, 100.0
 
     def wibbled_mean(array: np.ndarray) -> np.ndarray:
         return array / 4 + wibble * rng.uniform(-wibble, wibble, array.shape)
@@ -330,8 +312,7 @@ def plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) -
         square = corners + np.roll(corners, shift=-1, axis=0)
         square += np.roll(square, shift=-1, axis=1)
         heights[half:mapsize:step, half:mapsize:step] = wibbled_mean(square)
-        centres = heights[half:mapsize:step, half:mapsize:step]
-        corners = heights[0:mapsize:step, 0:mapsize:step]
+        centres = heights[half:mapsize:step, half:mapsize:step]  # corners, a view, are unchanged
         left = centres + np.roll(centres, 1, axis=0) + corners + np.roll(corners, -1, axis=1)
         heights[0:mapsize:step, half:mapsize:step] = wibbled_mean(left)
         top = centres + np.roll(centres, 1, axis=1) + corners + np.roll(corners, -1, axis=0)
@@ -342,32 +323,9 @@ def plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) -
     return heights / heights.max()
 
 
-def _disk(radius: float, alias_blur: float) -> np.ndarray:
-    """The reference's anti-aliased disk kernel (radius <= 8: a 17 x 17 grid and a 3 x 3 Gaussian)."""
-    span = np.arange(-8, 9) if radius <= 8 else np.arange(-math.ceil(radius), math.ceil(radius) + 1)
-    xx, yy = np.meshgrid(span, span)
-    disk = ((xx ** 2 + yy ** 2) <= radius ** 2).astype(np.float64)
-    disk /= disk.sum()
-    ksize = 3 if radius <= 8 else 5
-    # cv2.GaussianBlur(ksize, sigmaX): a separable kernel exp(-i^2 / 2 sigma^2), normalised,
-    # borders reflected without repeating the edge (BORDER_REFLECT_101 == scipy's "mirror")
-    offsets = np.arange(ksize) - ksize // 2
-    g = np.exp(-(offsets ** 2) / (2 * alias_blur ** 2))
-    g /= g.sum()
-    disk = ndimage.correlate1d(disk, g, axis=0, mode="mirror")
-    return ndimage.correlate1d(disk, g, axis=1, mode="mirror")
-
-
 def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
     """skimage.filters.gaussian on an H x W x C image: per channel, mode 'nearest', truncate 4."""
     return ndimage.gaussian_filter(x.astype(np.float64), sigma=(sigma, sigma, 0), mode="nearest", truncate=4.0)
-
-
-def _gaussian_2d(x: np.ndarray, sigma: float) -> np.ndarray:
-    """skimage.filters.gaussian(x, sigma, mode='reflect', truncate=3) on a 2-D array."""
-    if sigma == 0:
-        return x
-    return ndimage.gaussian_filter(x, sigma=sigma, mode="reflect", truncate=3.0)
 
 
 def _motion_blur(x: np.ndarray, radius: int, sigma: float, angle: float) -> np.ndarray:
@@ -376,22 +334,16 @@ def _motion_blur(x: np.ndarray, radius: int, sigma: float, angle: float) -> np.n
     kernel /= kernel.sum()
     point = (width * math.sin(math.radians(angle)), width * math.cos(math.radians(angle)))
     hypot = math.hypot(*point)
+    h, w = x.shape[:2]
     blurred = np.zeros_like(x, dtype=np.float64)
     for i in range(width):
         dy = -math.ceil((i * point[0]) / hypot - 0.5)
         dx = -math.ceil((i * point[1]) / hypot - 0.5)
-        if abs(dy) >= x.shape[0] or abs(dx) >= x.shape[1]:
+        if abs(dy) >= h or abs(dx) >= w:
             break  # the trail left the image
-        blurred += kernel[i] * _shift(x, dx, dy)
+        # x translated by (dx, dy), the edge row / column repeated into the uncovered border
+        blurred += kernel[i] * x[np.clip(np.arange(h) - dy, 0, h - 1)][:, np.clip(np.arange(w) - dx, 0, w - 1)]
     return blurred
-
-
-def _shift(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
-    """Translate by (dx, dy), repeating the edge row / column into the uncovered border."""
-    h, w = image.shape[:2]
-    rows = np.clip(np.arange(h) - dy, 0, h - 1)
-    cols = np.clip(np.arange(w) - dx, 0, w - 1)
-    return image[rows][:, cols]
 
 
 def _clipped_zoom(img: np.ndarray, factor: float) -> np.ndarray:
@@ -401,12 +353,6 @@ def _clipped_zoom(img: np.ndarray, factor: float) -> np.ndarray:
     img = ndimage.zoom(img[top:top + ch, left:left + cw], (factor, factor, 1), order=1)
     trim_top, trim_left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
     return img[trim_top:trim_top + h, trim_left:trim_left + w]
-
-
-def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """cv2.getAffineTransform: the 2 x 3 matrix M with M [x, y, 1]^T = dst for the three points."""
-    a = np.hstack([src.astype(np.float64), np.ones((3, 1))])
-    return np.linalg.solve(a, dst.astype(np.float64)).T
 
 
 def _per_channel(x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -433,6 +379,5 @@ def _to_pil(x: np.ndarray) -> Image.Image:
     return Image.fromarray(u8[:, :, 0], mode="L") if x.shape[2] == 1 else Image.fromarray(u8, mode="RGB")
 
 
-def _from_pil(img: Image.Image, channels: int) -> np.ndarray:
-    arr = np.asarray(img, dtype=np.float64) / 255.0
-    return arr[..., None] if channels == 1 else arr
+def _from_pil(img: Image.Image) -> np.ndarray:
+    return np.atleast_3d(np.asarray(img, dtype=np.float64) / 255.0)  # an L image gains its channel axis

@@ -1,9 +1,6 @@
-"""The process group of a multi-process training run (torchrun, r2kd/launch.py): who am I, set up
-and tear down, barrier, and the row sharding and autograd gather the training step uses.
-
-Outside a torchrun world every function is the one-process identity: ``world()`` is rank 0 of 1,
-``barrier`` does nothing, ``gather_rows`` returns its input. Backend: nccl on CUDA (process i on
-cuda:LOCAL_RANK), gloo on the CPU.
+"""The process group of a multi-process training run (torchrun, r2kd/launch.py; docs/distributed.md):
+who am I, set up and tear down, barrier, and the row sharding and autograd gather the training step
+uses. Outside a torchrun world every function is the one-process identity.
 """
 
 from __future__ import annotations
@@ -94,11 +91,9 @@ def shard_bounds(rows: int, w: World | None = None) -> list[int]:
     return [r * rows // w.world_size for r in range(w.world_size + 1)]
 
 
-def local_rows(x: torch.Tensor, w: World | None = None) -> torch.Tensor:
-    """This rank's shard of a global batch (dim 0)."""
-    w = w or world()
-    if not w.distributed:
-        return x
+def local_rows(x: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a global batch (dim 0): all of it in one process."""
+    w = world()
     b = shard_bounds(x.shape[0], w)
     return x[b[w.rank]: b[w.rank + 1]]
 
@@ -126,13 +121,7 @@ class _AllGather(torch.autograd.Function):
 
 def all_gather_equal(t: torch.Tensor) -> torch.Tensor:
     """The concatenation over ranks of equal-shape ``t`` (differentiable when ``t`` requires grad)."""
-    if not world().distributed:
-        return t
-    if t.requires_grad and torch.is_grad_enabled():
-        return _AllGather.apply(t)
-    out = [torch.empty_like(t) for _ in range(world().world_size)]
-    dist.all_gather(out, t.contiguous())
-    return torch.cat(out)
+    return _AllGather.apply(t) if world().distributed else t
 
 
 def gather_rows(local: torch.Tensor, rows: int) -> torch.Tensor:

@@ -1,11 +1,9 @@
-"""ONNX export of a model, its check against PyTorch, and CPU timing with onnxruntime.
-
-torch and onnxruntime are imported here only; the `export` stage is the only caller.
-"""
+"""ONNX export of a model, its check against PyTorch, and CPU timing with onnxruntime (docs/robustness.md)."""
 
 from __future__ import annotations
 
 import io
+import re
 import statistics
 import tempfile
 import time
@@ -76,9 +74,8 @@ def latency(sess, example: np.ndarray, runs: int, warmup: int = 5) -> dict[str, 
         began = time.perf_counter()
         sess.run([OUTPUT], {INPUT: x})
         times.append((time.perf_counter() - began) * 1000.0)
-    times.sort()
-    return {"p50_ms": _quantile(times, 0.5), "p95_ms": _quantile(times, 0.95), "mean_ms": statistics.fmean(times),
-            "runs": runs}
+    p50, p95 = np.percentile(times, [50, 95]).tolist()
+    return {"p50_ms": p50, "p95_ms": p95, "mean_ms": statistics.fmean(times), "runs": runs}
 
 
 def throughput(sess, batch: np.ndarray, runs: int, warmup: int = 2) -> dict[str, float]:
@@ -92,18 +89,8 @@ def throughput(sess, batch: np.ndarray, runs: int, warmup: int = 2) -> dict[str,
     return {"images_per_s": batch.shape[0] * runs / seconds, "batch": int(batch.shape[0]), "runs": runs}
 
 
-def _quantile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolation quantile (numpy's default) of an already sorted list."""
-    pos = (len(sorted_values) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def describe_failure(arch: str, exc: BaseException) -> str:
     """One line naming the architecture and, when the exporter said which, the operator."""
-    import re
-
     text = " ".join(str(exc).split())
     match = re.search(r"(aten::\w+|aten\.\w+(?:\.\w+)?|operator '?[\w:.]+'?|Unsupported: ONNX export of \S+)", text)
     op = f" (operator {match.group(1)})" if match else ""

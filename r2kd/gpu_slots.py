@@ -1,14 +1,11 @@
-"""Which GPU a job runs on when several jobs share a machine's GPUs.
+"""Which GPU a job runs on when several jobs share a machine's GPUs (docs/distributed.md).
 
 Snakemake's ``--resources gpu=K`` and ``dvc queue start --jobs K`` only cap how many jobs run at
-once; neither says which GPU a job gets, so with ``runtime.device: auto`` every job would land on
-``cuda:0``. A job therefore claims a slot itself: slot j of GPU i is the lock file
-``.r2kd/gpu-slots/<host>-<gpu uuid>-<j>.lock``, held with ``flock`` for the life of the process
-(the kernel drops it when the process ends, crashed or not). A job takes the GPU with the most
-free slots, ``resources.<stage>.jobs_per_gpu`` slots per GPU, and waits while all are taken.
-
-GPUs are named by UUID, not index, so jobs started with different ``CUDA_VISIBLE_DEVICES`` (or on
-different nodes sharing the checkout) never count each other's slots.
+once, so with ``runtime.device: auto`` every job would land on ``cuda:0``. A job therefore claims a
+slot itself: slot j of GPU i is the lock file ``<host>-<gpu uuid>-<j>.lock``, held with ``flock``
+for the life of the process (the kernel drops it when the process ends, crashed or not). GPUs are
+named by UUID, not index, so jobs with different ``CUDA_VISIBLE_DEVICES`` (or on different nodes
+sharing the checkout) never count each other's slots.
 """
 
 from __future__ import annotations
@@ -16,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable, TextIO
@@ -30,8 +28,7 @@ def _try_lock(path: Path) -> TextIO | None:
     except BlockingIOError:
         handle.close()
         return None
-    handle.seek(0)
-    handle.truncate()
+    handle.truncate(0)  # append mode: the write then lands at 0
     handle.write(f"pid {os.getpid()}\n")
     handle.flush()
     return handle
@@ -39,20 +36,14 @@ def _try_lock(path: Path) -> TextIO | None:
 
 def _taken(path: Path) -> bool:
     handle = _try_lock(path)
-    if handle is None:
-        return True
-    fcntl.flock(handle, fcntl.LOCK_UN)
-    handle.close()
-    return False
+    if handle is not None:
+        handle.close()  # closing the only descriptor drops the flock
+    return handle is None
 
 
 def claim(gpu_ids: list[str], jobs_per_gpu: int, lock_dir: Path, *, poll_seconds: float = 0.5,
           timeout: float | None = None, on_wait: Callable[[], None] | None = None) -> int:
-    """Index (into ``gpu_ids``) of the GPU this process may use; the slot is held until it exits.
-
-    Waits while every slot is taken (``on_wait`` is called once, when the wait starts); raises
-    TimeoutError after ``timeout`` seconds if given.
-    """
+    """Index (into ``gpu_ids``) of the GPU this process may use; the slot is held until it exits."""
     return claim_many(gpu_ids, 1, jobs_per_gpu, lock_dir, poll_seconds=poll_seconds, timeout=timeout,
                       on_wait=on_wait)[0]
 
@@ -60,7 +51,8 @@ def claim(gpu_ids: list[str], jobs_per_gpu: int, lock_dir: Path, *, poll_seconds
 def claim_many(gpu_ids: list[str], count: int, jobs_per_gpu: int, lock_dir: Path, *, poll_seconds: float = 0.5,
                timeout: float | None = None, on_wait: Callable[[], None] | None = None) -> list[int]:
     """``count`` distinct GPUs with a free slot each (a job of ``count`` processes, one per GPU),
-    least busy first; all or nothing, held until this process exits."""
+    least busy first; all or nothing, held until this process exits. Waits while too few are free
+    (``on_wait`` is called once, when the wait starts); raises TimeoutError after ``timeout`` seconds."""
     if not gpu_ids:
         raise ValueError("no GPU to claim a slot on")
     if jobs_per_gpu < 1:
@@ -84,8 +76,7 @@ def claim_many(gpu_ids: list[str], count: int, jobs_per_gpu: int, lock_dir: Path
             if len(taken) == count:
                 _held.extend(handle for _, handle in taken)
                 return [index for index, _ in taken]
-        for _, handle in taken:  # not enough GPUs free: give the slots back and wait
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        for _, handle in taken:  # not enough GPUs free: give the slots back (close drops the flock) and wait
             handle.close()
         if timeout is not None and time.monotonic() - began > timeout:
             raise TimeoutError(f"no {count} free GPU slot(s) in {timeout:.0f} s ({len(safe)} GPUs x "
@@ -99,8 +90,6 @@ def claim_many(gpu_ids: list[str], count: int, jobs_per_gpu: int, lock_dir: Path
 def nvidia_smi_gpu_ids() -> list[str]:
     """UUIDs of the machine's GPUs without importing torch (the torchrun launcher stays light);
     empty when nvidia-smi is missing or fails."""
-    import subprocess
-
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=uuid", "--format=csv,noheader"], capture_output=True,
                              text=True, timeout=30)

@@ -1,20 +1,8 @@
 """One training step on N processes that computes what one process computes (docs/distributed.md).
 
-Every rank iterates the same GLOBAL batches (same seed, same in-memory data) and builds the same
-augmented views from them (same view generator). Networks are wrapped so that calling one on a
-global batch runs it on this rank's contiguous shard only and returns the logits of the WHOLE
-batch (an all-gather): the objective and the methods then see exactly the tensors of a one-process
-run, so losses that are not per-sample sums (R2KD's and DIST's intra-class terms, the cutmix view
-pairing rows across the batch, cutmixpick's entropy ranking) need no change.
-
-- The student runs under DistributedDataParallel with global-batch BatchNorm (r2kd/syncbn.py).
-  The loss is the same on every rank; the gather's backward sums every rank's gradient, so each
-  shard receives N times its share and DDP's average over N ranks is the one-process gradient.
-- A frozen network runs its shard without autograd. In train-mode BatchNorm (the pruned teacher)
-  it normalises by its shard's statistics, as the reference under data parallelism, unless
-  ``runtime.sync_frozen_bn`` asks for the global batch's.
-
-Outside a multi-process world :func:`for_training` and :func:`frozen` return the network itself.
+Every rank builds the same global batch and views; a wrapped network runs this rank's shard and
+returns the whole batch's logits (all-gathered), so the objective and the methods see exactly the
+tensors of a one-process run. Outside a multi-process world the wrappers return the network itself.
 """
 
 from __future__ import annotations

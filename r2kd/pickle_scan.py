@@ -31,37 +31,26 @@ def _globals_in(stream: io.BytesIO) -> list[str]:
     return names
 
 
-def _pickle_bytes(path: Path) -> bytes:
-    """The main pickle of a zip-format checkpoint, or the whole file for the legacy/raw format."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            member = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
-            return zf.read(member) if member else b""
-    return path.read_bytes()
+def foreign_globals(path: Path) -> list[str]:
+    """Globals other than torch's tensor machinery that ``path``'s pickle names, in order; empty when
+    there are none or the file is not a readable pickle at all (garbage, truncated, not a checkpoint).
 
-
-def foreign_globals(path: Path) -> list[str] | None:
-    """Globals other than torch's tensor machinery that ``path``'s pickle names, in order.
-
-    None when the file is not a readable pickle at all (garbage, truncated, not a checkpoint).
-    The legacy format is several pickles in a row followed by raw storage bytes: read pickles until
-    one fails to decode.
+    A zip-format checkpoint's pickle is its ``data.pkl``. The legacy format is several pickles in a
+    row followed by raw storage bytes: pickles are read until one fails to decode.
     """
     try:
-        stream = io.BytesIO(_pickle_bytes(path))
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                member = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+                stream = io.BytesIO(zf.read(member) if member else b"")
+        else:
+            stream = io.BytesIO(path.read_bytes())
     except (OSError, zipfile.BadZipFile, KeyError, EOFError):
-        return None
+        return []
     names: list[str] = []
-    decoded_any = False
     while stream.tell() < len(stream.getbuffer()):
-        start = stream.tell()
         try:
             names += _globals_in(stream)
         except Exception:  # genops raises ValueError and others on bytes that are not a pickle
-            stream.seek(start)
             break
-        decoded_any = True
-    if not decoded_any:
-        return None
-    foreign = [n for n in names if not n.startswith(_TENSOR_GLOBALS)]
-    return list(dict.fromkeys(foreign))
+    return list(dict.fromkeys(n for n in names if not n.startswith(_TENSOR_GLOBALS)))

@@ -1,17 +1,11 @@
-"""BatchNorm on the statistics of the global batch, on any device and backend (gloo included).
-
-``torch.nn.SyncBatchNorm`` refuses CPU tensors, so a CPU run on N processes would otherwise
-normalise each shard by its own statistics and differ from one process. :class:`SyncBatchNorm`
-all-gathers every rank's per-channel (mean, sum of squared deviations, count), differentiably, and
-merges them with Chan et al.'s pairwise formula (no E[x²] − E[x]² cancellation):
+"""BatchNorm on the statistics of the global batch on any device and backend, gloo included (torch's
+``nn.SyncBatchNorm`` refuses CPU tensors; docs/distributed.md). Every rank's per-channel (mean, sum
+of squared deviations, count) is all-gathered, differentiably, and merged with Chan et al.'s
+pairwise formula (no E[x²] − E[x]² cancellation):
 
   n = Σ n_r,  μ = Σ n_r μ_r / n,  M2 = Σ (M2_r + n_r (μ_r − μ)²),  σ² = M2 / n.
 
-The output and the running statistics are those of ``nn.BatchNorm`` on the concatenated batch:
-normalised with the biased σ², running_var updated with the unbiased M2 / (n − 1), momentum (or
-the cumulative average when momentum is None) as ``_BatchNorm`` does. In eval mode, or outside a
-multi-process world, it is plain BatchNorm. :func:`sync_batchnorm` uses torch's own (fused CUDA
-kernels) on CUDA and this one elsewhere.
+Output and running statistics are ``nn.BatchNorm``'s on the concatenated batch.
 """
 
 from __future__ import annotations

@@ -28,9 +28,7 @@ def usable_cores() -> int:
 def cpu_workers(device: torch.device, threads: int) -> int:
     """How many jobs of ``threads`` intra-op threads each the process's cores hold at once (1 on
     another device than the CPU)."""
-    if device.type != "cpu":
-        return 1
-    return max(usable_cores() // max(threads, 1), 1)
+    return max(usable_cores() // max(threads, 1), 1) if device.type == "cpu" else 1
 
 
 def map_in_order(fn: Callable[[T], R], items: Iterable[T], workers: int, name: str) -> Iterator[R]:
