@@ -1,17 +1,7 @@
-"""What every method shares: CE on the clean view, detached teacher logits, the view suffix.
-
-The objective (objective.py) calls :meth:`Method.losses` once on the clean view (``clean=True``)
-and, when ``method.aug_view != "none"``, once more on the augmented view of the same batch
-(``clean=False``; ``labels`` are the clean labels, subset with ``View.index`` when ``cutmixpick``
-dropped rows). The training loop sums every value into the loss and logs each term by name
-(``train_<name>`` in log.csv).
-
-A method only writes :meth:`Method.terms`, its own weighted terms of one view. This class adds
-``ce_weight · CE`` on the clean view (never on the augmented one, METHOD.md §4), detaches the
-teacher logits (so a loop that forgot ``no_grad`` still cannot train a teacher), and suffixes the
-augmented view's terms with ``_aug``, here and nowhere else.
-
-``epoch`` is 1-based (the first epoch is 1), as in mdistiller; only DKD's warm-up reads it.
+"""What every method shares (docs/extending.md): ``ce_weight · CE`` on the clean view only
+(METHOD.md §4), detached teacher logits (so a loop that forgot ``no_grad`` still cannot train a
+teacher), and the ``_aug`` suffix of the augmented view's terms, added here and nowhere else.
+``epoch`` is 1-based, as in mdistiller.
 """
 
 from __future__ import annotations
@@ -65,9 +55,8 @@ class Method(ABC):
             teacher = teacher.detach()
         pruned = pruned.detach() if pruned is not None else None
         suffix = "" if clean else AUG_SUFFIX
-        for name, value in self.terms(student=student, teacher=teacher, pruned=pruned, labels=labels, epoch=epoch).items():
-            out[name + suffix] = value
-        return out
+        terms = self.terms(student=student, teacher=teacher, pruned=pruned, labels=labels, epoch=epoch)
+        return out | {name + suffix: value for name, value in terms.items()}
 
     @abstractmethod
     def terms(

@@ -1,32 +1,20 @@
 """The distillation objective of one training step: student and frozen teachers on the clean batch
-and, when the method asks for it, on one augmented view of the same batch (METHOD.md §4).
-
-The method says which terms to compute from the logits (and names them, suffix included); this
-module decides which networks run on which view.
+and, when the method asks for it, on one augmented view of the same batch (METHOD.md §4). The
+method computes and names the terms; this module decides which networks run on which view.
 
 Which passes may share a batch:
-- The student and any frozen network with train-mode BatchNorm (the pruned teacher in the
-  reference) run each view as a separate forward pass, never as one concatenated batch, so their
-  batch statistics are those of the reference.
-- A frozen network without any train-mode module (the teacher, always in eval mode) gives every
-  sample the same logits whatever else is in its batch, so on CUDA with ``fast`` set
-  (``runtime.fast_path``) it runs the clean batch and the view as ONE forward pass of 2B samples:
-  half the kernel launches of a launch-bound step. cuDNN may pick another algorithm for 2B rows
-  (rounding changes), hence the switch. Never on the CPU: there the logits would be bit-identical
-  (tests/test_fast_path.py), but one 2B pass was measured slower than two B passes (26 % at
-  32×32, 6 % at 8×8, 1 thread; docs/performance.md).
-- A frozen network whose only train-mode modules are BatchNorm (the pruned teacher with
-  ``prune.bn_mode: train``) also runs both views as one pass on that path, with each view's batch
-  statistics kept apart (:func:`per_view_statistics`): each BatchNorm normalises each view's half
-  with that half's own statistics and updates its running statistics clean half first, as the two
-  separate passes do. The convolutions see 2B rows (cuDNN may round differently); the statistics,
-  hence what the method sees, are those of the reference.
-- Frozen passes run under ``torch.inference_mode`` (no autograd bookkeeping at all); their logits
-  are copied out of inference mode so that a method may use them like any tensor.
-
-``fast`` (``runtime.fast_path``, resolved by :func:`r2kd.runtime.fast_path_enabled`) also feeds
-the batch in channels_last memory format; the caller converts the networks
-(:func:`r2kd.runtime.fast_layout`). Rounding may change, so it is opt-in on the CPU.
+- The student, and a frozen network with train-mode modules other than BatchNorm, run each view as
+  a separate pass, so their batch statistics are those of the reference.
+- With ``fast`` (``runtime.fast_path``) on CUDA only, a frozen network without train-mode modules
+  (the teacher) runs the clean batch and the view as ONE pass of 2B samples: half the launches of a
+  launch-bound step. One whose only train-mode modules are BatchNorm (the pruned teacher with
+  ``prune.bn_mode: train``) does too, each view keeping its own statistics
+  (:func:`per_view_statistics`). cuDNN may round 2B rows differently, hence the switch; on the CPU
+  the logits would be bit-identical (tests/test_fast_path.py), but one 2B pass measured slower than
+  two B passes (26 % at 32×32; docs/performance.md).
+- Frozen passes run under ``torch.inference_mode``; their logits are copied out of it so that a
+  method may use them like any tensor. ``fast`` also feeds the batch as channels_last (the caller
+  converts the networks: :func:`r2kd.runtime.fast_layout`).
 """
 
 from __future__ import annotations
@@ -40,7 +28,6 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from r2kd import augment
-from r2kd.augment import make_view
 from r2kd.methods.base import Method
 
 
@@ -190,8 +177,7 @@ class DistillObjective:
     def _once(self, key: tuple[str, str], compute):
         return compute() if self.shared is None else self.shared.get(key, compute)
 
-    # Where the fast path runs a frozen network's two views as one pass: where steps are launch-bound.
-    # On the CPU one pass of 2B was measured slower than two of B.
+    # Where the fast path runs a frozen network's two views as one pass (not the CPU: see above).
     batch_views_on = ("cuda",)
 
     def _batch_views(self, net: torch.nn.Module, x: torch.Tensor, v: torch.Tensor) -> bool:
@@ -201,21 +187,18 @@ class DistillObjective:
 
     @staticmethod
     def _frozen_views(net: torch.nn.Module, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if batch_independent(net):
-            return _frozen(net, torch.cat([x, v]))
-        with per_view_statistics(net, 2):
+        with contextlib.nullcontext() if batch_independent(net) else per_view_statistics(net, 2):
             return _frozen(net, torch.cat([x, v]))
 
     def _view(self, aug: str, x: torch.Tensor, clean_teacher: torch.Tensor | None):
         if self.static_draw is not None:
             return augment.apply(aug, x, self.static_draw)
-        if self.teacher is None:
-            logits_fn = None
-        else:
+
+        def logits_fn(batch: torch.Tensor) -> torch.Tensor:
             # cutmixpick ranks the clean batch by teacher entropy: those logits were computed already.
-            def logits_fn(batch: torch.Tensor) -> torch.Tensor:
-                return clean_teacher if (batch is x and clean_teacher is not None) else _frozen(self.teacher, batch)
-        return make_view(aug, x, generator=self.view_generator, mean=self.mean, std=self.std, teacher_logits_fn=logits_fn,
+            return clean_teacher if (batch is x and clean_teacher is not None) else _frozen(self.teacher, batch)
+        return augment.make_view(aug, x, generator=self.view_generator, mean=self.mean, std=self.std,
+                         teacher_logits_fn=None if self.teacher is None else logits_fn,
                          autoaugment_per=self.method.params.autoaugment_per)
 
     def _losses(self, student, x, y, epoch, logits: dict, *, clean: bool) -> dict[str, torch.Tensor]:
