@@ -1,23 +1,10 @@
-"""Several student runs trained in one process, in lockstep, sharing their frozen teachers' forwards.
-
-Why: at CIFAR shape about three quarters of an R2KD step's arithmetic is frozen forwards (the
-teacher and the pruned teacher, on the clean batch and the view), and the runs of one (pair, seed)
-compute the same ones: the data order and every view draw depend on the seed alone (r2kd.stages.
-distill). Trained together, the runs of a *cohort* compute each batch's views and each frozen pass
-once (r2kd.methods.objective.SharedPasses) and each run keeps its own student, optimiser and loss.
-
-Same numbers: every run gets exactly the tensors it would compute alone (the same kernels on the
-same inputs), so a run trained in a cohort ends bit-identical to the same run trained alone; the
-tests check it. What is shared is the work, never a result: a run's own random streams are the
-cohort's (one data generator; one view generator per view kind, which only that kind's runs draw
-from, once per step, as one run alone would).
-
-The cohort's step (every run's step, its views and frozen passes computed once) is one
-:class:`CohortStep`; on CUDA it is replayed as ONE graph (r2kd.fast.graphs.GraphedStep), teachers
-included, and with bf16 the students run side by side on streams of their own within it. Resume:
-one state file holds every run's state, written atomically after each epoch, so a killed cohort
-never resumes with its runs at different epochs. At the end each run gets its own final resume
-state, which its own stage resumes from (r2kd.stages.distill).
+"""Several student runs of one (pair, seed) trained in one process, in lockstep, computing each batch's
+views and frozen teachers' passes once (``runtime.share_teachers``; docs/performance.md). Each run
+keeps its own student, optimiser and loss and gets exactly the tensors it would compute alone, so it
+ends bit-identical to the run trained alone (tests/test_cohort.py). On CUDA the cohort's step is
+ONE graph (r2kd.fast.graphs). One resume state holds every run's, written atomically after each
+epoch, so the runs never resume at different epochs; at the end each run gets its own final resume
+state, which its own stage resumes from (docs/reliability.md).
 """
 
 from __future__ import annotations

@@ -1,28 +1,8 @@
-"""The training step replayed as one CUDA graph (``runtime.fast_path`` on CUDA).
-
-Why: the models of this method are small, so on a GPU a step is hundreds of tiny kernel launches
-and the GPU waits on the CPU. A CUDA graph records the whole step once (student, teachers, view,
-loss, backward, SGD update, the epoch's bookkeeping) and replays it with one launch.
-
-What a graph needs, and how the step provides it:
-- fixed shapes and memory: every full batch is copied into the same static input tensors; the
-  last, smaller batch of an epoch runs eagerly;
-- no host work inside the step: the loss sums and the non-finite guard already live on the device
-  (r2kd.train.TrainStep), updated in place;
-- randomness drawn outside: the view's random numbers are drawn on the CPU from the view
-  generator (r2kd.augment.draw, which the eager view calls too) and copied into static device
-  tensors that the captured r2kd.augment.apply reads: the graph draws what the eager step draws;
-- host-side constants (the learning rate, DKD's warm-up factor) are baked in at capture: the graph
-  is captured again at the start of every epoch, the only time they change.
-
-The first steps run eagerly on a side stream (CUDA's rule: lazy initialisations such as cuBLAS
-handles and the optimiser's momentum buffers happen before capture). A capture that fails (an
-operation that cannot be captured) leaves the run eager from then on, with a warning; the step's
-numbers are the same either way, up to the float rounding of the fused launches (none expected:
-the kernels are the same).
-
-``EagerReplayBackend`` stands in for the CUDA graph on the CPU, so that everything here except the
-capture itself is tested without a GPU: a "replay" calls the recorded step again.
+"""The training step replayed as one CUDA graph (``runtime.fast_path`` on CUDA): a step of these small
+models is hundreds of launches the GPU waits on; a graph replays the whole step (student, teachers,
+view, loss, backward, SGD update, bookkeeping) in one. What a graph needs and how the step provides
+it: docs/performance.md. ``EagerReplayBackend`` stands in for CUDA on the CPU, so that everything but
+the capture itself is tested without a GPU.
 """
 
 from __future__ import annotations
@@ -97,22 +77,16 @@ class _Recorded:
 
 
 class GraphedStep:
-    """Wraps an :class:`r2kd.train.TrainStep`; same interface, same numbers, one launch per step.
-
-    The objective takes part through two optional methods: ``graph_view()`` names the view it
-    builds each step (``"none"`` for none; ``None`` if its view cannot be captured, e.g.
-    autoaugment, which keeps the whole run eager) and ``draw_view(shape)`` draws that view's random
-    numbers; ``static_draw`` is where it reads their device copies from. A plain function
-    objective (the teacher's cross-entropy) has no view.
-    """
+    """Wraps an :class:`r2kd.train.TrainStep`; same interface, same numbers, one launch per step. An
+    objective with a view has ``graph_view()`` (its view; None if it cannot be captured, e.g.
+    autoaugment: the run stays eager), ``draw_view(shape)`` (the view's random numbers) and
+    ``static_draw`` (where it reads their device copies); a plain function objective has no view."""
 
     def __init__(self, step, batch_size: int, backend: GraphBackend | None = None) -> None:
         self.step = step
         self.batch_size = batch_size
         self.backend = backend if backend is not None else CudaGraphBackend(step.device)
-        objective = step.objective
-        graph_view = getattr(objective, "graph_view", None)
-        self.view = graph_view() if graph_view is not None else "none"
+        self.view = step.objective.graph_view() if hasattr(step.objective, "graph_view") else "none"
         self.graph: Replayable | None = None
         self.static: dict[str, Tensor] = {}
         self.warmups_left = WARMUP_STEPS
@@ -164,10 +138,8 @@ class GraphedStep:
     def _load(self, x: Tensor, y: Tensor, draw: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Copy the batch and the view's draws into the static tensors the graph reads."""
         if not self.static:
-            self.static["x"] = torch.empty_like(x)
-            self.static["y"] = torch.empty_like(y)
-            for name, value in draw.items():
-                self.static[name] = torch.empty_like(value, device=x.device)
+            self.static = {"x": torch.empty_like(x), "y": torch.empty_like(y),
+                           **{name: torch.empty_like(value, device=x.device) for name, value in draw.items()}}
         self.static["x"].copy_(x)
         self.static["y"].copy_(y)
         for name, value in draw.items():

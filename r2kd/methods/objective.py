@@ -1,20 +1,10 @@
 """The distillation objective of one training step: student and frozen teachers on the clean batch
 and, when the method asks for it, on one augmented view of the same batch (METHOD.md §4). The
-method computes and names the terms; this module decides which networks run on which view.
-
-Which passes may share a batch:
-- The student, and a frozen network with train-mode modules other than BatchNorm, run each view as
-  a separate pass, so their batch statistics are those of the reference.
-- With ``fast`` (``runtime.fast_path``) on CUDA only, a frozen network without train-mode modules
-  (the teacher) runs the clean batch and the view as ONE pass of 2B samples: half the launches of a
-  launch-bound step. One whose only train-mode modules are BatchNorm (the pruned teacher with
-  ``prune.bn_mode: train``) does too, each view keeping its own statistics
-  (:func:`per_view_statistics`). cuDNN may round 2B rows differently, hence the switch; on the CPU
-  the logits would be bit-identical (tests/test_fast_path.py), but one 2B pass measured slower than
-  two B passes (26 % at 32×32; docs/performance.md).
-- Frozen passes run under ``torch.inference_mode``; their logits are copied out of it so that a
-  method may use them like any tensor. ``fast`` also feeds the batch as channels_last (the caller
-  converts the networks: :func:`r2kd.runtime.fast_layout`).
+method computes and names the terms; this module decides which networks run on which view, and
+which frozen passes share a batch (docs/performance.md, "How the fast paths keep their numbers").
+Frozen passes run under ``torch.inference_mode``; their logits are copied out of it so that a
+method may use them like any tensor. ``fast`` also feeds the batch as channels_last (the caller
+converts the networks: :func:`r2kd.runtime.fast_layout`).
 """
 
 from __future__ import annotations
@@ -101,12 +91,10 @@ class DistillObjective:
     mean: Sequence[float]
     std: Sequence[float]
     fast: bool = False
-    # Set by r2kd.fast.graphs.GraphedStep for a step replayed as a CUDA graph: the device tensors holding
-    # this step's view draws; the view is then applied to them (r2kd.augment.apply), not drawn here.
+    # Set by r2kd.fast.graphs.GraphedStep: the device tensors holding this step's view draws, which the
+    # view is then applied to (r2kd.augment.apply), not drawn here.
     static_draw: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-    # The runs of a cohort (r2kd.fast.cohort) see the same batch, the same view draws (one view generator
-    # per view kind, shared) and the same frozen networks: each view and each frozen pass is computed
-    # by the first run that needs it in a step and reused, bit for bit, by the others.
+    # A cohort's (r2kd.fast.cohort): each view and frozen pass computed once per step, reused bit for bit.
     shared: SharedPasses | None = field(default=None, repr=False)
 
     def graph_view(self) -> str | None:
@@ -147,9 +135,7 @@ class DistillObjective:
         """The view (all but cutmixpick) and the frozen networks' clean logits (and view logits, where
         one pass computes both)."""
         aug = self.method.aug_view  # "none" also for a method with no term on the view (ce)
-        # Every view but cutmixpick is a function of the batch and the view generator only, so it can
-        # be drawn first and the teacher can see both views in one pass. cutmixpick (when it drops
-        # rows) needs the teacher's clean logits to build the view: it is drawn after them.
+        # cutmixpick needs the teacher's clean logits to build its view; every other view is drawn first.
         view = None if aug in ("none", "cutmixpick") else self._once(("view", aug), lambda: self._view(aug, x, None))
         clean: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
         on_view: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
