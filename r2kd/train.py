@@ -1,9 +1,6 @@
-"""The training loop shared by teachers and students: SGD with step decay, per-epoch evaluation,
-resume from the last completed epoch, and a NaN guard.
-
-Resume: after every epoch the full state (weights, optimiser, RNG states, history) is written
-atomically to a state file outside the stage's outputs. A rerun with the same fingerprint (params,
-inputs, seed, code) continues from there and ends with exactly the numbers of an uninterrupted run.
+"""The training loop shared by teachers and students: SGD with step decay, per-epoch evaluation, a NaN
+guard, and resume from the last completed epoch (a state file written atomically after every epoch,
+keyed by a fingerprint of params, inputs, seed and code; docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -83,10 +80,8 @@ class TrainStep:
 
 
 def lr_at(recipe: TrainRecipe, epoch: int) -> float:
-    """Step decay by `gamma` at each milestone (epochs counted from 1), as MultiStepLR does.
-
-    Computed, not stored, so the resume state holds no scheduler object.
-    """
+    """Step decay by `gamma` at each milestone (epochs counted from 1), as MultiStepLR does; computed,
+    not stored, so the resume state holds no scheduler object."""
     passed = sum(1 for m in recipe.milestones if epoch > m)
     return recipe.lr * recipe.gamma**passed
 
@@ -145,12 +140,8 @@ class Trainer:
 
     def _start(self, device: torch.device) -> "Member":
         """The optimiser and the eager step of this run, before any resume."""
-        optimizer = SGD(
-            self.model.parameters(),
-            lr=self.recipe.lr,
-            momentum=self.recipe.momentum,
-            weight_decay=self.recipe.weight_decay,
-        )
+        r = self.recipe
+        optimizer = SGD(self.model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
         scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16" and device.type == "cuda")
         forward = self.forward_model if self.forward_model is not None else self.model
         step = TrainStep(forward, self.objective, optimizer, scaler, self.amp, device)
@@ -245,34 +236,24 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
     whose ``end_epoch`` gives one per live member. ``save(epoch)`` writes the resume state after each
     epoch. A member whose loss stops being finite is dropped (``solo``: raised at once, before its
     state is saved) and returned as the error."""
-    trainer0 = members[0].trainer
-    train_batches = trainer0.train_batches
+    train_batches = members[0].trainer.train_batches
     steps_per_epoch = len(train_batches)
     main = world().is_main  # only rank 0 of a multi-process run reports and writes
 
-    def row_of(m: Member, epoch: int, term_sums: dict, scores: dict, seconds: float) -> dict:
-        return {
-            "epoch": epoch,
-            "lr": lr_at(m.trainer.recipe, epoch),
-            **{f"train_{k}": float(v) / steps_per_epoch for k, v in term_sums.items()},
-            "test_top1": scores["top1"],
-            "test_top5": scores["top5"],
-            "test_loss": scores["nll"],
-            "seconds": seconds,
-        }
-
-    def record(m: Member, row: dict, term_sums: dict) -> None:
-        m.train_seconds += row["seconds"]
+    def record(m: Member, epoch: int, term_sums: dict, scores: dict, seconds: float) -> None:
+        row = {"epoch": epoch, "lr": lr_at(m.trainer.recipe, epoch),
+               **{f"train_{k}": float(v) / steps_per_epoch for k, v in term_sums.items()},
+               "test_top1": scores["top1"], "test_top5": scores["top5"], "test_loss": scores["nll"], "seconds": seconds}
+        m.train_seconds += seconds
         m.history.append(row)
         if m.best is None or row["test_top1"] > m.best["test_top1"]:
             m.best = row
         if main:
-            t, best, epoch = m.trainer, m.best, row["epoch"]
+            t, best = m.trainer, m.best
             progress.console.print(
                 f"[dim]{t.label}[/] epoch {epoch}/{t.recipe.epochs}  "
                 f"loss {sum(float(v) for v in term_sums.values()) / steps_per_epoch:.4f}  "
-                f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {row['seconds']:.1f}s"
-            )
+                f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {seconds:.1f}s")
 
     with _progress(disable=not main) as progress:
         task = progress.add_task(label, total=epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch)
@@ -314,7 +295,7 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                                   reduce=sum_over_ranks if w.distributed else None)
                 # A run's seconds: the shared training pass split evenly, plus its own evaluation.
                 seconds = trained / len(live) + time.perf_counter() - member_began
-                record(m, row_of(m, epoch, term_sums, scores, seconds), term_sums)
+                record(m, epoch, term_sums, scores, seconds)
             save(epoch)
     return [m.result() for m in members]
 
@@ -344,12 +325,5 @@ def _say(message: str) -> None:
 
 
 def _progress(disable: bool = False) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=disable,
-    )
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=True, disable=disable)
