@@ -1,14 +1,13 @@
 """The training step replayed as one CUDA graph (``runtime.fast_path`` on CUDA): a step of these small
-models is hundreds of launches the GPU waits on; a graph replays the whole step (student, teachers,
-view, loss, backward, SGD update, bookkeeping) in one. What a graph needs and how the step provides
-it: docs/performance.md. ``EagerReplayBackend`` stands in for CUDA on the CPU, so that everything but
-the capture itself is tested without a GPU.
+models is hundreds of launches the GPU waits on. What a graph needs and how the step provides it:
+docs/performance.md. ``EagerReplayBackend`` stands in for CUDA on the CPU, so that everything but the
+capture itself is tested without a GPU.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Protocol
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -16,17 +15,10 @@ from torch import Tensor
 WARMUP_STEPS = 3
 
 
-class Replayable(Protocol):
-    def replay(self) -> None: ...
-
-
-class GraphBackend(Protocol):
-    def warmup(self, fn: Callable[[], None]) -> None: ...
-    def capture(self, fn: Callable[[], None]) -> Replayable: ...
-    def upload(self, dst: Tensor, src: Tensor) -> None: ...
-
-
 class CudaGraphBackend:
+    """A backend: ``warmup(fn)`` runs the step before capture, ``capture(fn)`` returns what ``replay()``s
+    it, ``upload(dst, src)`` copies a draw into its static tensor."""
+
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.side = torch.cuda.Stream(device)
@@ -38,7 +30,7 @@ class CudaGraphBackend:
             fn()
         current.wait_stream(self.side)
 
-    def capture(self, fn: Callable[[], None]) -> Replayable:
+    def capture(self, fn: Callable[[], None]) -> torch.cuda.CUDAGraph:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             fn()
@@ -59,7 +51,7 @@ class EagerReplayBackend:
     def warmup(self, fn: Callable[[], None]) -> None:
         fn()
 
-    def capture(self, fn: Callable[[], None]) -> Replayable:
+    def capture(self, fn: Callable[[], None]) -> _Recorded:
         self.captures += 1
         return _Recorded(self, fn)
 
@@ -82,12 +74,12 @@ class GraphedStep:
     autoaugment: the run stays eager), ``draw_view(shape)`` (the view's random numbers) and
     ``static_draw`` (where it reads their device copies); a plain function objective has no view."""
 
-    def __init__(self, step, batch_size: int, backend: GraphBackend | None = None) -> None:
+    def __init__(self, step, batch_size: int, backend: CudaGraphBackend | EagerReplayBackend | None = None) -> None:
         self.step = step
         self.batch_size = batch_size
         self.backend = backend if backend is not None else CudaGraphBackend(step.device)
         self.view = step.objective.graph_view() if hasattr(step.objective, "graph_view") else "none"
-        self.graph: Replayable | None = None
+        self.graph: torch.cuda.CUDAGraph | _Recorded | None = None
         self.static: dict[str, Tensor] = {}
         self.warmups_left = WARMUP_STEPS
         self.eager_reason = None if self.view is not None else "its augmented view cannot be captured"
@@ -112,12 +104,18 @@ class GraphedStep:
             self.step(x, y, epoch)
             return
         draw = objective.draw_view(tuple(x.shape)) if self.view != "none" else {}
-        sx, sy = self._load(x, y, draw)
+        if not self.static:  # the tensors the graph reads: this batch and the view's draws are copied in
+            self.static = {"x": torch.empty_like(x), "y": torch.empty_like(y),
+                           **{name: torch.empty_like(value, device=x.device) for name, value in draw.items()}}
+        self.static["x"].copy_(x)
+        self.static["y"].copy_(y)
+        for name, value in draw.items():
+            self.backend.upload(self.static[name], value)
         if hasattr(objective, "static_draw"):
             objective.static_draw = {name: self.static[name] for name in draw}
 
         def run() -> None:
-            self.step(sx, sy, epoch)
+            self.step(self.static["x"], self.static["y"], epoch)
 
         if self.warmups_left > 0:
             self.warmups_left -= 1
@@ -134,14 +132,3 @@ class GraphedStep:
                 run()  # the same draws, eagerly: the step is not lost
                 return
         self.graph.replay()
-
-    def _load(self, x: Tensor, y: Tensor, draw: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Copy the batch and the view's draws into the static tensors the graph reads."""
-        if not self.static:
-            self.static = {"x": torch.empty_like(x), "y": torch.empty_like(y),
-                           **{name: torch.empty_like(value, device=x.device) for name, value in draw.items()}}
-        self.static["x"].copy_(x)
-        self.static["y"].copy_(y)
-        for name, value in draw.items():
-            self.backend.upload(self.static[name], value)
-        return self.static["x"], self.static["y"]

@@ -1,10 +1,8 @@
-"""The distillation objective of one training step: student and frozen teachers on the clean batch
-and, when the method asks for it, on one augmented view of the same batch (METHOD.md §4). The
-method computes and names the terms; this module decides which networks run on which view, and
-which frozen passes share a batch (docs/performance.md, "How the fast paths keep their numbers").
-Frozen passes run under ``torch.inference_mode``; their logits are copied out of it so that a
-method may use them like any tensor. ``fast`` also feeds the batch as channels_last (the caller
-converts the networks: :func:`r2kd.runtime.fast_layout`).
+"""One training step's distillation objective (METHOD.md §4): which networks run on the clean batch
+and on the method's augmented view, and which frozen passes share a batch (docs/performance.md, "How
+the fast paths keep their numbers"). Frozen passes run under ``torch.inference_mode``, their logits
+copied out of it so that a method may use them like any tensor; ``fast`` also feeds the batch as
+channels_last (the caller converts the networks: :func:`r2kd.runtime.fast_layout`).
 """
 
 from __future__ import annotations
@@ -22,13 +20,11 @@ from r2kd.methods.base import Method
 
 
 class SharedPasses:
-    """One step's views and frozen-network logits, keyed by (what, on which input), for the runs of
-    a cohort (r2kd.fast.cohort). Cleared at every step, so nothing outlives the batch it was computed on."""
+    """A cohort's views and frozen logits of one step, keyed by (what, on which input); cleared every step."""
 
     def __init__(self) -> None:
         self._done: dict[tuple[str, str], object] = {}
-        self.computed = 0  # how many passes ran (tests and benchmarks count the sharing)
-        self.reused = 0
+        self.computed = self.reused = 0  # passes run and reused (tests and benchmarks count the sharing)
 
     def get(self, key: tuple[str, str], compute):
         if key in self._done:
@@ -55,8 +51,7 @@ def batch_independent(module: torch.nn.Module) -> bool:
 
 
 def only_batch_norm_trains(module: torch.nn.Module) -> bool:
-    """True when every submodule in training mode is a BatchNorm (nothing else depends on the batch):
-    what :func:`per_view_statistics` needs."""
+    """True when only BatchNorms are in training mode (and none shards the batch): per_view_statistics' need."""
     modules = list(module.modules())
     return (not any(getattr(m, "shards_batch", False) for m in modules)
             and all(isinstance(m, _BatchNorm) for m in modules if m.training))
@@ -64,10 +59,9 @@ def only_batch_norm_trains(module: torch.nn.Module) -> bool:
 
 @contextlib.contextmanager
 def per_view_statistics(module: torch.nn.Module, views: int) -> Iterator[None]:
-    """Inside: each train-mode BatchNorm of ``module`` splits its batch into ``views`` equal slices and
-    normalises each with its own batch statistics, updating the running statistics slice after
-    slice; one pass over ``torch.cat(views)`` then equals a pass per view (bit for bit on the CPU,
-    tests/test_fast_path.py)."""
+    """Inside: each train-mode BatchNorm of ``module`` normalises each of ``views`` equal slices of its
+    batch with that slice's statistics, updating the running ones slice after slice: one pass over
+    ``torch.cat(views)`` equals a pass per view (bit for bit on the CPU, tests/test_fast_path.py)."""
     patched = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.training]
 
     def split(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
@@ -132,13 +126,11 @@ class DistillObjective:
                 if used and getattr(self, name) is not None]
 
     def _clean_passes(self, x: torch.Tensor):
-        """The view (all but cutmixpick) and the frozen networks' clean logits (and view logits, where
-        one pass computes both)."""
+        """The view (but cutmixpick's) and the frozen clean logits (and view logits, where one pass has both)."""
         aug = self.method.aug_view  # "none" also for a method with no term on the view (ce)
         # cutmixpick needs the teacher's clean logits to build its view; every other view is drawn first.
         view = None if aug in ("none", "cutmixpick") else self._once(("view", aug), lambda: self._view(aug, x, None))
-        clean: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
-        on_view: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
+        clean, on_view = dict.fromkeys(("teacher", "pruned")), dict.fromkeys(("teacher", "pruned"))
         for name in self._nets():
             net = getattr(self, name)
             if view is not None and self._batch_views(net, x, view.x):
@@ -155,9 +147,8 @@ class DistillObjective:
             view = self._once(("view", aug), lambda: self._view(aug, x, clean["teacher"]))
         if view is not None:
             for name in self._nets():
-                net = getattr(self, name)
                 if on_view[name] is None:
-                    on_view[name] = self._once((name, aug), lambda: _frozen(net, view.x))
+                    on_view[name] = self._once((name, aug), lambda: _frozen(getattr(self, name), view.x))
         return view
 
     def _once(self, key: tuple[str, str], compute):
