@@ -15,8 +15,7 @@ class SGD:
         self.params = [p for p in params if p.requires_grad]
         # `param_groups` lets torch.amp.GradScaler unscale gradients of this optimiser.
         self.param_groups = [{"params": self.params, "lr": lr}]
-        self.momentum = momentum
-        self.weight_decay = weight_decay
+        self.momentum, self.weight_decay = momentum, weight_decay
         self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
 
     @property
@@ -27,12 +26,9 @@ class SGD:
     def lr(self, value: float) -> None:
         self.param_groups[0]["lr"] = value
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
+    def zero_grad(self) -> None:
         for p in self.params:
-            if set_to_none:
-                p.grad = None
-            elif p.grad is not None:
-                p.grad.zero_()
+            p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
@@ -67,7 +63,5 @@ class SGD:
         if len(state["momentum_buffers"]) != len(self.params):
             raise ValueError("optimiser state does not match the model's parameters")
         self.lr = state["lr"]
-        self.buffers = [
-            buf.to(p.device) if has else None
-            for p, buf, has in zip(self.params, state["momentum_buffers"], state["has_buffer"])
-        ]
+        self.buffers = [buf.to(p.device) if has else None
+                        for p, buf, has in zip(self.params, state["momentum_buffers"], state["has_buffer"])]
