@@ -1,13 +1,13 @@
 """The extra augmented view of every batch (METHOD.md §6; docs/losses.md), built on the *normalised*
-batch by :func:`make_view`, every random number drawn on the CPU from the caller's generator (never
-the global RNGs, never the GPU: the same view on any device). The views of a fixed shape are written
-in two halves, :func:`draw` (their random numbers, as fixed-shape CPU tensors) and :func:`apply`
-(fixed shapes only: a box is a ``torch.where`` mask, not a slice), so that the eager step and the
-CUDA graph (r2kd.fast.graphs) build the same view the same way.
+batch, every random number drawn on the CPU from the caller's generator (the same view on any device).
+The fixed-shape views are written in two halves, :func:`draw` (their random numbers) and :func:`apply`
+(fixed shapes only: a box is a mask, not a slice), so that the eager step and the CUDA graph
+(r2kd.fast.graphs) build the same view the same way.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,8 +21,6 @@ from torch import Tensor
 if TYPE_CHECKING:
     from torchvision.transforms import AutoAugmentPolicy
 
-from r2kd.config import ViewName as AugViewName  # noqa: E402  (declared with the schema)
-
 MIXUP_ALPHA = 0.2  # λ ~ Beta(0.2, 0.2)  [REF]
 CUTMIX_ALPHA = 1.0  # λ ~ Beta(1, 1)     [REF]
 CUTMIXPICK_K = 64  # keep the k highest-entropy samples; k = min(B, 64)  [REF]
@@ -33,10 +31,9 @@ TeacherLogitsFn = Callable[[Tensor], Tensor]
 
 @dataclass(frozen=True)
 class View:
-    """One augmented view ``x`` of a batch (its dtype and device, N' ≤ N rows). ``index``: the rows of
-    the clean batch that ``x`` holds (ascending, on x's device; only cutmixpick drops rows), by which
-    the loop subsets labels and teacher logits; None when all N are kept in order. ``perm``: for
-    mixup/cutmix(pick), the partner of each *original* row (x[perm] was mixed in)."""
+    """One augmented view ``x`` of a batch (its dtype and device). ``index``: the rows of the clean batch
+    it holds (ascending; only cutmixpick drops rows), to subset labels and teacher logits with; None:
+    all, in order. ``perm``: for mixup/cutmix(pick), the partner of each *original* row."""
 
     x: Tensor
     index: Tensor | None = None
@@ -62,8 +59,7 @@ def _randint(high: int, g: torch.Generator) -> int:
 
 
 def _beta(a: float, b: float, g: torch.Generator) -> float:
-    """One Beta(a, b) draw. torch's Beta/Gamma samplers take no generator, so a numpy generator
-    is seeded from ``g``: still a pure function of the torch generator's state."""
+    """One Beta(a, b) draw from a numpy generator seeded from ``g`` (torch's Beta takes no generator)."""
     seed = int(torch.randint(0, 2**62, (1,), generator=g).item())
     return float(np.random.default_rng(seed).beta(a, b))
 
@@ -78,8 +74,7 @@ def _square_box(cy: int, cx: int, half_h: int, half_w: int, h: int, w: int) -> t
 def cutmix_box(h: int, w: int, lam: float, cy: int, cx: int) -> tuple[int, int, int, int]:
     """Box of side ⌊√(1 − λ)·side⌋ centred at (cy, cx), half-sides by floor division, clipped."""
     cut = math.sqrt(1.0 - lam)
-    cut_h, cut_w = int(h * cut), int(w * cut)
-    return _square_box(cy, cx, cut_h // 2, cut_w // 2, h, w)
+    return _square_box(cy, cx, int(h * cut) // 2, int(w * cut) // 2, h, w)
 
 
 def cutout_length(h: int, w: int) -> int:
@@ -109,14 +104,10 @@ def apply(name: str, x: Tensor, drawn: Draw) -> View:
     return _APPLIES[name](x, drawn)
 
 
-def _draw_and_apply(name: str) -> ViewFn:
-    """The eager view ``name``: drawn, then applied at once."""
-
-    def view(x: Tensor, ctx: _Ctx) -> View:
-        drawn = draw(name, x.shape, ctx.generator)
-        return apply(name, x, {key: value.to(x.device) for key, value in drawn.items()})
-
-    return view
+def _drawn_and_applied(name: str, x: Tensor, ctx: _Ctx) -> View:
+    """The eager view ``name`` of a fixed shape: drawn, then applied at once."""
+    drawn = draw(name, x.shape, ctx.generator)
+    return apply(name, x, {key: value.to(x.device) for key, value in drawn.items()})
 
 
 def _box_mask(x: Tensor, box: Tensor) -> Tensor:
@@ -184,8 +175,7 @@ def autoaugment_policy(h: int, w: int) -> "AutoAugmentPolicy":
 
 
 def to_pixels(x: Tensor, mean: Tensor, std: Tensor, rounding: Literal["truncate", "round"]) -> Tensor:
-    """De-normalise a (CPU, float) batch to uint8 pixels, truncating (the reference's
-    ``.to(torch.uint8)``) or rounding to the nearest value; clamped to [0, 255] first."""
+    """De-normalised uint8 pixels in [0, 255], truncated (the reference's ``.to(torch.uint8)``) or rounded."""
     pixels = (x.detach().float().cpu() * std + mean).mul(255.0)
     if rounding == "round":
         pixels = pixels.round()
@@ -219,8 +209,7 @@ def _autoaugment(x: Tensor, ctx: _Ctx) -> View:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         out = run(pixels)
-    view = (out.float().div(255.0) - mean) / std
-    return View(view.to(device=x.device, dtype=x.dtype))
+    return View(((out.float().div(255.0) - mean) / std).to(device=x.device, dtype=x.dtype))
 
 
 def _entropy(logits: Tensor) -> Tensor:
@@ -243,17 +232,16 @@ def _cutmixpick(x: Tensor, ctx: _Ctx) -> View:
     return View(mixed.x[keep], index=keep, perm=mixed.perm)
 
 
-VIEWS: dict[str, ViewFn] = {**{name: _draw_and_apply(name) for name in _DRAWS},
+VIEWS: dict[str, ViewFn] = {**{name: functools.partial(_drawn_and_applied, name) for name in _DRAWS},
                              "autoaugment": _autoaugment, "cutmixpick": _cutmixpick}
 
 
 def make_view(name: str, x: Tensor, *, generator: torch.Generator, mean: Sequence[float], std: Sequence[float],
               teacher_logits_fn: TeacherLogitsFn | None = None, pick_entropy_on: Literal["clean", "view"] = "clean",
               autoaugment_per: Literal["batch", "image"] = "batch") -> View:
-    """View ``name`` of the normalised batch ``x`` (N, C, H, W); ``generator`` (CPU) is its only source
-    of randomness, ``mean``/``std`` the normalisation of ``x`` (for ``autoaugment``: one sub-policy
-    per batch as the reference, or per image), and ``teacher_logits_fn`` (batch -> teacher logits)
-    is what ``cutmixpick`` ranks by."""
+    """View ``name`` of the normalised batch ``x`` (N, C, H, W), ``generator`` (CPU) its only randomness,
+    ``mean``/``std`` its normalisation (for autoaugment: one sub-policy per batch, as the reference, or
+    per image); ``teacher_logits_fn`` (batch -> teacher logits) is what cutmixpick ranks by."""
     if name not in VIEWS:
         raise ValueError(f"unknown augmented view {name!r}; known: {', '.join(sorted(VIEWS))}")
     if generator.device.type != "cpu":
