@@ -1,7 +1,6 @@
-"""One pass over the test set that gives every score recorded anywhere (the training log's test
-columns, the prune stage's accuracies, eval.json): top-1 and top-5 (%), mean cross-entropy (``nll``),
-``ece`` (15 equal-width confidence bins) and, given ``noise_std``, ``noisy_top1`` under Gaussian pixel
-noise. Running sums stay on the device and come to the host once per pass, not once per batch.
+"""One pass over the test set gives every score recorded anywhere (log columns, prune stage, eval.json):
+top-1 and top-5 (%), mean cross-entropy (``nll``), ``ece`` (15 equal-width bins) and, given ``noise_std``,
+``noisy_top1`` under Gaussian pixel noise; the running sums come to the host once per pass.
 """
 
 from __future__ import annotations
@@ -32,10 +31,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Scores of ``model`` on a fixed-order test iterator; ``noise_std`` is in [0, 1] pixel units,
     ``data_std`` the normalisation of the batches (the noise is added after it). ``logits_out``, if
-    given, receives the clean logits of every batch (float32, CPU). ``part`` = (i, n) with ``reduce``:
-    one of n processes scoring the set together: every process walks every batch (a streamed set's
-    batches are collective) and scores batches i, i+n, … whole; ``reduce`` sums the float64 running
-    sums over the processes in place (counts exactly, the rest up to float64 rounding)."""
+    given, receives the clean logits of every batch (float32, CPU). ``part`` = (i, n): this process
+    scores batches i, i+n, …; ``reduce`` sums the float64 sums over the processes (docs/distributed.md)."""
     index, parts = part
     if parts > 1 and (noise_std is not None or logits_out is not None or reduce is None):
         raise ValueError("a split evaluation needs reduce, and draws no noise and keeps no logits")
@@ -73,8 +70,7 @@ def evaluate(
 
 
 def _ece(bins: Sequence[float], total: int) -> float:
-    """Σ_b (n_b / N) · |accuracy_b − confidence_b| over the non-empty bins; ``bins``: every bin's
-    count, then every bin's correct count, then every bin's summed confidence."""
+    """Σ_b (n_b / N) · |accuracy_b − confidence_b| over the non-empty bins (``bins``: counts, hits, confidences)."""
     count, correct, confidence = bins[:ECE_BINS], bins[ECE_BINS:2 * ECE_BINS], bins[2 * ECE_BINS:]
     return sum(abs(c - p) / total for n, c, p in zip(count, correct, confidence) if n)
 
@@ -87,12 +83,8 @@ def _batch_sums(logits: torch.Tensor, labels: torch.Tensor, noisy: torch.Tensor 
     # bucketize: edges[i-1] < confidence <= edges[i]; index 0 (confidence 0) belongs to no bin
     in_bin = F.one_hot(torch.bucketize(confidence, edges), ECE_BINS + 1)[:, 1:].double()
     noisy_hits = (noisy.argmax(1) == labels).sum() if noisy is not None else torch.zeros((), device=logits.device)
-    head = torch.stack([
-        hit[:, 0].sum().double(),
-        hit.any(dim=1).sum().double(),
-        F.cross_entropy(logits.double(), labels, reduction="sum"),
-        noisy_hits.double(),
-    ])
+    head = torch.stack([hit[:, 0].sum().double(), hit.any(dim=1).sum().double(),
+                        F.cross_entropy(logits.double(), labels, reduction="sum"), noisy_hits.double()])
     correct = (predicted == labels).double()
     return torch.cat([head, in_bin.sum(0), (in_bin * correct[:, None]).sum(0), (in_bin * confidence[:, None]).sum(0)])
 

@@ -1,7 +1,6 @@
-"""What every method shares (docs/extending.md): ``ce_weight · CE`` on the clean view only
-(METHOD.md §4), detached teacher logits (so a loop that forgot ``no_grad`` still cannot train a
-teacher), and the ``_aug`` suffix of the augmented view's terms, added here and nowhere else.
-``epoch`` is 1-based, as in mdistiller.
+"""What every method shares (docs/extending.md): ``ce_weight · CE`` on the clean view only (METHOD.md
+§4), detached teacher logits (a loop that forgot ``no_grad`` still cannot train a teacher), and the
+``_aug`` suffix of the augmented view's terms, added here only. ``epoch`` is 1-based, as in mdistiller.
 """
 
 from __future__ import annotations
@@ -40,13 +39,11 @@ class Method(ABC):
 
     @property
     def aug_view(self) -> ViewName:
-        """The view the objective must build: ``params.aug_view``, or "none" for a method without a
-        term on it (so "ce" under an augment costs no extra forward pass)."""
+        """The view the objective builds: ``params.aug_view``, or "none" for a method with no term on it."""
         return self.params.aug_view if self.uses_aug_view else "none"
 
-    def losses(
-        self, *, student: Tensor, teacher: Tensor | None, pruned: Tensor | None, labels: Tensor, clean: bool, epoch: int
-    ) -> dict[str, Tensor]:
+    def losses(self, *, student: Tensor, teacher: Tensor | None, pruned: Tensor | None, labels: Tensor, clean: bool,
+               epoch: int) -> dict[str, Tensor]:
         """Named scalar loss terms of one view, CE first; the loop sums them."""
         out = {"ce": self.params.ce_weight * cross_entropy(student, labels)} if clean else {}
         if self.uses_teacher:
@@ -59,9 +56,8 @@ class Method(ABC):
         return out | {name + suffix: value for name, value in terms.items()}
 
     @abstractmethod
-    def terms(
-        self, *, student: Tensor, teacher: Tensor | None, pruned: Tensor | None, labels: Tensor, epoch: int
-    ) -> dict[str, Tensor]:
+    def terms(self, *, student: Tensor, teacher: Tensor | None, pruned: Tensor | None, labels: Tensor,
+              epoch: int) -> dict[str, Tensor]:
         """The method's own terms of one view, each times its weight (CE is added by :meth:`losses`)."""
 
     def __repr__(self) -> str:

@@ -1,7 +1,5 @@
-"""CE-only student, the no-teacher baseline: its one term, CE on the clean view, is added by
-:class:`~r2kd.methods.base.Method`. It accepts any ``aug_view`` but builds no view
-(``uses_aug_view``): a ``ce`` run under an augment is the plain CE student (docs/losses.md).
-"""
+"""CE-only student, the no-teacher baseline: its one term is the base class's CE. It accepts any
+``aug_view`` but builds no view: a ``ce`` run under an augment is the plain CE student."""
 
 from __future__ import annotations
 

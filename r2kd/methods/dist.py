@@ -1,7 +1,5 @@
-"""DIST: "Knowledge Distillation from A Stronger Teacher" (Huang et al., arXiv 2205.10536), with
-the published CIFAR-100 setting: CE + 2·inter + 2·intra at T = 4 (formulas: docs/losses.md).
-
-Pearson = cosine of the mean-centred vectors with ``1e-8`` added to the norm product, as in the
+"""DIST: "Knowledge Distillation from A Stronger Teacher" (Huang et al., arXiv 2205.10536), with the
+published CIFAR-100 setting: CE + 2·inter + 2·intra at T = 4 (docs/losses.md); Pearson as in the
 official loss (hunto/image_classification_sota ``lib/models/losses/dist_kd.py``).
 """
 

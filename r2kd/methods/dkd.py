@@ -1,9 +1,6 @@
 """DKD: "Decoupled Knowledge Distillation" (Zhao et al., arXiv 2203.08679), with mdistiller's
-defaults: CE + warm-up · (1·TCKD + 8·NCKD), T = 4 (formulas: docs/losses.md).
-
-mdistiller removes the target class with ``z/T − 1000·mask``; here the target column is dropped
-outright, the exact limit of that trick, smooth for gradcheck. On the augmented view the clean
-labels split target from non-target classes (no mixed labels, as R2KD's "no CE on x̃").
+defaults: CE + warm-up · (1·TCKD + 8·NCKD), T = 4. Formulas, and why the target column is dropped
+instead of mdistiller's ``z/T − 1000·mask`` and the clean labels split the augmented view: docs/losses.md.
 """
 
 from __future__ import annotations
@@ -58,9 +55,7 @@ def nckd_loss(z_s: Tensor, z_t: Tensor, labels: Tensor, temperature: float) -> T
     return kl * temperature**2
 
 
-def dkd_loss(
-    z_s: Tensor, z_t: Tensor, labels: Tensor, *, alpha: float, beta: float, temperature: float
-) -> Tensor:
+def dkd_loss(z_s: Tensor, z_t: Tensor, labels: Tensor, *, alpha: float, beta: float, temperature: float) -> Tensor:
     """alpha · TCKD + beta · NCKD (no warm-up; see :func:`dkd_warmup_factor`)."""
     return alpha * tckd_loss(z_s, z_t, labels, temperature) + beta * nckd_loss(z_s, z_t, labels, temperature)
 

@@ -57,10 +57,8 @@ def hard_ranks(x: Tensor) -> Tensor:
 
 
 def soft_ranks(x: Tensor, sharpness: float) -> Tensor:
-    """Pairwise-sigmoid ranks along dim 1: r_j = 1 + Σ_{k≠j} σ(sharpness · (x_j − x_k)).
-
-    The self term σ(0) = 1/2 is removed explicitly. Memory is B·C² (64·100² floats = 2.6 MB).
-    """
+    """Pairwise-sigmoid ranks along dim 1: r_j = 1 + Σ_{k≠j} σ(sharpness · (x_j − x_k)), the self term
+    σ(0) = 1/2 removed. Memory is B·C² (64·100² floats = 2.6 MB)."""
     diff = x.unsqueeze(2) - x.unsqueeze(1)  # [b, j, k] = x_j − x_k
     return 0.5 + torch.sigmoid(sharpness * diff).sum(dim=2)
 
@@ -70,9 +68,8 @@ def _standardise_rows(x: Tensor, eps: float = EPS) -> Tensor:
     return x / (x.pow(2).mean(dim=1, keepdim=True).sqrt() + eps)
 
 
-def rank_loss(
-    z_s: Tensor, z_tgt: Tensor, temperature: float, beta: float, mode: RankMode = "hard", sharpness: float = 10.0
-) -> Tensor:
+def rank_loss(z_s: Tensor, z_tgt: Tensor, temperature: float, beta: float, mode: RankMode = "hard",
+              sharpness: float = 10.0) -> Tensor:
     """beta · (1 − mean_i ρ_i), ρ_i the Spearman ρ of P_s[i] and P_t[i], P = softmax(z / T). In
     ``hard`` mode the result has no autograd history."""
     if mode == "hard":
@@ -86,19 +83,16 @@ def rank_loss(
     return _rank_from_ranks(r_s, r_t, beta)
 
 
-def r2kd_terms(
-    z_s: Tensor, z_tgt: Tensor, temperature: float, alpha: float, beta: float, mode: RankMode = "hard",
-    sharpness: float = 10.0,
-) -> tuple[Tensor, Tensor]:
-    """(:func:`value_loss`, :func:`rank_loss`) of one view, bit for bit, with the softened predictions
-    P_s and P_t computed once: the hard rank term ranks the same P the value term compares, so it
-    reuses them instead of taking both softmaxes again (tests/test_method_numerics.py)."""
+def r2kd_terms(z_s: Tensor, z_tgt: Tensor, temperature: float, alpha: float, beta: float, mode: RankMode = "hard",
+               sharpness: float = 10.0) -> tuple[Tensor, Tensor]:
+    """(:func:`value_loss`, :func:`rank_loss`) of one view, bit for bit; in ``hard`` mode the rank term
+    ranks the P_s and P_t the value term compares, computed once (tests/test_method_numerics.py)."""
     if mode != "hard":
         return (value_loss(z_s, z_tgt, temperature, alpha),
                 rank_loss(z_s, z_tgt, temperature, beta, mode, sharpness))
     p_s, p_t = _softened(z_s, z_tgt, temperature)
-    rank = _rank_from_ranks(hard_ranks(p_s.detach()), hard_ranks(p_t), beta)
-    return _value_from_probs(p_s, p_t, temperature, alpha), rank
+    value = _value_from_probs(p_s, p_t, temperature, alpha)
+    return value, _rank_from_ranks(hard_ranks(p_s.detach()), hard_ranks(p_t), beta)
 
 
 class R2KD(Method):
