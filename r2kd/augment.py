@@ -1,30 +1,13 @@
-"""The extra augmented view of every batch (METHOD.md §6), built on the *normalised* batch.
-
-Every view is a function of the batch and a CPU ``torch.Generator``: all random numbers are drawn
-on the CPU from that generator (never from the global RNGs, never on the GPU), so the same seed
-gives the same view whatever device the batch lives on, and the training loop's other random
-streams (data order, dropout) are not shifted by turning a view on or off.
-
-:func:`make_view` returns a :class:`View`. ``cutmixpick`` may keep fewer rows than the batch has:
-``View.index`` then lists the kept rows of the clean batch (ascending, on the batch's device) and
-the loop must subset labels and teacher logits with it; ``index is None`` means every row is kept
-in its original order.
-
-The views of a fixed shape (none, mixup, cutmix, cutout) are each written once, in two halves, so
-that the eager step and the CUDA graph (r2kd.fast.graphs) build the same view the same way:
-
-- :func:`draw`: every random number the view needs, drawn on the CPU from the view generator, packed
-  into fixed-shape tensors (the permutation, the box corners, the mixing weights); and
-- :func:`apply`: the view computed from the batch and those tensors with fixed shapes only: a box is
-  a mask over the image (``torch.where``), not a slice, so a graph can replay it with new draws.
-
-The eager step draws and applies at once (:func:`make_view`); a graphed step draws on the CPU,
-copies the draws into the device tensors its graph reads and replays the apply. ``autoaugment``
-(CPU PIL-style ops) and ``cutmixpick`` (a data-dependent number of rows) have no fixed-shape form.
+"""The extra augmented view of every batch (METHOD.md §6; docs/losses.md), built on the *normalised*
+batch, every random number drawn on the CPU from the caller's generator (the same view on any device).
+The fixed-shape views are written in two halves, :func:`draw` (their random numbers) and :func:`apply`
+(fixed shapes only: a box is a mask, not a slice), so that the eager step and the CUDA graph
+(r2kd.fast.graphs) build the same view the same way.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,9 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from torchvision.transforms import v2
-
-from r2kd.config import ViewName as AugViewName  # noqa: E402  (declared with the schema)
+    from torchvision.transforms import AutoAugmentPolicy
 
 MIXUP_ALPHA = 0.2  # λ ~ Beta(0.2, 0.2)  [REF]
 CUTMIX_ALPHA = 1.0  # λ ~ Beta(1, 1)     [REF]
@@ -50,14 +31,9 @@ TeacherLogitsFn = Callable[[Tensor], Tensor]
 
 @dataclass(frozen=True)
 class View:
-    """One augmented view of a batch.
-
-    x:     the view, same dtype and device as the input batch; N' ≤ N rows.
-    index: rows of the clean batch that ``x`` corresponds to (LongTensor on x's device), or None
-           when all N rows are kept in order.
-    perm:  for mixup/cutmix(pick), the partner of each *original* row (x[perm] was mixed in);
-           None otherwise.
-    """
+    """One augmented view ``x`` of a batch (its dtype and device). ``index``: the rows of the clean batch
+    it holds (ascending; only cutmixpick drops rows), to subset labels and teacher logits with; None:
+    all, in order. ``perm``: for mixup/cutmix(pick), the partner of each *original* row."""
 
     x: Tensor
     index: Tensor | None = None
@@ -71,22 +47,19 @@ class _Ctx:
     std: tuple[float, ...]
     teacher_logits_fn: TeacherLogitsFn | None
     pick_entropy_on: Literal["clean", "view"]
-    autoaugment_per: Literal["batch", "image"] = "batch"
+    autoaugment_per: Literal["batch", "image"]
 
 
 ViewFn = Callable[[Tensor, _Ctx], View]
 
 
 # --- random draws: all from the CPU generator -------------------------------------------------
-
-
 def _randint(high: int, g: torch.Generator) -> int:
     return int(torch.randint(high, (1,), generator=g).item())
 
 
 def _beta(a: float, b: float, g: torch.Generator) -> float:
-    """One Beta(a, b) draw. torch's Beta/Gamma samplers take no generator, so a numpy generator
-    is seeded from ``g``: still a pure function of the torch generator's state."""
+    """One Beta(a, b) draw from a numpy generator seeded from ``g`` (torch's Beta takes no generator)."""
     seed = int(torch.randint(0, 2**62, (1,), generator=g).item())
     return float(np.random.default_rng(seed).beta(a, b))
 
@@ -101,8 +74,7 @@ def _square_box(cy: int, cx: int, half_h: int, half_w: int, h: int, w: int) -> t
 def cutmix_box(h: int, w: int, lam: float, cy: int, cx: int) -> tuple[int, int, int, int]:
     """Box of side ⌊√(1 − λ)·side⌋ centred at (cy, cx), half-sides by floor division, clipped."""
     cut = math.sqrt(1.0 - lam)
-    cut_h, cut_w = int(h * cut), int(w * cut)
-    return _square_box(cy, cx, cut_h // 2, cut_w // 2, h, w)
+    return _square_box(cy, cx, int(h * cut) // 2, int(w * cut) // 2, h, w)
 
 
 def cutout_length(h: int, w: int) -> int:
@@ -132,14 +104,10 @@ def apply(name: str, x: Tensor, drawn: Draw) -> View:
     return _APPLIES[name](x, drawn)
 
 
-def _draw_and_apply(name: str) -> ViewFn:
-    """The eager view ``name``: drawn, then applied at once."""
-
-    def view(x: Tensor, ctx: _Ctx) -> View:
-        drawn = draw(name, x.shape, ctx.generator)
-        return apply(name, x, {key: value.to(x.device) for key, value in drawn.items()})
-
-    return view
+def _drawn_and_applied(name: str, x: Tensor, ctx: _Ctx) -> View:
+    """The eager view ``name`` of a fixed shape: drawn, then applied at once."""
+    drawn = draw(name, x.shape, ctx.generator)
+    return apply(name, x, {key: value.to(x.device) for key, value in drawn.items()})
 
 
 def _box_mask(x: Tensor, box: Tensor) -> Tensor:
@@ -193,25 +161,21 @@ _APPLIES: dict[str, Callable[[Tensor, Draw], View]] = {
 
 
 # --- the views drawn and applied at once (eager only) ------------------------------------------
-
-
 def _stats(values: Sequence[float], x: Tensor) -> Tensor:
     if len(values) != x.shape[1]:
         raise ValueError(f"normalisation has {len(values)} channels, the batch has {x.shape[1]}")
     return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
 
 
-def autoaugment_policy(h: int, w: int) -> "v2.AutoAugmentPolicy":
+def autoaugment_policy(h: int, w: int) -> "AutoAugmentPolicy":
     """CIFAR10 policy for images up to 32 px (CIFAR, digits), IMAGENET above (Tiny-ImageNet)."""
-    from torchvision.transforms import v2
+    from torchvision.transforms import AutoAugmentPolicy  # the same enum as torchvision v2's
 
-    small = max(h, w) <= AUTOAUGMENT_SMALL_MAX_SIDE
-    return v2.AutoAugmentPolicy.CIFAR10 if small else v2.AutoAugmentPolicy.IMAGENET
+    return AutoAugmentPolicy.CIFAR10 if max(h, w) <= AUTOAUGMENT_SMALL_MAX_SIDE else AutoAugmentPolicy.IMAGENET
 
 
 def to_pixels(x: Tensor, mean: Tensor, std: Tensor, rounding: Literal["truncate", "round"]) -> Tensor:
-    """De-normalise a (CPU, float) batch to uint8 pixels, truncating (the reference's
-    ``.to(torch.uint8)``) or rounding to the nearest value; clamped to [0, 255] first."""
+    """De-normalised uint8 pixels in [0, 255], truncated (the reference's ``.to(torch.uint8)``) or rounded."""
     pixels = (x.detach().float().cpu() * std + mean).mul(255.0)
     if rounding == "round":
         pixels = pixels.round()
@@ -219,8 +183,8 @@ def to_pixels(x: Tensor, mean: Tensor, std: Tensor, rounding: Literal["truncate"
 
 
 def _autoaugment(x: Tensor, ctx: _Ctx) -> View:
-    h, w = x.shape[-2:]
     mean, std = _stats(ctx.mean, x), _stats(ctx.std, x)
+    policy = autoaugment_policy(*x.shape[-2:])
     # The ops run on the CPU: 32-64 px images are launch-bound on a GPU, and CPU uint8 kernels
     # make the view bit-identical whatever device the batch came from.
     seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator).item())
@@ -229,28 +193,23 @@ def _autoaugment(x: Tensor, ctx: _Ctx) -> View:
         # magnitudes, signs, apply/skip draws) for every image of the batch; pixels truncated.
         from torchvision import transforms
 
-        small = max(h, w) <= AUTOAUGMENT_SMALL_MAX_SIDE
-        policy = transforms.AutoAugmentPolicy.CIFAR10 if small else transforms.AutoAugmentPolicy.IMAGENET
         pixels = to_pixels(x, mean, std, "truncate")
         run = transforms.AutoAugment(policy)
-    elif ctx.autoaugment_per == "image":
+    else:
         # One sub-policy per image (torchvision v2, each image on its own), pixels rounded.
         from torchvision.transforms import v2
 
         pixels = to_pixels(x, mean, std, "round")
-        augment = v2.AutoAugment(autoaugment_policy(h, w))
+        augment = v2.AutoAugment(policy)
 
         def run(batch: Tensor) -> Tensor:
             return torch.stack([augment(img) for img in batch])
-    else:
-        raise ValueError(f"autoaugment_per must be 'batch' or 'image', got {ctx.autoaugment_per!r}")
     # torchvision draws its sub-policy and magnitudes from the global CPU RNG; fork it so that
     # the draws come from our seed and the caller's global stream is left untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         out = run(pixels)
-    view = (out.float().div(255.0) - mean) / std
-    return View(view.to(device=x.device, dtype=x.dtype))
+    return View(((out.float().div(255.0) - mean) / std).to(device=x.device, dtype=x.dtype))
 
 
 def _entropy(logits: Tensor) -> Tensor:
@@ -273,29 +232,16 @@ def _cutmixpick(x: Tensor, ctx: _Ctx) -> View:
     return View(mixed.x[keep], index=keep, perm=mixed.perm)
 
 
-VIEWS: dict[str, ViewFn] = {**{name: _draw_and_apply(name) for name in _DRAWS},
+VIEWS: dict[str, ViewFn] = {**{name: functools.partial(_drawn_and_applied, name) for name in _DRAWS},
                              "autoaugment": _autoaugment, "cutmixpick": _cutmixpick}
 
 
-def make_view(
-    name: str,
-    x: Tensor,
-    *,
-    generator: torch.Generator,
-    mean: Sequence[float],
-    std: Sequence[float],
-    teacher_logits_fn: TeacherLogitsFn | None = None,
-    pick_entropy_on: Literal["clean", "view"] = "clean",
-    autoaugment_per: Literal["batch", "image"] = "batch",
-) -> View:
-    """Build view ``name`` of the normalised batch ``x`` (N, C, H, W).
-
-    ``generator`` must be a CPU generator; it is the only source of randomness. ``mean``/``std``
-    are the per-channel normalisation of ``x`` (used by ``autoaugment``). ``teacher_logits_fn``
-    maps a batch to teacher logits and is required by ``cutmixpick``. ``autoaugment_per``:
-    ``"batch"`` (the reference: one AutoAugment sub-policy for the whole batch, torchvision v1,
-    pixels truncated to uint8) or ``"image"`` (one sub-policy per image, torchvision v2, rounded).
-    """
+def make_view(name: str, x: Tensor, *, generator: torch.Generator, mean: Sequence[float], std: Sequence[float],
+              teacher_logits_fn: TeacherLogitsFn | None = None, pick_entropy_on: Literal["clean", "view"] = "clean",
+              autoaugment_per: Literal["batch", "image"] = "batch") -> View:
+    """View ``name`` of the normalised batch ``x`` (N, C, H, W), ``generator`` (CPU) its only randomness,
+    ``mean``/``std`` its normalisation (for autoaugment: one sub-policy per batch, as the reference, or
+    per image); ``teacher_logits_fn`` (batch -> teacher logits) is what cutmixpick ranks by."""
     if name not in VIEWS:
         raise ValueError(f"unknown augmented view {name!r}; known: {', '.join(sorted(VIEWS))}")
     if generator.device.type != "cpu":

@@ -1,10 +1,6 @@
-"""One pass over the test set that gives every score recorded anywhere: the per-epoch test columns
-of the training log, the prune stage's before/after accuracy and the evaluate stage's eval.json.
-
-Scores: top-1 and top-5 accuracy (%), mean cross-entropy (``nll``), expected calibration error
-(``ece``, 15 equal-width confidence bins) and, when ``noise_std`` is given, top-1 under Gaussian
-pixel noise (``noisy_top1``), a cheap robustness probe. Running sums stay on the device and come
-to the host once per pass, not once per batch.
+"""One pass over the test set gives every score recorded anywhere (log columns, prune stage, eval.json):
+top-1 and top-5 (%), mean cross-entropy (``nll``), ``ece`` (15 equal-width bins) and, given ``noise_std``,
+``noisy_top1`` under Gaussian pixel noise; the running sums come to the host once per pass.
 """
 
 from __future__ import annotations
@@ -34,14 +30,9 @@ def evaluate(
     reduce: Callable[[torch.Tensor], None] | None = None,
 ) -> dict[str, float]:
     """Scores of ``model`` on a fixed-order test iterator; ``noise_std`` is in [0, 1] pixel units,
-    ``data_std`` the per-channel normalisation of the batches (the noise is added after it).
-    ``logits_out``, if given, receives the clean logits of every batch (float32, on the CPU), for
-    the scores computed from logits below (robustness, fidelity, temperature scaling).
-
-    ``part`` = (i, n) with ``reduce``: one of n processes scoring the set together. Every process
-    walks every batch (a streamed set's batches are collective), scores batches i, i+n, … (each
-    batch whole, so each sample's logits are those of one process), and ``reduce`` sums the float64
-    running sums over the processes in place: counts exactly, the rest up to float64 rounding."""
+    ``data_std`` the normalisation of the batches (the noise is added after it). ``logits_out``, if
+    given, receives the clean logits of every batch (float32, CPU). ``part`` = (i, n): this process
+    scores batches i, i+n, …; ``reduce`` sums the float64 sums over the processes (docs/distributed.md)."""
     index, parts = part
     if parts > 1 and (noise_std is not None or logits_out is not None or reduce is None):
         raise ValueError("a split evaluation needs reduce, and draws no noise and keeps no logits")
@@ -72,17 +63,16 @@ def evaluate(
         reduce(sums)
         sums, total = sums[:-1], int(sums[-1].item())
     top1, top5, nll, noisy_top1, *bins = sums.tolist()  # the one host sync
-    count, correct, confidence = bins[:ECE_BINS], bins[ECE_BINS:2 * ECE_BINS], bins[2 * ECE_BINS:]
-    scores = {
-        "top1": 100.0 * top1 / total,
-        "top5": 100.0 * top5 / total,
-        "nll": nll / total,
-        # Σ_b (n_b / N) · |accuracy_b − confidence_b| over the non-empty bins
-        "ece": sum(abs(c - p) / total for n, c, p in zip(count, correct, confidence) if n),
-    }
+    scores = {"top1": 100.0 * top1 / total, "top5": 100.0 * top5 / total, "nll": nll / total, "ece": _ece(bins, total)}
     if noise_std is not None:
         scores["noisy_top1"] = 100.0 * noisy_top1 / total
     return scores
+
+
+def _ece(bins: Sequence[float], total: int) -> float:
+    """Σ_b (n_b / N) · |accuracy_b − confidence_b| over the non-empty bins (``bins``: counts, hits, confidences)."""
+    count, correct, confidence = bins[:ECE_BINS], bins[ECE_BINS:2 * ECE_BINS], bins[2 * ECE_BINS:]
+    return sum(abs(c - p) / total for n, c, p in zip(count, correct, confidence) if n)
 
 
 def _batch_sums(logits: torch.Tensor, labels: torch.Tensor, noisy: torch.Tensor | None) -> torch.Tensor:
@@ -93,12 +83,8 @@ def _batch_sums(logits: torch.Tensor, labels: torch.Tensor, noisy: torch.Tensor 
     # bucketize: edges[i-1] < confidence <= edges[i]; index 0 (confidence 0) belongs to no bin
     in_bin = F.one_hot(torch.bucketize(confidence, edges), ECE_BINS + 1)[:, 1:].double()
     noisy_hits = (noisy.argmax(1) == labels).sum() if noisy is not None else torch.zeros((), device=logits.device)
-    head = torch.stack([
-        hit[:, 0].sum().double(),
-        hit.any(dim=1).sum().double(),
-        F.cross_entropy(logits.double(), labels, reduction="sum"),
-        noisy_hits.double(),
-    ])
+    head = torch.stack([hit[:, 0].sum().double(), hit.any(dim=1).sum().double(),
+                        F.cross_entropy(logits.double(), labels, reduction="sum"), noisy_hits.double()])
     correct = (predicted == labels).double()
     return torch.cat([head, in_bin.sum(0), (in_bin * correct[:, None]).sum(0), (in_bin * confidence[:, None]).sum(0)])
 
@@ -123,12 +109,8 @@ def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def calibration(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> dict[str, float]:
     """ECE (15 equal-width bins, as in ``evaluate``) and NLL of softmax(logits / temperature)."""
-    z = logits.double() / temperature
-    sums = _batch_sums(z, labels, None)
-    n = labels.numel()
-    count, correct, confidence = sums[4:].view(3, ECE_BINS).tolist()
-    return {"ece": sum(abs(c - p) / n for k, c, p in zip(count, correct, confidence) if k),
-            "nll": sums[2].item() / n}
+    sums = _batch_sums(logits.double() / temperature, labels, None)
+    return {"ece": _ece(sums[4:].tolist(), labels.numel()), "nll": sums[2].item() / labels.numel()}
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, low: float = 0.05, high: float = 20.0,
@@ -138,7 +120,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, low: float = 0.0
     z = logits.double()
 
     def nll(log_t: float) -> float:
-        return torch.nn.functional.cross_entropy(z / math.exp(log_t), labels).item()
+        return F.cross_entropy(z / math.exp(log_t), labels).item()
 
     a, b = math.log(low), math.log(high)
     ratio = (math.sqrt(5) - 1) / 2

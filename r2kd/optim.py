@@ -1,9 +1,6 @@
-"""Momentum SGD with coupled weight decay — the recipe's optimiser (METHOD.md §7).
-
-Numerically identical to ``torch.optim.SGD(momentum=m, weight_decay=wd)`` (dampening 0, no
-Nesterov; tests/test_optim.py checks bit equality), but without its first-use cost: every
-``torch.optim`` optimiser imports torch._dynamo on construction, ~2.5 s per pipeline stage on
-this class of machine, which is most of a small stage's run time.
+"""Momentum SGD with coupled weight decay, the recipe's optimiser (METHOD.md §7): bit-identical to
+``torch.optim.SGD(momentum=m, weight_decay=wd)`` (tests/test_optim.py) without its first-use cost:
+every ``torch.optim`` optimiser imports torch._dynamo on construction, ~2.5 s per pipeline stage.
 """
 
 from __future__ import annotations
@@ -18,8 +15,7 @@ class SGD:
         self.params = [p for p in params if p.requires_grad]
         # `param_groups` lets torch.amp.GradScaler unscale gradients of this optimiser.
         self.param_groups = [{"params": self.params, "lr": lr}]
-        self.momentum = momentum
-        self.weight_decay = weight_decay
+        self.momentum, self.weight_decay = momentum, weight_decay
         self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
 
     @property
@@ -30,21 +26,14 @@ class SGD:
     def lr(self, value: float) -> None:
         self.param_groups[0]["lr"] = value
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
+    def zero_grad(self) -> None:
         for p in self.params:
-            if set_to_none:
-                p.grad = None
-            elif p.grad is not None:
-                p.grad.zero_()
+            p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
-        """One update of every parameter that has a gradient, as multi-tensor (``_foreach``) ops.
-
-        The same arithmetic, in the same order, as ``torch.optim.SGD(foreach=True)`` (which is bit-equal
-        to its per-parameter loop): fewer Python-level calls per step, identical numbers.
-        """
-        lr = self.lr
+        """One update of every parameter that has a gradient, with the arithmetic, in the same order,
+        of ``torch.optim.SGD(foreach=True)`` (bit-equal to its per-parameter loop), in fewer calls."""
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not live:
             return
@@ -64,7 +53,7 @@ class SGD:
                     else:
                         bufs[k].mul_(self.momentum).add_(grads[k])
             grads = bufs
-        torch._foreach_add_(params, grads, alpha=-lr)
+        torch._foreach_add_(params, grads, alpha=-self.lr)
 
     def state_dict(self) -> dict:
         return {"lr": self.lr, "momentum_buffers": [b if b is not None else torch.empty(0) for b in self.buffers],
@@ -74,7 +63,5 @@ class SGD:
         if len(state["momentum_buffers"]) != len(self.params):
             raise ValueError("optimiser state does not match the model's parameters")
         self.lr = state["lr"]
-        self.buffers = [
-            buf.to(p.device) if has else None
-            for p, buf, has in zip(self.params, state["momentum_buffers"], state["has_buffer"])
-        ]
+        self.buffers = [buf.to(p.device) if has else None
+                        for p, buf, has in zip(self.params, state["momentum_buffers"], state["has_buffer"])]

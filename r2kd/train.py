@@ -1,9 +1,5 @@
-"""The training loop shared by teachers and students: SGD with step decay, per-epoch evaluation,
-resume from the last completed epoch, and a NaN guard.
-
-Resume: after every epoch the full state (weights, optimiser, RNG states, history) is written
-atomically to a state file outside the stage's outputs. A rerun with the same fingerprint (params,
-inputs, seed, code) continues from there and ends with exactly the numbers of an uninterrupted run.
+"""The training loop of teachers and students: SGD with step decay, per-epoch evaluation, a NaN guard,
+and resume from the last completed epoch (state keyed by params, inputs, seed, code; docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -38,10 +34,9 @@ def cross_entropy_objective(model: torch.nn.Module, x: torch.Tensor, y: torch.Te
 
 
 class TrainStep:
-    """One optimisation step: objective, backward, SGD update, and the epoch's bookkeeping, all
-    on the device (no host sync per step): per-term loss sums and the index of the first step
-    whose loss was not finite. Every tensor it updates is updated in place, so that the same
-    step can be replayed as a CUDA graph (r2kd.fast.graphs.GraphedStep)."""
+    """One optimisation step and the epoch's bookkeeping (per-term loss sums, the first step whose loss
+    was not finite), all on the device, no host sync: every tensor it updates is updated in place, so
+    that the step can be replayed as a CUDA graph (r2kd.fast.graphs.GraphedStep)."""
 
     kind = "eager"
 
@@ -68,7 +63,7 @@ class TrainStep:
         bad = ~torch.isfinite(loss.detach())
         self.first_bad.copy_(torch.where(bad & (self.first_bad < 0), self.step_index, self.first_bad))
         self.step_index.add_(1)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -83,10 +78,7 @@ class TrainStep:
 
 
 def lr_at(recipe: TrainRecipe, epoch: int) -> float:
-    """Step decay by `gamma` at each milestone (epochs counted from 1), as MultiStepLR does.
-
-    Computed, not stored, so the resume state holds no scheduler object.
-    """
+    """Step decay by `gamma` at each milestone (epochs from 1) as MultiStepLR; computed: no scheduler to resume."""
     passed = sum(1 for m in recipe.milestones if epoch > m)
     return recipe.lr * recipe.gamma**passed
 
@@ -117,19 +109,15 @@ class Trainer:
     label: str
     amp: str = "none"
     modules_to_save: dict[str, torch.nn.Module] = field(default_factory=dict)
-    # Replay full-batch steps as CUDA graphs (r2kd.fast.graphs; runtime.fast_path on CUDA).
-    graphs: bool = False
+    graphs: bool = False  # replay full-batch steps as CUDA graphs (r2kd.fast.graphs; runtime.fast_path on CUDA)
     graph_backend: object | None = None  # r2kd.fast.graphs backend; None: real CUDA graphs (tests pass a CPU stand-in)
     step_kind: str = field(default="eager", init=False)  # what ran: eager | cuda-graph | ... (provenance)
-    # What the objective calls instead of ``model`` (r2kd.parallel.for_training: DDP on this rank's
-    # shard of each global batch); ``model`` itself stays the network that is scored and saved.
+    # What the objective calls instead of ``model`` (r2kd.parallel.for_training's DDP); ``model`` is scored and saved.
     forward_model: torch.nn.Module | None = None
-    # What a final state written by a cohort (r2kd.fast.cohort) says trained the run: {"step", "cohort"}.
-    trained_by: dict = field(default_factory=dict, init=False)
+    trained_by: dict = field(default_factory=dict, init=False)  # {"step", "cohort"} of a cohort's final state
 
     def fit(self) -> FitResult:
-        device = next(self.model.parameters()).device
-        member = self._start(device)
+        member = self._start()
         step = member.step
         # One process only: the multi-process step all-gathers logits between ranks (r2kd.parallel).
         if self.graphs and world().world_size == 1:
@@ -143,14 +131,10 @@ class Trainer:
         assert isinstance(outcome, FitResult)
         return outcome
 
-    def _start(self, device: torch.device) -> "Member":
+    def _start(self) -> "Member":
         """The optimiser and the eager step of this run, before any resume."""
-        optimizer = SGD(
-            self.model.parameters(),
-            lr=self.recipe.lr,
-            momentum=self.recipe.momentum,
-            weight_decay=self.recipe.weight_decay,
-        )
+        device, r = next(self.model.parameters()).device, self.recipe
+        optimizer = SGD(self.model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
         scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16" and device.type == "cuda")
         forward = self.forward_model if self.forward_model is not None else self.model
         step = TrainStep(forward, self.objective, optimizer, scaler, self.amp, device)
@@ -208,7 +192,6 @@ class Trainer:
             self.state_path.unlink(missing_ok=True)
 
 
-
 @dataclass
 class Member:
     """One run inside :func:`run_epochs`: its trainer, optimiser and step, and its record so far."""
@@ -239,40 +222,28 @@ class Member:
 
 def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, save: Callable[[int], None],
                label: str, solo: bool = False) -> list["FitResult | TrainingDiverged"]:
-    """The epoch loop: every member sees the same batches, in lockstep (one run, or a cohort of runs
-    that share their frozen teachers' forwards: r2kd.fast.cohort). ``step`` trains every live member on a
-    batch: with ``solo`` one run's step, whose ``end_epoch`` gives its outcome, else a cohort's step,
-    whose ``end_epoch`` gives one per live member. ``save(epoch)`` writes the resume state after each
-    epoch. A member whose loss stops being finite is dropped (``solo``: raised at once, before its
-    state is saved) and returned as the error."""
-    trainer0 = members[0].trainer
-    train_batches = trainer0.train_batches
+    """The epoch loop of one run (``solo``: ``step.end_epoch`` gives its outcome) or of a cohort in
+    lockstep (r2kd.fast.cohort: one outcome per live member). ``save(epoch)`` writes the resume state
+    after each epoch. A member whose loss stops being finite is dropped (``solo``: raised at once,
+    before its state is saved) and returned as the error."""
+    train_batches = members[0].trainer.train_batches
     steps_per_epoch = len(train_batches)
     main = world().is_main  # only rank 0 of a multi-process run reports and writes
 
-    def row_of(m: Member, epoch: int, term_sums: dict, scores: dict, seconds: float) -> dict:
-        return {
-            "epoch": epoch,
-            "lr": lr_at(m.trainer.recipe, epoch),
-            **{f"train_{k}": float(v) / steps_per_epoch for k, v in term_sums.items()},
-            "test_top1": scores["top1"],
-            "test_top5": scores["top5"],
-            "test_loss": scores["nll"],
-            "seconds": seconds,
-        }
-
-    def record(m: Member, row: dict, term_sums: dict) -> None:
-        m.train_seconds += row["seconds"]
+    def record(m: Member, epoch: int, term_sums: dict, scores: dict, seconds: float) -> None:
+        row = {"epoch": epoch, "lr": lr_at(m.trainer.recipe, epoch),
+               **{f"train_{k}": float(v) / steps_per_epoch for k, v in term_sums.items()},
+               "test_top1": scores["top1"], "test_top5": scores["top5"], "test_loss": scores["nll"], "seconds": seconds}
+        m.train_seconds += seconds
         m.history.append(row)
         if m.best is None or row["test_top1"] > m.best["test_top1"]:
             m.best = row
         if main:
-            t, best, epoch = m.trainer, m.best, row["epoch"]
+            t, best = m.trainer, m.best
             progress.console.print(
                 f"[dim]{t.label}[/] epoch {epoch}/{t.recipe.epochs}  "
                 f"loss {sum(float(v) for v in term_sums.values()) / steps_per_epoch:.4f}  "
-                f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {row['seconds']:.1f}s"
-            )
+                f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {seconds:.1f}s")
 
     with _progress(disable=not main) as progress:
         task = progress.add_task(label, total=epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch)
@@ -302,27 +273,24 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                         kept = "no earlier good state exists (it diverged in the first epoch), so nothing was kept"
                     m.failed = TrainingDiverged(
                         f"{t.label}: the loss became NaN or infinite at epoch {epoch}, step {bad_step + 1}; "
-                        f"{kept}. Lower the learning rate or check the data."
-                    )
+                        f"{kept}. Lower the learning rate or check the data.")
                     if solo:
                         raise m.failed
                     progress.console.print(f"[red]{m.failed}[/]")
                     continue
-                # Each process scores its share of the test batches; the sums are added up.
                 w = world()
                 scores = evaluate(t.model, t.test_batches, t.amp, part=(w.rank, w.world_size),
                                   reduce=sum_over_ranks if w.distributed else None)
                 # A run's seconds: the shared training pass split evenly, plus its own evaluation.
                 seconds = trained / len(live) + time.perf_counter() - member_began
-                record(m, row_of(m, epoch, term_sums, scores, seconds), term_sums)
+                record(m, epoch, term_sums, scores, seconds)
             save(epoch)
     return [m.result() for m in members]
 
 
 def read_state(path: Path, fmt: str, fingerprint: str, label: str,
                fits: Callable[[dict], bool] = lambda state: True) -> dict | None:
-    """The resume state at ``path``, if it is a ``fmt`` state that ``fits`` and was written under
-    ``fingerprint``; None otherwise (said why, if a state is there)."""
+    """The ``fmt`` resume state at ``path`` if it ``fits`` and has ``fingerprint``; else None (said why)."""
     if not path.exists():
         return None
     try:
@@ -344,12 +312,5 @@ def _say(message: str) -> None:
 
 
 def _progress(disable: bool = False) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=disable,
-    )
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=True, disable=disable)

@@ -157,7 +157,7 @@ def test_training_steps_are_unchanged(old, name, params):
         for epoch, (x, y) in enumerate(batches, start=1):
             terms = objective(s, x, y, epoch)
             loss = sum(terms.values())
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             logged.append({k.replace("_aug_aug", "_aug"): v.detach() for k, v in terms.items()})

@@ -10,8 +10,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from r2kd.augment import VIEWS, AugViewName
-from r2kd.config import METHOD_PARAMS, MethodName
+from r2kd.augment import VIEWS
+from r2kd.config import METHOD_PARAMS, MethodName, ViewName
 from r2kd.errors import ConfigError
 from r2kd.methods import AUG_SUFFIX, METHODS, make_method
 from r2kd.methods._common import cross_entropy
@@ -64,7 +64,7 @@ def test_teacher_flags():
 
 
 def test_aug_view_literal_matches_view_registry():
-    assert set(get_args(AugViewName)) == set(VIEWS)
+    assert set(get_args(ViewName)) == set(VIEWS)
     for cls in METHODS.values():
         assert set(get_args(cls.Params.model_fields["aug_view"].annotation)) == set(VIEWS)
 

@@ -1,23 +1,8 @@
-"""Several student runs trained in one process, in lockstep, sharing their frozen teachers' forwards.
-
-Why: at CIFAR shape about three quarters of an R2KD step's arithmetic is frozen forwards (the
-teacher and the pruned teacher, on the clean batch and the view), and the runs of one (pair, seed)
-compute the same ones: the data order and every view draw depend on the seed alone (r2kd.stages.
-distill). Trained together, the runs of a *cohort* compute each batch's views and each frozen pass
-once (r2kd.methods.objective.SharedPasses) and each run keeps its own student, optimiser and loss.
-
-Same numbers: every run gets exactly the tensors it would compute alone (the same kernels on the
-same inputs), so a run trained in a cohort ends bit-identical to the same run trained alone; the
-tests check it. What is shared is the work, never a result: a run's own random streams are the
-cohort's (one data generator; one view generator per view kind, which only that kind's runs draw
-from, once per step, as one run alone would).
-
-The cohort's step (every run's step, its views and frozen passes computed once) is one
-:class:`CohortStep`; on CUDA it is replayed as ONE graph (r2kd.fast.graphs.GraphedStep), teachers
-included, and with bf16 the students run side by side on streams of their own within it. Resume:
-one state file holds every run's state, written atomically after each epoch, so a killed cohort
-never resumes with its runs at different epochs. At the end each run gets its own final resume
-state, which its own stage resumes from (r2kd.stages.distill).
+"""The runs of one (pair, seed) trained in one process, in lockstep, each batch's views and frozen passes
+computed once (``runtime.share_teachers``; docs/performance.md); each run gets exactly the tensors it
+would compute alone, so it ends bit-identical to the run trained alone (tests/test_cohort.py). One
+resume state holds every run's, so they never resume at different epochs; at the end each run gets
+its own final resume state, which its own stage resumes from (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -55,11 +40,8 @@ class CohortViews:
         return "+".join(views) if views else "none"
 
     def draw_view(self, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
-        draws = {}
-        for view, objective in self.first_of_view.items():
-            if view != "none":
-                draws.update({f"{view}/{name}": value for name, value in objective.draw_view(shape).items()})
-        return draws
+        return {f"{view}/{name}": value for view, objective in self.first_of_view.items() if view != "none"
+                for name, value in objective.draw_view(shape).items()}
 
     @property
     def static_draw(self) -> dict[str, torch.Tensor] | None:
@@ -75,8 +57,7 @@ class CohortViews:
 
 
 class CohortStep:
-    """Every live run's :class:`r2kd.train.TrainStep` on the same batch, views and frozen passes
-    shared; the interface of one TrainStep, except that ``end_epoch`` returns one outcome per run."""
+    """Every live run's TrainStep on one batch, views and frozen passes shared; ``end_epoch``: one outcome per run."""
 
     kind = "eager"
 
@@ -84,10 +65,9 @@ class CohortStep:
         self.steps, self.shared = steps, shared
         self.device = steps[0].device
         self.objective = CohortViews([s.objective for s in steps])
-        # With bf16 on CUDA the students run side by side, one stream each, once the shared passes
-        # are done: their small bf16 kernels leave most of a large GPU idle (H100: 30.1 -> 20.9 ms for
-        # the preset's 10 runs). In fp32 it measured 5 % slower (40.8 -> 42.7 ms), so they take turns.
-        # Same kernels either way, same numbers (tests/test_cohort.py).
+        # With bf16 on CUDA the students run side by side, one stream each, once the shared passes are
+        # done: their small bf16 kernels leave most of a GPU idle (H100: 30.1 -> 20.9 ms for 10 runs); in
+        # fp32 it measured 5 % slower (40.8 -> 42.7 ms). Same kernels either way, same numbers.
         if concurrent is None:
             concurrent = self.device.type == "cuda" and steps[0].amp == "bf16"
         self.streams = [torch.cuda.Stream(self.device) for _ in steps] if concurrent and len(steps) > 1 else None
@@ -160,16 +140,24 @@ def fit_cohort(trainers: list[Trainer], shared: SharedPasses, state_path: Path, 
                label: str, concurrent: bool | None = None,
                trained_by: dict | None = None) -> tuple[list[FitResult | TrainingDiverged], str]:
     """Train ``trainers`` together (their objectives hold ``shared``; their loaders, generators, teachers
-    and settings are the cohort's). Returns each run's result, or the error that stopped it, and
-    the step kind that ran (eager | cuda-graph). ``concurrent``: the students side by side, one
-    CUDA stream each (default: on CUDA with bf16). Each run that ends well is left its own final
-    resume state, marked ``trained_by`` (with the step kind), for its own stage to resume from."""
+    and settings are the cohort's): each run's result or the error that stopped it, and the step kind
+    that ran. ``concurrent``: the students on CUDA streams of their own (default: on CUDA with bf16).
+    Each run that ends well is left its own final resume state, marked ``trained_by``."""
     if world().distributed:
         raise ValueError("a cohort runs in one process (runtime.share_teachers needs nproc_per_node: 1)")
     first = trainers[0]
-    device = next(first.model.parameters()).device
-    members = [t._start(device) for t in trainers]
-    start_epoch = _resume(members, state_path, fingerprint, label)
+    members = [t._start() for t in trainers]
+    start_epoch = 0
+    state = read_state(state_path, STATE_FORMAT, fingerprint, label,
+                       fits=lambda state: len(state.get("members", ())) == len(members))
+    if state is not None:
+        start_epoch = int(state["epoch"])
+        for m, saved in zip(members, state["members"]):
+            if "failed" in saved:
+                m.failed = TrainingDiverged(saved["failed"])
+            else:
+                m.trainer.load_state_dict(saved, m.optimizer, m.history)
+        _say(f"[green]{label}: resuming after epoch {start_epoch}[/] (state {state_path})")
     for m in members:
         m.begin(start_epoch)
     step = _Live(members, shared, first.graphs, first.train_batches.batch_size, first.graph_backend, concurrent)
@@ -189,18 +177,3 @@ def fit_cohort(trainers: list[Trainer], shared: SharedPasses, state_path: Path, 
             m.trainer.write_state(first.recipe.epochs, {**state, "trained_by": marks})
     state_path.unlink(missing_ok=True)
     return outcomes, step.kind
-
-
-def _resume(members: list[Member], state_path: Path, fingerprint: str, label: str) -> int:
-    state = read_state(state_path, STATE_FORMAT, fingerprint, label,
-                       fits=lambda state: len(state.get("members", ())) == len(members))
-    if state is None:
-        return 0
-    epoch = int(state["epoch"])
-    for m, saved in zip(members, state["members"]):
-        if "failed" in saved:
-            m.failed = TrainingDiverged(saved["failed"])
-        else:
-            m.trainer.load_state_dict(saved, m.optimizer, m.history)
-    _say(f"[green]{label}: resuming after epoch {epoch}[/] (state {state_path})")
-    return epoch

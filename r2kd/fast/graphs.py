@@ -1,34 +1,13 @@
-"""The training step replayed as one CUDA graph (``runtime.fast_path`` on CUDA).
-
-Why: the models of this method are small, so on a GPU a step is hundreds of tiny kernel launches
-and the GPU waits on the CPU. A CUDA graph records the whole step once (student, teachers, view,
-loss, backward, SGD update, the epoch's bookkeeping) and replays it with one launch.
-
-What a graph needs, and how the step provides it:
-- fixed shapes and memory: every full batch is copied into the same static input tensors; the
-  last, smaller batch of an epoch runs eagerly;
-- no host work inside the step: the loss sums and the non-finite guard already live on the device
-  (r2kd.train.TrainStep), updated in place;
-- randomness drawn outside: the view's random numbers are drawn on the CPU from the view
-  generator (r2kd.augment.draw, which the eager view calls too) and copied into static device
-  tensors that the captured r2kd.augment.apply reads: the graph draws what the eager step draws;
-- host-side constants (the learning rate, DKD's warm-up factor) are baked in at capture: the graph
-  is captured again at the start of every epoch, the only time they change.
-
-The first steps run eagerly on a side stream (CUDA's rule: lazy initialisations such as cuBLAS
-handles and the optimiser's momentum buffers happen before capture). A capture that fails (an
-operation that cannot be captured) leaves the run eager from then on, with a warning; the step's
-numbers are the same either way, up to the float rounding of the fused launches (none expected:
-the kernels are the same).
-
-``EagerReplayBackend`` stands in for the CUDA graph on the CPU, so that everything here except the
-capture itself is tested without a GPU: a "replay" calls the recorded step again.
+"""The training step replayed as one CUDA graph (``runtime.fast_path`` on CUDA): a step of these small
+models is hundreds of launches the GPU waits on. What a graph needs and how the step provides it:
+docs/performance.md. ``EagerReplayBackend`` stands in for CUDA on the CPU, so that everything but the
+capture itself is tested without a GPU.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Protocol
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -36,17 +15,10 @@ from torch import Tensor
 WARMUP_STEPS = 3
 
 
-class Replayable(Protocol):
-    def replay(self) -> None: ...
-
-
-class GraphBackend(Protocol):
-    def warmup(self, fn: Callable[[], None]) -> None: ...
-    def capture(self, fn: Callable[[], None]) -> Replayable: ...
-    def upload(self, dst: Tensor, src: Tensor) -> None: ...
-
-
 class CudaGraphBackend:
+    """A backend: ``warmup(fn)`` runs the step before capture, ``capture(fn)`` returns what ``replay()``s
+    it, ``upload(dst, src)`` copies a draw into its static tensor."""
+
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.side = torch.cuda.Stream(device)
@@ -58,7 +30,7 @@ class CudaGraphBackend:
             fn()
         current.wait_stream(self.side)
 
-    def capture(self, fn: Callable[[], None]) -> Replayable:
+    def capture(self, fn: Callable[[], None]) -> torch.cuda.CUDAGraph:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             fn()
@@ -79,7 +51,7 @@ class EagerReplayBackend:
     def warmup(self, fn: Callable[[], None]) -> None:
         fn()
 
-    def capture(self, fn: Callable[[], None]) -> Replayable:
+    def capture(self, fn: Callable[[], None]) -> _Recorded:
         self.captures += 1
         return _Recorded(self, fn)
 
@@ -97,23 +69,17 @@ class _Recorded:
 
 
 class GraphedStep:
-    """Wraps an :class:`r2kd.train.TrainStep`; same interface, same numbers, one launch per step.
+    """Wraps an :class:`r2kd.train.TrainStep`; same interface, same numbers, one launch per step. An
+    objective with a view has ``graph_view()`` (its view; None if it cannot be captured, e.g.
+    autoaugment: the run stays eager), ``draw_view(shape)`` (the view's random numbers) and
+    ``static_draw`` (where it reads their device copies); a plain function objective has no view."""
 
-    The objective takes part through two optional methods: ``graph_view()`` names the view it
-    builds each step (``"none"`` for none; ``None`` if its view cannot be captured, e.g.
-    autoaugment, which keeps the whole run eager) and ``draw_view(shape)`` draws that view's random
-    numbers; ``static_draw`` is where it reads their device copies from. A plain function
-    objective (the teacher's cross-entropy) has no view.
-    """
-
-    def __init__(self, step, batch_size: int, backend: GraphBackend | None = None) -> None:
+    def __init__(self, step, batch_size: int, backend: CudaGraphBackend | EagerReplayBackend | None = None) -> None:
         self.step = step
         self.batch_size = batch_size
         self.backend = backend if backend is not None else CudaGraphBackend(step.device)
-        objective = step.objective
-        graph_view = getattr(objective, "graph_view", None)
-        self.view = graph_view() if graph_view is not None else "none"
-        self.graph: Replayable | None = None
+        self.view = step.objective.graph_view() if hasattr(step.objective, "graph_view") else "none"
+        self.graph: torch.cuda.CUDAGraph | _Recorded | None = None
         self.static: dict[str, Tensor] = {}
         self.warmups_left = WARMUP_STEPS
         self.eager_reason = None if self.view is not None else "its augmented view cannot be captured"
@@ -138,12 +104,18 @@ class GraphedStep:
             self.step(x, y, epoch)
             return
         draw = objective.draw_view(tuple(x.shape)) if self.view != "none" else {}
-        sx, sy = self._load(x, y, draw)
+        if not self.static:  # the tensors the graph reads: this batch and the view's draws are copied in
+            self.static = {"x": torch.empty_like(x), "y": torch.empty_like(y),
+                           **{name: torch.empty_like(value, device=x.device) for name, value in draw.items()}}
+        self.static["x"].copy_(x)
+        self.static["y"].copy_(y)
+        for name, value in draw.items():
+            self.backend.upload(self.static[name], value)
         if hasattr(objective, "static_draw"):
             objective.static_draw = {name: self.static[name] for name in draw}
 
         def run() -> None:
-            self.step(sx, sy, epoch)
+            self.step(self.static["x"], self.static["y"], epoch)
 
         if self.warmups_left > 0:
             self.warmups_left -= 1
@@ -160,16 +132,3 @@ class GraphedStep:
                 run()  # the same draws, eagerly: the step is not lost
                 return
         self.graph.replay()
-
-    def _load(self, x: Tensor, y: Tensor, draw: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Copy the batch and the view's draws into the static tensors the graph reads."""
-        if not self.static:
-            self.static["x"] = torch.empty_like(x)
-            self.static["y"] = torch.empty_like(y)
-            for name, value in draw.items():
-                self.static[name] = torch.empty_like(value, device=x.device)
-        self.static["x"].copy_(x)
-        self.static["y"].copy_(y)
-        for name, value in draw.items():
-            self.backend.upload(self.static[name], value)
-        return self.static["x"], self.static["y"]

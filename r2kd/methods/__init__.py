@@ -1,8 +1,5 @@
-"""The distillation methods, one module each (pure loss functions + a thin :class:`Method`),
-keyed by the names params.yaml uses. Adding a method: docs/extending.md.
-
-Formulas, defaults and their sources: docs/losses.md.
-"""
+"""The distillation methods, one module each, keyed by the names params.yaml uses (docs/losses.md,
+docs/extending.md)."""
 
 from __future__ import annotations
 

@@ -1,17 +1,6 @@
-"""What every method shares: CE on the clean view, detached teacher logits, the view suffix.
-
-The objective (objective.py) calls :meth:`Method.losses` once on the clean view (``clean=True``)
-and, when ``method.aug_view != "none"``, once more on the augmented view of the same batch
-(``clean=False``; ``labels`` are the clean labels, subset with ``View.index`` when ``cutmixpick``
-dropped rows). The training loop sums every value into the loss and logs each term by name
-(``train_<name>`` in log.csv).
-
-A method only writes :meth:`Method.terms`, its own weighted terms of one view. This class adds
-``ce_weight · CE`` on the clean view (never on the augmented one, METHOD.md §4), detaches the
-teacher logits (so a loop that forgot ``no_grad`` still cannot train a teacher), and suffixes the
-augmented view's terms with ``_aug``, here and nowhere else.
-
-``epoch`` is 1-based (the first epoch is 1), as in mdistiller; only DKD's warm-up reads it.
+"""What every method shares (docs/extending.md): ``ce_weight · CE`` on the clean view only (METHOD.md
+§4), detached teacher logits (a loop that forgot ``no_grad`` still cannot train a teacher), and the
+``_aug`` suffix of the augmented view's terms, added here only. ``epoch`` is 1-based, as in mdistiller.
 """
 
 from __future__ import annotations
@@ -50,13 +39,11 @@ class Method(ABC):
 
     @property
     def aug_view(self) -> ViewName:
-        """The view the objective must build: ``params.aug_view``, or "none" for a method without a
-        term on it (so "ce" under an augment costs no extra forward pass)."""
+        """The view the objective builds: ``params.aug_view``, or "none" for a method with no term on it."""
         return self.params.aug_view if self.uses_aug_view else "none"
 
-    def losses(
-        self, *, student: Tensor, teacher: Tensor | None, pruned: Tensor | None, labels: Tensor, clean: bool, epoch: int
-    ) -> dict[str, Tensor]:
+    def losses(self, *, student: Tensor, teacher: Tensor | None, pruned: Tensor | None, labels: Tensor, clean: bool,
+               epoch: int) -> dict[str, Tensor]:
         """Named scalar loss terms of one view, CE first; the loop sums them."""
         out = {"ce": self.params.ce_weight * cross_entropy(student, labels)} if clean else {}
         if self.uses_teacher:
@@ -65,14 +52,12 @@ class Method(ABC):
             teacher = teacher.detach()
         pruned = pruned.detach() if pruned is not None else None
         suffix = "" if clean else AUG_SUFFIX
-        for name, value in self.terms(student=student, teacher=teacher, pruned=pruned, labels=labels, epoch=epoch).items():
-            out[name + suffix] = value
-        return out
+        terms = self.terms(student=student, teacher=teacher, pruned=pruned, labels=labels, epoch=epoch)
+        return out | {name + suffix: value for name, value in terms.items()}
 
     @abstractmethod
-    def terms(
-        self, *, student: Tensor, teacher: Tensor | None, pruned: Tensor | None, labels: Tensor, epoch: int
-    ) -> dict[str, Tensor]:
+    def terms(self, *, student: Tensor, teacher: Tensor | None, pruned: Tensor | None, labels: Tensor,
+              epoch: int) -> dict[str, Tensor]:
         """The method's own terms of one view, each times its weight (CE is added by :meth:`losses`)."""
 
     def __repr__(self) -> str:

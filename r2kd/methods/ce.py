@@ -1,12 +1,5 @@
-"""CE-only student: the no-teacher baseline.
-
-Its one term, ``ce_weight · CE`` on the clean view, is what every method shares, so
-:class:`~r2kd.methods.base.Method` adds it and this class has no term of its own. CE is applied
-to the clean view only (METHOD.md §4), so ce has nothing to train on an augmented view:
-``uses_aug_view`` is False and the objective skips the extra view. ``aug_view`` is still accepted
-(params.yaml may run every method under every augment); a ``ce`` run with an augment is the plain
-CE student.
-"""
+"""CE-only student, the no-teacher baseline: its one term is the base class's CE. It accepts any
+``aug_view`` but builds no view: a ``ce`` run under an augment is the plain CE student."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Hinton knowledge distillation (arXiv 1503.02531) with mdistiller's CIFAR-100 weights:
-0.1·CE + 0.9·KD, T = 4.
-
-L_KD = T² · (1/B) Σ_i KL(P_t[i] ‖ P_s[i]),  P = softmax(z / T).
-
-The T² factor keeps the gradient magnitude of the soft term independent of T (Hinton et al. §2);
+"""Hinton knowledge distillation (arXiv 1503.02531) with mdistiller's CIFAR-100 weights: 0.1·CE + 0.9·KD,
+T = 4. The T² factor keeps the soft term's gradient magnitude independent of T (Hinton et al. §2);
 ``batchmean`` matches mdistiller's ``kl_div(...).sum(1).mean()``.
 """
 

@@ -1,32 +1,8 @@
-"""The distillation objective of one training step: student and frozen teachers on the clean batch
-and, when the method asks for it, on one augmented view of the same batch (METHOD.md §4).
-
-The method says which terms to compute from the logits (and names them, suffix included); this
-module decides which networks run on which view.
-
-Which passes may share a batch:
-- The student and any frozen network with train-mode BatchNorm (the pruned teacher in the
-  reference) run each view as a separate forward pass, never as one concatenated batch, so their
-  batch statistics are those of the reference.
-- A frozen network without any train-mode module (the teacher, always in eval mode) gives every
-  sample the same logits whatever else is in its batch, so on CUDA with ``fast`` set
-  (``runtime.fast_path``) it runs the clean batch and the view as ONE forward pass of 2B samples:
-  half the kernel launches of a launch-bound step. cuDNN may pick another algorithm for 2B rows
-  (rounding changes), hence the switch. Never on the CPU: there the logits would be bit-identical
-  (tests/test_fast_path.py), but one 2B pass was measured slower than two B passes (26 % at
-  32×32, 6 % at 8×8, 1 thread; docs/performance.md).
-- A frozen network whose only train-mode modules are BatchNorm (the pruned teacher with
-  ``prune.bn_mode: train``) also runs both views as one pass on that path, with each view's batch
-  statistics kept apart (:func:`per_view_statistics`): each BatchNorm normalises each view's half
-  with that half's own statistics and updates its running statistics clean half first, as the two
-  separate passes do. The convolutions see 2B rows (cuDNN may round differently); the statistics,
-  hence what the method sees, are those of the reference.
-- Frozen passes run under ``torch.inference_mode`` (no autograd bookkeeping at all); their logits
-  are copied out of inference mode so that a method may use them like any tensor.
-
-``fast`` (``runtime.fast_path``, resolved by :func:`r2kd.runtime.fast_path_enabled`) also feeds
-the batch in channels_last memory format; the caller converts the networks
-(:func:`r2kd.runtime.fast_layout`). Rounding may change, so it is opt-in on the CPU.
+"""One training step's distillation objective (METHOD.md §4): which networks run on the clean batch
+and on the method's augmented view, and which frozen passes share a batch (docs/performance.md, "How
+the fast paths keep their numbers"). Frozen passes run under ``torch.inference_mode``, their logits
+copied out of it so that a method may use them like any tensor; ``fast`` also feeds the batch as
+channels_last (the caller converts the networks: :func:`r2kd.runtime.fast_layout`).
 """
 
 from __future__ import annotations
@@ -40,18 +16,15 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from r2kd import augment
-from r2kd.augment import make_view
 from r2kd.methods.base import Method
 
 
 class SharedPasses:
-    """One step's views and frozen-network logits, keyed by (what, on which input), for the runs of
-    a cohort (r2kd.fast.cohort). Cleared at every step, so nothing outlives the batch it was computed on."""
+    """A cohort's views and frozen logits of one step, keyed by (what, on which input); cleared every step."""
 
     def __init__(self) -> None:
         self._done: dict[tuple[str, str], object] = {}
-        self.computed = 0  # how many passes ran (tests and benchmarks count the sharing)
-        self.reused = 0
+        self.computed = self.reused = 0  # passes run and reused (tests and benchmarks count the sharing)
 
     def get(self, key: tuple[str, str], compute):
         if key in self._done:
@@ -78,8 +51,7 @@ def batch_independent(module: torch.nn.Module) -> bool:
 
 
 def only_batch_norm_trains(module: torch.nn.Module) -> bool:
-    """True when every submodule in training mode is a BatchNorm (nothing else depends on the batch):
-    what :func:`per_view_statistics` needs."""
+    """True when only BatchNorms are in training mode (and none shards the batch): per_view_statistics' need."""
     modules = list(module.modules())
     return (not any(getattr(m, "shards_batch", False) for m in modules)
             and all(isinstance(m, _BatchNorm) for m in modules if m.training))
@@ -87,10 +59,9 @@ def only_batch_norm_trains(module: torch.nn.Module) -> bool:
 
 @contextlib.contextmanager
 def per_view_statistics(module: torch.nn.Module, views: int) -> Iterator[None]:
-    """Inside: each train-mode BatchNorm of ``module`` splits its batch into ``views`` equal slices and
-    normalises each with its own batch statistics, updating the running statistics slice after
-    slice; one pass over ``torch.cat(views)`` then equals a pass per view (bit for bit on the CPU,
-    tests/test_fast_path.py)."""
+    """Inside: each train-mode BatchNorm of ``module`` normalises each of ``views`` equal slices of its
+    batch with that slice's statistics, updating the running ones slice after slice: one pass over
+    ``torch.cat(views)`` equals a pass per view (bit for bit on the CPU, tests/test_fast_path.py)."""
     patched = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.training]
 
     def split(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
@@ -114,12 +85,10 @@ class DistillObjective:
     mean: Sequence[float]
     std: Sequence[float]
     fast: bool = False
-    # Set by r2kd.fast.graphs.GraphedStep for a step replayed as a CUDA graph: the device tensors holding
-    # this step's view draws; the view is then applied to them (r2kd.augment.apply), not drawn here.
+    # Set by r2kd.fast.graphs.GraphedStep: the device tensors holding this step's view draws, which the
+    # view is then applied to (r2kd.augment.apply), not drawn here.
     static_draw: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-    # The runs of a cohort (r2kd.fast.cohort) see the same batch, the same view draws (one view generator
-    # per view kind, shared) and the same frozen networks: each view and each frozen pass is computed
-    # by the first run that needs it in a step and reused, bit for bit, by the others.
+    # A cohort's (r2kd.fast.cohort): each view and frozen pass computed once per step, reused bit for bit.
     shared: SharedPasses | None = field(default=None, repr=False)
 
     def graph_view(self) -> str | None:
@@ -157,15 +126,11 @@ class DistillObjective:
                 if used and getattr(self, name) is not None]
 
     def _clean_passes(self, x: torch.Tensor):
-        """The view (all but cutmixpick) and the frozen networks' clean logits (and view logits, where
-        one pass computes both)."""
+        """The view (but cutmixpick's) and the frozen clean logits (and view logits, where one pass has both)."""
         aug = self.method.aug_view  # "none" also for a method with no term on the view (ce)
-        # Every view but cutmixpick is a function of the batch and the view generator only, so it can
-        # be drawn first and the teacher can see both views in one pass. cutmixpick (when it drops
-        # rows) needs the teacher's clean logits to build the view: it is drawn after them.
+        # cutmixpick needs the teacher's clean logits to build its view; every other view is drawn first.
         view = None if aug in ("none", "cutmixpick") else self._once(("view", aug), lambda: self._view(aug, x, None))
-        clean: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
-        on_view: dict[str, torch.Tensor | None] = {"teacher": None, "pruned": None}
+        clean, on_view = dict.fromkeys(("teacher", "pruned")), dict.fromkeys(("teacher", "pruned"))
         for name in self._nets():
             net = getattr(self, name)
             if view is not None and self._batch_views(net, x, view.x):
@@ -182,16 +147,14 @@ class DistillObjective:
             view = self._once(("view", aug), lambda: self._view(aug, x, clean["teacher"]))
         if view is not None:
             for name in self._nets():
-                net = getattr(self, name)
                 if on_view[name] is None:
-                    on_view[name] = self._once((name, aug), lambda: _frozen(net, view.x))
+                    on_view[name] = self._once((name, aug), lambda: _frozen(getattr(self, name), view.x))
         return view
 
     def _once(self, key: tuple[str, str], compute):
         return compute() if self.shared is None else self.shared.get(key, compute)
 
-    # Where the fast path runs a frozen network's two views as one pass: where steps are launch-bound.
-    # On the CPU one pass of 2B was measured slower than two of B.
+    # Where the fast path runs a frozen network's two views as one pass (not the CPU: see above).
     batch_views_on = ("cuda",)
 
     def _batch_views(self, net: torch.nn.Module, x: torch.Tensor, v: torch.Tensor) -> bool:
@@ -201,21 +164,18 @@ class DistillObjective:
 
     @staticmethod
     def _frozen_views(net: torch.nn.Module, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if batch_independent(net):
-            return _frozen(net, torch.cat([x, v]))
-        with per_view_statistics(net, 2):
+        with contextlib.nullcontext() if batch_independent(net) else per_view_statistics(net, 2):
             return _frozen(net, torch.cat([x, v]))
 
     def _view(self, aug: str, x: torch.Tensor, clean_teacher: torch.Tensor | None):
         if self.static_draw is not None:
             return augment.apply(aug, x, self.static_draw)
-        if self.teacher is None:
-            logits_fn = None
-        else:
+
+        def logits_fn(batch: torch.Tensor) -> torch.Tensor:
             # cutmixpick ranks the clean batch by teacher entropy: those logits were computed already.
-            def logits_fn(batch: torch.Tensor) -> torch.Tensor:
-                return clean_teacher if (batch is x and clean_teacher is not None) else _frozen(self.teacher, batch)
-        return make_view(aug, x, generator=self.view_generator, mean=self.mean, std=self.std, teacher_logits_fn=logits_fn,
+            return clean_teacher if (batch is x and clean_teacher is not None) else _frozen(self.teacher, batch)
+        return augment.make_view(aug, x, generator=self.view_generator, mean=self.mean, std=self.std,
+                         teacher_logits_fn=None if self.teacher is None else logits_fn,
                          autoaugment_per=self.method.params.autoaugment_per)
 
     def _losses(self, student, x, y, epoch, logits: dict, *, clean: bool) -> dict[str, torch.Tensor]:
