@@ -56,6 +56,8 @@ def _check_raw(raw: RawDataset, name: str) -> None:
             raise DataError(f"{name}: {split} has {images.shape[0]} images but {labels.shape[0]} labels")
         if images.shape[0] == 0:
             raise DataError(f"{name}: the {split} split is empty")
+        if int(labels.min()) < 0 or int(labels.max()) >= len(raw.class_names):
+            raise DataError(f"{name}: {split} labels outside 0..{len(raw.class_names) - 1}")
     if raw.train_images.shape[1:] != raw.test_images.shape[1:]:
         raise DataError(f"{name}: train and test images differ in shape")
     if raw.train_images.shape[2] != raw.train_images.shape[3]:

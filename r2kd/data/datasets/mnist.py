@@ -1,21 +1,16 @@
-"""MNIST, Kuzushiji-MNIST and Fashion-MNIST from their IDX files.
+"""MNIST, Kuzushiji-MNIST and Fashion-MNIST from their IDX files (parsed by :mod:`r2kd.data.idx`).
 
-Files go where torchvision puts them (or straight in ``<root>``, as a distribution's package installs
-them): ``<root>/MNIST/raw/``, ``<root>/KMNIST/raw/``,
-``<root>/FashionMNIST/raw/``, each holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
-``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, gzip-compressed (``.gz``, used when present)
-or not. A file is verified by its contents: see :func:`read_verified`. With
-``data.download: true`` the missing ``.gz`` files are fetched from torchvision's mirrors with
-torchvision's downloader. Parsing is :mod:`r2kd.data.idx`.
-
-Base augmentation: crop padding 2 (28 px images; about CIFAR's 4/32), no flips (mirrored
-digits, kana and most garments change meaning or are not in the data).
+Looked for in torchvision's folders (``<root>/MNIST/raw/`` ...) and then straight in ``<root>``,
+``.gz`` before plain; each file is verified by its contents (:func:`read_verified`). docs/data.md,
+"mnist, kmnist, fashion_mnist". Base augmentation: crop padding 2 (28 px images; about CIFAR's
+4/32), no flips (mirrored digits, kana and most garments change meaning or are not in the data).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Mapping
 
@@ -185,40 +180,12 @@ def build_idx(layout: IdxLayout, cfg: DataConfig, checksums: Mapping[str, str]) 
         path, rel = _locate(layout, cfg, name, checksums)
         arrays[name], sources[rel], verified[rel] = read_verified(
             layout, path, rel, checksums, ndim=3 if "images" in name else 1, pins=cfg.checksums)
-
-    def split(prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = arrays[f"{prefix}-images-idx3-ubyte"], arrays[f"{prefix}-labels-idx1-ubyte"]
-        if images.shape[0] != labels.shape[0]:
-            raise DataError(f"{layout.name}: {prefix} has {images.shape[0]} images but {labels.shape[0]} labels")
-        if labels.size and int(labels.max()) >= len(layout.class_names):
-            raise DataError(f"{layout.name}: {prefix} labels outside 0..{len(layout.class_names) - 1}")
-        return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype("int64"))
-
-    train_images, train_labels = split("train")
-    test_images, test_labels = split("t10k")
-    return RawDataset(
-        train_images=train_images,
-        train_labels=train_labels,
-        test_images=test_images,
-        test_labels=test_labels,
-        class_names=list(layout.class_names),
-        sources=sources,
-        verified=verified,
-        crop_padding=2,
-        hflip=False,
-    )
+    images = {p: torch.from_numpy(arrays[f"{p}-images-idx3-ubyte"].copy()).unsqueeze(1) for p in ("train", "t10k")}
+    labels = {p: torch.from_numpy(arrays[f"{p}-labels-idx1-ubyte"].astype("int64")) for p in ("train", "t10k")}
+    return RawDataset(images["train"], labels["train"], images["t10k"], labels["t10k"], list(layout.class_names),
+                      sources, verified=verified, crop_padding=2, hflip=False)
 
 
-@register("mnist", checksums=MNIST_MD5)
-def build_mnist(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
-    return build_idx(MNIST, cfg, checksums)
-
-
-@register("kmnist", checksums=KMNIST_MD5)
-def build_kmnist(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
-    return build_idx(KMNIST, cfg, checksums)
-
-
-@register("fashion_mnist", checksums=FASHION_MNIST_MD5)
-def build_fashion_mnist(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
-    return build_idx(FASHION_MNIST, cfg, checksums)
+register("mnist", checksums=MNIST_MD5)(partial(build_idx, MNIST))
+register("kmnist", checksums=KMNIST_MD5)(partial(build_idx, KMNIST))
+register("fashion_mnist", checksums=FASHION_MNIST_MD5)(partial(build_idx, FASHION_MNIST))
