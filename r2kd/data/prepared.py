@@ -1,4 +1,4 @@
-"""Reading what the ``prepare`` stage wrote: ``train.pt``, ``test.pt`` and ``meta.json`` (docs/data.md).
+"""The format the ``prepare`` stage writes: ``train.pt``, ``test.pt`` and ``meta.json`` (docs/data.md).
 
 ``meta.json``'s ``storage`` says what the split files hold: decoded images (``memory``, also when
 the key is absent; :func:`load_prepared`) or an index of source files (``stream``; :func:`load_index`).
@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import torch
 
+from r2kd.config import DataConfig
+from r2kd.data.registry import IndexedDataset, RawDataset
 from r2kd.errors import CheckpointError, DataError, UserError
 from r2kd.files import load_checkpoint, read_json, save_checkpoint, sha256_state_dict, write_json
 
@@ -185,12 +187,39 @@ def load_index(out_dir: Path, split: str, meta: dict[str, Any]) -> dict[str, tor
                                               "sizes": ((n,), torch.int64), "sha256": ((n, width), torch.uint8)})
 
 
-def write_prepared(out_dir: Path, splits: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """Write each split's payload to ``<split>.pt`` and then ``meta.json``, all or nothing.
+def write_prepared(cfg: DataConfig, out_dir: Path, found: RawDataset | IndexedDataset,
+                   splits: dict[str, dict[str, torch.Tensor]], compute_stats: Callable[[], tuple[list, list, str]],
+                   **keys: Any) -> dict[str, Any]:
+    """Write each split's payload to ``<split>.pt`` and then a ``meta.json`` of the keys both storages
+    share plus ``keys``, all or nothing; return the meta.
 
+    mean/std are ``found``'s published statistics, else ``compute_stats()``: (mean, std, stats_from).
     The old meta.json goes first: until the new one lands, the directory reads as unprepared, and a
     failure part-way removes the split files already written.
     """
+    if found.mean is not None and found.std is not None:
+        mean, std, stats_from = found.mean, found.std, found.stats_from or "published"
+    else:
+        mean, std, stats_from = compute_stats()
+    num_classes = len(found.class_names)
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "name": cfg.name,
+        "num_classes": num_classes,
+        "class_names": list(found.class_names),
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+        "stats_from": stats_from,
+        "counts": {split: int(splits[split]["labels"].numel()) for split in SPLITS},
+        "class_counts": {split: torch.bincount(splits[split]["labels"], minlength=num_classes).tolist()
+                         for split in SPLITS},
+        "train_limit": cfg.train_limit,
+        "test_limit": cfg.test_limit,
+        "content_sha256": {split: sha256_state_dict(splits[split]) for split in SPLITS},
+        **keys,
+        **found.extra,
+        "params": {"data": cfg.model_dump(mode="json")},  # what it was prepared from (r2kd/recorded.py)
+    }
     out_dir = Path(out_dir)
     meta_path = out_dir / "meta.json"
     written: list[Path] = []
