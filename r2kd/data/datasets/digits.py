@@ -87,18 +87,12 @@ def load_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
 @register("digits")
 def build_digits(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
     source = bundled_table()
-    _, sha = digests(source)
+    _, sha = digests(source)  # the bundled file changes only with scikit-learn; record which one
     counts, labels = load_table(source)
     images = _to_uint8(counts)[:, None, :, :]  # N x 1 x 8 x 8
-    train_idx, test_idx = split_indices(labels, cfg.test_fraction, cfg.split_seed)  # the bundled file changes only with scikit-learn; record which one
-    return RawDataset(
-        train_images=torch.from_numpy(images[train_idx].copy()),
-        train_labels=torch.from_numpy(labels[train_idx].copy()),
-        test_images=torch.from_numpy(images[test_idx].copy()),
-        test_labels=torch.from_numpy(labels[test_idx].copy()),
-        class_names=[str(c) for c in range(10)],
-        sources={"sklearn/datasets/data/digits.csv.gz": sha},
-        crop_padding=1,
-        hflip=False,
-        extra={"test_fraction": cfg.test_fraction, "split_seed": cfg.split_seed},
+    train_idx, test_idx = split_indices(labels, cfg.test_fraction, cfg.split_seed)
+    return RawDataset(  # train images, train labels, test images, test labels
+        *(torch.from_numpy(a[idx].copy()) for idx in (train_idx, test_idx) for a in (images, labels)),
+        class_names=[str(c) for c in range(10)], sources={"sklearn/datasets/data/digits.csv.gz": sha},
+        crop_padding=1, hflip=False, extra={"test_fraction": cfg.test_fraction, "split_seed": cfg.split_seed},
     )

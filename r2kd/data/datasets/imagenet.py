@@ -1,18 +1,8 @@
 """ImageNet-1k (ILSVRC-2012) from its extracted JPEG tree; always streamed (never decoded into memory).
 
-Layout under ``data.root``:
-
-- ``train/<wnid>/*.JPEG`` (the 1,000 class folders; classes are the sorted wnids, torchvision's
-  ImageFolder / ImageNet order);
-- the validation images, either sorted into ``val/<wnid>/*.JPEG`` (the layout torchvision's
-  ``ImageNet`` and the common ``valprep.sh`` script produce) or flat in ``val/*.JPEG`` with their
-  classes in one label file: ``LOC_val_solution.csv`` (Kaggle's ``ImageId,PredictionString``, the
-  first word of PredictionString is the wnid) in ``data.root`` or ``val/``, or
-  ``val/val_annotations.txt`` (tab-separated ``file<TAB>wnid...``, the Tiny-ImageNet style).
-
-Class names come from ``LOC_synset_mapping.txt`` (``<wnid> <names>`` per line) in ``data.root`` when
-present, else they are the wnids; ``meta.json`` keeps the wnids as ``class_ids``. Normalisation uses
-the published ImageNet statistics.
+``train/<wnid>/*.JPEG``; validation images in ``val/<wnid>/`` or flat in ``val/`` with a label file
+(Kaggle's ``LOC_val_solution.csv`` or a tab-separated ``val/val_annotations.txt``); class names from
+``LOC_synset_mapping.txt`` when present. docs/data.md, "imagenet", has the layouts.
 """
 
 from __future__ import annotations
