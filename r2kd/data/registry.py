@@ -86,22 +86,14 @@ class IndexedDataset:
 
 # Indexers apply data.train_limit / data.test_limit themselves (the first files of each class).
 Indexer = Callable[[DataConfig], IndexedDataset]
-
-
-@dataclass(frozen=True)
-class IndexSpec:
-    name: str
-    index: Indexer
-
-
-INDEXERS: dict[str, IndexSpec] = {}
+INDEXERS: dict[str, Indexer] = {}
 
 
 def register_index(name: str) -> Callable[[Indexer], Indexer]:
     def decorate(index: Indexer) -> Indexer:
         if name in INDEXERS:
             raise RuntimeError(f"dataset index {name!r} registered twice")
-        INDEXERS[name] = IndexSpec(name=name, index=index)
+        INDEXERS[name] = index
         return index
 
     return decorate

@@ -90,7 +90,7 @@ def prepare(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | No
     """
     indexer = INDEXERS.get(cfg.name)
     # Listing the files is cheap next to decoding them; auto needs the train count to decide.
-    indexed = indexer.index(cfg) if indexer is not None and cfg.storage != "memory" else None
+    indexed = indexer(cfg) if indexer is not None and cfg.storage != "memory" else None
     storage = choose_storage(cfg, len(indexed.train.files) if indexed is not None else None)
     if storage == "stream":  # chosen only for datasets with an indexer, so ``indexed`` is set
         # Imported here: the streaming writer pulls in torchvision (1.4 s), which in-memory sets never use.
