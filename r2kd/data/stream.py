@@ -13,6 +13,7 @@ decodes only its shard of the global batch and the uint8 shards are all-gathered
 from __future__ import annotations
 
 import io
+from functools import partial
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -51,7 +52,7 @@ class StreamDataset(Dataset):
         idx = positions.cpu().numpy()
         out = object.__new__(StreamDataset)
         out.__dict__.update(self.__dict__)
-        out.files, out.labels, out.sizes, out.sha256 = self.files[idx], self.labels[idx], self.sizes[idx], self.sha256[idx]
+        out.__dict__.update({key: getattr(self, key)[idx] for key in ("files", "labels", "sizes", "sha256")})
         return out
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[Tensor | None, int | str]:
@@ -110,18 +111,13 @@ class _EpochBatches:
             yield list(zip(self.order[start:stop].tolist(), self.seeds[start:stop].tolist()))
 
 
-class _Collate:
-    def __init__(self, image_size: int) -> None:
-        self.image_size = image_size  # an empty shard (a last batch with fewer rows than ranks) has no sample
-
-    def __call__(self, samples: list[tuple[Tensor | None, int | str]]) -> tuple[Tensor | None, Tensor | str]:
-        failed = next((message for image, message in samples if image is None), None)
-        if failed is not None:
-            return None, failed
-        if not samples:
-            size = self.image_size
-            return torch.empty((0, 3, size, size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
-        return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples], dtype=torch.int64)
+def _collate(image_size: int, samples: list[tuple[Tensor | None, int | str]]) -> tuple[Tensor | None, Tensor | str]:
+    failed = next((message for image, message in samples if image is None), None)
+    if failed is not None:
+        return None, failed
+    if not samples:  # an empty shard (a last batch with fewer rows than ranks)
+        return torch.empty((0, 3, image_size, image_size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
+    return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples], dtype=torch.int64)
 
 
 class StreamIterator(Normalised):
@@ -166,7 +162,7 @@ class StreamIterator(Normalised):
         w = world()
         batches = _EpochBatches(order, seeds, self.batch_size, self.drop_last, shard=w if w.distributed else None)
         loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
-                            collate_fn=_Collate(self.dataset.image_size), pin_memory=cuda)
+                            collate_fn=partial(_collate, self.dataset.image_size), pin_memory=cuda)
         for k, (images, labels) in enumerate(loader):
             if w.distributed:
                 # Every rank must learn of a bad file before the gather, or the others would wait

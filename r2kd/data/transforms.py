@@ -25,11 +25,9 @@ SCALE = (0.08, 1.0)
 RATIO = (3.0 / 4.0, 4.0 / 3.0)
 
 
-def random_resized_crop_params(width: int, height: int, generator: torch.Generator,
-                               scale: tuple[float, float] = SCALE,
-                               ratio: tuple[float, float] = RATIO) -> tuple[int, int, int, int]:
+def random_resized_crop_params(width: int, height: int, generator: torch.Generator) -> tuple[int, int, int, int]:
     """(top, left, height, width) of the crop, as torchvision's RandomResizedCrop.get_params draws it."""
-    area = height * width
+    area, scale, ratio = height * width, SCALE, RATIO
     # float32 tensors, as torchvision computes them, so the crops agree to the pixel
     log_ratio = torch.log(torch.tensor(ratio))
     for _ in range(10):

@@ -18,13 +18,12 @@ from r2kd.data.index import build_index, decode_files
 from r2kd.data.prepared import SPLITS, write_prepared
 from r2kd.data.registry import IndexedDataset
 from r2kd.data.transforms import eval_view, to_chw
-from r2kd.data.storage import histogram_stats
+from r2kd.data.storage import CHANNELS, histogram_stats
 from r2kd.errors import DataError
 
 # Train images whose pixels give mean/std when no published statistics exist (evenly spaced over the
 # sorted index, so the same every run): 1,000 pins each mean to about +-0.005 on natural images.
 STATS_SAMPLE = 1000
-CHANNELS = 3  # streamed images are converted to RGB
 TRAIN_TRANSFORM = "RandomResizedCrop(image_size, scale=(0.08, 1), ratio=(3/4, 4/3)) + RandomHorizontalFlip(0.5)"
 EVAL_TRANSFORM = "Resize(eval_resize) + CenterCrop(image_size)"
 
