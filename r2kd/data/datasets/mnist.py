@@ -35,9 +35,7 @@ class IdxLayout:
 
 
 MNIST = IdxLayout(
-    "mnist",
-    "MNIST",
-    ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+    "mnist", "MNIST", ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
     tuple(str(d) for d in range(10)),
 )
 KMNIST = IdxLayout(
@@ -114,15 +112,12 @@ def _locate(layout: IdxLayout, cfg: DataConfig, name: str, checksums: Mapping[st
     for rel in (raw_rel + ".gz", raw_rel, name + ".gz", name):
         if (root / rel).is_file():
             return root / rel, rel
-    rel = raw_rel + ".gz"
-    path = fetch(layout.name, root, rel, [m + name + ".gz" for m in layout.mirrors], cfg.download, checksums.get(rel))
-    return path, rel
+    rel, urls = raw_rel + ".gz", [m + name + ".gz" for m in layout.mirrors]
+    return fetch(layout.name, root, rel, urls, cfg.download, checksums.get(rel)), rel
 
 
-def read_verified(
-    layout: IdxLayout, path: Path, rel: str, checksums: Mapping[str, str], ndim: int,
-    pins: Mapping[str, str] | None = None,
-) -> tuple[np.ndarray, str, dict[str, str]]:
+def read_verified(layout: IdxLayout, path: Path, rel: str, checksums: Mapping[str, str], ndim: int,
+                  pins: Mapping[str, str]) -> tuple[np.ndarray, str, dict[str, str]]:
     """Return (the parsed IDX array, SHA-256 of the file, who verified it) once a hash vouches for it.
 
     The structure is parsed first: "truncated" says more than an MD5 mismatch does.
@@ -143,7 +138,7 @@ def read_verified(
     compressed = rel.endswith(".gz")
     data = decompress(packed, str(path)) if compressed else packed
     array = parse_idx(data, str(path), ndim)
-    pinned = check_pin(path, rel, sha, pins or {})
+    pinned = check_pin(path, rel, sha, pins)
     if pinned is not None:
         return array, sha, pinned
     file_md5 = hashlib.md5(packed, usedforsecurity=False).hexdigest()
