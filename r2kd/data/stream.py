@@ -80,7 +80,7 @@ class StreamDataset(Dataset):
         except Exception as exc:  # UnidentifiedImageError, OSError("image file is truncated"), ...
             raise DataError(f"{path} is not a readable image: {exc}") from None
         if self.train:
-            view = train_view(rgb, self.image_size, torch.Generator().manual_seed(seed))
+            view = train_view(rgb, self.image_size, seed)
         else:
             view = eval_view(rgb, self.eval_resize, self.image_size)
         return torch.from_numpy(to_chw(view)), int(self.labels[i])

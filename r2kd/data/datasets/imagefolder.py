@@ -36,8 +36,8 @@ def _load(path: Path, size: int) -> np.ndarray:
 
 @register("imagefolder")
 def build_imagefolder(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
-    root, classes, test_dir = _layout(cfg)
-    size = cfg.image_size
+    """The files :func:`index_imagefolder` lists, decoded and resized to image_size squared."""
+    listed, root, size = index_imagefolder(cfg), Path(cfg.root), cfg.image_size
     assert size is not None  # DataConfig requires it for imagefolder
     sources: dict[str, str] = {}
 
@@ -48,10 +48,10 @@ def build_imagefolder(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDatas
             images.append(_load(root / rel, size))
         return torch.from_numpy(np.stack(images)), torch.tensor(split.labels, dtype=torch.int64)
 
-    train_images, train_labels = read(list_split(root / "train", classes, cfg.train_limit, root))
-    test_images, test_labels = read(list_split(test_dir, classes, cfg.test_limit, root))
-    return RawDataset(train_images, train_labels, test_images, test_labels, class_names=classes, sources=sources,
-                      crop_padding=max(1, size // 8), hflip=True, extra={"test_dir": test_dir.name})
+    train_images, train_labels = read(listed.train)
+    test_images, test_labels = read(listed.test)
+    return RawDataset(train_images, train_labels, test_images, test_labels, class_names=listed.class_names,
+                      sources=sources, crop_padding=max(1, size // 8), hflip=True, extra=listed.extra)
 
 
 # --- streamed: an index of the same files -------------------------------------------------------------
@@ -85,7 +85,8 @@ def train_classes(root: Path, dataset: str, test_hint: str) -> list[str]:
     return classes
 
 
-def _layout(cfg: DataConfig) -> tuple[Path, list[str], Path]:
+@register_index("imagefolder")
+def index_imagefolder(cfg: DataConfig) -> IndexedDataset:
     root = Path(cfg.root)
     classes = train_classes(root, "imagefolder", f"{(root / 'val').resolve()}/<class>/")
     test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
@@ -94,12 +95,6 @@ def _layout(cfg: DataConfig) -> tuple[Path, list[str], Path]:
             f"imagefolder: neither {(root / 'val').resolve()} nor {(root / 'test').resolve()} exists; "
             f"put the held-out images in {(root / 'val').resolve()}/<class>/"
         )
-    return root, classes, test_dir
-
-
-@register_index("imagefolder")
-def index_imagefolder(cfg: DataConfig) -> IndexedDataset:
-    root, classes, test_dir = _layout(cfg)
     return IndexedDataset(
         train=list_split(root / "train", classes, cfg.train_limit, root),
         test=list_split(test_dir, classes, cfg.test_limit, root),
