@@ -42,7 +42,6 @@ Builder = Callable[[DataConfig, Mapping[str, str]], RawDataset]
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    name: str
     build: Builder
     # relative path under data.root -> published MD5 (overridable by prepare(checksums=...))
     checksums: Mapping[str, str]
@@ -55,7 +54,7 @@ def register(name: str, checksums: Mapping[str, str] | None = None) -> Callable[
     def decorate(build: Builder) -> Builder:
         if name in DATASETS:
             raise RuntimeError(f"dataset {name!r} registered twice")
-        DATASETS[name] = DatasetSpec(name=name, build=build, checksums=dict(checksums or {}))
+        DATASETS[name] = DatasetSpec(build=build, checksums=dict(checksums or {}))
         return build
 
     return decorate

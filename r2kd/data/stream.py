@@ -95,10 +95,6 @@ class _EpochBatches:
         self.order, self.seeds, self.batch_size, self.drop_last = order, seeds, batch_size, drop_last
         self.shard = shard
 
-    def positions(self, k: int) -> Tensor:
-        """The dataset positions of global batch ``k``, every rank's rows."""
-        return self.order[k * self.batch_size: (k + 1) * self.batch_size]
-
     def __len__(self) -> int:
         return num_batches(self.order.numel(), self.batch_size, self.drop_last)
 
@@ -171,7 +167,8 @@ class StreamIterator(Normalised):
                     raise DataError(labels if images is None else "another process of this run could not "
                                     "read a file of this batch (its error names it)")
                 # The other ranks' labels are known from the plan; only pixels travel.
-                labels = torch.from_numpy(self.dataset.labels[batches.positions(k).numpy()])
+                rows = order[k * self.batch_size:(k + 1) * self.batch_size]
+                labels = torch.from_numpy(self.dataset.labels[rows.numpy()])
             elif images is None:
                 raise DataError(labels)
             images = images.to(self.device, non_blocking=cuda)

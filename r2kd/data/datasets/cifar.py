@@ -104,10 +104,8 @@ def _from_archive(layout: CifarLayout, archive: Path, checksums: Mapping[str, st
     is accepted, one with any other member is refused unless the archive is pinned in data.checksums.
     """
     archive_md5, archive_sha = digests(archive)
-    verified: dict[str, dict[str, str]] = {}
     pinned = check_pin(archive, layout.archive, archive_sha, pins)
-    if pinned is not None:
-        verified[layout.archive] = pinned
+    verified = {layout.archive: pinned} if pinned is not None else {}
     members: dict[str, bytes] = {}
     try:
         with tarfile.open(archive, "r:gz") as tar:

@@ -1,10 +1,5 @@
-"""scikit-learn's bundled digits: 1,797 8x8 grey images, no download, a stratified split.
-
-The set ships as one table, so ``prepare`` splits it: stratified by class with
-``data.split_seed``, ``data.test_fraction`` of each class to test. Pixels are 0..16 counts; they
-become 0..255 by round(v * 255 / 16) so every dataset shares the uint8 format. Horizontal flips are
-off (a mirrored 2, 3, 7 is not the same digit) and crops pad by 1 pixel (an eighth of the side, as
-4 is of CIFAR's 32).
+"""scikit-learn's bundled digits: 1,797 8x8 grey images, no download, split by class with ``data.split_seed``
+and ``data.test_fraction`` (pixels, augmentation: docs/data.md, "digits").
 """
 
 from __future__ import annotations

@@ -73,13 +73,8 @@ def _flat_val(root: Path, classes: list[str], limit: int | None) -> tuple[FileLi
 
 def _names(root: Path, wnids: list[str]) -> list[str]:
     path = root / SYNSETS
-    if not path.is_file():
-        return list(wnids)
-    names = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        wnid, _, name = line.strip().partition(" ")
-        if wnid:
-            names[wnid] = name.strip() or wnid
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    names = {wnid: name.strip() or wnid for wnid, _, name in (line.strip().partition(" ") for line in lines) if wnid}
     return [names.get(w, w) for w in wnids]
 
 
