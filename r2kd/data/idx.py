@@ -35,9 +35,7 @@ def parse_idx(data: bytes, source: str, ndim: int) -> np.ndarray:
     expected = header + prod(dims)
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "has trailing bytes"
-        raise DataError(
-            f"{source}: IDX file {problem}: {len(data)} bytes, header {dims} needs {expected}"
-        )
+        raise DataError(f"{source}: IDX file {problem}: {len(data)} bytes, header {dims} needs {expected}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 

@@ -32,9 +32,7 @@ def encode_files(files: list[str]) -> torch.Tensor:
 
 
 def decode_files(blob: torch.Tensor) -> list[str]:
-    if blob.numel() == 0:
-        return []
-    return blob.numpy().tobytes().decode("utf-8").split("\n")
+    return blob.numpy().tobytes().decode("utf-8").split("\n") if blob.numel() else []
 
 
 def _entry(root: Path, rel: str, mode: str) -> tuple[int, bytes]:

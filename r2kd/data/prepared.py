@@ -50,10 +50,8 @@ def _int(low: int) -> Check:
 def _per_channel(positive: bool) -> Check:
     def check(value: Any, meta: dict) -> str | None:
         channels = meta.get("channels")
-        ok = isinstance(value, list) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
-        )
-        if not ok:
+        if not isinstance(value, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
             return "must be a list of finite numbers, one per channel"
         if isinstance(channels, int) and len(value) != channels:
             return f"has {len(value)} values, but 'channels' is {channels}"

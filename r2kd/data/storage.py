@@ -1,9 +1,5 @@
-"""Which storage ``prepare`` uses: decoded uint8 tensors in memory, or an index streamed from disk.
-
-``data.storage: memory | stream`` decides directly; ``auto`` streams the datasets that only stream
-(imagenet) and any streamable dataset whose train split, decoded at the prepared size, would exceed
-``data.memory_limit_mb``; everything else keeps the fast in-memory path.
-"""
+"""Which storage ``prepare`` uses: decoded uint8 tensors in memory, or an index streamed from disk
+(``data.storage``; the rule for ``auto``: docs/data.md, "Which storage")."""
 
 from __future__ import annotations
 

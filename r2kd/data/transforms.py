@@ -18,13 +18,9 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-SCALE = (0.08, 1.0)
-RATIO = (3.0 / 4.0, 4.0 / 3.0)
-
-
 def train_view(img: Image.Image, size: int, seed: int) -> Image.Image:
-    recipe = T.Compose([T.RandomResizedCrop(size, scale=SCALE, ratio=RATIO, interpolation=InterpolationMode.BILINEAR,
-                                            antialias=True), T.RandomHorizontalFlip(0.5)])
+    recipe = T.Compose([T.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True,
+                                            interpolation=InterpolationMode.BILINEAR), T.RandomHorizontalFlip(0.5)])
     with torch.random.fork_rng(devices=[]):  # the CPU generator only: the caller's CUDA streams stay untouched
         torch.default_generator.manual_seed(seed)
         return recipe(img)

@@ -95,9 +95,6 @@ def index_imagefolder(cfg: DataConfig) -> IndexedDataset:
             f"imagefolder: neither {(root / 'val').resolve()} nor {(root / 'test').resolve()} exists; "
             f"put the held-out images in {(root / 'val').resolve()}/<class>/"
         )
-    return IndexedDataset(
-        train=list_split(root / "train", classes, cfg.train_limit, root),
-        test=list_split(test_dir, classes, cfg.test_limit, root),
-        class_names=classes,
-        extra={"test_dir": test_dir.name},
-    )
+    return IndexedDataset(list_split(root / "train", classes, cfg.train_limit, root),
+                          list_split(test_dir, classes, cfg.test_limit, root), classes,
+                          extra={"test_dir": test_dir.name})

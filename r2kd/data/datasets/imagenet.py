@@ -93,12 +93,5 @@ def index_imagenet(cfg: DataConfig) -> IndexedDataset:
     else:
         test, label_file = _flat_val(root, wnids, cfg.test_limit)
         extra["val_layout"] = f"flat, labels from {label_file}"
-    return IndexedDataset(
-        train=list_split(root / "train", wnids, cfg.train_limit, root),
-        test=test,
-        class_names=_names(root, wnids),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        stats_from="imagenet",
-        extra=extra,
-    )
+    return IndexedDataset(list_split(root / "train", wnids, cfg.train_limit, root), test, _names(root, wnids),
+                          mean=IMAGENET_MEAN, std=IMAGENET_STD, stats_from="imagenet", extra=extra)

@@ -50,11 +50,8 @@ FASHION_MNIST = IdxLayout(
 
 @dataclass(frozen=True)
 class Sums:
-    """Published MD5s of one IDX file: of the official ``.gz`` and of its decompressed contents.
-
-    ``raw`` is None where no published value is known for certain; a file is then verifiable only
-    through the official ``.gz`` or the user's data.checksums pin.
-    """
+    """Published MD5s of one IDX file: of the official ``.gz`` and of its decompressed contents (``raw``
+    None where none is known for certain: the file is then verifiable only as the official ``.gz`` or by a pin)."""
 
     gz: str | None
     raw: str | None = None
@@ -62,13 +59,9 @@ class Sums:
 
 def _table(folder: str, sums: tuple[Sums, Sums, Sums, Sums]) -> dict[str, str]:
     """Flatten to {path relative to data.root: MD5}: ``<name>.gz`` for gz sums, ``<name>`` for raw ones."""
-    table = {}
-    for name, entry in zip(FILES, sums):
-        if entry.gz:
-            table[f"{folder}/raw/{name}.gz"] = entry.gz
-        if entry.raw:
-            table[f"{folder}/raw/{name}"] = entry.raw
-    return table
+    pairs = [(f"{folder}/raw/{name}{suffix}", md5) for name, entry in zip(FILES, sums)
+             for suffix, md5 in ((".gz", entry.gz), ("", entry.raw))]
+    return {rel: md5 for rel, md5 in pairs if md5}
 
 
 # MD5s of the official .gz files: torchvision's (torchvision/datasets/mnist.py, `resources`; a test
@@ -118,15 +111,9 @@ def _locate(layout: IdxLayout, cfg: DataConfig, name: str, checksums: Mapping[st
 
 def read_verified(layout: IdxLayout, path: Path, rel: str, checksums: Mapping[str, str], ndim: int,
                   pins: Mapping[str, str]) -> tuple[np.ndarray, str, dict[str, str]]:
-    """Return (the parsed IDX array, SHA-256 of the file, who verified it) once a hash vouches for it.
-
-    The structure is parsed first: "truncated" says more than an MD5 mismatch does.
-
-    The contents decide, not the packaging: a ``.gz`` is accepted when its own MD5 is the official
-    one OR its decompressed contents have the official uncompressed MD5 (a re-gzipped copy); a
-    plain file when its MD5 is the official uncompressed one. A file pinned in data.checksums
-    (``pins``) is accepted when its SHA-256 is the pinned one, and only then.
-    """
+    """Return (the parsed IDX array, SHA-256 of the file, who verified it) once a hash vouches for it:
+    its pin (a pinned file must match it), else the official MD5 of the ``.gz`` or of the decompressed
+    contents (docs/data.md). The structure is parsed first: "truncated" says more than an MD5 mismatch."""
     name = Path(rel.removesuffix(".gz")).name
     official_rel = f"{layout.folder}/raw/{name}"  # the sums are the file's, wherever it was found
     gz_sum, raw_sum = checksums.get(official_rel + ".gz"), checksums.get(official_rel)

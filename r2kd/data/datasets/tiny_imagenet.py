@@ -56,9 +56,7 @@ def _text(zf: zipfile.ZipFile, member: str, archive: Path) -> str:
 
 
 def _stack(images: list[np.ndarray]) -> torch.Tensor:
-    if not images:
-        return torch.empty((0, 3, SIZE, SIZE), dtype=torch.uint8)
-    return torch.from_numpy(np.stack(images))
+    return torch.from_numpy(np.stack(images)) if images else torch.empty((0, 3, SIZE, SIZE), dtype=torch.uint8)
 
 
 def _verify(archive: Path, checksums: Mapping[str, str], pins: Mapping[str, str]) -> tuple[str, dict[str, str]]:
