@@ -34,8 +34,7 @@ class CorruptedData:
 
 
 def load_corrupted(directory: Path, prepared_meta: dict[str, Any]) -> CorruptedData:
-    directory = Path(directory)
-    meta_path, data_path = directory / "meta.json", directory / "test_c.pt"
+    meta_path, data_path = Path(directory) / "meta.json", Path(directory) / "test_c.pt"
     meta = read_json(meta_path)
     fix = "rerun `r2kd corrupt`"
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:

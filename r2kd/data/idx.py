@@ -1,9 +1,7 @@
-"""A small reader for the IDX format of the MNIST family (LeCun et al.).
-
-Layout: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions, then each
-dimension as a big-endian uint32, then the data in C order. Every field is checked, and the
-payload must have exactly the size the header promises: a truncated download fails here instead of
-becoming a smaller dataset.
+"""A small reader for the IDX format of the MNIST family (LeCun et al.): two zero bytes, a type code
+(0x08 = unsigned byte), the number of dimensions, each dimension as a big-endian uint32, then the data.
+The payload must have exactly the size the header promises: a truncated download fails here instead
+of becoming a smaller dataset.
 """
 
 from __future__ import annotations
@@ -37,9 +35,7 @@ def parse_idx(data: bytes, source: str, ndim: int) -> np.ndarray:
     expected = header + prod(dims)
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "has trailing bytes"
-        raise DataError(
-            f"{source}: IDX file {problem}: {len(data)} bytes, header {dims} needs {expected}"
-        )
+        raise DataError(f"{source}: IDX file {problem}: {len(data)} bytes, header {dims} needs {expected}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 

@@ -1,15 +1,9 @@
 """The index of a streamed split: which files, their labels, and what each file must still be.
 
-An index is a dict of tensors only, so it saves as an ordinary weights-only checkpoint and its
-content hash is :func:`r2kd.files.sha256_state_dict`:
-
-- ``files``: uint8, the UTF-8 bytes of the relative paths (POSIX, under data.root) joined by "\\n"
-  (one buffer, not a million Python strings: fast to load, and DataLoader workers share it);
-- ``labels``: int64 N; ``sizes``: int64 N, bytes of each file;
-- ``sha256``: uint8 N x 32, each file's SHA-256 (N x 0 with ``data.index_hash: size``).
-
-Every read checks the file against its entry (:func:`check_file_bytes`), so a file changed after
-``prepare`` is an error naming it, not silently different training data.
+A dict of tensors only (format: docs/data.md, "Streaming"), so it saves as a weights-only checkpoint
+and hashes with :func:`r2kd.files.sha256_state_dict`. The paths are one UTF-8 buffer, not a million
+Python strings: fast to load, and DataLoader workers share it. Every read checks the file against its
+entry (:func:`check_file_bytes`): a file changed after ``prepare`` is an error naming it.
 """
 
 from __future__ import annotations
@@ -38,23 +32,12 @@ def encode_files(files: list[str]) -> torch.Tensor:
 
 
 def decode_files(blob: torch.Tensor) -> list[str]:
-    if blob.numel() == 0:
-        return []
-    return blob.numpy().tobytes().decode("utf-8").split("\n")
-
-
-def _check_header(path: Path, data: bytes) -> None:
-    """Refuse a file PIL cannot identify now, at prepare time (full decoding happens in the loader)."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)):
-            pass
-    except Exception as exc:  # UnidentifiedImageError, truncated header, ...
-        raise DataError(f"{path} is not a readable image: {exc}") from exc
+    return blob.numpy().tobytes().decode("utf-8").split("\n") if blob.numel() else []
 
 
 def _entry(root: Path, rel: str, mode: str) -> tuple[int, bytes]:
+    from PIL import Image
+
     path = root / rel
     try:
         if mode == "size":
@@ -62,7 +45,11 @@ def _entry(root: Path, rel: str, mode: str) -> tuple[int, bytes]:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    _check_header(path, data)
+    try:  # refuse a file PIL cannot identify now, at prepare time (full decoding happens in the loader)
+        with Image.open(io.BytesIO(data)):
+            pass
+    except Exception as exc:  # UnidentifiedImageError, truncated header, ...
+        raise DataError(f"{path} is not a readable image: {exc}") from exc
     return len(data), hashlib.sha256(data).digest()
 
 

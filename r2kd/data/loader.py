@@ -1,10 +1,8 @@
 """A fast in-memory batch iterator with the base augmentation (random crop + horizontal flip).
 
-The whole uint8 dataset sits on the target device; a batch is one gather. Crop and flip are a
-single index computation for the whole batch: output pixel (i, j) of sample b comes from padded
-pixel (dy_b + i, dx_b + j), or (dy_b + i, dx_b + W - 1 - j) when b is flipped. Zero padding is
-applied to the uint8 image before normalisation, as torchvision's RandomCrop(padding=p) on the
-PIL image does in the standard CIFAR recipe (a black border, not a mean-coloured one).
+The whole uint8 dataset sits on the target device; a batch is one gather (:func:`crop_flip`). Zero
+padding is applied to the uint8 image before normalisation, as torchvision's RandomCrop(padding=p)
+on the PIL image does in the standard CIFAR recipe (a black border, not a mean-coloured one).
 
 Every random number (permutation, offsets, flips) is drawn on the CPU from the caller's generator
 at the start of each epoch, in that order, so one seed gives the same batches on any device and
@@ -23,7 +21,10 @@ from torch import Tensor
 
 def crop_flip(images: Tensor, offsets: Tensor, flips: Tensor, padding: int) -> Tensor:
     """Zero-pad by ``padding`` and cut an H x W window at ``offsets`` (B x 2: dy, dx in
-    [0, 2 * padding]), mirrored left-right where ``flips`` (B, bool) is true. Works on any dtype."""
+    [0, 2 * padding]), mirrored left-right where ``flips`` (B, bool) is true. Works on any dtype.
+
+    One index computation for the whole batch: output pixel (i, j) of sample b comes from padded
+    pixel (dy_b + i, dx_b + j), or (dy_b + i, dx_b + W - 1 - j) when b is flipped."""
     b, c, h, w = images.shape
     if padding > 0:
         images = F.pad(images, (padding, padding, padding, padding))
@@ -37,7 +38,38 @@ def crop_flip(images: Tensor, offsets: Tensor, flips: Tensor, padding: int) -> T
     return torch.gather(images.reshape(b, c, hp * wp), 2, flat).reshape(b, c, h, w)
 
 
-class BatchIterator:
+def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+class Normalised:
+    """What this iterator and r2kd.data.stream.StreamIterator share: the checks of the common
+    arguments and the normalisation of uint8 batches on ``device``."""
+
+    def __init__(self, batch_size: int, mean: Sequence[float], std: Sequence[float], channels: int,
+                 generator: torch.Generator | None, device: torch.device, drop_last: bool) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean and std need {channels} values (one per channel)")
+        if any(s <= 0 for s in std):
+            raise ValueError("std values must be positive")
+        if generator is not None and generator.device.type != "cpu":
+            raise ValueError("the generator must be a CPU generator (draws are made on the CPU)")
+        self.batch_size, self.generator, self.drop_last = batch_size, generator, drop_last
+        self.device = torch.device(device)
+        self.mean, self.std = list(mean), list(std)
+        # (x / 255 - mean) / std  ==  x * scale + shift, one fused pass per batch
+        std_t = torch.tensor(std, dtype=torch.float32)
+        mean_t = torch.tensor(mean, dtype=torch.float32)
+        self._scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1).to(self.device)
+        self._shift = (-mean_t / std_t).view(1, -1, 1, 1).to(self.device)
+
+    def normalise(self, images_u8: Tensor) -> Tensor:
+        return torch.addcmul(self._shift, images_u8.to(torch.float32), self._scale)
+
+
+class BatchIterator(Normalised):
     """Iterate (normalised float32 images, int64 labels) batches on ``device``.
 
     train=True: a fresh permutation each epoch and, per sample, a random crop (zero padding
@@ -46,50 +78,19 @@ class BatchIterator:
     augmentation.
     """
 
-    def __init__(
-        self,
-        images_u8: Tensor,
-        labels: Tensor,
-        *,
-        batch_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        train: bool,
-        generator: torch.Generator | None,
-        crop_padding: int = 0,
-        hflip: bool = False,
-        device: torch.device = torch.device("cpu"),
-        drop_last: bool = False,
-    ) -> None:
+    def __init__(self, images_u8: Tensor, labels: Tensor, *, batch_size: int, mean: Sequence[float],
+                 std: Sequence[float], train: bool, generator: torch.Generator | None, crop_padding: int = 0,
+                 hflip: bool = False, device: torch.device = torch.device("cpu"), drop_last: bool = False) -> None:
         if images_u8.dtype != torch.uint8 or images_u8.ndim != 4:
             raise ValueError("images_u8 must be a uint8 N x C x H x W tensor")
         if labels.ndim != 1 or labels.shape[0] != images_u8.shape[0]:
             raise ValueError("labels must be a 1-d tensor with one label per image")
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
         if crop_padding < 0:
             raise ValueError("crop_padding must be non-negative")
-        channels = images_u8.shape[1]
-        if len(mean) != channels or len(std) != channels:
-            raise ValueError(f"mean and std need {channels} values (one per channel)")
-        if any(s <= 0 for s in std):
-            raise ValueError("std values must be positive")
-        if generator is not None and generator.device.type != "cpu":
-            raise ValueError("the generator must be a CPU generator (draws are made on the CPU)")
-        self.device = torch.device(device)
+        super().__init__(batch_size, mean, std, images_u8.shape[1], generator, device, drop_last)
         self.images = images_u8.to(self.device)
         self.labels = labels.to(self.device, dtype=torch.int64)
-        self.batch_size = batch_size
-        self.train = train
-        self.generator = generator
-        self.crop_padding = crop_padding
-        self.hflip = hflip
-        self.drop_last = drop_last
-        # (x / 255 - mean) / std  ==  x * scale + shift, one fused pass per batch
-        std_t = torch.tensor(std, dtype=torch.float32)
-        mean_t = torch.tensor(mean, dtype=torch.float32)
-        self._scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1).to(self.device)
-        self._shift = (-mean_t / std_t).view(1, -1, 1, 1).to(self.device)
+        self.train, self.crop_padding, self.hflip = train, crop_padding, hflip
 
     def subset(self, positions: Tensor, batch_size: int | None = None) -> "BatchIterator":
         """An iterator over the images at ``positions`` (in that order), otherwise configured alike."""
@@ -101,39 +102,23 @@ class BatchIterator:
         return out
 
     def __len__(self) -> int:
-        n = self.images.shape[0]
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def _draw_epoch(self, n: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        g = self.generator
-        order = torch.randperm(n, generator=g)
-        offsets = flips = None
-        if self.crop_padding > 0:
-            offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g)
-        if self.hflip:
-            flips = torch.rand(n, generator=g) < 0.5
-        return order, offsets, flips
-
-    def normalise(self, images_u8: Tensor) -> Tensor:
-        return torch.addcmul(self._shift, images_u8.to(torch.float32), self._scale)
+        return num_batches(self.images.shape[0], self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n = self.images.shape[0]
+        n, g = self.images.shape[0], self.generator
+        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
         augment = self.train and (self.crop_padding > 0 or self.hflip)
-        if self.train:
-            order, offsets, flips = (t.to(self.device) if t is not None else None for t in self._draw_epoch(n))
-        else:
-            order, offsets, flips = torch.arange(n, device=self.device), None, None
+        if augment:  # drawn after the permutation: offsets, then flips
+            pad = self.crop_padding
+            offsets = (torch.randint(0, 2 * pad + 1, (n, 2), generator=g) if pad > 0
+                       else torch.zeros((n, 2), dtype=torch.int64))
+            flips = torch.rand(n, generator=g) < 0.5 if self.hflip else torch.zeros(n, dtype=torch.bool)
+            offsets, flips = offsets.to(self.device), flips.to(self.device)
+        order = order.to(self.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start : start + self.batch_size]
             batch = self.images[idx]
             if augment:
-                b = idx.shape[0]
-                off = offsets[start : start + b] if offsets is not None else torch.full(
-                    (b, 2), 0, dtype=torch.int64, device=self.device
-                )
-                flp = flips[start : start + b] if flips is not None else torch.zeros(
-                    b, dtype=torch.bool, device=self.device
-                )
-                batch = crop_flip(batch, off, flp, self.crop_padding)
+                end = start + idx.shape[0]
+                batch = crop_flip(batch, offsets[start:end], flips[start:end], self.crop_padding)
             yield self.normalise(batch), self.labels[idx]

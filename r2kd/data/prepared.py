@@ -1,12 +1,9 @@
-"""Reading what the ``prepare`` stage wrote: ``train.pt``, ``test.pt`` and ``meta.json``.
+"""The format the ``prepare`` stage writes: ``train.pt``, ``test.pt`` and ``meta.json`` (docs/data.md).
 
 ``meta.json``'s ``storage`` says what the split files hold: decoded images (``memory``, also when
-the key is absent, as in files written before streaming existed; :func:`load_prepared`) or an index
-of source files (``stream``; :func:`load_index`, read by r2kd/data/stream.py).
-
-Training stages import this module only, never the dataset parsers. ``meta.json`` is a file a user
-can open and edit, so every key the loaders rely on is validated here, with an error naming the
-file and the key, before any tensor is trusted against it.
+the key is absent; :func:`load_prepared`) or an index of source files (``stream``; :func:`load_index`).
+``meta.json`` is a file a user can edit, so every key the loaders rely on is validated here, with an
+error naming the file and the key, before any tensor is trusted against it.
 """
 
 from __future__ import annotations
@@ -19,6 +16,8 @@ from typing import Any, Callable
 
 import torch
 
+from r2kd.config import DataConfig
+from r2kd.data.registry import IndexedDataset, RawDataset
 from r2kd.errors import CheckpointError, DataError, UserError
 from r2kd.files import load_checkpoint, read_json, save_checkpoint, sha256_state_dict, write_json
 
@@ -35,23 +34,24 @@ class PreparedData:
     meta: dict[str, Any]
 
 
-def _int(low: int) -> Callable[[Any, dict], str | None]:
-    def check(value: Any, meta: dict) -> str | None:
-        # JSON true/false load as bool, which Python counts as int: refuse them explicitly.
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            return f"must be an integer >= {low}"
-        return None
-
-    return check
+# check(value, meta) returns what is wrong with a meta.json value, or None.
+Check = Callable[[Any, dict], "str | None"]
 
 
-def _per_channel(positive: bool) -> Callable[[Any, dict], str | None]:
+def _is_int(value: Any, low: int) -> bool:
+    # JSON true/false load as bool, which Python counts as int: refuse them explicitly.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _int(low: int) -> Check:
+    return lambda v, m: None if _is_int(v, low) else f"must be an integer >= {low}"
+
+
+def _per_channel(positive: bool) -> Check:
     def check(value: Any, meta: dict) -> str | None:
         channels = meta.get("channels")
-        ok = isinstance(value, list) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
-        )
-        if not ok:
+        if not isinstance(value, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
             return "must be a list of finite numbers, one per channel"
         if isinstance(channels, int) and len(value) != channels:
             return f"has {len(value)} values, but 'channels' is {channels}"
@@ -70,25 +70,18 @@ def _class_names(value: Any, meta: dict) -> str | None:
     return None
 
 
-def _per_split(check_value: Callable[[Any], bool], what: str) -> Callable[[Any, dict], str | None]:
-    def check(value: Any, meta: dict) -> str | None:
-        if not isinstance(value, dict) or any(s not in value or not check_value(value[s]) for s in SPLITS):
-            return f"must map 'train' and 'test' to {what}"
-        return None
-
-    return check
-
-
-def _format_version(value: Any, meta: dict) -> str | None:
-    return None if value == FORMAT_VERSION else f"is {value!r}, this version of r2kd reads {FORMAT_VERSION}"
+def _per_split(ok: Callable[[Any], bool], what: str) -> Check:
+    return lambda v, m: (None if isinstance(v, dict) and all(s in v and ok(v[s]) for s in SPLITS)
+                         else f"must map 'train' and 'test' to {what}")
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
-# key -> check(value, meta) returning what is wrong, or None. Order matters: later checks use the
-# keys validated before them (channels before mean/std, num_classes before class_names).
-META_CHECKS: dict[str, Callable[[Any, dict], str | None]] = {
-    "format_version": _format_version,
+# Order matters: later checks use the keys validated before them (channels before mean/std,
+# num_classes before class_names).
+META_CHECKS: dict[str, Check] = {
+    "format_version": lambda v, m: (None if v == FORMAT_VERSION
+                                    else f"is {v!r}, this version of r2kd reads {FORMAT_VERSION}"),
     "name": lambda v, m: None if isinstance(v, str) and v else "must be a non-empty string",
     "num_classes": _int(1),
     "class_names": _class_names,
@@ -98,23 +91,15 @@ META_CHECKS: dict[str, Callable[[Any, dict], str | None]] = {
     "std": _per_channel(positive=True),
     "crop_padding": _int(0),
     "hflip": lambda v, m: None if isinstance(v, bool) else "must be true or false",
-    "counts": _per_split(lambda n: isinstance(n, int) and not isinstance(n, bool) and n >= 0, "image counts >= 0"),
+    "counts": _per_split(lambda n: _is_int(n, 0), "image counts >= 0"),
     "content_sha256": _per_split(lambda h: isinstance(h, str) and bool(_SHA256.fullmatch(h)), "SHA-256 hex digests"),
 }
-REQUIRED_META = tuple(META_CHECKS)
 STORAGES = ("memory", "stream")
-
-
-def _eval_resize(value: Any, meta: dict) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < meta["image_size"]:
-        return f"must be an integer >= image_size ({meta['image_size']})"
-    return None
-
-
 # Checked (after META_CHECKS) when storage is "stream".
-STREAM_META_CHECKS: dict[str, Callable[[Any, dict], str | None]] = {
+STREAM_META_CHECKS: dict[str, Check] = {
     "root": lambda v, m: None if isinstance(v, str) and v and "\x00" not in v else "must be a non-empty path",
-    "eval_resize": _eval_resize,
+    "eval_resize": lambda v, m: (None if _is_int(v, m["image_size"])
+                                 else f"must be an integer >= image_size ({m['image_size']})"),
     "index_hash": lambda v, m: None if v in ("sha256", "size") else "must be 'sha256' or 'size'",
 }
 
@@ -124,16 +109,13 @@ def validate_meta(meta: Any, meta_path: Path) -> dict[str, Any]:
     fix = "rerun the prepare stage (or undo the edit)"
     if not isinstance(meta, dict):
         raise DataError(f"{meta_path} does not hold a JSON object; {fix}")
-    missing = [key for key in REQUIRED_META if key not in meta]
-    if missing:
-        raise DataError(f"{meta_path} lacks the required key(s) {', '.join(map(repr, missing))}; {fix}")
-    storage = meta.get("storage", "memory")
-    if storage not in STORAGES:
-        raise DataError(f"{meta_path}: key 'storage' must be one of {list(STORAGES)} (found {storage!r}); {fix}")
+    storage = storage_of(meta)
     checks = {**META_CHECKS, **(STREAM_META_CHECKS if storage == "stream" else {})}
     missing = [key for key in checks if key not in meta]
     if missing:
         raise DataError(f"{meta_path} lacks the required key(s) {', '.join(map(repr, missing))}; {fix}")
+    if storage not in STORAGES:
+        raise DataError(f"{meta_path}: key 'storage' must be one of {list(STORAGES)} (found {storage!r}); {fix}")
     for key, check in checks.items():
         problem = check(meta[key], meta)
         if problem:
@@ -145,34 +127,27 @@ def storage_of(meta: dict[str, Any]) -> str:
     return meta.get("storage", "memory")
 
 
-def _load_split(out_dir: Path, split: str, meta: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    path, obj = _load_obj(out_dir, split)
-    if not isinstance(obj, dict) or set(obj) != {"images", "labels"}:
-        raise DataError(f"{path} is not a prepared split (expected keys 'images' and 'labels'); rerun prepare")
-    images, labels = obj["images"], obj["labels"]
-    expected_shape = (meta["counts"][split], meta["channels"], meta["image_size"], meta["image_size"])
-    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or tuple(images.shape) != expected_shape:
-        raise DataError(f"{path}: images are not uint8 {expected_shape} as meta.json says; rerun prepare")
-    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or tuple(labels.shape) != expected_shape[:1]:
-        raise DataError(f"{path}: labels are not int64 ({expected_shape[0]},) as meta.json says; rerun prepare")
-    _check_labels_and_hash(path, obj, meta, split)
-    return images, labels
-
-
-def _load_obj(out_dir: Path, split: str) -> tuple[Path, Any]:
+def _load_split(out_dir: Path, split: str, meta: dict[str, Any], shapes: dict[str, tuple]) -> dict[str, torch.Tensor]:
+    """``<split>.pt``, refused unless it holds exactly the tensors ``shapes`` names (key -> (shape,
+    dtype); None: any length), labels in range and the content hash meta.json records."""
     path = Path(out_dir) / f"{split}.pt"
     try:
-        return path, load_checkpoint(path)
+        obj = load_checkpoint(path)
     except CheckpointError as exc:
         raise DataError(f"prepared data: {exc}; rerun the prepare stage") from exc
-
-
-def _check_labels_and_hash(path: Path, obj: dict[str, torch.Tensor], meta: dict[str, Any], split: str) -> None:
+    if (not isinstance(obj, dict) or set(obj) != set(shapes)
+            or not all(isinstance(v, torch.Tensor) for v in obj.values())):
+        raise DataError(f"{path} is not a prepared split (expected tensors {sorted(shapes)}); rerun prepare")
+    for key, (shape, dtype) in shapes.items():
+        found = tuple(obj[key].shape)
+        if obj[key].dtype != dtype or len(found) != len(shape) or any(e not in (None, f) for e, f in zip(shape, found)):
+            raise DataError(f"{path}: {key!r} is not {dtype} {shape} as meta.json says; rerun prepare")
     labels = obj["labels"]
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= meta["num_classes"]):
         raise DataError(f"{path}: labels outside 0..{meta['num_classes'] - 1}; rerun prepare")
     if sha256_state_dict(obj) != meta["content_sha256"][split]:
         raise DataError(f"{path} does not match meta.json (another run's file, or modified); rerun prepare")
+    return obj
 
 
 def load_meta(out_dir: Path) -> dict[str, Any]:
@@ -191,38 +166,58 @@ def load_prepared(out_dir: Path) -> PreparedData:
     out_dir = Path(out_dir)
     meta = load_meta(out_dir)
     if storage_of(meta) != "memory":
-        raise DataError(f"{out_dir} holds a streamed dataset (meta.json storage: {storage_of(meta)}): an index of "
+        raise DataError(f"{out_dir} holds a streamed dataset (meta.json storage: stream): an index of "
                         f"the files under {meta.get('root')}, not decoded images; this step needs the images in "
                         "memory (r2kd.stages.dataset.load_data streams them)")
-    train_images, train_labels = _load_split(out_dir, "train", meta)
-    test_images, test_labels = _load_split(out_dir, "test", meta)
-    return PreparedData(train_images, train_labels, test_images, test_labels, meta)
+    tensors = []  # train images, train labels, test images, test labels
+    for split in SPLITS:
+        n, c, size = meta["counts"][split], meta["channels"], meta["image_size"]
+        obj = _load_split(out_dir, split, meta, {"images": ((n, c, size, size), torch.uint8),
+                                                 "labels": ((n,), torch.int64)})
+        tensors += [obj["images"], obj["labels"]]
+    return PreparedData(*tensors, meta)
 
 
 def load_index(out_dir: Path, split: str, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
     """One split's index of a streamed dataset (r2kd/data/index.py), checked against meta.json."""
-    path, obj = _load_obj(out_dir, split)
-    keys = {"files", "labels", "sizes", "sha256"}
-    if not isinstance(obj, dict) or set(obj) != keys or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise DataError(f"{path} is not a streamed split index (expected tensors {sorted(keys)}); rerun prepare")
-    n = meta["counts"][split]
-    width = 32 if meta["index_hash"] == "sha256" else 0
-    shapes = {"labels": ((n,), torch.int64), "sizes": ((n,), torch.int64), "sha256": ((n, width), torch.uint8)}
-    for key, (shape, dtype) in shapes.items():
-        if obj[key].dtype != dtype or tuple(obj[key].shape) != shape:
-            raise DataError(f"{path}: {key!r} is not {dtype} {shape} as meta.json says; rerun prepare")
-    if obj["files"].dtype != torch.uint8 or obj["files"].ndim != 1:
-        raise DataError(f"{path}: 'files' is not a uint8 byte string; rerun prepare")
-    _check_labels_and_hash(path, obj, meta, split)
-    return obj
+    n, width = meta["counts"][split], 32 if meta["index_hash"] == "sha256" else 0
+    return _load_split(out_dir, split, meta, {"files": ((None,), torch.uint8), "labels": ((n,), torch.int64),
+                                              "sizes": ((n,), torch.int64), "sha256": ((n, width), torch.uint8)})
 
 
-def write_prepared(out_dir: Path, splits: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """Write each split's payload to ``<split>.pt`` and then ``meta.json``, all or nothing.
+def write_prepared(cfg: DataConfig, out_dir: Path, found: RawDataset | IndexedDataset,
+                   splits: dict[str, dict[str, torch.Tensor]], compute_stats: Callable[[], tuple[list, list, str]],
+                   **keys: Any) -> dict[str, Any]:
+    """Write each split's payload to ``<split>.pt`` and then a ``meta.json`` of the keys both storages
+    share plus ``keys``, all or nothing; return the meta.
 
+    mean/std are ``found``'s published statistics, else ``compute_stats()``: (mean, std, stats_from).
     The old meta.json goes first: until the new one lands, the directory reads as unprepared, and a
     failure part-way removes the split files already written.
     """
+    if found.mean is not None and found.std is not None:
+        mean, std, stats_from = found.mean, found.std, found.stats_from or "published"
+    else:
+        mean, std, stats_from = compute_stats()
+    num_classes = len(found.class_names)
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "name": cfg.name,
+        "num_classes": num_classes,
+        "class_names": list(found.class_names),
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+        "stats_from": stats_from,
+        "counts": {split: int(splits[split]["labels"].numel()) for split in SPLITS},
+        "class_counts": {split: torch.bincount(splits[split]["labels"], minlength=num_classes).tolist()
+                         for split in SPLITS},
+        "train_limit": cfg.train_limit,
+        "test_limit": cfg.test_limit,
+        "content_sha256": {split: sha256_state_dict(splits[split]) for split in SPLITS},
+        **keys,
+        **found.extra,
+        "params": {"data": cfg.model_dump(mode="json")},  # what it was prepared from (r2kd/recorded.py)
+    }
     out_dir = Path(out_dir)
     meta_path = out_dir / "meta.json"
     written: list[Path] = []

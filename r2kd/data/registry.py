@@ -42,7 +42,6 @@ Builder = Callable[[DataConfig, Mapping[str, str]], RawDataset]
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    name: str
     build: Builder
     # relative path under data.root -> published MD5 (overridable by prepare(checksums=...))
     checksums: Mapping[str, str]
@@ -55,7 +54,7 @@ def register(name: str, checksums: Mapping[str, str] | None = None) -> Callable[
     def decorate(build: Builder) -> Builder:
         if name in DATASETS:
             raise RuntimeError(f"dataset {name!r} registered twice")
-        DATASETS[name] = DatasetSpec(name=name, build=build, checksums=dict(checksums or {}))
+        DATASETS[name] = DatasetSpec(build=build, checksums=dict(checksums or {}))
         return build
 
     return decorate
@@ -86,22 +85,14 @@ class IndexedDataset:
 
 # Indexers apply data.train_limit / data.test_limit themselves (the first files of each class).
 Indexer = Callable[[DataConfig], IndexedDataset]
-
-
-@dataclass(frozen=True)
-class IndexSpec:
-    name: str
-    index: Indexer
-
-
-INDEXERS: dict[str, IndexSpec] = {}
+INDEXERS: dict[str, Indexer] = {}
 
 
 def register_index(name: str) -> Callable[[Indexer], Indexer]:
     def decorate(index: Indexer) -> Indexer:
         if name in INDEXERS:
             raise RuntimeError(f"dataset index {name!r} registered twice")
-        INDEXERS[name] = IndexSpec(name=name, index=index)
+        INDEXERS[name] = index
         return index
 
     return decorate

@@ -1,10 +1,8 @@
-"""A restricted unpickler for the official CIFAR python-format batches.
+"""A restricted unpickler for the official CIFAR python-format batches (Python 2 pickles of dicts).
 
-The CIFAR batches are Python 2 pickles of dicts holding lists, strings and one numpy uint8 array.
-``pickle.load`` (what torchvision uses) would run any callable a tampered file names; this
-unpickler resolves only the few globals a numpy array needs, so a foreign pickle fails with a
-:class:`DataError` instead of executing code. Object-dtype arrays are refused too: their payload
-would be arbitrary pickled objects, and CIFAR never has them.
+``pickle.load`` (what torchvision uses) would run any callable a tampered file names; this one
+resolves only the few globals a numpy array needs, so a foreign pickle fails with a DataError
+instead of executing code. Object-dtype arrays are refused too: CIFAR never has them.
 """
 
 from __future__ import annotations

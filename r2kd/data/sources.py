@@ -33,13 +33,8 @@ def official(how: str) -> dict[str, str]:
     return {"by": "official", "how": how}
 
 
-def pin_snippet(pins: Mapping[str, str]) -> str:
-    """The params.yaml lines that pin these files (rel -> sha256), ready to paste."""
-    lines = "".join(f"\n      {rel}: {sha}" for rel, sha in pins.items())
-    return f"\n  data:\n    checksums:{lines}"
-
-
-def check_pin(path: Path, rel: str, sha: str, pins: Mapping[str, str], where: str | None = None) -> dict[str, str] | None:
+def check_pin(path: Path, rel: str, sha: str, pins: Mapping[str, str],
+              where: str | None = None) -> dict[str, str] | None:
     """Check ``path`` (SHA-256 ``sha``) against the user's pin for ``rel``; None when it is not pinned.
 
     A pin is checked whatever the published sums say: it is the user's statement of which copy
@@ -58,12 +53,13 @@ def check_pin(path: Path, rel: str, sha: str, pins: Mapping[str, str], where: st
 
 
 def unverified_error(path: Path, rel: str, sha: str, found: str, fix: str) -> DataError:
-    """A file no published hash vouches for, and no pin: what was found, and both ways out."""
+    """A file no published hash vouches for, and no pin: what was found, and both ways out (the
+    params.yaml lines that pin it, ready to paste)."""
     return DataError(
-        f"{shown(path)}: {found} Its SHA-256 is {sha}. If this is your own copy of the official file (a distribution's package, "
-        f"a mirror, a re-compressed or unpacked copy) and you trust it, pin it in params.yaml; r2kd then "
-        f"checks it against that SHA-256 on every run and records it in meta.json as verified by you:"
-        f"{pin_snippet({rel: sha})}\nOtherwise: {fix}"
+        f"{shown(path)}: {found} Its SHA-256 is {sha}. If this is your own copy of the official file (a "
+        f"distribution's package, a mirror, a re-compressed or unpacked copy) and you trust it, pin it in "
+        f"params.yaml; r2kd then checks it against that SHA-256 on every run and records it in meta.json as "
+        f"verified by you:\n  data:\n    checksums:\n      {rel}: {sha}\nOtherwise: {fix}"
     )
 
 
@@ -87,26 +83,12 @@ def link_note(path: Path) -> str:
 
 def offline_fix(path: Path, md5: str) -> str:
     """The way out of a bad source file that needs no network here: which file, where, which sum."""
+    online = "e.g. copied from a machine that has it; with data.download: true a *missing* file is fetched, so {} also"
     if path.is_symlink():
-        return (
-            f"{shown(path)} is a symbolic link: remove the link itself (`rm {shown(path)}` removes only the link; "
-            f"do not overwrite or delete the file it points to) and place the official file (MD5 {md5}) there, "
-            f"e.g. copied from a machine that has it; with data.download: true a *missing* file is fetched, so "
-            f"removing the link also works online."
-        )
-    return (
-        f"Place the official file (MD5 {md5}) at {shown(path)}, e.g. copied from a machine that has "
-        f"it; with data.download: true a *missing* file is fetched, so deleting this one also works online."
-    )
-
-
-def missing_file_error(dataset: str, filename: str, directory: Path, url: str | None) -> DataError:
-    where = f" from {url}" if url else ""
-    fetch = " or set data.download: true to fetch it" if url else ""
-    return DataError(
-        f"{dataset}: {filename} not found. Put the official file{where} in {shown(directory)}/"
-        f"{fetch} (nothing is downloaded unless data.download is true)."
-    )
+        return (f"{shown(path)} is a symbolic link: remove the link itself (`rm {shown(path)}` removes only the link; "
+                f"do not overwrite or delete the file it points to) and place the official file (MD5 {md5}) there, "
+                f"{online.format('removing the link')} works online.")
+    return f"Place the official file (MD5 {md5}) at {shown(path)}, {online.format('deleting this one')} works online."
 
 
 def download_file(url: str, directory: Path, filename: str, md5: str | None) -> None:
@@ -125,17 +107,18 @@ def download_file(url: str, directory: Path, filename: str, md5: str | None) -> 
         ) from exc
 
 
-def fetch(
-    dataset: str, root: Path, rel: str, urls: list[str], download: bool, md5: str | None
-) -> Path:
+def fetch(dataset: str, root: Path, rel: str, urls: list[str], download: bool, md5: str | None) -> Path:
     """Return ``root/rel``; if absent, download it (trying each mirror) or explain where to put it."""
     path = root / rel
     if path.is_file():
         return path
-    if not download:
-        raise missing_file_error(dataset, path.name, path.parent, urls[0] if urls else None)
-    if not urls:
-        raise missing_file_error(dataset, path.name, path.parent, None)
+    if not download or not urls:
+        url = urls[0] if urls else None
+        raise DataError(
+            f"{dataset}: {path.name} not found. Put the official file{f' from {url}' if url else ''} in "
+            f"{shown(path.parent)}/{' or set data.download: true to fetch it' if url else ''} (nothing is "
+            "downloaded unless data.download is true)."
+        )
     errors = []
     for url in urls:
         try:

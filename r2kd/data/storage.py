@@ -1,9 +1,5 @@
-"""Which storage ``prepare`` uses: decoded uint8 tensors in memory, or an index streamed from disk.
-
-``data.storage: memory | stream`` decides directly; ``auto`` streams the datasets that only stream
-(imagenet) and any streamable dataset whose train split, decoded at the prepared size, would exceed
-``data.memory_limit_mb``; everything else keeps the fast in-memory path.
-"""
+"""Which storage ``prepare`` uses: decoded uint8 tensors in memory, or an index streamed from disk
+(``data.storage``; the rule for ``auto``: docs/data.md, "Which storage")."""
 
 from __future__ import annotations
 
@@ -16,11 +12,6 @@ from r2kd.config import STREAM_ONLY_DATASETS, STREAMABLE_DATASETS, DataConfig
 CHANNELS = 3  # the streamable datasets are RGB
 
 
-def estimated_mb(train_images: int, image_size: int, channels: int = CHANNELS) -> float:
-    """MiB of the uint8 train tensor the in-memory path would hold."""
-    return train_images * channels * image_size * image_size / 2**20
-
-
 def choose_storage(cfg: DataConfig, train_images: int | None) -> str:
     """"memory" or "stream"; ``train_images`` (after train_limit) is needed only for auto."""
     if cfg.storage != "auto":
@@ -30,7 +21,8 @@ def choose_storage(cfg: DataConfig, train_images: int | None) -> str:
     if cfg.name in STREAM_ONLY_DATASETS:
         return "stream"
     assert train_images is not None and cfg.image_size is not None
-    return "stream" if estimated_mb(train_images, cfg.image_size) > cfg.memory_limit_mb else "memory"
+    mib = train_images * CHANNELS * cfg.image_size**2 / 2**20  # the uint8 train tensor the in-memory path holds
+    return "stream" if mib > cfg.memory_limit_mb else "memory"
 
 
 def histogram_stats(histograms: Iterable[np.ndarray]) -> tuple[list[float], list[float]]:

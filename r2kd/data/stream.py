@@ -1,29 +1,19 @@
 """The streaming batch iterator: decodes JPEGs (or any PIL image) with DataLoader workers each epoch.
 
 Same interface as :class:`r2kd.data.loader.BatchIterator` as the Trainer and the scoring code use
-it: ``len()`` batches, iteration yields (normalised float32 N x 3 x S x S, int64 N) on ``device``,
-``labels`` holds every label in iteration order of an eval iterator, ``subset`` reorders/limits.
-
-Determinism and resume: at the start of each training epoch the permutation and then one 62-bit
-seed per sample are drawn from the caller's CPU generator, all at once, as the in-memory loader
-does. A worker builds each sample from (file, seed) alone (r2kd/data/transforms.py), so the batches
-are the same for any ``workers`` and any prefetching, and the generator's state after an epoch —
-what the Trainer saves — fixes every later epoch exactly.
-
-Every file read is checked against its index entry (size, SHA-256 unless ``index_hash: size``), and
-a file that does not decode is an error naming it. uint8 batches travel to the device (pinned when
-it is CUDA) and are normalised there, a quarter of the bytes of float32.
-
-In a multi-process run (runtime.nproc_per_node > 1) every rank needs the whole global batch (the
-views and the losses are built on it, r2kd/parallel.py), but each decodes only its own shard of it
-(r2kd.distributed.shard_bounds) and the uint8 shards are all-gathered: a sample's pixels depend on
-its (file, seed) only, so the batch is the one a single process decodes, for 1/N of the decoding.
+it. At the start of each training epoch the permutation and then one 62-bit seed per sample are
+drawn from the caller's CPU generator; a worker builds each sample from (file, seed) alone
+(r2kd/data/transforms.py), so the batches are the same for any ``workers`` and any prefetching, and
+the generator's state after an epoch (what the Trainer saves) fixes every later epoch exactly.
+Every read is checked against the index (r2kd/data/index.py). In a multi-process run each rank
+decodes only its shard of the global batch and the uint8 shards are all-gathered
+(docs/distributed.md). docs/data.md, "Streaming", has the rest.
 """
 
 from __future__ import annotations
 
 import io
-import math
+from functools import partial
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -32,7 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from r2kd.data.index import check_file_bytes, decode_files
+from r2kd.data.index import check_file_bytes
+from r2kd.data.loader import Normalised, num_batches
 from r2kd.data.transforms import eval_view, to_chw, train_view
 from r2kd.distributed import World, all_true, gather_rows, shard_bounds, world
 from r2kd.errors import DataError
@@ -52,9 +43,7 @@ class StreamDataset(Dataset):
         self.labels = labels.numpy().astype(np.int64, copy=True)
         self.sizes = sizes.numpy().astype(np.int64, copy=True)
         self.sha256 = sha256.numpy().astype(np.uint8, copy=True)
-        self.train = train
-        self.image_size = image_size
-        self.eval_resize = eval_resize
+        self.train, self.image_size, self.eval_resize = train, image_size, eval_resize
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -63,11 +52,8 @@ class StreamDataset(Dataset):
         idx = positions.cpu().numpy()
         out = object.__new__(StreamDataset)
         out.__dict__.update(self.__dict__)
-        out.files, out.labels, out.sizes, out.sha256 = self.files[idx], self.labels[idx], self.sizes[idx], self.sha256[idx]
+        out.__dict__.update({key: getattr(self, key)[idx] for key in ("files", "labels", "sizes", "sha256")})
         return out
-
-    def path(self, i: int) -> Path:
-        return self.root / self.files[i].decode("utf-8")
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[Tensor | None, int | str]:
         """(image, label), or (None, message) for a file that fails its checks: the batch carries the
@@ -82,7 +68,7 @@ class StreamDataset(Dataset):
     def _load(self, i: int, seed: int) -> tuple[Tensor, int]:
         from PIL import Image
 
-        path = self.path(i)
+        path = self.root / self.files[i].decode("utf-8")
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -94,7 +80,7 @@ class StreamDataset(Dataset):
         except Exception as exc:  # UnidentifiedImageError, OSError("image file is truncated"), ...
             raise DataError(f"{path} is not a readable image: {exc}") from None
         if self.train:
-            view = train_view(rgb, self.image_size, torch.Generator().manual_seed(seed))
+            view = train_view(rgb, self.image_size, seed)
         else:
             view = eval_view(rgb, self.eval_resize, self.image_size)
         return torch.from_numpy(to_chw(view)), int(self.labels[i])
@@ -109,13 +95,8 @@ class _EpochBatches:
         self.order, self.seeds, self.batch_size, self.drop_last = order, seeds, batch_size, drop_last
         self.shard = shard
 
-    def positions(self, k: int) -> Tensor:
-        """The dataset positions of global batch ``k``, every rank's rows."""
-        return self.order[k * self.batch_size: (k + 1) * self.batch_size]
-
     def __len__(self) -> int:
-        n = self.order.numel()
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return num_batches(self.order.numel(), self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
@@ -126,21 +107,16 @@ class _EpochBatches:
             yield list(zip(self.order[start:stop].tolist(), self.seeds[start:stop].tolist()))
 
 
-class _Collate:
-    def __init__(self, image_size: int) -> None:
-        self.image_size = image_size  # an empty shard (a last batch with fewer rows than ranks) has no sample
-
-    def __call__(self, samples: list[tuple[Tensor | None, int | str]]) -> tuple[Tensor | None, Tensor | str]:
-        failed = next((message for image, message in samples if image is None), None)
-        if failed is not None:
-            return None, failed
-        if not samples:
-            size = self.image_size
-            return torch.empty((0, 3, size, size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
-        return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples], dtype=torch.int64)
+def _collate(image_size: int, samples: list[tuple[Tensor | None, int | str]]) -> tuple[Tensor | None, Tensor | str]:
+    failed = next((message for image, message in samples if image is None), None)
+    if failed is not None:
+        return None, failed
+    if not samples:  # an empty shard (a last batch with fewer rows than ranks)
+        return torch.empty((0, 3, image_size, image_size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
+    return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples], dtype=torch.int64)
 
 
-class StreamIterator:
+class StreamIterator(Normalised):
     """Iterate (normalised float32 images, int64 labels) batches of a :class:`StreamDataset` on ``device``.
 
     train=True: a fresh permutation and per-sample transform seeds each epoch from ``generator``
@@ -150,27 +126,12 @@ class StreamIterator:
     def __init__(self, dataset: StreamDataset, *, batch_size: int, mean: Sequence[float], std: Sequence[float],
                  train: bool, generator: torch.Generator | None, device: torch.device = torch.device("cpu"),
                  workers: int = 0, drop_last: bool = False) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
         if workers < 0:
             raise ValueError("workers must be >= 0")
-        if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
-            raise ValueError("mean and std need 3 values (RGB), std positive")
-        if generator is not None and generator.device.type != "cpu":
-            raise ValueError("the generator must be a CPU generator (draws are made on the CPU)")
         if dataset.train != train:
             raise ValueError("the dataset's transform (train/eval) does not match train=")
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.train = train
-        self.generator = generator
-        self.device = torch.device(device)
-        self.workers = workers
-        self.drop_last = drop_last
-        self.mean, self.std = list(mean), list(std)
-        std_t, mean_t = torch.tensor(std, dtype=torch.float32), torch.tensor(mean, dtype=torch.float32)
-        self._scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1).to(self.device)
-        self._shift = (-mean_t / std_t).view(1, -1, 1, 1).to(self.device)
+        super().__init__(batch_size, mean, std, 3, generator, device, drop_last)
+        self.dataset, self.train, self.workers = dataset, train, workers
 
     @property
     def labels(self) -> Tensor:
@@ -178,8 +139,7 @@ class StreamIterator:
         return torch.from_numpy(self.dataset.labels).to(self.device)
 
     def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return num_batches(len(self.dataset), self.batch_size, self.drop_last)
 
     def subset(self, positions: Tensor, batch_size: int | None = None) -> "StreamIterator":
         """An eval iterator over the images at ``positions`` (in that order)."""
@@ -187,24 +147,18 @@ class StreamIterator:
                               mean=self.mean, std=self.std, train=self.train, generator=self.generator,
                               device=self.device, workers=self.workers, drop_last=self.drop_last)
 
-    def normalise(self, images_u8: Tensor) -> Tensor:
-        return torch.addcmul(self._shift, images_u8.to(torch.float32), self._scale)
-
-    def _plan(self) -> tuple[Tensor, Tensor]:
-        n = len(self.dataset)
-        if not self.train:
-            return torch.arange(n), torch.zeros(n, dtype=torch.int64)
-        order = torch.randperm(n, generator=self.generator)
-        seeds = torch.randint(0, SEED_HIGH, (n,), generator=self.generator)
-        return order, seeds
-
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        order, seeds = self._plan()  # drawn now, whole, however many batches the consumer takes
+        n = len(self.dataset)
+        if self.train:  # drawn now, whole, however many batches the consumer takes
+            order = torch.randperm(n, generator=self.generator)
+            seeds = torch.randint(0, SEED_HIGH, (n,), generator=self.generator)
+        else:
+            order, seeds = torch.arange(n), torch.zeros(n, dtype=torch.int64)
         cuda = self.device.type == "cuda"
         w = world()
         batches = _EpochBatches(order, seeds, self.batch_size, self.drop_last, shard=w if w.distributed else None)
         loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
-                            collate_fn=_Collate(self.dataset.image_size), pin_memory=cuda)
+                            collate_fn=partial(_collate, self.dataset.image_size), pin_memory=cuda)
         for k, (images, labels) in enumerate(loader):
             if w.distributed:
                 # Every rank must learn of a bad file before the gather, or the others would wait
@@ -212,10 +166,11 @@ class StreamIterator:
                 if not all_true(images is not None):
                     raise DataError(labels if images is None else "another process of this run could not "
                                     "read a file of this batch (its error names it)")
+                # The other ranks' labels are known from the plan; only pixels travel.
+                rows = order[k * self.batch_size:(k + 1) * self.batch_size]
+                labels = torch.from_numpy(self.dataset.labels[rows.numpy()])
             elif images is None:
                 raise DataError(labels)
-            if w.distributed:  # the other ranks' labels are known from the plan; only pixels travel
-                labels = torch.from_numpy(self.dataset.labels[batches.positions(k).numpy()])
             images = images.to(self.device, non_blocking=cuda)
             labels = labels.to(self.device, non_blocking=cuda)
             if w.distributed:

@@ -1,34 +1,25 @@
-"""``prepare``: materialise a dataset once into a fixed on-disk format (read by :mod:`r2kd.data.prepared`).
-
-Format (``out_dir``): ``train.pt`` and ``test.pt``, each ``{"images": uint8 N x C x H x W,
-"labels": int64 N}`` (weights-only loadable), and ``meta.json``. Later stages read only these, so
-they never need the network or the source archives. ``meta.json`` is written last and records a
-content hash of each split, so a crash part-way, or a mix of files from two runs, is detected by
-``load_prepared`` rather than trained on. Only the prepare stage imports this module: it pulls in
-every dataset parser.
+"""``prepare``: materialise a dataset once into the fixed on-disk format :mod:`r2kd.data.prepared` reads
+(docs/data.md). Only the prepare stage imports this module: it pulls in every dataset parser.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from r2kd.data import datasets as _datasets  # noqa: F401  (fills the registry)
 from r2kd.config import DataConfig, Runtime
-from r2kd.data.prepared import FORMAT_VERSION, SPLITS, write_prepared
+from r2kd.data.prepared import SPLITS, write_prepared
 from r2kd.data.registry import DATASETS, INDEXERS, RawDataset
 from r2kd.data.storage import choose_storage, histogram_stats
 from r2kd.errors import DataError
-from r2kd.files import sha256_state_dict
 
 
-def first_per_class(labels: torch.Tensor, limit: int | None) -> torch.Tensor:
+def first_per_class(labels: torch.Tensor, limit: int) -> torch.Tensor:
     """Indices of the first ``limit`` samples of each class, in their original order."""
-    if limit is None:
-        return torch.arange(labels.numel())
     keep = torch.zeros(labels.numel(), dtype=torch.bool)
     for cls in labels.unique().tolist():
         keep[torch.nonzero(labels == cls).flatten()[:limit]] = True
@@ -56,6 +47,8 @@ def _check_raw(raw: RawDataset, name: str) -> None:
             raise DataError(f"{name}: {split} has {images.shape[0]} images but {labels.shape[0]} labels")
         if images.shape[0] == 0:
             raise DataError(f"{name}: the {split} split is empty")
+        if int(labels.min()) < 0 or int(labels.max()) >= len(raw.class_names):
+            raise DataError(f"{name}: {split} labels outside 0..{len(raw.class_names) - 1}")
     if raw.train_images.shape[1:] != raw.test_images.shape[1:]:
         raise DataError(f"{name}: train and test images differ in shape")
     if raw.train_images.shape[2] != raw.train_images.shape[3]:
@@ -86,10 +79,6 @@ def _verified(cfg: DataConfig, raw: RawDataset) -> dict[str, Any] | None:
     return {"by": by, "files": files}
 
 
-def _counts(labels: torch.Tensor, num_classes: int) -> list[int]:
-    return torch.bincount(labels, minlength=num_classes).tolist()
-
-
 def prepare(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | None = None,
             workers: int = Runtime.model_fields["workers"].default) -> dict[str, Any]:
     """Read the configured dataset's source files and write ``out_dir/{train,test}.pt`` + ``meta.json``:
@@ -101,7 +90,7 @@ def prepare(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | No
     """
     indexer = INDEXERS.get(cfg.name)
     # Listing the files is cheap next to decoding them; auto needs the train count to decide.
-    indexed = indexer.index(cfg) if indexer is not None and cfg.storage != "memory" else None
+    indexed = indexer(cfg) if indexer is not None and cfg.storage != "memory" else None
     storage = choose_storage(cfg, len(indexed.train.files) if indexed is not None else None)
     if storage == "stream":  # chosen only for datasets with an indexer, so ``indexed`` is set
         # Imported here: the streaming writer pulls in torchvision (1.4 s), which in-memory sets never use.
@@ -112,50 +101,21 @@ def prepare(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | No
 
 
 def prepare_memory(cfg: DataConfig, out_dir: Path, *, checksums: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Decode the dataset into uint8 tensors and write them (the format in this module's docstring)."""
+    """Decode the dataset into uint8 tensors and write them (``{"images", "labels"}`` per split)."""
     spec = DATASETS[cfg.name]
-    effective = {**spec.checksums, **(checksums or {})}
-    raw = spec.build(cfg, effective)  # all parsing and checking happens before anything is written
+    raw = spec.build(cfg, {**spec.checksums, **(checksums or {})})  # all parsing and checks before any write
     _check_raw(raw, cfg.name)
     verified = _verified(cfg, raw)
-
     splits = {}
     for split, limit in (("train", cfg.train_limit), ("test", cfg.test_limit)):
         images, labels = getattr(raw, f"{split}_images"), getattr(raw, f"{split}_labels")
-        keep = first_per_class(labels, limit)
         if limit is not None:
+            keep = first_per_class(labels, limit)
             images, labels = images[keep], labels[keep]
         splits[split] = {"images": images.contiguous(), "labels": labels.contiguous()}
-
-    if raw.mean is not None and raw.std is not None:
-        mean, std = list(raw.mean), list(raw.std)
-        stats_from = raw.stats_from or "published"
-    else:
-        mean, std = channel_stats(splits["train"]["images"])
-        stats_from = "train split"
-    num_classes = len(raw.class_names)
     _, channels, size, _ = splits["train"]["images"].shape
-    meta: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "name": cfg.name,
-        "num_classes": num_classes,
-        "class_names": list(raw.class_names),
-        "channels": int(channels),
-        "image_size": int(size),
-        "mean": [float(m) for m in mean],
-        "std": [float(s) for s in std],
-        "stats_from": stats_from,
-        "crop_padding": int(raw.crop_padding),
-        "hflip": bool(raw.hflip),
-        "counts": {split: int(splits[split]["labels"].numel()) for split in SPLITS},
-        "class_counts": {split: _counts(splits[split]["labels"], num_classes) for split in SPLITS},
-        "train_limit": cfg.train_limit,
-        "test_limit": cfg.test_limit,
-        "sources": dict(sorted(raw.sources.items())),
-        **({"verified": verified} if verified else {}),
-        "content_sha256": {split: sha256_state_dict(splits[split]) for split in SPLITS},
-        **raw.extra,
-        "params": {"data": cfg.model_dump(mode="json")},  # what it was prepared from (r2kd/recorded.py)
-    }
-
-    return write_prepared(out_dir, splits, meta)
+    return write_prepared(
+        cfg, out_dir, raw, splits, lambda: (*channel_stats(splits["train"]["images"]), "train split"),
+        channels=int(channels), image_size=int(size), crop_padding=int(raw.crop_padding), hflip=bool(raw.hflip),
+        sources=dict(sorted(raw.sources.items())), **({"verified": verified} if verified else {}),
+    )

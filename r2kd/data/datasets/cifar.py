@@ -1,18 +1,9 @@
-"""CIFAR-10 and CIFAR-100 from the official python-format archives.
+"""CIFAR-10 and CIFAR-100 from the official python-format archives (or torchvision's extracted folders).
 
-Files: ``<root>/cifar-10-python.tar.gz`` (or its extracted ``cifar-10-batches-py/``, torchvision's
-layout) and ``<root>/cifar-100-python.tar.gz`` (``cifar-100-python/``). Download URLs and the
-published MD5s are torchvision's; the MD5s live in module-level dicts so tests can inject the sums
-of small archives they build in the same format.
-
-Reading is done here rather than by ``torchvision.datasets.CIFAR10`` for two reasons: torchvision
-extracts in place (a crash leaves a half tree that looks installed; data.root may be read-only) and
-unpickles with ``pickle.load`` (any callable). Here only the expected members are read, into memory
-(regular files, names we choose: no path tricks, size-capped); nothing is written, under data.root
-or elsewhere. Each member is checked against its published MD5: the members decide, so an archive
-re-packed with identical members is accepted although its own MD5 differs. A copy no published sum
-vouches for is accepted only when pinned in data.checksums. Batches are read with a restricted
-unpickler (:mod:`r2kd.data.safe_pickle`).
+Read here rather than by ``torchvision.datasets.CIFAR10``, which extracts in place (a crash leaves a
+half tree that looks installed; data.root may be read-only) and unpickles with ``pickle.load`` (any
+callable). Only the expected members are read, into memory, each checked against its published MD5
+(torchvision's), and unpickled with :mod:`r2kd.data.safe_pickle`. docs/data.md, "cifar10, cifar100".
 """
 
 from __future__ import annotations
@@ -21,6 +12,7 @@ import hashlib
 import tarfile
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Mapping
 
@@ -39,7 +31,6 @@ class CifarLayout:
     name: str
     archive: str
     folder: str
-    url: str
     train_files: tuple[str, ...]
     test_files: tuple[str, ...]
     meta_file: str
@@ -52,36 +43,23 @@ class CifarLayout:
     def members(self) -> tuple[str, ...]:
         return self.train_files + self.test_files + (self.meta_file,)
 
+    @property
+    def url(self) -> str:
+        return f"https://www.cs.toronto.edu/~kriz/{self.archive}"
+
 
 CIFAR10 = CifarLayout(
-    name="cifar10",
-    archive="cifar-10-python.tar.gz",
-    folder="cifar-10-batches-py",
-    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
-    test_files=("test_batch",),
-    meta_file="batches.meta",
-    label_key="labels",
-    names_key="label_names",
+    "cifar10", "cifar-10-python.tar.gz", "cifar-10-batches-py",
+    tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "batches.meta", "labels", "label_names",
     # Per-channel statistics of the 50,000 training images (population std of all pixels). The
     # widely copied (0.2023, 0.1994, 0.2010) is a different statistic, not the pixel std.
-    mean=(0.4914, 0.4822, 0.4465),
-    std=(0.2470, 0.2435, 0.2616),
+    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
 )
-
 CIFAR100 = CifarLayout(
-    name="cifar100",
-    archive="cifar-100-python.tar.gz",
-    folder="cifar-100-python",
-    url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-    train_files=("train",),
-    test_files=("test",),
-    meta_file="meta",
-    label_key="fine_labels",
-    names_key="fine_label_names",
+    "cifar100", "cifar-100-python.tar.gz", "cifar-100-python",
+    ("train",), ("test",), "meta", "fine_labels", "fine_label_names",
     # The values of the RepDistiller / mdistiller CIFAR-100 recipe that R2KD builds on.
-    mean=(0.5071, 0.4867, 0.4408),
-    std=(0.2675, 0.2565, 0.2761),
+    mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761),
 )
 
 # Published MD5s (torchvision's), keyed by path relative to data.root.
@@ -107,31 +85,27 @@ CIFAR100_MD5 = {
 MAX_MEMBER_BYTES = 512 << 20
 
 
-def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> bytes:
-    if member.size > MAX_MEMBER_BYTES:
-        raise DataError(f"{archive}: member {member.name} is {member.size} bytes; not the official archive")
-    src = tar.extractfile(member)
-    assert src is not None  # regular files only
-    with src:
-        try:
-            return src.read()
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise DataError(f"{archive} is corrupt or truncated: {exc}") from exc
+def _check_member(path: Path, rel: str, data: bytes, checksums: Mapping[str, str], pins: Mapping[str, str],
+                  where: str | None = None) -> tuple[str, str, dict[str, str] | None]:
+    """(MD5, SHA-256, who vouches or None) of one member's bytes: the user's pin, else its published MD5."""
+    md5, sha = hashlib.md5(data, usedforsecurity=False).hexdigest(), hashlib.sha256(data).hexdigest()
+    vouched = check_pin(path, rel, sha, pins, where=where)
+    expected = checksums.get(rel)
+    if vouched is None and expected is not None and md5 == expected.lower():
+        vouched = official("MD5 of the official member")
+    return md5, sha, vouched
 
 
 def _from_archive(layout: CifarLayout, archive: Path, checksums: Mapping[str, str], pins: Mapping[str, str]
                   ) -> tuple[dict[str, bytes], dict[str, dict[str, str]]]:
-    """The expected members of the archive, read into memory (nothing is written anywhere: data.root
-    may be read-only), and who vouches for each.
+    """The expected members of the archive, read into memory, and who vouches for each.
 
     The members' published MD5s decide: an archive re-packed with identical members (another MD5)
     is accepted, one with any other member is refused unless the archive is pinned in data.checksums.
     """
     archive_md5, archive_sha = digests(archive)
-    verified: dict[str, dict[str, str]] = {}
     pinned = check_pin(archive, layout.archive, archive_sha, pins)
-    if pinned is not None:
-        verified[layout.archive] = pinned
+    verified = {layout.archive: pinned} if pinned is not None else {}
     members: dict[str, bytes] = {}
     try:
         with tarfile.open(archive, "r:gz") as tar:
@@ -143,17 +117,18 @@ def _from_archive(layout: CifarLayout, archive: Path, checksums: Mapping[str, st
             for name in layout.members:
                 if name not in found:
                     raise DataError(f"{archive} has no member {layout.folder}/{name}; not the official archive")
-                members[name] = _read_member(tar, found[name], archive)
+                if found[name].size > MAX_MEMBER_BYTES:
+                    raise DataError(f"{archive}: member {found[name].name} is {found[name].size} bytes; "
+                                    "not the official archive")
+                with tar.extractfile(found[name]) as src:  # regular files only: never None
+                    members[name] = src.read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise DataError(f"{archive} is corrupt or truncated: {exc}") from exc
     expected_archive = checksums.get(layout.archive)
     for name in layout.members:
         rel = f"{layout.folder}/{name}"
-        data = members[name]
-        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        sha = hashlib.sha256(data).hexdigest()
-        where = f"{shown(archive)} (member {rel})"
-        vouched = check_pin(archive, rel, sha, pins, where=where) or _official_member(rel, md5, checksums)
+        md5, _, vouched = _check_member(archive, rel, members[name], checksums, pins,
+                                        where=f"{shown(archive)} (member {rel})")
         if vouched is None and pinned is not None:
             vouched = {"by": "user", "how": f"member of {layout.archive}, pinned in data.checksums"}
         if vouched is None:
@@ -167,11 +142,6 @@ def _from_archive(layout: CifarLayout, archive: Path, checksums: Mapping[str, st
             )
         verified[rel] = vouched
     return members, verified
-
-
-def _official_member(rel: str, md5: str, checksums: Mapping[str, str]) -> dict[str, str] | None:
-    expected = checksums.get(rel)
-    return official("MD5 of the official member") if expected is not None and md5 == expected.lower() else None
 
 
 def _from_folder(layout: CifarLayout, root: Path, checksums: Mapping[str, str], pins: Mapping[str, str]
@@ -193,9 +163,7 @@ def _from_folder(layout: CifarLayout, root: Path, checksums: Mapping[str, str], 
             data = path.read_bytes()
         except OSError as exc:
             raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        sha = hashlib.sha256(data).hexdigest()
-        vouched = check_pin(path, rel, sha, pins) or _official_member(rel, md5, checksums)
+        md5, sha, vouched = _check_member(path, rel, data, checksums, pins)
         if vouched is None:
             raise unverified_error(
                 path, rel, sha,
@@ -224,18 +192,14 @@ def build_cifar(layout: CifarLayout, cfg: DataConfig, checksums: Mapping[str, st
         members, verified = _from_folder(layout, root, checksums, cfg.checksums)
         where = {name: str(root / layout.folder / name) for name in layout.members}
     else:
-        archive = fetch(
-            layout.name, root, layout.archive, [layout.url], cfg.download, checksums.get(layout.archive)
-        )
+        archive = fetch(layout.name, root, layout.archive, [layout.url], cfg.download, checksums.get(layout.archive))
         members, verified = _from_archive(layout, archive, checksums, cfg.checksums)
         where = {name: f"{archive}: {layout.folder}/{name}" for name in layout.members}
     sources = {f"{layout.folder}/{name}": hashlib.sha256(members[name]).hexdigest() for name in layout.members}
 
     def read(files: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        parts = [_read_batch(layout, members[f], where[f]) for f in files]
-        images = np.concatenate([p[0] for p in parts])
-        labels = np.concatenate([p[1] for p in parts])
-        return torch.from_numpy(images), torch.from_numpy(labels)
+        images, labels = zip(*(_read_batch(layout, members[f], where[f]) for f in files))
+        return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
     train_images, train_labels = read(layout.train_files)
     test_images, test_labels = read(layout.test_files)
@@ -243,29 +207,9 @@ def build_cifar(layout: CifarLayout, cfg: DataConfig, checksums: Mapping[str, st
     names = meta.get(layout.names_key)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise DataError(f"{where[layout.meta_file]}: no list of class names under {layout.names_key!r}")
-    for split, labels in (("train", train_labels), ("test", test_labels)):
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(names)):
-            raise DataError(f"{layout.name}: {split} labels outside 0..{len(names) - 1}")
-    return RawDataset(
-        train_images=train_images,
-        train_labels=train_labels,
-        test_images=test_images,
-        test_labels=test_labels,
-        class_names=list(names),
-        sources=sources,
-        verified=verified,
-        crop_padding=4,
-        hflip=True,
-        mean=layout.mean,
-        std=layout.std,
-    )
+    return RawDataset(train_images, train_labels, test_images, test_labels, class_names=list(names), sources=sources,
+                      verified=verified, crop_padding=4, hflip=True, mean=layout.mean, std=layout.std)
 
 
-@register("cifar10", checksums=CIFAR10_MD5)
-def build_cifar10(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
-    return build_cifar(CIFAR10, cfg, checksums)
-
-
-@register("cifar100", checksums=CIFAR100_MD5)
-def build_cifar100(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
-    return build_cifar(CIFAR100, cfg, checksums)
+register("cifar10", checksums=CIFAR10_MD5)(partial(build_cifar, CIFAR10))
+register("cifar100", checksums=CIFAR100_MD5)(partial(build_cifar, CIFAR100))

@@ -1,10 +1,5 @@
-"""scikit-learn's bundled digits: 1,797 8x8 grey images, no download, a stratified split.
-
-The set ships as one table, so ``prepare`` splits it: stratified by class with
-``data.split_seed``, ``data.test_fraction`` of each class to test. Pixels are 0..16 counts; they
-become 0..255 by round(v * 255 / 16) so every dataset shares the uint8 format. Horizontal flips are
-off (a mirrored 2, 3, 7 is not the same digit) and crops pad by 1 pixel (an eighth of the side, as
-4 is of CIFAR's 32).
+"""scikit-learn's bundled digits: 1,797 8x8 grey images, no download, split by class with ``data.split_seed``
+and ``data.test_fraction`` (pixels, augmentation: docs/data.md, "digits").
 """
 
 from __future__ import annotations
@@ -87,18 +82,12 @@ def load_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
 @register("digits")
 def build_digits(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
     source = bundled_table()
-    _, sha = digests(source)
+    _, sha = digests(source)  # the bundled file changes only with scikit-learn; record which one
     counts, labels = load_table(source)
     images = _to_uint8(counts)[:, None, :, :]  # N x 1 x 8 x 8
-    train_idx, test_idx = split_indices(labels, cfg.test_fraction, cfg.split_seed)  # the bundled file changes only with scikit-learn; record which one
-    return RawDataset(
-        train_images=torch.from_numpy(images[train_idx].copy()),
-        train_labels=torch.from_numpy(labels[train_idx].copy()),
-        test_images=torch.from_numpy(images[test_idx].copy()),
-        test_labels=torch.from_numpy(labels[test_idx].copy()),
-        class_names=[str(c) for c in range(10)],
-        sources={"sklearn/datasets/data/digits.csv.gz": sha},
-        crop_padding=1,
-        hflip=False,
-        extra={"test_fraction": cfg.test_fraction, "split_seed": cfg.split_seed},
+    train_idx, test_idx = split_indices(labels, cfg.test_fraction, cfg.split_seed)
+    return RawDataset(  # train images, train labels, test images, test labels
+        *(torch.from_numpy(a[idx].copy()) for idx in (train_idx, test_idx) for a in (images, labels)),
+        class_names=[str(c) for c in range(10)], sources={"sklearn/datasets/data/digits.csv.gz": sha},
+        crop_padding=1, hflip=False, extra={"test_fraction": cfg.test_fraction, "split_seed": cfg.split_seed},
     )

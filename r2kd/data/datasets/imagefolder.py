@@ -1,16 +1,8 @@
-"""A user's own images in the ImageFolder layout.
-
-``<root>/train/<class>/*.png|jpg|...`` and ``<root>/val/<class>/*`` (or ``test/`` when there is no
-``val/``). Classes are the sorted names of the train subfolders (torchvision's ImageFolder order);
-a val/test class absent from train is an error, a train class absent from val/test is allowed.
-Every image is converted to RGB and resized to ``data.image_size`` squared (bilinear, antialiased
-when shrinking; the aspect ratio is not kept). Files are read in sorted order, so the result does
-not depend on the file system's listing order. Base augmentation: crop padding image_size // 8
-(CIFAR's 4/32), horizontal flips on; this suits natural photos, not text or digits.
-
-Streamed (``data.storage: stream``, or auto for a large tree): the same files and labels go into an
-index instead (:func:`index_imagefolder`), and the loader applies the ImageNet recipe
-(r2kd/data/stream.py); mean/std then come from a bounded sample of the train split.
+"""A user's own images in the ImageFolder layout: ``<root>/train/<class>/*`` and ``<root>/val/<class>/*``
+(or ``test/``), docs/data.md "imagefolder". Files are read in sorted order, so the result does not
+depend on the file system's listing order. Base augmentation: crop padding image_size // 8 (CIFAR's
+4/32), horizontal flips on; this suits natural photos, not text or digits. Streamed, the same files
+and labels go into an index instead (:func:`index_imagefolder`) and the loader applies the ImageNet recipe.
 """
 
 from __future__ import annotations
@@ -29,10 +21,6 @@ from r2kd.errors import DataError
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
-def _files(class_dir: Path) -> list[Path]:
-    return sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
-
-
 def _load(path: Path, size: int) -> np.ndarray:
     from PIL import Image
 
@@ -48,8 +36,8 @@ def _load(path: Path, size: int) -> np.ndarray:
 
 @register("imagefolder")
 def build_imagefolder(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
-    root, classes, test_dir = _layout(cfg)
-    size = cfg.image_size
+    """The files :func:`index_imagefolder` lists, decoded and resized to image_size squared."""
+    listed, root, size = index_imagefolder(cfg), Path(cfg.root), cfg.image_size
     assert size is not None  # DataConfig requires it for imagefolder
     sources: dict[str, str] = {}
 
@@ -60,19 +48,10 @@ def build_imagefolder(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDatas
             images.append(_load(root / rel, size))
         return torch.from_numpy(np.stack(images)), torch.tensor(split.labels, dtype=torch.int64)
 
-    train_images, train_labels = read(list_split(root / "train", classes, cfg.train_limit, root))
-    test_images, test_labels = read(list_split(test_dir, classes, cfg.test_limit, root))
-    return RawDataset(
-        train_images=train_images,
-        train_labels=train_labels,
-        test_images=test_images,
-        test_labels=test_labels,
-        class_names=classes,
-        sources=sources,
-        crop_padding=max(1, size // 8),
-        hflip=True,
-        extra={"test_dir": test_dir.name},
-    )
+    train_images, train_labels = read(listed.train)
+    test_images, test_labels = read(listed.test)
+    return RawDataset(train_images, train_labels, test_images, test_labels, class_names=listed.class_names,
+                      sources=sources, crop_padding=max(1, size // 8), hflip=True, extra=listed.extra)
 
 
 # --- streamed: an index of the same files -------------------------------------------------------------
@@ -83,13 +62,11 @@ def list_split(split_dir: Path, classes: list[str], limit: int | None, root: Pat
     labels: list[int] = []
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         if class_dir.name not in index:
-            raise DataError(
-                f"{class_dir} is a class that {root / 'train'} does not have; classes come from train/"
-            )
-        found = _files(class_dir)
-        for path in found[:limit] if limit is not None else found:
-            files.append(path.relative_to(root).as_posix())
-            labels.append(index[class_dir.name])
+            raise DataError(f"{class_dir} is a class that {root / 'train'} does not have; classes come from train/")
+        images = sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
+        found = [path.relative_to(root).as_posix() for path in images[:limit]]
+        files += found
+        labels += [index[class_dir.name]] * len(found)
     if not files:
         raise DataError(f"{split_dir} holds no images (extensions: {', '.join(sorted(EXTENSIONS))})")
     return FileList(files, labels)
@@ -108,7 +85,8 @@ def train_classes(root: Path, dataset: str, test_hint: str) -> list[str]:
     return classes
 
 
-def _layout(cfg: DataConfig) -> tuple[Path, list[str], Path]:
+@register_index("imagefolder")
+def index_imagefolder(cfg: DataConfig) -> IndexedDataset:
     root = Path(cfg.root)
     classes = train_classes(root, "imagefolder", f"{(root / 'val').resolve()}/<class>/")
     test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
@@ -117,15 +95,6 @@ def _layout(cfg: DataConfig) -> tuple[Path, list[str], Path]:
             f"imagefolder: neither {(root / 'val').resolve()} nor {(root / 'test').resolve()} exists; "
             f"put the held-out images in {(root / 'val').resolve()}/<class>/"
         )
-    return root, classes, test_dir
-
-
-@register_index("imagefolder")
-def index_imagefolder(cfg: DataConfig) -> IndexedDataset:
-    root, classes, test_dir = _layout(cfg)
-    return IndexedDataset(
-        train=list_split(root / "train", classes, cfg.train_limit, root),
-        test=list_split(test_dir, classes, cfg.test_limit, root),
-        class_names=classes,
-        extra={"test_dir": test_dir.name},
-    )
+    return IndexedDataset(list_split(root / "train", classes, cfg.train_limit, root),
+                          list_split(test_dir, classes, cfg.test_limit, root), classes,
+                          extra={"test_dir": test_dir.name})

@@ -1,18 +1,8 @@
 """ImageNet-1k (ILSVRC-2012) from its extracted JPEG tree; always streamed (never decoded into memory).
 
-Layout under ``data.root``:
-
-- ``train/<wnid>/*.JPEG`` (the 1,000 class folders; classes are the sorted wnids, torchvision's
-  ImageFolder / ImageNet order);
-- the validation images, either sorted into ``val/<wnid>/*.JPEG`` (the layout torchvision's
-  ``ImageNet`` and the common ``valprep.sh`` script produce) or flat in ``val/*.JPEG`` with their
-  classes in one label file: ``LOC_val_solution.csv`` (Kaggle's ``ImageId,PredictionString``, the
-  first word of PredictionString is the wnid) in ``data.root`` or ``val/``, or
-  ``val/val_annotations.txt`` (tab-separated ``file<TAB>wnid...``, the Tiny-ImageNet style).
-
-Class names come from ``LOC_synset_mapping.txt`` (``<wnid> <names>`` per line) in ``data.root`` when
-present, else they are the wnids; ``meta.json`` keeps the wnids as ``class_ids``. Normalisation uses
-the published ImageNet statistics.
+``train/<wnid>/*.JPEG``; validation images in ``val/<wnid>/`` or flat in ``val/`` with a label file
+(Kaggle's ``LOC_val_solution.csv`` or a tab-separated ``val/val_annotations.txt``); class names from
+``LOC_synset_mapping.txt`` when present. docs/data.md, "imagenet", has the layouts.
 """
 
 from __future__ import annotations
@@ -83,13 +73,8 @@ def _flat_val(root: Path, classes: list[str], limit: int | None) -> tuple[FileLi
 
 def _names(root: Path, wnids: list[str]) -> list[str]:
     path = root / SYNSETS
-    if not path.is_file():
-        return list(wnids)
-    names = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        wnid, _, name = line.strip().partition(" ")
-        if wnid:
-            names[wnid] = name.strip() or wnid
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    names = {wnid: name.strip() or wnid for wnid, _, name in (line.strip().partition(" ") for line in lines) if wnid}
     return [names.get(w, w) for w in wnids]
 
 
@@ -108,12 +93,5 @@ def index_imagenet(cfg: DataConfig) -> IndexedDataset:
     else:
         test, label_file = _flat_val(root, wnids, cfg.test_limit)
         extra["val_layout"] = f"flat, labels from {label_file}"
-    return IndexedDataset(
-        train=list_split(root / "train", wnids, cfg.train_limit, root),
-        test=test,
-        class_names=_names(root, wnids),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        stats_from="imagenet",
-        extra=extra,
-    )
+    return IndexedDataset(list_split(root / "train", wnids, cfg.train_limit, root), test, _names(root, wnids),
+                          mean=IMAGENET_MEAN, std=IMAGENET_STD, stats_from="imagenet", extra=extra)

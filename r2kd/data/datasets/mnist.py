@@ -1,21 +1,16 @@
-"""MNIST, Kuzushiji-MNIST and Fashion-MNIST from their IDX files.
+"""MNIST, Kuzushiji-MNIST and Fashion-MNIST from their IDX files (parsed by :mod:`r2kd.data.idx`).
 
-Files go where torchvision puts them (or straight in ``<root>``, as a distribution's package installs
-them): ``<root>/MNIST/raw/``, ``<root>/KMNIST/raw/``,
-``<root>/FashionMNIST/raw/``, each holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
-``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, gzip-compressed (``.gz``, used when present)
-or not. A file is verified by its contents: see :func:`read_verified`. With
-``data.download: true`` the missing ``.gz`` files are fetched from torchvision's mirrors with
-torchvision's downloader. Parsing is :mod:`r2kd.data.idx`.
-
-Base augmentation: crop padding 2 (28 px images; about CIFAR's 4/32), no flips (mirrored
-digits, kana and most garments change meaning or are not in the data).
+Looked for in torchvision's folders (``<root>/MNIST/raw/`` ...) and then straight in ``<root>``,
+``.gz`` before plain; each file is verified by its contents (:func:`read_verified`). docs/data.md,
+"mnist, kmnist, fashion_mnist". Base augmentation: crop padding 2 (28 px images; about CIFAR's
+4/32), no flips (mirrored digits, kana and most garments change meaning or are not in the data).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Mapping
 
@@ -40,9 +35,7 @@ class IdxLayout:
 
 
 MNIST = IdxLayout(
-    "mnist",
-    "MNIST",
-    ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+    "mnist", "MNIST", ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
     tuple(str(d) for d in range(10)),
 )
 KMNIST = IdxLayout(
@@ -57,11 +50,8 @@ FASHION_MNIST = IdxLayout(
 
 @dataclass(frozen=True)
 class Sums:
-    """Published MD5s of one IDX file: of the official ``.gz`` and of its decompressed contents.
-
-    ``raw`` is None where no published value is known for certain; a file is then verifiable only
-    through the official ``.gz`` or the user's data.checksums pin.
-    """
+    """Published MD5s of one IDX file: of the official ``.gz`` and of its decompressed contents (``raw``
+    None where none is known for certain: the file is then verifiable only as the official ``.gz`` or by a pin)."""
 
     gz: str | None
     raw: str | None = None
@@ -69,13 +59,9 @@ class Sums:
 
 def _table(folder: str, sums: tuple[Sums, Sums, Sums, Sums]) -> dict[str, str]:
     """Flatten to {path relative to data.root: MD5}: ``<name>.gz`` for gz sums, ``<name>`` for raw ones."""
-    table = {}
-    for name, entry in zip(FILES, sums):
-        if entry.gz:
-            table[f"{folder}/raw/{name}.gz"] = entry.gz
-        if entry.raw:
-            table[f"{folder}/raw/{name}"] = entry.raw
-    return table
+    pairs = [(f"{folder}/raw/{name}{suffix}", md5) for name, entry in zip(FILES, sums)
+             for suffix, md5 in ((".gz", entry.gz), ("", entry.raw))]
+    return {rel: md5 for rel, md5 in pairs if md5}
 
 
 # MD5s of the official .gz files: torchvision's (torchvision/datasets/mnist.py, `resources`; a test
@@ -119,24 +105,15 @@ def _locate(layout: IdxLayout, cfg: DataConfig, name: str, checksums: Mapping[st
     for rel in (raw_rel + ".gz", raw_rel, name + ".gz", name):
         if (root / rel).is_file():
             return root / rel, rel
-    rel = raw_rel + ".gz"
-    path = fetch(layout.name, root, rel, [m + name + ".gz" for m in layout.mirrors], cfg.download, checksums.get(rel))
-    return path, rel
+    rel, urls = raw_rel + ".gz", [m + name + ".gz" for m in layout.mirrors]
+    return fetch(layout.name, root, rel, urls, cfg.download, checksums.get(rel)), rel
 
 
-def read_verified(
-    layout: IdxLayout, path: Path, rel: str, checksums: Mapping[str, str], ndim: int,
-    pins: Mapping[str, str] | None = None,
-) -> tuple[np.ndarray, str, dict[str, str]]:
-    """Return (the parsed IDX array, SHA-256 of the file, who verified it) once a hash vouches for it.
-
-    The structure is parsed first: "truncated" says more than an MD5 mismatch does.
-
-    The contents decide, not the packaging: a ``.gz`` is accepted when its own MD5 is the official
-    one OR its decompressed contents have the official uncompressed MD5 (a re-gzipped copy); a
-    plain file when its MD5 is the official uncompressed one. A file pinned in data.checksums
-    (``pins``) is accepted when its SHA-256 is the pinned one, and only then.
-    """
+def read_verified(layout: IdxLayout, path: Path, rel: str, checksums: Mapping[str, str], ndim: int,
+                  pins: Mapping[str, str]) -> tuple[np.ndarray, str, dict[str, str]]:
+    """Return (the parsed IDX array, SHA-256 of the file, who verified it) once a hash vouches for it:
+    its pin (a pinned file must match it), else the official MD5 of the ``.gz`` or of the decompressed
+    contents (docs/data.md). The structure is parsed first: "truncated" says more than an MD5 mismatch."""
     name = Path(rel.removesuffix(".gz")).name
     official_rel = f"{layout.folder}/raw/{name}"  # the sums are the file's, wherever it was found
     gz_sum, raw_sum = checksums.get(official_rel + ".gz"), checksums.get(official_rel)
@@ -148,7 +125,7 @@ def read_verified(
     compressed = rel.endswith(".gz")
     data = decompress(packed, str(path)) if compressed else packed
     array = parse_idx(data, str(path), ndim)
-    pinned = check_pin(path, rel, sha, pins or {})
+    pinned = check_pin(path, rel, sha, pins)
     if pinned is not None:
         return array, sha, pinned
     file_md5 = hashlib.md5(packed, usedforsecurity=False).hexdigest()
@@ -185,40 +162,12 @@ def build_idx(layout: IdxLayout, cfg: DataConfig, checksums: Mapping[str, str]) 
         path, rel = _locate(layout, cfg, name, checksums)
         arrays[name], sources[rel], verified[rel] = read_verified(
             layout, path, rel, checksums, ndim=3 if "images" in name else 1, pins=cfg.checksums)
-
-    def split(prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = arrays[f"{prefix}-images-idx3-ubyte"], arrays[f"{prefix}-labels-idx1-ubyte"]
-        if images.shape[0] != labels.shape[0]:
-            raise DataError(f"{layout.name}: {prefix} has {images.shape[0]} images but {labels.shape[0]} labels")
-        if labels.size and int(labels.max()) >= len(layout.class_names):
-            raise DataError(f"{layout.name}: {prefix} labels outside 0..{len(layout.class_names) - 1}")
-        return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype("int64"))
-
-    train_images, train_labels = split("train")
-    test_images, test_labels = split("t10k")
-    return RawDataset(
-        train_images=train_images,
-        train_labels=train_labels,
-        test_images=test_images,
-        test_labels=test_labels,
-        class_names=list(layout.class_names),
-        sources=sources,
-        verified=verified,
-        crop_padding=2,
-        hflip=False,
-    )
+    images = {p: torch.from_numpy(arrays[f"{p}-images-idx3-ubyte"].copy()).unsqueeze(1) for p in ("train", "t10k")}
+    labels = {p: torch.from_numpy(arrays[f"{p}-labels-idx1-ubyte"].astype("int64")) for p in ("train", "t10k")}
+    return RawDataset(images["train"], labels["train"], images["t10k"], labels["t10k"], list(layout.class_names),
+                      sources, verified=verified, crop_padding=2, hflip=False)
 
 
-@register("mnist", checksums=MNIST_MD5)
-def build_mnist(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
-    return build_idx(MNIST, cfg, checksums)
-
-
-@register("kmnist", checksums=KMNIST_MD5)
-def build_kmnist(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
-    return build_idx(KMNIST, cfg, checksums)
-
-
-@register("fashion_mnist", checksums=FASHION_MNIST_MD5)
-def build_fashion_mnist(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDataset:
-    return build_idx(FASHION_MNIST, cfg, checksums)
+register("mnist", checksums=MNIST_MD5)(partial(build_idx, MNIST))
+register("kmnist", checksums=KMNIST_MD5)(partial(build_idx, KMNIST))
+register("fashion_mnist", checksums=FASHION_MNIST_MD5)(partial(build_idx, FASHION_MNIST))

@@ -1,17 +1,10 @@
-"""Tiny-ImageNet-200 from the official ``tiny-imagenet-200.zip``.
+"""Tiny-ImageNet-200 from the official ``tiny-imagenet-200.zip`` (layout and class order: docs/data.md).
 
 The zip is read in place (its MD5, or the user's data.checksums pin, checked first; nothing is
-extracted, so nothing can be left half extracted and a read-only data.root works). Layout inside: ``tiny-imagenet-200/wnids.txt`` (the 200 class ids),
-``words.txt`` (id -> names), ``train/<wnid>/images/*.JPEG`` (500 per class) and
-``val/images/*.JPEG`` with ``val/val_annotations.txt`` (file, wnid, box) giving their classes; the
-unlabelled ``test/`` is ignored. Classes are the sorted wnids (the order ImageFolder gives the
-train tree, as in the mdistiller/R2KD loaders); the 10,000 validation images are the test split.
-Images are 64x64; the few greyscale ones are converted to RGB. Crop padding is 8, CIFAR's 4/32
-kept at 64 px, plus horizontal flips.
-
-Normalisation uses the ImageNet constants (mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225), as
-the reference's Tiny-ImageNet loader does, not statistics of the train split: imported official
-checkpoints then see the inputs they were trained on. meta.json records ``stats_from: imagenet``.
+extracted, so nothing can be left half extracted and a read-only data.root works). The 10,000
+validation images are the test split. Crop padding is 8, CIFAR's 4/32 kept at 64 px, plus flips.
+Normalisation uses the ImageNet constants, as the reference's Tiny-ImageNet loader does, not
+statistics of the train split: imported official checkpoints then see the inputs they were trained on.
 """
 
 from __future__ import annotations
@@ -26,6 +19,7 @@ import numpy as np
 import torch
 
 from r2kd.config import DataConfig
+from r2kd.data.datasets.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from r2kd.data.registry import RawDataset, register
 from r2kd.data.sources import check_pin, digests, fetch, offline_fix, official, unverified_error
 from r2kd.errors import DataError
@@ -35,9 +29,6 @@ URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_IMAGENET_MD5 = {ARCHIVE: "90528d7ca1a48142e341f4ef8d21d0de"}
 TOP = "tiny-imagenet-200/"
 SIZE = 64
-# The reference normalises Tiny-ImageNet with the ImageNet constants (torchvision's ImageNet recipe).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _decode(zf: zipfile.ZipFile, member: str, archive: Path) -> np.ndarray:
@@ -65,9 +56,7 @@ def _text(zf: zipfile.ZipFile, member: str, archive: Path) -> str:
 
 
 def _stack(images: list[np.ndarray]) -> torch.Tensor:
-    if not images:
-        return torch.empty((0, 3, SIZE, SIZE), dtype=torch.uint8)
-    return torch.from_numpy(np.stack(images))
+    return torch.from_numpy(np.stack(images)) if images else torch.empty((0, 3, SIZE, SIZE), dtype=torch.uint8)
 
 
 def _verify(archive: Path, checksums: Mapping[str, str], pins: Mapping[str, str]) -> tuple[str, dict[str, str]]:
@@ -104,10 +93,8 @@ def build_tiny_imagenet(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDat
     with zf:
         wnids = sorted({w.strip() for w in _text(zf, TOP + "wnids.txt", archive).splitlines() if w.strip()})
         index = {w: i for i, w in enumerate(wnids)}
-        words = {}
-        for line in _text(zf, TOP + "words.txt", archive).splitlines():
-            wnid, _, name = line.partition("\t")
-            words[wnid.strip()] = name.strip()
+        lines = _text(zf, TOP + "words.txt", archive).splitlines()
+        words = {wnid.strip(): name.strip() for wnid, _, name in (line.partition("\t") for line in lines)}
 
         train_members: dict[str, list[str]] = {w: [] for w in wnids}
         for member in zf.namelist():
@@ -122,12 +109,9 @@ def build_tiny_imagenet(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDat
         for wnid in wnids:
             if not train_members[wnid]:
                 raise DataError(f"{archive}: no training images for class {wnid}")
-            members = sorted(train_members[wnid])
-            if cfg.train_limit is not None:  # decode only what is kept: the full set is 100k JPEGs
-                members = members[: cfg.train_limit]
-            for member in members:
-                train_images.append(_decode(zf, member, archive))
-                train_labels.append(index[wnid])
+            members = sorted(train_members[wnid])[: cfg.train_limit]  # decode only what is kept (100k JPEGs)
+            train_images += [_decode(zf, member, archive) for member in members]
+            train_labels += [index[wnid]] * len(members)
 
         val_images, val_labels = [], []
         per_class = dict.fromkeys(wnids, 0)
@@ -148,17 +132,8 @@ def build_tiny_imagenet(cfg: DataConfig, checksums: Mapping[str, str]) -> RawDat
             val_labels.append(index[wnid])
 
     return RawDataset(
-        train_images=_stack(train_images),
-        train_labels=torch.tensor(train_labels, dtype=torch.int64),
-        test_images=_stack(val_images),
-        test_labels=torch.tensor(val_labels, dtype=torch.int64),
-        class_names=[words.get(w, w) for w in wnids],
-        sources={ARCHIVE: sha},
-        verified={ARCHIVE: vouched},
-        crop_padding=8,
-        hflip=True,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        stats_from="imagenet",
-        extra={"class_ids": wnids},
+        _stack(train_images), torch.tensor(train_labels, dtype=torch.int64), _stack(val_images),
+        torch.tensor(val_labels, dtype=torch.int64), class_names=[words.get(w, w) for w in wnids],
+        sources={ARCHIVE: sha}, verified={ARCHIVE: vouched}, crop_padding=8, hflip=True,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, stats_from="imagenet", extra={"class_ids": wnids},
     )
