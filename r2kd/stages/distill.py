@@ -1,24 +1,8 @@
 """Stage `distill`: train one student run (pair x method x augment x seed) from the frozen teachers.
 
-``runtime.share_teachers``: the stage first trains, together (r2kd.fast.cohort), every run of its
-(pair, seed) that is due, and leaves each of them its *final resume state* (the state a run resumes
-from, after its last epoch). Then it goes on as any stage does: it builds its run, resumes it (no
-epoch is left to train) and writes its outputs. The other runs' stages, when DVC or Snakemake run
-them, find their own final state and write their outputs the same way; a state is taken only under
-its run's own fingerprint (params, inputs, seed, code), so nothing trained for other params, inputs
-or code is taken for a result. The DAG does not change: each run keeps its own stage and outputs.
-
-Why not write the other runs' outputs directly: both tools delete a stage's outputs before they
-run it, so the results would be deleted and trained again. The resume state lives outside the
-outputs anyway (r2kd.train), so the cohort adds no store of its own.
-
-Which runs are due: the stage's own run unless its final state waits, and each other run of the
-(pair, seed) whose outputs are missing or carry another result key (provenance.json's
-``result_key``), with no final state waiting. One lock per (pair, seed) serialises cohorts: a second
-stage of the same (pair, seed) waits for the first and then finds its state waiting. A run that
-diverges in another stage's cohort is trained again (alone) by its own stage, which reports it.
-Under Snakemake on several cores a waiting stage holds a core; on a cluster, where each job gets its
-own machine, keep ``share_teachers: false`` unless the runs of a (pair, seed) are grouped into one job.
+With ``runtime.share_teachers`` the stage first trains every due run of its (pair, seed) as one cohort
+(r2kd.fast.cohort), leaving each its final resume state, which each run's own stage then resumes from
+to write its outputs (docs/performance.md#the-matrix: why, and which runs are due).
 """
 
 from __future__ import annotations
