@@ -1,20 +1,6 @@
-"""Stage `export`: every teacher, pruned teacher and student to ONNX, checked, timed (docs/robustness.md).
-
-For each model file runs/X/model.pt it writes runs/export/X/model.onnx, checks onnxruntime's logits
-against PyTorch's on the first test batches (max |diff| <= export.tolerance) and times it with
-onnxruntime on the CPU (batch-1 latency p50/p95, batch-64 throughput).
-
-Two records:
-* runs/export/export.json — deterministic (same bytes on every run): per model its ONNX path, SHA-256,
-  size, exporter, opset and check verdict; and every failure, naming the architecture and operator;
-* .r2kd/timing/export-latency.json — what a clock measured (latency, throughput, the measured
-  logit differences, the machine), outside the outputs: different on every run; only the report
-  reads it, so a rerun of export changes no tracked hash.
-
-A model that fails to export or to match is recorded and the others are still exported; with
-``export.strict: true`` (the default) the stage then exits non-zero, naming every failure.
-With ``export.onnx: false`` it writes both records with ``enabled: false`` and no ONNX files.
-"""
+"""Stage `export`: every teacher, pruned teacher and student to ONNX, checked against PyTorch, timed with
+onnxruntime (docs/robustness.md#onnx-export). runs/export/export.json is deterministic; what a clock measured
+goes to paths.LATENCY, outside the outputs, so a rerun of export changes no tracked hash."""
 
 from __future__ import annotations
 
