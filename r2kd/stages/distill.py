@@ -36,7 +36,7 @@ from r2kd.runtime import RunSpec, fast_layout, seed_everything
 from r2kd.stages.csvlog import write_log
 from r2kd.stages.dataset import Data, data_files, load_data
 from r2kd.stages.pair import read_pair
-from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
+from r2kd.stages.record import fingerprint, input_hashes, metrics, provenance, write_timing
 from r2kd.train import FitResult, Trainer, console
 
 VIEW_STREAM = 0x5EED  # the augmented view draws from its own stream, so toggling it keeps data order
@@ -251,14 +251,7 @@ def write_outputs(params: Params, built: BuiltRun, result: FitResult, out_dir: P
     run = built.run
     save_model(out_dir / "model.pt", built.model, built.spec)
     write_log(out_dir / "log.csv", result.history)
-    # metrics.json holds numbers only, accuracy first: it is what `dvc exp show` and `dvc metrics` list.
-    write_json(out_dir / "metrics.json", {
-        "best_top1": result.best_top1,
-        "last_top1": result.last["test_top1"],
-        "best_epoch": result.best_epoch,
-        "last_top5": result.last["test_top5"],
-        **complexity(built.model, built.data.input_shape),
-    })
+    write_json(out_dir / "metrics.json", metrics(result, **complexity(built.model, built.data.input_shape)))
     keys = ["data", "distill", f"method_params.{run.method}", f"pairs.{run.pair}", "prune.bn_mode", "runtime"]
     write_json(out_dir / "provenance.json", provenance(
         params, keys, built.inputs, run.seed, device, role="student", dataset=built.data.meta["name"], pair=run.pair,
