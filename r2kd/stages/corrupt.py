@@ -38,14 +38,14 @@ def select(labels: torch.Tensor, limit: int | None) -> np.ndarray:
 
 
 def build(images: torch.Tensor, labels: torch.Tensor, enabled: bool, limit: int | None, seed: int,
-          workers: int = 1, on_done=None) -> dict:
-    index = select(labels, limit) if enabled else np.zeros(0, dtype=np.int64)
-    names = CORRUPTIONS if enabled else ()
-    if enabled:
-        corrupted = torch.from_numpy(corrupt_set(images.numpy()[index], index, seed, workers, on_done))
+          workers: int = 1, on_done=None) -> tuple[dict, tuple[str, ...]]:
+    if not enabled:
+        index, corrupted = np.zeros(0, dtype=np.int64), torch.zeros((0, 0, 0, *images.shape[1:]), dtype=torch.uint8)
     else:
-        corrupted = torch.zeros((0, 0, 0, *images.shape[1:]), dtype=torch.uint8)
-    return {"images": corrupted, "labels": labels[torch.from_numpy(index)].clone(), "index": torch.from_numpy(index)}, names
+        index = select(labels, limit)
+        corrupted = torch.from_numpy(corrupt_set(images.numpy()[index], index, seed, workers, on_done))
+    payload = {"images": corrupted, "labels": labels[torch.from_numpy(index)].clone(), "index": torch.from_numpy(index)}
+    return payload, CORRUPTIONS if enabled else ()
 
 
 def _test_split(meta: dict, enabled: bool) -> tuple[torch.Tensor, torch.Tensor]:
