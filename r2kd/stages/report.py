@@ -214,11 +214,8 @@ def _pruned_label(p: dict) -> str:
 
 
 def compact_metrics(groups: list[dict], teachers: list[dict]) -> dict:
-    """The one metrics file (`dvc exp show`, `dvc metrics diff`): accuracy first, short keys.
-
-    Mean test top-1 over seeds per method (best and last epoch), then the teachers; DVC sorts keys,
-    so the method columns come before `teacher`.
-    """
+    """The one metrics file (`dvc exp show`, `dvc metrics diff`): mean test top-1 over seeds per method
+    (best and last epoch), then the teachers; DVC sorts keys, so the method columns come before `teacher`."""
     several_pairs = len({g["pair"] for g in groups}) > 1
     out: dict = {}
     for g in groups:
@@ -284,7 +281,7 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
        29: 2.045, 30: 2.042}
 NOISE_RULE = ("a difference exceeds the noise when the 95 % confidence interval of the mean paired difference "
               "excludes 0: |mean| > t(0.975, n − 1) · std / √n (paired t-test, two-sided, α = 0.05)")
-ABLATION_METRICS = (("last_top1", "last top-1"), ("best_top1", "best top-1"), ("corruption_top1", "corrupted top-1"))
+ABLATION_METRICS = ("last_top1", "best_top1", "corruption_top1")
 
 
 def _full_r2kd_hparams() -> dict:
@@ -347,7 +344,7 @@ def ablation(records: list[dict]) -> list[dict]:
                "variant": variant_label(method, recs[0].get("hparams") or {}, full),
                "reference": f"{ref_pair} r2kd ({ref_augment})", "seeds": [r["seed"] for r, _ in matched],
                "hparams": recs[0].get("hparams"), "also_pairs": [], "runs": [r for r, _ in matched]}
-        for metric, _ in ABLATION_METRICS:
+        for metric in ABLATION_METRICS:
             diffs = [r[metric] - f[metric] for r, f in matched if r.get(metric) is not None and f.get(metric) is not None]
             row[metric] = paired(diffs) if diffs else None
         rows.append(row)
@@ -384,7 +381,7 @@ def ablation_markdown(rows: list[dict]) -> list[str]:
     for r in rows:
         pair = r["pair"] + "".join(f" (= {p}: identical runs)" for p in r.get("also_pairs", []))
         lines.append(f"| {r['variant']} | {pair} | {r['method']} ({r['augment']}) | {r['reference']} | "
-                     f"{len(r['seeds'])} | " + " | ".join(_diff_cell(r[m]) for m, _ in ABLATION_METRICS) + " |")
+                     f"{len(r['seeds'])} | " + " | ".join(_diff_cell(r[m]) for m in ABLATION_METRICS) + " |")
     return lines
 
 
@@ -499,7 +496,7 @@ def print_table(dataset: str, groups: list[dict], teachers: list[dict], b: dict 
             "ablation: variant − full R2KD, paired by seed (pp, mean ± std)",
             ("variant", "pair", "n", "Δ last top-1", "Δ best top-1", "Δ corrupted"), ("variant", "pair"),
             [(r["variant"], r["pair"], str(len(r["seeds"])),
-              *[_diff_cell(r[m]).replace(" **\\***", " *") for m, _ in ABLATION_METRICS]) for r in ablation_rows]))
+              *[_diff_cell(r[m]).replace(" **\\***", " *") for m in ABLATION_METRICS]) for r in ablation_rows]))
         console.print("[dim]* the 95 % paired-t interval excludes 0 (reports/summary.md states the rule).[/]")
     console.print("[dim]best = best epoch (selected on test, the paper's convention); last = final epoch. "
                   "Full report: reports/summary.md[/]")
@@ -539,14 +536,13 @@ def _pyplot():
     return plt
 
 
-def _zoom(ax, values: list[float], pad_fraction: float = 0.1, min_pad: float = 0.5) -> None:
+def _zoom(ax, values: list[float]) -> None:
     """The y axis around the data (a truncated axis, said so in the label), every marker inside."""
     values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return
-    lo, hi = min(values), max(values)
-    pad = max(min_pad, pad_fraction * (hi - lo))
-    ax.set_ylim(max(lo - pad, 0.0), hi + pad)
+    if values:
+        lo, hi = min(values), max(values)
+        pad = max(0.5, 0.1 * (hi - lo))
+        ax.set_ylim(max(lo - pad, 0.0), hi + pad)
 
 
 def figure_epochs(logs: dict, groups: list[dict], b: dict):
@@ -579,8 +575,7 @@ def figure_epochs(logs: dict, groups: list[dict], b: dict):
 
 
 def figure_methods(groups: list[dict], records: list[dict], teachers: list[dict], b: dict):
-    """Best- and last-epoch test top-1 per group: mean ± std (error bar) and every seed (dots), on an axis
-    zoomed to the data; the teacher and pruned teacher as reference lines."""
+    """Best- and last-epoch test top-1 per group, mean ± std and every seed; the teachers as reference lines."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
@@ -629,8 +624,7 @@ def figure_methods(groups: list[dict], records: list[dict], teachers: list[dict]
 
 
 def figure_latency(latency: dict, scored: dict, teachers: list[dict], b: dict):
-    """Clean test top-1 (final model) against onnxruntime batch-1 p50 latency: every student as a dot
-    (colour = method), each group's mean ± std as an error bar, the teachers as black / grey markers."""
+    """Clean test top-1 of the final models against onnxruntime batch-1 p50 latency."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     entries = [m for m in latency.get("models", []) if m["path"] in scored]
@@ -675,9 +669,8 @@ def figure_latency(latency: dict, scored: dict, teachers: list[dict], b: dict):
 
 
 def figure_severity(groups: list[dict], teachers: list[dict], b: dict):
-    """Top-1 averaged over the corruptions at each severity, 0 = the same images uncorrupted; mean over
-    seeds per method with a ± std band; the teacher (black, dashed) and the pruned teacher (grey,
-    dotted, drawn above it) as references."""
+    """Top-1 averaged over the corruptions at each severity, 0 = the same images uncorrupted; mean ± std
+    over seeds per method; the teacher and the pruned teacher (drawn above it) as references."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     pairs = sorted({g["pair"] for g in groups})
