@@ -41,30 +41,20 @@ def run(params: Params, arch: str) -> None:
 
     trainer, weights_record = None, None
     if source.checkpoint:
-        row = _import_checkpoint(model, source.checkpoint, source.checkpoint_sha256, data, amp)
+        _import_checkpoint(model, source.checkpoint, source.checkpoint_sha256)
         inputs[source.checkpoint] = source.checkpoint_sha256.lower()
     elif source.pretrained:
         weights = resolve(arch, source.pretrained)
         check_fits(weights, spec)
         weights_record = load_pretrained(model, weights, download=params.data.download)
-        row = _score(model, data, amp)
     else:
         trainer = Trainer(
-            model=model,
-            recipe=recipe,
-            train_batches=data.train,
-            test_batches=data.test,
-            objective=cross_entropy_objective,
-            generators={"data": generator},
-            state_path=paths.state_file(out_dir),
+            model=model, recipe=recipe, train_batches=data.train, test_batches=data.test,
+            objective=cross_entropy_objective, generators={"data": generator}, state_path=paths.state_file(out_dir),
             fingerprint=fingerprint("train_teacher", spec, recipe.model_dump(), inputs, rs.settings),
-            label=f"teacher {arch}",
-            amp=amp,
-            graphs=rs.graphs,
-            forward_model=parallel.for_training(model, device),
+            label=f"teacher {arch}", amp=amp, graphs=rs.graphs, forward_model=parallel.for_training(model, device),
         )
-    # an imported teacher's one log row is its test scores, as epoch 0
-    result = trainer.fit() if trainer is not None else FitResult([row], row["test_top1"], 0, row, train_seconds=0.0)
+    result = trainer.fit() if trainer is not None else _imported(model, data, amp)
 
     if not world().is_main:  # rank 0 writes; the other processes of a multi-process run hold the same results
         barrier()
@@ -83,14 +73,12 @@ def run(params: Params, arch: str) -> None:
     barrier()
 
 
-# No stage writes an imported teacher, so "rerun the stage" would be no way out.
-IMPORT_REMEDY = (
-    "no stage writes an imported teacher: obtain a weights-only state dict (a file of tensors only, "
-    "{'model': state_dict} or a plain state dict) and set its path and SHA-256 under `teachers` in params.yaml"
-)
+IMPORT_REMEDY = ("no stage writes an imported teacher: obtain a weights-only state dict (a file of tensors "
+                 "only, {'model': state_dict} or a plain state dict) and set its path and SHA-256 under "
+                 "`teachers` in params.yaml")
 
 
-def _import_checkpoint(model: torch.nn.Module, path: str, sha256: str, data, amp: str) -> dict[str, float]:
+def _import_checkpoint(model: torch.nn.Module, path: str, sha256: str) -> None:
     """Load a published {"model": state_dict} (or plain state-dict) file after checking its SHA-256."""
     if not Path(path).is_file():
         raise CheckpointError(f"teacher checkpoint {path} does not exist")
@@ -100,11 +88,11 @@ def _import_checkpoint(model: torch.nn.Module, path: str, sha256: str, data, amp
     blob = load_checkpoint(path, remedy=IMPORT_REMEDY)
     state = blob.get("model", blob) if isinstance(blob, dict) else blob
     load_state(model, state, path)
-    return _score(model, data, amp)
 
 
-def _score(model: torch.nn.Module, data, amp: str) -> dict[str, float]:
-    """An imported teacher's one log row: its test scores, as epoch 0."""
+def _imported(model: torch.nn.Module, data, amp: str) -> FitResult:
+    """An imported teacher's result: one log row, its test scores, as epoch 0."""
     scores = evaluate(model, data.test, amp)
-    return {"epoch": 0, "test_top1": scores["top1"], "test_top5": scores["top5"], "test_loss": scores["nll"]}
+    row = {"epoch": 0, "test_top1": scores["top1"], "test_top5": scores["top5"], "test_loss": scores["nll"]}
+    return FitResult([row], row["test_top1"], 0, row, train_seconds=0.0)
 
