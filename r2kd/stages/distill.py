@@ -220,26 +220,14 @@ def build_run(params: Params, rs: RunSpec, run: StudentRun, data: Data, frozen: 
         # On N processes each runs its shard of the global batch and returns the whole batch's logits.
         teacher=parallel.frozen(teacher_model, device, sync_bn=False),  # eval mode: per sample
         pruned=parallel.frozen(pruned_model, device, sync_bn=rs.sync_frozen_bn),
-        view_generator=view_generator,
-        mean=data.meta["mean"],
-        std=data.meta["std"],
-        fast=rs.fast,
-        shared=shared,
+        view_generator=view_generator, mean=data.meta["mean"], std=data.meta["std"], fast=rs.fast, shared=shared,
     )
     trainer = Trainer(
-        model=model,
-        recipe=params.distill,
-        train_batches=data.train,
-        test_batches=data.test,
-        objective=objective,
-        generators={"data": data_generator, "view": view_generator},
-        state_path=paths.state_file(run.dir),
-        fingerprint=result_key(params, run, data.meta, inputs),
-        label=f"{run.method}/{run.augment} s{run.seed}",
-        amp=rs.amp,
-        graphs=rs.graphs,
+        model=model, recipe=params.distill, train_batches=data.train, test_batches=data.test, objective=objective,
+        generators={"data": data_generator, "view": view_generator}, state_path=paths.state_file(run.dir),
+        fingerprint=result_key(params, run, data.meta, inputs), label=f"{run.method}/{run.augment} s{run.seed}",
+        amp=rs.amp, graphs=rs.graphs, forward_model=parallel.for_training(model, device),
         modules_to_save={"pruned": pruned_model} if pruned_model is not None else {},
-        forward_model=parallel.for_training(model, device),
     )
     return BuiltRun(run, spec, hparams, chosen, inputs, model, trainer, data)
 

@@ -73,28 +73,20 @@ def run(params: Params, arch: str) -> None:
     # the artefact must be a pure function of its inputs: wall-clock time goes to timing only
     stable_stats = {k: v for k, v in stats.items() if k != "seconds"}
     save_model(out_dir / "model.pt", pruned, spec, structure=result.structure, stats=stable_stats)
-    summary = {
-        "top1_before": before["top1"],
-        "top1_after": after["top1"],
-        "top5_after": after["top5"],
-        "params": stats["params_after"],
-        "macs": stats["macs_after"],
-        "params_before": stats["params_before"],
-        "macs_before": stats["macs_before"],
+    write_json(out_dir / "prune.json", {
+        "top1_before": before["top1"], "top1_after": after["top1"], "top5_after": after["top5"],
+        "params": stats["params_after"], "macs": stats["macs_after"],
+        "params_before": stats["params_before"], "macs_before": stats["macs_before"],
         "nonzero_fraction_before": stats["nonzero_weight_fraction_before"],
         "nonzero_fraction_after": stats["nonzero_weight_fraction_after"],
-        "method": config.method,
-        "ratio": config.ratio,
-        "round_to": config.round_to,
+        "method": config.method, "ratio": config.ratio, "round_to": config.round_to,
         "finetune_epochs": config.finetune.epochs,
         # as_distilled: the pruned teacher in prune.bn_mode, shuffled test batches of MEASURE_BATCH
-        "bn_mode": config.bn_mode,
-        "measure_batch_size": MEASURE_BATCH,
+        "bn_mode": config.bn_mode, "measure_batch_size": MEASURE_BATCH,
         # float64 sums over a fixed order: deterministic; rounding only keeps the JSON readable
         **{name: {k: round(v, 10) for k, v in score.items()} for name, score in scores.items()},
         **finetune,
-    }
-    write_json(out_dir / "prune.json", summary)
+    })
     write_json(out_dir / "provenance.json", provenance(
         params, ["data", "prune", "train_teacher.seed", "runtime"], inputs, params.train_teacher.seed, device,
         role="pruned_teacher", arch=arch, method=config.method, ratio=config.ratio,
@@ -115,16 +107,10 @@ def _finetune(params: Params, rs: RunSpec, arch: str, pruned: torch.nn.Module, s
     pruned.requires_grad_(True)
     data = load_data(recipe.batch_size, rs.device, generator, workers=rs.workers)
     trainer = Trainer(
-        model=pruned,
-        recipe=recipe,
-        train_batches=data.train,
-        test_batches=data.test,
-        objective=cross_entropy_objective,
-        generators={"data": generator},
-        state_path=paths.state_file(paths.pruned_dir(arch)),
+        model=pruned, recipe=recipe, train_batches=data.train, test_batches=data.test,
+        objective=cross_entropy_objective, generators={"data": generator},
+        state_path=paths.state_file(paths.pruned_dir(arch)), label=f"fine-tune pruned {arch}", amp=rs.amp,
         fingerprint=fingerprint("prune", spec, params.prune.model_dump(), params.train_teacher.seed, inputs,
                                 rs.settings),
-        label=f"fine-tune pruned {arch}",
-        amp=rs.amp,
     )
     return trainer, trainer.fit().history
