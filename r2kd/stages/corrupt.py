@@ -79,19 +79,13 @@ def run(params: Params) -> None:
     save_checkpoint(paths.CORRUPTED_TEST, payload)
     size = meta["image_size"]
     write_json(paths.CORRUPTED_META, {
-        "format": FORMAT,
-        "dataset": meta["name"],
-        "corruptions": list(names),
+        "format": FORMAT, "dataset": meta["name"], "corruptions": list(names),
         "families": {f: list(n) for f, n in FAMILIES.items()} if names else {},
         "severities": list(SEVERITIES) if names else [],
-        "seed": cfg.corruption_seed,
-        "limit_per_class": cfg.corruption_limit,
-        "count": int(payload["labels"].numel()),
-        "image_size": size,
+        "seed": cfg.corruption_seed, "limit_per_class": cfg.corruption_limit, "count": int(payload["labels"].numel()),
         # spatial corruptions run at 32 x 32 for smaller images (r2kd/corruptions.py)
-        "work_size": WORK_SIZE if size < WORK_SIZE else size,
-        "source_sha256": meta["content_sha256"]["test"],
-        "content_sha256": sha256_state_dict(payload),
+        "image_size": size, "work_size": max(size, WORK_SIZE),
+        "source_sha256": meta["content_sha256"]["test"], "content_sha256": sha256_state_dict(payload),
         "params": params_record(params, "corrupt"),
     })
     print(f"corrupt: {payload['labels'].numel()} test images x {len(names)} corruptions x "

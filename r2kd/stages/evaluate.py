@@ -84,15 +84,11 @@ def run(params: Params) -> None:
         records.append(record)
     if corrupted.enabled:
         add_mce(records, params)
+    corruptions = {k: corrupted.meta[k] for k in ("families", "severities", "count", "seed", "limit_per_class")}
     write_json(paths.EVAL, {
         "dataset": data.meta["name"], "test_count": int(labels.numel()), "noise_std": NOISE_STD,
-        "corruptions": {"enabled": corrupted.enabled, "names": corrupted.meta["corruptions"],
-                        "families": corrupted.meta["families"], "severities": corrupted.meta["severities"],
-                        "count": corrupted.meta["count"], "seed": corrupted.meta["seed"],
-                        "limit_per_class": corrupted.meta["limit_per_class"]},
-        "calibration_fit": CALIBRATION_FIT,
-        "models": records,
-        "params": params_record(params, "evaluate"),
+        "corruptions": {"enabled": corrupted.enabled, "names": corrupted.meta["corruptions"], **corruptions},
+        "calibration_fit": CALIBRATION_FIT, "models": records, "params": params_record(params, "evaluate"),
     })
 
 

@@ -52,6 +52,7 @@ def run(params: Params) -> None:
     bench = torch.cat(check)[:THROUGHPUT_BATCH]
     if bench.shape[0] < THROUGHPUT_BATCH:  # a tiny test split: repeat it to fill the batch
         bench = bench.repeat((THROUGHPUT_BATCH + bench.shape[0] - 1) // bench.shape[0], 1, 1, 1)[:THROUGHPUT_BATCH]
+    bench = bench.numpy()
     records, timings, failures = [], [], []
     items = models(params)
     for item in progress(items, len(items), f"export: {len(items)} models to ONNX, checked and timed"):
@@ -77,10 +78,9 @@ def run(params: Params) -> None:
         write_bytes(onnx_path, blob)
         records.append({**ident, "onnx": str(onnx_path), "sha256": hashlib.sha256(blob).hexdigest(),
                         "bytes": len(blob), "check": f"max |diff| <= {cfg.tolerance:g}: passed"})
-        bench_np = bench.numpy()
         timings.append({**ident, "onnx": str(onnx_path), "bytes": len(blob), "max_abs_diff": diff,
-                        "export_s": export_s, "latency_batch1": latency(sess, bench_np, cfg.latency_runs),
-                        "throughput": throughput(sess, bench_np, cfg.throughput_runs)})
+                        "export_s": export_s, "latency_batch1": latency(sess, bench, cfg.latency_runs),
+                        "throughput": throughput(sess, bench, cfg.throughput_runs)})
         print(f"export: {onnx_path} ({len(blob):,} B, max |diff| {diff:.2e}, "
               f"p50 {timings[-1]['latency_batch1']['p50_ms']:.3f} ms)")
     import onnx
