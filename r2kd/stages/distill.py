@@ -147,9 +147,8 @@ def train_cohort(params: Params, rs: RunSpec, due: list[StudentRun], selected: S
 
 
 def run_inputs(run: StudentRun, inputs: dict[str, str] | None = None) -> dict[str, str]:
-    """The hashes of the files ``run`` reads: the data, its pair's teacher pin and its method's pin
-    (r2kd.stages.pair_pruned); ``inputs``: those of the data and pair file, if already computed (a
-    cohort shares them)."""
+    """The hashes of the files ``run`` reads: the data, its pair's teacher pin and its method's pin;
+    ``inputs``: those of the data and pair file, if already computed (a cohort shares them)."""
     if inputs is None:
         inputs = input_hashes([*data_files(), paths.pair_file(run.pair)])
     return {**inputs, **input_hashes([paths.method_pin(run.pair, run.method)])}
@@ -234,8 +233,7 @@ def build_run(params: Params, rs: RunSpec, run: StudentRun, data: Data, frozen: 
 
 def write_outputs(params: Params, built: BuiltRun, result: FitResult, out_dir: Path, device: torch.device,
                   **extra: object) -> None:
-    """The run's declared outputs in ``out_dir``: model.pt, log.csv, metrics.json, provenance.json;
-    ``extra``: more of provenance.json (``step``: the step kind that trained it, ...)."""
+    """The run's declared outputs in ``out_dir``; ``extra``: more of provenance.json (``step``, ...)."""
     run = built.run
     save_model(out_dir / "model.pt", built.model, built.spec)
     write_log(out_dir / "log.csv", result.history)

@@ -7,6 +7,7 @@ bit-identical rerun must leave every output, and so every downstream stage, unch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -33,10 +34,8 @@ def versions() -> dict[str, str]:
     found = {"python": sys.version.split()[0], "platform": platform.platform(), "r2kd": r2kd.__version__,
              "torch": torch.__version__}
     for dist in ("torchvision", "torch-pruning", "numpy", "dvc", "snakemake"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             found[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
     return found
 
 

@@ -234,9 +234,7 @@ def _header(*columns: str) -> list[str]:
 
 def _pmo(group: dict, key: str, fmt: str = ".2f") -> str:
     """mean ± std of ``key`` in a group, or — where it was not measured."""
-    if group.get(f"{key}_mean") is None:
-        return "—"
-    return f"{group[f'{key}_mean']:{fmt}} ± {group[f'{key}_std']:{fmt}}"
+    return "—" if group.get(f"{key}_mean") is None else f"{group[f'{key}_mean']:{fmt}} ± {group[f'{key}_std']:{fmt}}"
 
 
 def _opt(value: float | None, fmt: str = ".2f") -> str:
