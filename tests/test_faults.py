@@ -354,7 +354,7 @@ def test_imported_teacher_holding_code_is_refused_without_rerun_advice(tmp_path)
     ckpt = tmp_path / "ckpt_epoch_240.pth"
     torch.save({"model": build(spec).state_dict(), "opt": RunsACommand(f"touch {marker}")}, ckpt)
     with pytest.raises(CheckpointError) as info:
-        _import_checkpoint(build(spec), str(ckpt), sha256_file(ckpt), data=None, amp="none")
+        _import_checkpoint(build(spec), str(ckpt), sha256_file(ckpt))
     message = str(info.value)
     assert not marker.exists()
     assert "pickled Python objects" in message and "malicious" in message

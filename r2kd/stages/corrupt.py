@@ -38,14 +38,14 @@ def select(labels: torch.Tensor, limit: int | None) -> np.ndarray:
 
 
 def build(images: torch.Tensor, labels: torch.Tensor, enabled: bool, limit: int | None, seed: int,
-          workers: int = 1, on_done=None) -> dict:
-    index = select(labels, limit) if enabled else np.zeros(0, dtype=np.int64)
-    names = CORRUPTIONS if enabled else ()
-    if enabled:
-        corrupted = torch.from_numpy(corrupt_set(images.numpy()[index], index, seed, workers, on_done))
+          workers: int = 1, on_done=None) -> tuple[dict, tuple[str, ...]]:
+    if not enabled:
+        index, corrupted = np.zeros(0, dtype=np.int64), torch.zeros((0, 0, 0, *images.shape[1:]), dtype=torch.uint8)
     else:
-        corrupted = torch.zeros((0, 0, 0, *images.shape[1:]), dtype=torch.uint8)
-    return {"images": corrupted, "labels": labels[torch.from_numpy(index)].clone(), "index": torch.from_numpy(index)}, names
+        index = select(labels, limit)
+        corrupted = torch.from_numpy(corrupt_set(images.numpy()[index], index, seed, workers, on_done))
+    payload = {"images": corrupted, "labels": labels[torch.from_numpy(index)].clone(), "index": torch.from_numpy(index)}
+    return payload, CORRUPTIONS if enabled else ()
 
 
 def _test_split(meta: dict, enabled: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,19 +79,13 @@ def run(params: Params) -> None:
     save_checkpoint(paths.CORRUPTED_TEST, payload)
     size = meta["image_size"]
     write_json(paths.CORRUPTED_META, {
-        "format": FORMAT,
-        "dataset": meta["name"],
-        "corruptions": list(names),
+        "format": FORMAT, "dataset": meta["name"], "corruptions": list(names),
         "families": {f: list(n) for f, n in FAMILIES.items()} if names else {},
         "severities": list(SEVERITIES) if names else [],
-        "seed": cfg.corruption_seed,
-        "limit_per_class": cfg.corruption_limit,
-        "count": int(payload["labels"].numel()),
-        "image_size": size,
+        "seed": cfg.corruption_seed, "limit_per_class": cfg.corruption_limit, "count": int(payload["labels"].numel()),
         # spatial corruptions run at 32 x 32 for smaller images (r2kd/corruptions.py)
-        "work_size": WORK_SIZE if size < WORK_SIZE else size,
-        "source_sha256": meta["content_sha256"]["test"],
-        "content_sha256": sha256_state_dict(payload),
+        "image_size": size, "work_size": max(size, WORK_SIZE),
+        "source_sha256": meta["content_sha256"]["test"], "content_sha256": sha256_state_dict(payload),
         "params": params_record(params, "corrupt"),
     })
     print(f"corrupt: {payload['labels'].numel()} test images x {len(names)} corruptions x "

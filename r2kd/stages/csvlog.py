@@ -14,14 +14,11 @@ NONDETERMINISTIC = ("seconds",)
 
 
 def write_log(path: Path, rows: list[dict[str, float]]) -> None:
-    columns: list[str] = []
-    for row in rows:
-        columns += [key for key in row if key not in columns and key not in NONDETERMINISTIC]
+    columns = list(dict.fromkeys(key for row in rows for key in row if key not in NONDETERMINISTIC))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items() if k in columns})
+    writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
     write_text(path, buffer.getvalue())
 
 

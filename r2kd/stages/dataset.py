@@ -1,9 +1,7 @@
 """The prepared data set as the training and scoring stages use it: its meta data, train and test
-batch iterators on the device, and the files it was read from (for provenance).
-
-Decoded sets (meta.json ``storage: memory``) are served from memory by :class:`BatchIterator`;
-streamed sets (``storage: stream``, e.g. ImageNet) by :class:`StreamIterator`, which decodes the
-files under meta.json's ``root`` with ``workers`` DataLoader processes. Both iterate the same way.
+batch iterators on the device, and the files it was read from (for provenance). Decoded sets are
+served from memory (:class:`BatchIterator`), streamed sets (meta.json ``storage: stream``, e.g.
+ImageNet) by :class:`StreamIterator` with ``workers`` DataLoader processes; both iterate the same way.
 """
 
 from __future__ import annotations
@@ -40,16 +38,6 @@ class Data:
         return (self.meta["channels"], self.meta["image_size"], self.meta["image_size"])
 
 
-def _memory(meta: dict, batch_size: int, device: torch.device,
-            generator: torch.Generator | None) -> tuple[Batches, Batches]:
-    prepared = load_prepared(paths.PREPARED)
-    common = dict(batch_size=batch_size, mean=meta["mean"], std=meta["std"], device=device)
-    train = BatchIterator(prepared.train_images, prepared.train_labels, train=True, generator=generator,
-                          crop_padding=meta["crop_padding"], hflip=meta["hflip"], **common)
-    test = BatchIterator(prepared.test_images, prepared.test_labels, train=False, generator=None, **common)
-    return train, test
-
-
 def stream_iterators(out_dir: Path, meta: dict, batch_size: int, device: torch.device,
                      generator: torch.Generator | None, workers: int) -> tuple[StreamIterator, StreamIterator]:
     from r2kd.data.index import decode_files
@@ -73,7 +61,11 @@ def load_data(batch_size: int, device: torch.device, generator: torch.Generator 
     if storage_of(meta) == "stream":
         train, test = stream_iterators(paths.PREPARED, meta, batch_size, device, generator, workers)
     else:
-        train, test = _memory(meta, batch_size, device, generator)
+        prepared = load_prepared(paths.PREPARED)
+        common = dict(batch_size=batch_size, mean=meta["mean"], std=meta["std"], device=device)
+        train = BatchIterator(prepared.train_images, prepared.train_labels, train=True, generator=generator,
+                              crop_padding=meta["crop_padding"], hflip=meta["hflip"], **common)
+        test = BatchIterator(prepared.test_images, prepared.test_labels, train=False, generator=None, **common)
     return Data(meta=meta, train=train, test=test, files=data_files())
 
 

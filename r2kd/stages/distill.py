@@ -1,24 +1,8 @@
 """Stage `distill`: train one student run (pair x method x augment x seed) from the frozen teachers.
 
-``runtime.share_teachers``: the stage first trains, together (r2kd.fast.cohort), every run of its
-(pair, seed) that is due, and leaves each of them its *final resume state* (the state a run resumes
-from, after its last epoch). Then it goes on as any stage does: it builds its run, resumes it (no
-epoch is left to train) and writes its outputs. The other runs' stages, when DVC or Snakemake run
-them, find their own final state and write their outputs the same way; a state is taken only under
-its run's own fingerprint (params, inputs, seed, code), so nothing trained for other params, inputs
-or code is taken for a result. The DAG does not change: each run keeps its own stage and outputs.
-
-Why not write the other runs' outputs directly: both tools delete a stage's outputs before they
-run it, so the results would be deleted and trained again. The resume state lives outside the
-outputs anyway (r2kd.train), so the cohort adds no store of its own.
-
-Which runs are due: the stage's own run unless its final state waits, and each other run of the
-(pair, seed) whose outputs are missing or carry another result key (provenance.json's
-``result_key``), with no final state waiting. One lock per (pair, seed) serialises cohorts: a second
-stage of the same (pair, seed) waits for the first and then finds its state waiting. A run that
-diverges in another stage's cohort is trained again (alone) by its own stage, which reports it.
-Under Snakemake on several cores a waiting stage holds a core; on a cluster, where each job gets its
-own machine, keep ``share_teachers: false`` unless the runs of a (pair, seed) are grouped into one job.
+With ``runtime.share_teachers`` the stage first trains every due run of its (pair, seed) as one cohort
+(r2kd.fast.cohort), leaving each its final resume state, which each run's own stage then resumes from
+to write its outputs (docs/performance.md#the-matrix: why, and which runs are due).
 """
 
 from __future__ import annotations
@@ -52,7 +36,7 @@ from r2kd.runtime import RunSpec, fast_layout, seed_everything
 from r2kd.stages.csvlog import write_log
 from r2kd.stages.dataset import Data, data_files, load_data
 from r2kd.stages.pair import read_pair
-from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
+from r2kd.stages.record import fingerprint, input_hashes, metrics, provenance, write_timing
 from r2kd.train import FitResult, Trainer, console
 
 VIEW_STREAM = 0x5EED  # the augmented view draws from its own stream, so toggling it keeps data order
@@ -163,9 +147,8 @@ def train_cohort(params: Params, rs: RunSpec, due: list[StudentRun], selected: S
 
 
 def run_inputs(run: StudentRun, inputs: dict[str, str] | None = None) -> dict[str, str]:
-    """The hashes of the files ``run`` reads: the data, its pair's teacher pin and its method's pin
-    (r2kd.stages.pair_pruned); ``inputs``: those of the data and pair file, if already computed (a
-    cohort shares them)."""
+    """The hashes of the files ``run`` reads: the data, its pair's teacher pin and its method's pin;
+    ``inputs``: those of the data and pair file, if already computed (a cohort shares them)."""
     if inputs is None:
         inputs = input_hashes([*data_files(), paths.pair_file(run.pair)])
     return {**inputs, **input_hashes([paths.method_pin(run.pair, run.method)])}
@@ -236,45 +219,25 @@ def build_run(params: Params, rs: RunSpec, run: StudentRun, data: Data, frozen: 
         # On N processes each runs its shard of the global batch and returns the whole batch's logits.
         teacher=parallel.frozen(teacher_model, device, sync_bn=False),  # eval mode: per sample
         pruned=parallel.frozen(pruned_model, device, sync_bn=rs.sync_frozen_bn),
-        view_generator=view_generator,
-        mean=data.meta["mean"],
-        std=data.meta["std"],
-        fast=rs.fast,
-        shared=shared,
+        view_generator=view_generator, mean=data.meta["mean"], std=data.meta["std"], fast=rs.fast, shared=shared,
     )
     trainer = Trainer(
-        model=model,
-        recipe=params.distill,
-        train_batches=data.train,
-        test_batches=data.test,
-        objective=objective,
-        generators={"data": data_generator, "view": view_generator},
-        state_path=paths.state_file(run.dir),
-        fingerprint=result_key(params, run, data.meta, inputs),
-        label=f"{run.method}/{run.augment} s{run.seed}",
-        amp=rs.amp,
-        graphs=rs.graphs,
+        model=model, recipe=params.distill, train_batches=data.train, test_batches=data.test, objective=objective,
+        generators={"data": data_generator, "view": view_generator}, state_path=paths.state_file(run.dir),
+        fingerprint=result_key(params, run, data.meta, inputs), label=f"{run.method}/{run.augment} s{run.seed}",
+        amp=rs.amp, graphs=rs.graphs, forward_model=parallel.for_training(model, device),
         modules_to_save={"pruned": pruned_model} if pruned_model is not None else {},
-        forward_model=parallel.for_training(model, device),
     )
     return BuiltRun(run, spec, hparams, chosen, inputs, model, trainer, data)
 
 
 def write_outputs(params: Params, built: BuiltRun, result: FitResult, out_dir: Path, device: torch.device,
                   **extra: object) -> None:
-    """The run's declared outputs in ``out_dir``: model.pt, log.csv, metrics.json, provenance.json;
-    ``extra``: more of provenance.json (``step``: the step kind that trained it, ...)."""
+    """The run's declared outputs in ``out_dir``; ``extra``: more of provenance.json (``step``, ...)."""
     run = built.run
     save_model(out_dir / "model.pt", built.model, built.spec)
     write_log(out_dir / "log.csv", result.history)
-    # metrics.json holds numbers only, accuracy first: it is what `dvc exp show` and `dvc metrics` list.
-    write_json(out_dir / "metrics.json", {
-        "best_top1": result.best_top1,
-        "last_top1": result.last["test_top1"],
-        "best_epoch": result.best_epoch,
-        "last_top5": result.last["test_top5"],
-        **complexity(built.model, built.data.input_shape),
-    })
+    write_json(out_dir / "metrics.json", metrics(result, **complexity(built.model, built.data.input_shape)))
     keys = ["data", "distill", f"method_params.{run.method}", f"pairs.{run.pair}", "prune.bn_mode", "runtime"]
     write_json(out_dir / "provenance.json", provenance(
         params, keys, built.inputs, run.seed, device, role="student", dataset=built.data.meta["name"], pair=run.pair,

@@ -1,12 +1,9 @@
 """Stage `evaluate`: score every final model (teachers, pruned teachers, students) on the test set.
 
-Beyond top-1/top-5 it records calibration (ECE, NLL, before and after temperature scaling),
-accuracy under Gaussian pixel noise (a cheap probe), and, when the corrupted set is enabled
-(`evaluate.corruptions`), top-1 under the 15 CIFAR-10-C corruptions x 5 severities, per family,
-mean corruption error and mCE normalised by the pair's `ce` student; for students, their fidelity to
-their teacher (top-1 agreement, KL(teacher || student)) on clean and corrupted images.
-Everything is computed from logits on the CPU in float64: reports/eval.json is the same bytes on
-every run with the same inputs. What is measured and how: docs/robustness.md.
+Beyond top-1/top-5: calibration before and after temperature scaling, top-1 under Gaussian pixel noise,
+with `evaluate.corruptions` top-1 and mCE under the corrupted set, and each student's fidelity to its
+teacher (docs/robustness.md#scores). Everything is computed from logits on the CPU in float64:
+reports/eval.json is the same bytes on every run with the same inputs.
 """
 
 from __future__ import annotations
@@ -87,15 +84,11 @@ def run(params: Params) -> None:
         records.append(record)
     if corrupted.enabled:
         add_mce(records, params)
+    corruptions = {k: corrupted.meta[k] for k in ("families", "severities", "count", "seed", "limit_per_class")}
     write_json(paths.EVAL, {
         "dataset": data.meta["name"], "test_count": int(labels.numel()), "noise_std": NOISE_STD,
-        "corruptions": {"enabled": corrupted.enabled, "names": corrupted.meta["corruptions"],
-                        "families": corrupted.meta["families"], "severities": corrupted.meta["severities"],
-                        "count": corrupted.meta["count"], "seed": corrupted.meta["seed"],
-                        "limit_per_class": corrupted.meta["limit_per_class"]},
-        "calibration_fit": CALIBRATION_FIT,
-        "models": records,
-        "params": params_record(params, "evaluate"),
+        "corruptions": {"enabled": corrupted.enabled, "names": corrupted.meta["corruptions"], **corruptions},
+        "calibration_fit": CALIBRATION_FIT, "models": records, "params": params_record(params, "evaluate"),
     })
 
 
@@ -168,11 +161,8 @@ def relative_mce(errors: dict[str, list[float]], clean_error: float, baseline: d
     """Relative mCE (Hendrycks & Dietterich): mean over corruptions c of Σ_s (err(c, s) − err_clean) /
     Σ_s (err_base(c, s) − err_base_clean), the clean errors on the same (uncorrupted) images. A
     corruption that does not hurt the baseline (denominator <= 0) has no ratio and is left out."""
-    ratios = []
-    for c in errors:
-        denominator = sum(e - baseline_clean_error for e in baseline[c])
-        if denominator > 0:
-            ratios.append(sum(e - clean_error for e in errors[c]) / denominator)
+    ratios = [sum(e - clean_error for e in errors[c]) / denominator for c in errors
+              if (denominator := sum(e - baseline_clean_error for e in baseline[c])) > 0]
     return sum(ratios) / len(ratios) if ratios else None
 
 
@@ -187,36 +177,29 @@ def _errors(record: dict) -> dict[str, list[float]]:
 def add_mce(records: list[dict], params: Params) -> None:
     """mCE of every model, normalised by the `ce` students of the same pair (and augment, for a
     student; the first augment for teachers), their errors averaged over seeds."""
-    baselines: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    baseline_clean: dict[tuple[str, str], list[float]] = defaultdict(list)
+    ce_runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for rec in records:
         if rec["kind"] == "student" and rec["method"] == "ce":
-            baselines[(rec["pair"], rec["augment"])].append(_errors(rec))
-            baseline_clean[(rec["pair"], rec["augment"])].append(_clean_error(rec))
+            ce_runs[(rec["pair"], rec["augment"])].append(rec)
+    baselines = {}  # (pair, augment): the ce students' errors per corruption and severity, and clean error
+    for key, runs in ce_runs.items():
+        errors = [_errors(r) for r in runs]
+        baselines[key] = ({c: [sum(e[c][s] for e in errors) / len(errors) for s in range(len(errors[0][c]))]
+                           for c in errors[0]}, sum(_clean_error(r) for r in runs) / len(runs))
 
-    def clean(pair: str, augment: str) -> float:
-        values = baseline_clean[(pair, augment)]
-        return sum(values) / len(values)
-
-    def baseline(pair: str, augment: str) -> dict[str, list[float]] | None:
-        runs = baselines.get((pair, augment))
-        if not runs:
-            return None
-        return {c: [sum(r[c][s] for r in runs) / len(runs) for s in range(len(runs[0][c]))] for c in runs[0]}
+    def scores(rec: dict, key: tuple[str, str]) -> tuple[float | None, float | None]:
+        """(mCE, relative mCE) of ``rec`` against the ce students of ``key``."""
+        base, base_clean = baselines[key]
+        return mce(_errors(rec), base), relative_mce(_errors(rec), _clean_error(rec), base, base_clean)
 
     for rec in records:
+        corr = rec["corruption"]
         if rec["kind"] == "student":
-            base = baseline(rec["pair"], rec["augment"])
-            rec["corruption"]["mce"] = mce(_errors(rec), base) if base else None
-            rec["corruption"]["relative_mce"] = (relative_mce(_errors(rec), _clean_error(rec), base,
-                                                              clean(rec["pair"], rec["augment"])) if base else None)
-            rec["corruption"]["mce_baseline"] = f"{rec['pair']}/ce-{rec['augment']}" if base else None
+            key = (rec["pair"], rec["augment"])
+            corr["mce"], corr["relative_mce"] = scores(rec, key) if key in baselines else (None, None)
+            corr["mce_baseline"] = f"{rec['pair']}/ce-{rec['augment']}" if key in baselines else None
         else:
-            by_pair, relative = {}, {}
-            for key, pair in params.pairs.items():
-                base = baseline(key, params.augments[0])
-                if pair.teacher == rec["arch"] and base:
-                    by_pair[key] = mce(_errors(rec), base)
-                    relative[key] = relative_mce(_errors(rec), _clean_error(rec), base, clean(key, params.augments[0]))
-            rec["corruption"]["mce_by_pair"] = by_pair
-            rec["corruption"]["relative_mce_by_pair"] = relative
+            by_pair = {key: scores(rec, (key, params.augments[0])) for key, pair in params.pairs.items()
+                       if pair.teacher == rec["arch"] and (key, params.augments[0]) in baselines}
+            corr["mce_by_pair"] = {key: m for key, (m, _) in by_pair.items()}
+            corr["relative_mce_by_pair"] = {key: r for key, (_, r) in by_pair.items()}

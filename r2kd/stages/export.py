@@ -1,20 +1,6 @@
-"""Stage `export`: every teacher, pruned teacher and student to ONNX, checked, timed (docs/robustness.md).
-
-For each model file runs/X/model.pt it writes runs/export/X/model.onnx, checks onnxruntime's logits
-against PyTorch's on the first test batches (max |diff| <= export.tolerance) and times it with
-onnxruntime on the CPU (batch-1 latency p50/p95, batch-64 throughput).
-
-Two records:
-* runs/export/export.json — deterministic (same bytes on every run): per model its ONNX path, SHA-256,
-  size, exporter, opset and check verdict; and every failure, naming the architecture and operator;
-* .r2kd/timing/export-latency.json — what a clock measured (latency, throughput, the measured
-  logit differences, the machine), outside the outputs: different on every run; only the report
-  reads it, so a rerun of export changes no tracked hash.
-
-A model that fails to export or to match is recorded and the others are still exported; with
-``export.strict: true`` (the default) the stage then exits non-zero, naming every failure.
-With ``export.onnx: false`` it writes both records with ``enabled: false`` and no ONNX files.
-"""
+"""Stage `export`: every teacher, pruned teacher and student to ONNX, checked against PyTorch, timed with
+onnxruntime (docs/robustness.md#onnx-export). runs/export/export.json is deterministic; what a clock measured
+goes to paths.LATENCY, outside the outputs, so a rerun of export changes no tracked hash."""
 
 from __future__ import annotations
 
@@ -66,6 +52,7 @@ def run(params: Params) -> None:
     bench = torch.cat(check)[:THROUGHPUT_BATCH]
     if bench.shape[0] < THROUGHPUT_BATCH:  # a tiny test split: repeat it to fill the batch
         bench = bench.repeat((THROUGHPUT_BATCH + bench.shape[0] - 1) // bench.shape[0], 1, 1, 1)[:THROUGHPUT_BATCH]
+    bench = bench.numpy()
     records, timings, failures = [], [], []
     items = models(params)
     for item in progress(items, len(items), f"export: {len(items)} models to ONNX, checked and timed"):
@@ -91,10 +78,9 @@ def run(params: Params) -> None:
         write_bytes(onnx_path, blob)
         records.append({**ident, "onnx": str(onnx_path), "sha256": hashlib.sha256(blob).hexdigest(),
                         "bytes": len(blob), "check": f"max |diff| <= {cfg.tolerance:g}: passed"})
-        bench_np = bench.numpy()
         timings.append({**ident, "onnx": str(onnx_path), "bytes": len(blob), "max_abs_diff": diff,
-                        "export_s": export_s, "latency_batch1": latency(sess, bench_np, cfg.latency_runs),
-                        "throughput": throughput(sess, bench_np, cfg.throughput_runs)})
+                        "export_s": export_s, "latency_batch1": latency(sess, bench, cfg.latency_runs),
+                        "throughput": throughput(sess, bench, cfg.throughput_runs)})
         print(f"export: {onnx_path} ({len(blob):,} B, max |diff| {diff:.2e}, "
               f"p50 {timings[-1]['latency_batch1']['p50_ms']:.3f} ms)")
     import onnx

@@ -1,11 +1,9 @@
 """Stage `pair <id>`: pin the exact teacher file a pair's students learn from.
 
 DVC cannot look a pair's teacher up from the pair id inside a matrix, so the student stages depend on
-this small file instead: it names the teacher file and its SHA-256, so a new teacher reruns the
-students (through DVC's hash of this file, and Snakemake's mtime of it) and a student never trains
-from a teacher other than the one recorded. The pruned teacher is pinned apart, per method, by
-stage `pair_pruned` (r2kd/stages/pair_pruned.py): only the students of a method that runs it
-depend on it.
+this small file (the teacher file and its SHA-256) instead: a new teacher reruns the students, and a
+student never trains from a teacher other than the one recorded. The pruned teacher is pinned per
+method by stage `pair_pruned`.
 """
 
 from __future__ import annotations
@@ -44,13 +42,11 @@ def read_pair(pair: str, teacher: str, *, verify: tuple[str, ...] = (), pin_meth
     if record.get("teacher") != teacher:
         raise CheckpointError(f"{paths.pair_file(pair)} names teacher {record.get('teacher')!r}, params.yaml {teacher!r}; "
                               f"rerun stage pair@{pair}")
-    pins = {"teacher": (teacher_file, record, f"pair@{pair}")}
+    pins = {teacher_file: (record, f"pair@{pair}")} if "teacher" in verify else {}
     if "pruned" in verify:
-        pin_file = paths.method_pin(pair, pin_method or "")
-        pins["pruned"] = (pruned_file, read_json(pin_file).get("pruned") or {}, f"pair_pruned@{pair}")
-    for role, (path, pin, stage) in pins.items():
-        if role not in verify:
-            continue
+        pins[pruned_file] = (read_json(paths.method_pin(pair, pin_method or "")).get("pruned") or {},
+                             f"pair_pruned@{pair}")
+    for path, (pin, stage) in pins.items():
         if not path.is_file():
             raise CheckpointError(f"{path} is missing; rerun the pipeline (`dvc repro` or `snakemake`) to rebuild it")
         expected = pin.get("files", {}).get(str(path))

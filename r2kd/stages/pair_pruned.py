@@ -1,11 +1,8 @@
 """Stage `pair_pruned <id>`: per method of the pipeline table, the pruned teacher its students run.
 
-runs/pairs/<id>/<method>.json names the pruned teacher's file and SHA-256 for a method that runs it
-(Method.uses_pruned_teacher in r2kd/pipeline.py) and nothing for any other, so a new pruned teacher
-(`dvc exp run -S prune.method=torch_pruning`) changes only the pins of the methods that use it:
-DVC compares the hash of each student's pin and retrains exactly those students; Snakemake gives a
-student of another method its pin as an `ancient` input (workflow/rules/students.smk). A pin is
-written for every method of the table, not only those params.yaml lists, so editing `methods`
+runs/pairs/<id>/<method>.json names the pruned teacher's file and SHA-256 for a method that runs it and
+nothing for any other, so a new pruned teacher reruns only those students (docs/architecture.md). A pin
+is written for every method of the table, not only those params.yaml lists, so editing `methods`
 changes no pin.
 """
 

@@ -1,12 +1,6 @@
-"""Stage `prune <arch>`: prune a deep copy of the trained teacher once and measure it against the teacher.
-
-With ``prune.method: torch_pruning`` and ``prune.finetune.epochs > 0`` the pruned copy is then
-fine-tuned with plain CE on the prepared train split (seeded from ``train_teacher.seed``); the
-reference (``l1_unstructured``, no fine-tune) never retrains it.
-
-Outputs are a pure function of the inputs: ``prune.json`` holds only deterministic numbers (top-1,
-agreement and KL with the teacher, in the BatchNorm mode distillation uses and in eval mode,
-params, MACs); wall-clock times (pruning, fine-tuning, forward ms) go to the timing file.
+"""Stage `prune <arch>`: prune a deep copy of the trained teacher once (with `torch_pruning` optionally
+fine-tuned) and measure it against the teacher. prune.json holds only deterministic numbers; wall-clock
+times go to the timing file (docs/prune.md, "What the prune stage records").
 """
 
 from __future__ import annotations
@@ -24,7 +18,7 @@ from r2kd.modelfile import arch_spec, load_model, save_model
 from r2kd.pruning import prune_teacher
 from r2kd.pruning.measure import compare_many, frozen_copy, speed
 from r2kd.runtime import RunSpec, seed_everything
-from r2kd.stages.dataset import Batches, Data, load_data
+from r2kd.stages.dataset import load_data
 from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
 from r2kd.train import Trainer, cross_entropy_objective
 
@@ -54,58 +48,45 @@ def run(params: Params, arch: str) -> None:
     example = next(iter(data.test))[0][:2]
     result = prune_teacher(teacher, example, config)
     pruned = result.model.eval()
-    pruned_top1_before_finetune = None
-    finetune_seconds = 0.0
-    trainer, history = None, []
+    trainer, finetune, finetune_seconds = None, {}, 0.0
     if config.finetune.epochs > 0:
-        pruned_top1_before_finetune = evaluate(pruned, data.test, amp)["top1"]
+        finetune["top1_after_before_finetune"] = evaluate(pruned, data.test, amp)["top1"]
         began = time.perf_counter()
         trainer, history = _finetune(params, rs, arch, pruned, spec, inputs, generator)
         finetune_seconds = time.perf_counter() - began
+        finetune["finetune_test_top1"] = [row["test_top1"] for row in history]
         pruned.eval()
     before = evaluate(teacher, data.test, amp)
     after = evaluate(pruned, data.test, amp)
 
     # Teacher vs pruned teacher on the same batches, in the BatchNorm mode distillation uses (with
-    # train mode, batch statistics depend on the batch: the reference's batch size, shuffled order)
-    # and in eval mode.
-    batches = _measure_batches(data, MEASURE_BATCH, device)
+    # train mode, batch statistics depend on the batch: the reference's batch size, one fixed shuffled
+    # order, so no batch is single-class) and in eval mode.
+    order = torch.randperm(int(data.test.labels.numel()), generator=torch.Generator().manual_seed(MEASURE_SEED))
+    batches = data.test.subset(order, MEASURE_BATCH)
     others = {"as_distilled": frozen_copy(pruned, config.bn_mode), "eval_mode": frozen_copy(pruned, "eval")}
     if config.bn_mode == "train":  # what train-mode BatchNorm alone costs: the unpruned teacher in it
         others["teacher_bn_train_vs_eval"] = frozen_copy(teacher, "train")
     scores = compare_many(teacher, others, batches, amp)
-    as_distilled, eval_mode, bn_only = scores["as_distilled"], scores["eval_mode"], scores.get("teacher_bn_train_vs_eval")
 
     stats = result.stats.as_dict()
     # the artefact must be a pure function of its inputs: wall-clock time goes to timing only
     stable_stats = {k: v for k, v in stats.items() if k != "seconds"}
     save_model(out_dir / "model.pt", pruned, spec, structure=result.structure, stats=stable_stats)
-    summary = {
-        "top1_before": before["top1"],
-        "top1_after": after["top1"],
-        "top5_after": after["top5"],
-        "params": stats["params_after"],
-        "macs": stats["macs_after"],
-        "params_before": stats["params_before"],
-        "macs_before": stats["macs_before"],
+    write_json(out_dir / "prune.json", {
+        "top1_before": before["top1"], "top1_after": after["top1"], "top5_after": after["top5"],
+        "params": stats["params_after"], "macs": stats["macs_after"],
+        "params_before": stats["params_before"], "macs_before": stats["macs_before"],
         "nonzero_fraction_before": stats["nonzero_weight_fraction_before"],
         "nonzero_fraction_after": stats["nonzero_weight_fraction_after"],
-        "method": config.method,
-        "ratio": config.ratio,
-        "round_to": config.round_to,
+        "method": config.method, "ratio": config.ratio, "round_to": config.round_to,
         "finetune_epochs": config.finetune.epochs,
         # as_distilled: the pruned teacher in prune.bn_mode, shuffled test batches of MEASURE_BATCH
-        "bn_mode": config.bn_mode,
-        "measure_batch_size": MEASURE_BATCH,
-        "as_distilled": _rounded(as_distilled),
-        "eval_mode": _rounded(eval_mode),
-    }
-    if bn_only is not None:
-        summary["teacher_bn_train_vs_eval"] = _rounded(bn_only)
-    if pruned_top1_before_finetune is not None:
-        summary["top1_after_before_finetune"] = pruned_top1_before_finetune
-        summary["finetune_test_top1"] = [row["test_top1"] for row in history]
-    write_json(out_dir / "prune.json", summary)
+        "bn_mode": config.bn_mode, "measure_batch_size": MEASURE_BATCH,
+        # float64 sums over a fixed order: deterministic; rounding only keeps the JSON readable
+        **{name: {k: round(v, 10) for k, v in score.items()} for name, score in scores.items()},
+        **finetune,
+    })
     write_json(out_dir / "provenance.json", provenance(
         params, ["data", "prune", "train_teacher.seed", "runtime"], inputs, params.train_teacher.seed, device,
         role="pruned_teacher", arch=arch, method=config.method, ratio=config.ratio,
@@ -119,36 +100,17 @@ def run(params: Params, arch: str) -> None:
         trainer.discard_state()
 
 
-def _rounded(scores: dict[str, float]) -> dict[str, float]:
-    # float64 sums over a fixed order: deterministic; rounding only keeps the JSON readable
-    return {k: round(v, 10) for k, v in scores.items()}
-
-
-def _measure_batches(data: Data, batch_size: int, device: torch.device) -> Batches:
-    """The test set in one fixed shuffled order (train-mode BN must not see single-class batches)."""
-    order = torch.randperm(int(data.test.labels.numel()), generator=torch.Generator().manual_seed(MEASURE_SEED))
-    return data.test.subset(order, batch_size)
-
-
 def _finetune(params: Params, rs: RunSpec, arch: str, pruned: torch.nn.Module, spec: dict, inputs: dict[str, str],
               generator: torch.Generator) -> tuple[Trainer, list[dict]]:
     """Recovery fine-tune of the structurally pruned copy: plain CE on the train split."""
     recipe = params.prune.finetune.recipe()
-    for param in pruned.parameters():
-        param.requires_grad_(True)
+    pruned.requires_grad_(True)
     data = load_data(recipe.batch_size, rs.device, generator, workers=rs.workers)
-    out_dir = paths.pruned_dir(arch)
     trainer = Trainer(
-        model=pruned,
-        recipe=recipe,
-        train_batches=data.train,
-        test_batches=data.test,
-        objective=cross_entropy_objective,
-        generators={"data": generator},
-        state_path=paths.state_file(out_dir),
+        model=pruned, recipe=recipe, train_batches=data.train, test_batches=data.test,
+        objective=cross_entropy_objective, generators={"data": generator},
+        state_path=paths.state_file(paths.pruned_dir(arch)), label=f"fine-tune pruned {arch}", amp=rs.amp,
         fingerprint=fingerprint("prune", spec, params.prune.model_dump(), params.train_teacher.seed, inputs,
                                 rs.settings),
-        label=f"fine-tune pruned {arch}",
-        amp=rs.amp,
     )
     return trainer, trainer.fit().history

@@ -7,6 +7,7 @@ bit-identical rerun must leave every output, and so every downstream stage, unch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -33,10 +34,8 @@ def versions() -> dict[str, str]:
     found = {"python": sys.version.split()[0], "platform": platform.platform(), "r2kd": r2kd.__version__,
              "torch": torch.__version__}
     for dist in ("torchvision", "torch-pruning", "numpy", "dvc", "snakemake"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             found[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
     return found
 
 
@@ -55,11 +54,6 @@ def input_hashes(files: list[Path]) -> dict[str, str]:
     return hashes
 
 
-def library_versions() -> dict[str, str]:
-    """:func:`versions` without the platform: the libraries a result depends on."""
-    return {k: v for k, v in versions().items() if k != "platform"}
-
-
 CHECKOUT = Path(__file__).resolve().parents[2]  # the code that runs, wherever the stage runs from
 
 
@@ -72,7 +66,8 @@ def fingerprint(stage: str, *parts: Any) -> str:
     instead of mixing epochs trained by two versions of the code. A distill run's result key
     (r2kd.stages.distill.result_key) is one too.
     """
-    parts = [*parts, code_digests(stage, CHECKOUT), library_versions()]
+    libraries = {k: v for k, v in versions().items() if k != "platform"}  # what a result depends on
+    parts = [*parts, code_digests(stage, CHECKOUT), libraries]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -89,6 +84,12 @@ def provenance(params: Params, keys: list[str], inputs: dict[str, str], seed: in
         "amp": effective_amp(params.runtime.amp, device),
         "command": " ".join(["r2kd", *sys.argv[1:]]),
     }
+
+
+def metrics(result: Any, **size: int) -> dict:
+    """metrics.json of a model from its FitResult: numbers only (`dvc exp show`, `dvc metrics`), accuracy first."""
+    return {"best_top1": result.best_top1, "last_top1": result.last["test_top1"], "best_epoch": result.best_epoch,
+            "last_top5": result.last["test_top5"], **size}
 
 
 def write_timing(out_dir: Path, **timing: Any) -> None:

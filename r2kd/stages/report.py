@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,24 +16,17 @@ from rich.console import Console
 from rich.table import Table
 
 from r2kd import paths
-from r2kd.config import Params
+from r2kd.config import Params, R2KDParams
 from r2kd.files import read_json, write_json, write_text, atomic_path
 from r2kd.recorded import params_record
 from r2kd.runs import student_runs
 from r2kd.stages.csvlog import read_log
 
 # Published CIFAR-100 top-1 (%) of the baselines, from mdistiller (METHOD.md §8), shown beside ours.
-PUBLISHED_TOP1: dict[tuple[str, str, str, str], float] = {
-    # (dataset, teacher, student, method): top-1
-    ("cifar100", "resnet32x4", "resnet8x4", "kd"): 73.33,
-    ("cifar100", "resnet32x4", "resnet8x4", "dkd"): 76.32,
-    ("cifar100", "vgg13", "vgg8", "kd"): 72.98,
-    ("cifar100", "vgg13", "vgg8", "dkd"): 74.68,
-    ("cifar100", "resnet56", "resnet20", "kd"): 70.66,
-    ("cifar100", "resnet56", "resnet20", "dkd"): 71.97,
-    ("cifar100", "wrn_40_2", "wrn_16_2", "kd"): 74.92,
-    ("cifar100", "wrn_40_2", "wrn_16_2", "dkd"): 76.23,
-}
+PUBLISHED_TOP1 = {("resnet32x4", "resnet8x4"): {"kd": 73.33, "dkd": 76.32},
+                  ("vgg13", "vgg8"): {"kd": 72.98, "dkd": 74.68},
+                  ("resnet56", "resnet20"): {"kd": 70.66, "dkd": 71.97},
+                  ("wrn_40_2", "wrn_16_2"): {"kd": 74.92, "dkd": 76.23}}
 # The setting those numbers were measured in (mdistiller's CIFAR-100 configs): a row shows the published
 # number only when its run used it, so a different β or a shorter schedule is never compared with it.
 PUBLISHED_RECIPE = {"epochs": 240, "batch_size": 64, "lr": 0.05, "milestones": [150, 180, 210]}
@@ -46,7 +40,7 @@ PUBLISHED_DKD_BETA = {("resnet32x4", "resnet8x4"): 8.0, ("resnet56", "resnet20")
 
 def published_top1(params: Params, dataset: str, teacher: str, student: str, method: str, hparams: dict) -> float | None:
     """The published number for this run, or None when its setting differs from the published one."""
-    number = PUBLISHED_TOP1.get((dataset, teacher, student, method))
+    number = PUBLISHED_TOP1.get((teacher, student), {}).get(method) if dataset == "cifar100" else None
     recipe = params.distill.model_dump()
     expected = {**PUBLISHED_HPARAMS.get(method, {}),
                 **({"beta": PUBLISHED_DKD_BETA.get((teacher, student))} if method == "dkd" else {})}
@@ -57,8 +51,6 @@ def published_top1(params: Params, dataset: str, teacher: str, student: str, met
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
-    if not values:
-        return math.nan, math.nan
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
@@ -100,7 +92,8 @@ def run(params: Params) -> None:
                        "nonzero_fraction": prune["nonzero_fraction_after"], **robustness(ev_p), **_agreement(prune)},
         })
 
-    latency = read_latency(params)
+    # the export stage's wall-clock numbers (outside every output), if it ran
+    latency = read_json(paths.LATENCY) if params.export.onnx and paths.LATENCY.is_file() else {}
     groups = aggregate(records)
     ablation_rows = ablation(records)
     b = basis(evaluation)
@@ -125,25 +118,14 @@ def robustness(ev: dict) -> dict:
     corrupted = (100.0 - corr["mean_error"]) if corr else None
     subset_clean = corr.get("clean_top1")
     return {
-        "eval_top1": ev["top1"],
-        "mce": mce,
-        "relative_mce": relative,
+        "eval_top1": ev["top1"], "mce": mce, "relative_mce": relative,
         # clean top-1 on the corrupted subset's own images, uncorrupted: the base of the drop
-        "subset_clean_top1": subset_clean,
-        "corruption_top1": corrupted,
+        "subset_clean_top1": subset_clean, "corruption_top1": corrupted,
         "corruption_drop": (subset_clean - corrupted) if subset_clean is not None and corrupted is not None else None,
-        "top1_by_severity": corr.get("top1_by_severity"),
+        "top1_by_severity": corr.get("top1_by_severity"), "ece_scaled": ev.get("calibration", {}).get("ece_scaled"),
         "agreement": ev.get("fidelity", {}).get("clean", {}).get("agreement"),
         "agreement_corrupted": ev.get("fidelity", {}).get("corrupted", {}).get("agreement"),
-        "ece_scaled": ev.get("calibration", {}).get("ece_scaled"),
     }
-
-
-def read_latency(params: Params) -> dict:
-    """The export stage's wall-clock numbers (.r2kd/timing/, outside every output), or {} without them."""
-    if not params.export.onnx or not paths.LATENCY.is_file():
-        return {}
-    return read_json(paths.LATENCY)
 
 
 def aggregate(records: list[dict]) -> list[dict]:
@@ -208,11 +190,10 @@ def _pruned_top1(prune: dict) -> dict:
     """The ONE pruned-teacher top-1 every output shows: measured in the BatchNorm mode distillation uses
     (prune.bn_mode; train = batch statistics), labelled with it. A prune.json from before the prune stage
     measured it has only the eval-mode figure, labelled eval."""
-    distilled = prune.get("as_distilled") or {}
-    if distilled.get("pruned_top1") is not None:
-        return {"top1": distilled["pruned_top1"], "top1_bn_mode": prune.get("bn_mode") or "train",
-                "top1_eval_bn": prune["top1_after"]}
-    return {"top1": prune["top1_after"], "top1_bn_mode": "eval", "top1_eval_bn": prune["top1_after"]}
+    distilled = (prune.get("as_distilled") or {}).get("pruned_top1")
+    if distilled is None:
+        return {"top1": prune["top1_after"], "top1_bn_mode": "eval", "top1_eval_bn": prune["top1_after"]}
+    return {"top1": distilled, "top1_bn_mode": prune.get("bn_mode") or "train", "top1_eval_bn": prune["top1_after"]}
 
 
 def _agreement(prune: dict) -> dict:
@@ -228,20 +209,13 @@ def _agreement(prune: dict) -> dict:
 
 
 def _pruned_label(p: dict) -> str:
-    extra = ""
-    if p.get("round_to"):
-        extra += f", round_to {p['round_to']}"
-    if p.get("finetune_epochs"):
-        extra += f", fine-tune {p['finetune_epochs']} ep"
-    return f"{p['method']}, {p['ratio']}{extra}"
+    return (f"{p['method']}, {p['ratio']}" + (f", round_to {p['round_to']}" if p.get("round_to") else "")
+            + (f", fine-tune {p['finetune_epochs']} ep" if p.get("finetune_epochs") else ""))
 
 
 def compact_metrics(groups: list[dict], teachers: list[dict]) -> dict:
-    """The one metrics file (`dvc exp show`, `dvc metrics diff`): accuracy first, short keys.
-
-    Mean test top-1 over seeds per method (best and last epoch), then the teachers; DVC sorts keys,
-    so the method columns come before `teacher`.
-    """
+    """The one metrics file (`dvc exp show`, `dvc metrics diff`): mean test top-1 over seeds per method
+    (best and last epoch), then the teachers; DVC sorts keys, so the method columns come before `teacher`."""
     several_pairs = len({g["pair"] for g in groups}) > 1
     out: dict = {}
     for g in groups:
@@ -260,9 +234,7 @@ def _header(*columns: str) -> list[str]:
 
 def _pmo(group: dict, key: str, fmt: str = ".2f") -> str:
     """mean ± std of ``key`` in a group, or — where it was not measured."""
-    if group.get(f"{key}_mean") is None:
-        return "—"
-    return f"{group[f'{key}_mean']:{fmt}} ± {group[f'{key}_std']:{fmt}}"
+    return "—" if group.get(f"{key}_mean") is None else f"{group[f'{key}_mean']:{fmt}} ± {group[f'{key}_std']:{fmt}}"
 
 
 def _opt(value: float | None, fmt: str = ".2f") -> str:
@@ -307,15 +279,11 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
        29: 2.045, 30: 2.042}
 NOISE_RULE = ("a difference exceeds the noise when the 95 % confidence interval of the mean paired difference "
               "excludes 0: |mean| > t(0.975, n − 1) · std / √n (paired t-test, two-sided, α = 0.05)")
-ABLATION_METRICS = (("last_top1", "last top-1"), ("best_top1", "best top-1"), ("corruption_top1", "corrupted top-1"))
+ABLATION_METRICS = ("last_top1", "best_top1", "corruption_top1")
 
 
 def _full_r2kd_hparams() -> dict:
-    import json
-
-    from r2kd.config import R2KDParams
-
-    return json.loads(json.dumps(R2KDParams().model_dump()))
+    return R2KDParams().model_dump(mode="json")  # as provenance.json records a run's method_hparams
 
 
 def variant_label(method: str, hparams: dict, full: dict) -> str:
@@ -360,10 +328,8 @@ def ablation(records: list[dict]) -> list[dict]:
     rows = []
     for (pair, method, augment), recs in by_group.items():
         key = (recs[0]["teacher"], recs[0]["student"])
-        if key not in refs or all(r["method"] == "r2kd" and r.get("hparams") == full for r in recs):
-            continue
-        matched = [(r, refs[key][r["seed"]]) for r in recs if r["seed"] in refs[key]]
-        if not matched:
+        matched = [(r, refs[key][r["seed"]]) for r in recs if r["seed"] in refs.get(key, {})]
+        if not matched or all(r["method"] == "r2kd" and r.get("hparams") == full for r in recs):
             continue
         ref_pair, ref_augment = ref_group[key]
         same = [r for r in rows if r["method"] == method and r["augment"] == augment and r["hparams"] == recs[0].get("hparams")
@@ -376,7 +342,7 @@ def ablation(records: list[dict]) -> list[dict]:
                "variant": variant_label(method, recs[0].get("hparams") or {}, full),
                "reference": f"{ref_pair} r2kd ({ref_augment})", "seeds": [r["seed"] for r, _ in matched],
                "hparams": recs[0].get("hparams"), "also_pairs": [], "runs": [r for r, _ in matched]}
-        for metric, _ in ABLATION_METRICS:
+        for metric in ABLATION_METRICS:
             diffs = [r[metric] - f[metric] for r, f in matched if r.get(metric) is not None and f.get(metric) is not None]
             row[metric] = paired(diffs) if diffs else None
         rows.append(row)
@@ -413,7 +379,7 @@ def ablation_markdown(rows: list[dict]) -> list[str]:
     for r in rows:
         pair = r["pair"] + "".join(f" (= {p}: identical runs)" for p in r.get("also_pairs", []))
         lines.append(f"| {r['variant']} | {pair} | {r['method']} ({r['augment']}) | {r['reference']} | "
-                     f"{len(r['seeds'])} | " + " | ".join(_diff_cell(r[m]) for m, _ in ABLATION_METRICS) + " |")
+                     f"{len(r['seeds'])} | " + " | ".join(_diff_cell(r[m]) for m in ABLATION_METRICS) + " |")
     return lines
 
 
@@ -528,7 +494,7 @@ def print_table(dataset: str, groups: list[dict], teachers: list[dict], b: dict 
             "ablation: variant − full R2KD, paired by seed (pp, mean ± std)",
             ("variant", "pair", "n", "Δ last top-1", "Δ best top-1", "Δ corrupted"), ("variant", "pair"),
             [(r["variant"], r["pair"], str(len(r["seeds"])),
-              *[_diff_cell(r[m]).replace(" **\\***", " *") for m, _ in ABLATION_METRICS]) for r in ablation_rows]))
+              *[_diff_cell(r[m]).replace(" **\\***", " *") for m in ABLATION_METRICS]) for r in ablation_rows]))
         console.print("[dim]* the 95 % paired-t interval excludes 0 (reports/summary.md states the rule).[/]")
     console.print("[dim]best = best epoch (selected on test, the paper's convention); last = final epoch. "
                   "Full report: reports/summary.md[/]")
@@ -551,8 +517,6 @@ PAIR_MARKERS = ("o", "^", "v", "P", "X", "*")
 
 def method_colour(method: str) -> str:
     """The colour of ``method`` in every figure (a method outside the table: a fixed hash of its name)."""
-    import zlib
-
     return METHOD_COLOURS.get(method) or EXTRA_COLOURS[zlib.crc32(method.encode()) % len(EXTRA_COLOURS)]
 
 
@@ -570,14 +534,13 @@ def _pyplot():
     return plt
 
 
-def _zoom(ax, values: list[float], pad_fraction: float = 0.1, min_pad: float = 0.5) -> None:
+def _zoom(ax, values: list[float]) -> None:
     """The y axis around the data (a truncated axis, said so in the label), every marker inside."""
     values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return
-    lo, hi = min(values), max(values)
-    pad = max(min_pad, pad_fraction * (hi - lo))
-    ax.set_ylim(max(lo - pad, 0.0), hi + pad)
+    if values:
+        lo, hi = min(values), max(values)
+        pad = max(0.5, 0.1 * (hi - lo))
+        ax.set_ylim(max(lo - pad, 0.0), hi + pad)
 
 
 def figure_epochs(logs: dict, groups: list[dict], b: dict):
@@ -610,8 +573,7 @@ def figure_epochs(logs: dict, groups: list[dict], b: dict):
 
 
 def figure_methods(groups: list[dict], records: list[dict], teachers: list[dict], b: dict):
-    """Best- and last-epoch test top-1 per group: mean ± std (error bar) and every seed (dots), on an axis
-    zoomed to the data; the teacher and pruned teacher as reference lines."""
+    """Best- and last-epoch test top-1 per group, mean ± std and every seed; the teachers as reference lines."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
@@ -660,8 +622,7 @@ def figure_methods(groups: list[dict], records: list[dict], teachers: list[dict]
 
 
 def figure_latency(latency: dict, scored: dict, teachers: list[dict], b: dict):
-    """Clean test top-1 (final model) against onnxruntime batch-1 p50 latency: every student as a dot
-    (colour = method), each group's mean ± std as an error bar, the teachers as black / grey markers."""
+    """Clean test top-1 of the final models against onnxruntime batch-1 p50 latency."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     entries = [m for m in latency.get("models", []) if m["path"] in scored]
@@ -706,9 +667,8 @@ def figure_latency(latency: dict, scored: dict, teachers: list[dict], b: dict):
 
 
 def figure_severity(groups: list[dict], teachers: list[dict], b: dict):
-    """Top-1 averaged over the corruptions at each severity, 0 = the same images uncorrupted; mean over
-    seeds per method with a ± std band; the teacher (black, dashed) and the pruned teacher (grey,
-    dotted, drawn above it) as references."""
+    """Top-1 averaged over the corruptions at each severity, 0 = the same images uncorrupted; mean ± std
+    over seeds per method; the teacher and the pruned teacher (drawn above it) as references."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     pairs = sorted({g["pair"] for g in groups})

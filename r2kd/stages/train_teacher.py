@@ -20,8 +20,8 @@ from r2kd.pretrained import check_fits, load_pretrained, resolve
 from r2kd.runtime import RunSpec, seed_everything
 from r2kd.stages.csvlog import write_log
 from r2kd.stages.dataset import load_data
-from r2kd.stages.record import fingerprint, input_hashes, provenance, write_timing
-from r2kd.train import Trainer, cross_entropy_objective
+from r2kd.stages.record import fingerprint, input_hashes, metrics, provenance, write_timing
+from r2kd.train import FitResult, Trainer, cross_entropy_objective
 
 
 def run(params: Params, arch: str) -> None:
@@ -39,69 +39,46 @@ def run(params: Params, arch: str) -> None:
     inputs = input_hashes(data.files)
     began = time.perf_counter()
 
-    imported = bool(source.checkpoint or source.pretrained)
-    weights_record = None
+    trainer, weights_record = None, None
     if source.checkpoint:
-        history = [_import_checkpoint(model, source.checkpoint, source.checkpoint_sha256, data, amp)]
+        _import_checkpoint(model, source.checkpoint, source.checkpoint_sha256)
         inputs[source.checkpoint] = source.checkpoint_sha256.lower()
-        best_top1, best_epoch, last, resumed = history[0]["test_top1"], 0, history[0], 0
     elif source.pretrained:
         weights = resolve(arch, source.pretrained)
         check_fits(weights, spec)
         weights_record = load_pretrained(model, weights, download=params.data.download)
-        history = [_score(model, data, amp)]
-        best_top1, best_epoch, last, resumed = history[0]["test_top1"], 0, history[0], 0
     else:
         trainer = Trainer(
-            model=model,
-            recipe=recipe,
-            train_batches=data.train,
-            test_batches=data.test,
-            objective=cross_entropy_objective,
-            generators={"data": generator},
-            state_path=paths.state_file(out_dir),
+            model=model, recipe=recipe, train_batches=data.train, test_batches=data.test,
+            objective=cross_entropy_objective, generators={"data": generator}, state_path=paths.state_file(out_dir),
             fingerprint=fingerprint("train_teacher", spec, recipe.model_dump(), inputs, rs.settings),
-            label=f"teacher {arch}",
-            amp=amp,
-            graphs=rs.graphs,
-            forward_model=parallel.for_training(model, device),
+            label=f"teacher {arch}", amp=amp, graphs=rs.graphs, forward_model=parallel.for_training(model, device),
         )
-        result = trainer.fit()
-        history, best_top1, best_epoch, last, resumed = (
-            result.history, result.best_top1, result.best_epoch, result.last, result.resumed_from_epoch
-        )
+    result = trainer.fit() if trainer is not None else _imported(model, data, amp)
 
     if not world().is_main:  # rank 0 writes; the other processes of a multi-process run hold the same results
         barrier()
         return
     save_model(out_dir / "model.pt", model, spec)
-    write_log(out_dir / "log.csv", history)
-    write_json(out_dir / "metrics.json", {
-        "best_top1": best_top1,
-        "last_top1": last["test_top1"],
-        "best_epoch": best_epoch,
-        "last_top5": last["test_top5"],
-        **complexity(model, data.input_shape),
-    })
+    write_log(out_dir / "log.csv", result.history)
+    write_json(out_dir / "metrics.json", metrics(result, **complexity(model, data.input_shape)))
     write_json(out_dir / "provenance.json", provenance(
         params, ["data", f"teachers.{arch}", "train_teacher", "runtime"], inputs, recipe.seed, device,
-        role="teacher", arch=arch, imported=imported, world_size=world().world_size,
+        role="teacher", arch=arch, imported=trainer is None, world_size=world().world_size,
         **({"pretrained": weights_record} if weights_record else {}),
     ))
-    write_timing(out_dir, wall_seconds=time.perf_counter() - began, resumed_from_epoch=resumed)
-    if not imported:
+    write_timing(out_dir, wall_seconds=time.perf_counter() - began, resumed_from_epoch=result.resumed_from_epoch)
+    if trainer is not None:
         trainer.discard_state()
     barrier()
 
 
-# No stage writes an imported teacher, so "rerun the stage" would be no way out.
-IMPORT_REMEDY = (
-    "no stage writes an imported teacher: obtain a weights-only state dict (a file of tensors only, "
-    "{'model': state_dict} or a plain state dict) and set its path and SHA-256 under `teachers` in params.yaml"
-)
+IMPORT_REMEDY = ("no stage writes an imported teacher: obtain a weights-only state dict (a file of tensors "
+                 "only, {'model': state_dict} or a plain state dict) and set its path and SHA-256 under "
+                 "`teachers` in params.yaml")
 
 
-def _import_checkpoint(model: torch.nn.Module, path: str, sha256: str, data, amp: str) -> dict[str, float]:
+def _import_checkpoint(model: torch.nn.Module, path: str, sha256: str) -> None:
     """Load a published {"model": state_dict} (or plain state-dict) file after checking its SHA-256."""
     if not Path(path).is_file():
         raise CheckpointError(f"teacher checkpoint {path} does not exist")
@@ -111,11 +88,11 @@ def _import_checkpoint(model: torch.nn.Module, path: str, sha256: str, data, amp
     blob = load_checkpoint(path, remedy=IMPORT_REMEDY)
     state = blob.get("model", blob) if isinstance(blob, dict) else blob
     load_state(model, state, path)
-    return _score(model, data, amp)
 
 
-def _score(model: torch.nn.Module, data, amp: str) -> dict[str, float]:
-    """The one log row of an imported teacher: its test scores, as epoch 0."""
+def _imported(model: torch.nn.Module, data, amp: str) -> FitResult:
+    """An imported teacher's result: one log row, its test scores, as epoch 0."""
     scores = evaluate(model, data.test, amp)
-    return {"epoch": 0, "test_top1": scores["top1"], "test_top5": scores["top5"], "test_loss": scores["nll"]}
+    row = {"epoch": 0, "test_top1": scores["top1"], "test_top5": scores["top5"], "test_loss": scores["nll"]}
+    return FitResult([row], row["test_top1"], 0, row, train_seconds=0.0)
 
