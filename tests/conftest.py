@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -111,14 +113,25 @@ def make_repo(dest: Path, override: dict | None = None, git: bool = True) -> Pat
 
 
 @pytest.fixture(scope="session")
-def built_checkouts(tmp_path_factory):
-    """The tiny DAG built once per test session, by `dvc repro` and by `snakemake --cores 2`:
-    (dvc_repo, smk_repo, dvc_log, smk_log). Tests that change a checkout work on a copy (copy_repo)."""
-    base = tmp_path_factory.mktemp("built")
-    dvc_repo, smk_repo = make_repo(base / "dvc"), make_repo(base / "smk")
-    dvc_log = run(["dvc", "repro"], dvc_repo)
-    smk_log = run(["snakemake", "--cores", "2"], smk_repo)
-    return dvc_repo, smk_repo, dvc_log, smk_log
+def built_checkouts(tmp_path_factory, worker_id):
+    """The tiny DAG built once per test run, by `dvc repro` and by `snakemake --cores 2`:
+    (dvc_repo, smk_repo, dvc_log, smk_log). Tests that change a checkout work on a copy (copy_repo).
+
+    Under pytest-xdist each worker has its own session: the first worker to ask builds, under a lock
+    in the run's shared temporary folder, and the others wait for it and read the same build."""
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent
+    base, done = shared / "built", shared / "built.json"
+    with open(shared / "built.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(base, ignore_errors=True)  # what a worker that failed half-way left
+            dvc_repo, smk_repo = make_repo(base / "dvc"), make_repo(base / "smk")
+            logs = [run(["dvc", "repro"], dvc_repo), run(["snakemake", "--cores", "2"], smk_repo)]
+            done.write_text(json.dumps([[log.args, log.stdout, log.stderr] for log in logs]))
+    dvc_log, smk_log = (subprocess.CompletedProcess(args, 0, out, err) for args, out, err in json.loads(done.read_text()))
+    return base / "dvc", base / "smk", dvc_log, smk_log
 
 
 def copy_repo(source: Path, dest: Path) -> Path:

