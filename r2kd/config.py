@@ -367,7 +367,7 @@ class Runtime(_Strict):
     # each batch's views and each frozen teacher's forward once for all of them (r2kd.fast.cohort). Every
     # run ends bit-identical to the same run alone, so no stage lists it: changing it reruns nothing.
     # The first distill stage of a (pair, seed) trains the cohort; the others then resume from the
-    # final state it left them. docs/performance.md ("The matrix").
+    # final state it left them. docs/architecture.md.
     share_teachers: bool = False
 
     def result_settings(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The training step replayed as one CUDA graph (``runtime.fast_path`` on CUDA): a step of these small
 models is hundreds of launches the GPU waits on. What a graph needs and how the step provides it:
-docs/performance.md. ``EagerReplayBackend`` stands in for CUDA on the CPU, so that everything but the
-capture itself is tested without a GPU.
+docs/architecture.md ("How the fast paths keep their numbers"). ``EagerReplayBackend`` stands in for
+CUDA on the CPU, so that everything but the capture itself is tested without a GPU.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """One training step's distillation objective (METHOD.md §4): which networks run on the clean batch
-and on the method's augmented view, and which frozen passes share a batch (docs/performance.md, "How
+and on the method's augmented view, and which frozen passes share a batch (docs/architecture.md, "How
 the fast paths keep their numbers"). Frozen passes run under ``torch.inference_mode``, their logits
 copied out of it so that a method may use them like any tensor; ``fast`` also feeds the batch as
 channels_last (the caller converts the networks: :func:`r2kd.runtime.fast_layout`).

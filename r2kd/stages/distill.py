@@ -2,7 +2,7 @@
 
 With ``runtime.share_teachers`` the stage first trains every due run of its (pair, seed) as one cohort
 (r2kd.fast.cohort), leaving each its final resume state, which each run's own stage then resumes from
-to write its outputs (docs/performance.md#the-matrix: why, and which runs are due).
+to write its outputs (docs/architecture.md, "How a cohort hands its runs": why, and which runs are due).
 """
 
 from __future__ import annotations
