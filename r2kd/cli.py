@@ -7,14 +7,18 @@ setting comes from params.yaml, which is validated before any compute.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import json
 import os
 import sys
 import warnings
 from typing import Callable
 
 from rich.console import Console
+from rich.markup import escape
 
-from r2kd.errors import UserError
+from r2kd.errors import ConfigError, UserError
 from r2kd.pipeline import STAGES
 
 err = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the terminal width
@@ -52,8 +56,6 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _schema(args: argparse.Namespace) -> None:
-    import json
-
     from r2kd.config import json_schema
 
     print(json.dumps(schema_document(json_schema()), indent=2, sort_keys=True))
@@ -76,7 +78,6 @@ def _preset(args: argparse.Namespace) -> None:
 
     from r2kd import presets
     from r2kd.config import load_params
-    from r2kd.errors import ConfigError
     from r2kd.files import write_text
 
     found = presets.find(args.name)
@@ -99,13 +100,8 @@ def _stages(args: argparse.Namespace) -> None:
 
 def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], int | None]:
     def call(args: argparse.Namespace) -> int | None:
-        import contextlib
-        import importlib
-        import os
-
         from r2kd import handoff, launch
         from r2kd.config import load_params
-
         from r2kd.lock import stage_lock
 
         params = load_params(args.params)  # validated before anything heavy happens
@@ -178,18 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args)
     except UserError as exc:
-        err.print("[bold red]error:[/] " + _escape(str(exc)), highlight=False)
+        err.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]; rerun the same command to resume from the last completed epoch")
         return 130
     return code or 0
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 if __name__ == "__main__":

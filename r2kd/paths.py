@@ -3,7 +3,10 @@ checks that both tools agree with this module."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+from r2kd.pipeline import STAGES
 
 PREPARED = Path("data/prepared")
 RUNS = Path("runs")
@@ -30,7 +33,6 @@ CODE_STAMPS = RUNS / "code"
 STATE = Path(".r2kd/state")
 TIMING = Path(".r2kd/timing")  # wall-clock times: not results, so outside every output
 LATENCY = TIMING / "export-latency.json"
-LOCK = Path(".r2kd/lock")
 GPU_SLOTS = Path(".r2kd/gpu-slots")  # r2kd.gpu_slots: which job holds which GPU
 
 
@@ -76,17 +78,12 @@ def timing_file(run_dir: Path) -> Path:
 def producer(path: Path) -> str | None:
     """The command (and DVC stage) that writes ``path``, from the pipeline table (r2kd/pipeline.py):
     the way out when an input is missing."""
-    import re
-
-    from r2kd.pipeline import STAGES
-
     text = Path(path).as_posix()
     for stage in STAGES.values():
         for template in stage.outputs:
-            pattern = re.escape(template).replace(r"\{", "{").replace(r"\}", "}")
-            pattern = re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", pattern)
-            pattern += "" if template.endswith("/") else "$"  # a directory output holds whatever is inside it
-            match = re.match(pattern, text + ("/" if template.endswith("/") and template.rstrip("/") == text else ""))
+            directory = template.endswith("/")  # a directory output holds whatever is inside it
+            pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + ("" if directory else "$")
+            match = re.match(pattern, text + ("/" if directory and template.rstrip("/") == text else ""))
             if match:
                 args = match.groupdict()
                 return f"`{stage.cmd(**args).replace('workflow/scripts/r2kd', 'r2kd')}` (DVC stage {stage.dvc_name(**args)})"
