@@ -15,8 +15,7 @@ REPORTS = Path("reports")
 CORRUPTED = Path("data/corrupted")
 CORRUPTED_TEST = CORRUPTED / "test_c.pt"
 CORRUPTED_META = CORRUPTED / "meta.json"
-# The `evaluate` stage's one output (deterministic).
-EVAL = REPORTS / "eval.json"
+EVAL = REPORTS / "eval.json"  # the `evaluate` stage's one output (deterministic)
 # The `export` stage: ONNX files under EXPORT, mirroring runs/ (export_file); EXPORT_RECORD is
 # deterministic (hashes, sizes, check verdicts, failures). LATENCY holds what a clock measured
 # (latency, throughput, the measured logit differences): outside every output, like TIMING, so a
@@ -26,8 +25,7 @@ EXPORT_RECORD = EXPORT / "export.json"
 # Written by the `check` stage once params.yaml validates; every other stage depends on it, so
 # neither tool runs a stage (or deletes its outputs) for a params.yaml that did not validate.
 CHECKED = RUNS / "checked.txt"
-# runs/code/<stage>.json: written by `check`, the one code dep of each DVC stage (r2kd/stagecode.py).
-CODE_STAMPS = RUNS / "code"
+CODE_STAMPS = RUNS / "code"  # <stage>.json: written by `check`, the one code dep of each DVC stage (r2kd/stagecode.py)
 # Resume state lives outside every declared output: DVC deletes outputs before rerunning a stage,
 # and a checkpoint there would be lost exactly when it is needed.
 STATE = Path(".r2kd/state")
