@@ -171,10 +171,9 @@ LOCK_PATHS = Path(".r2kd/dvc-lock-paths.json")  # _lock_stages' answer, for the 
 
 
 def _lock_stages() -> dict[str, dict[str, list[str]]]:
-    """Each stage's dep and out paths in dvc.lock. Parsing dvc.lock is most of align_with_dvc's time
-    (about 1 s at 1,000 student runs: 2.5 MB, mostly params values), and Snakemake parses its rules on
-    every call, so the paths are kept in LOCK_PATHS with the SHA-256 of the dvc.lock they came from
-    (a few ms to hash) and parsed again only when the file's content changes."""
+    """Each stage's dep and out paths in dvc.lock, kept in LOCK_PATHS with the file's SHA-256 (a few ms):
+    parsing it (about 1 s at 1,000 student runs) is most of align_with_dvc's time, and Snakemake
+    parses its rules on every call."""
     try:
         text = Path("dvc.lock").read_bytes()
     except OSError:
