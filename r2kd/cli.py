@@ -7,21 +7,27 @@ setting comes from params.yaml, which is validated before any compute.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import json
 import os
 import sys
 import warnings
 from typing import Callable
 
 from rich.console import Console
+from rich.markup import escape
 
-from r2kd.errors import UserError
+from r2kd import paths
+from r2kd.config import json_schema, load_params
+from r2kd.errors import ConfigError, UserError
+from r2kd.files import write_text
 from r2kd.pipeline import STAGES
 
 err = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the terminal width
 
 
 def _check(args: argparse.Namespace) -> None:
-    from r2kd.config import load_params
     from r2kd.runs import student_runs
 
     try:
@@ -40,8 +46,6 @@ def _check(args: argparse.Namespace) -> None:
     err.print(f"[green]{args.params} is valid[/]: {len(params.teachers)} teacher(s), "
               f"{len(student_runs(params))} student run(s)")
     if args.stamp:
-        from r2kd import paths
-        from r2kd.files import write_text
         from r2kd.stagecode import STAGE_CODE, stamp_text
 
         # Constant content: a valid change of params.yaml must not make every later stage stale.
@@ -52,10 +56,6 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _schema(args: argparse.Namespace) -> None:
-    import json
-
-    from r2kd.config import json_schema
-
     print(json.dumps(schema_document(json_schema()), indent=2, sort_keys=True))
 
 
@@ -75,9 +75,6 @@ def _preset(args: argparse.Namespace) -> None:
     from importlib.resources import as_file
 
     from r2kd import presets
-    from r2kd.config import load_params
-    from r2kd.errors import ConfigError
-    from r2kd.files import write_text
 
     found = presets.find(args.name)
     if found is None:
@@ -90,7 +87,6 @@ def _preset(args: argparse.Namespace) -> None:
 
 
 def _stages(args: argparse.Namespace) -> None:
-    from r2kd.config import load_params
     from r2kd.runs import stage_commands
 
     for name, cmd in stage_commands(load_params(args.params)):
@@ -99,13 +95,7 @@ def _stages(args: argparse.Namespace) -> None:
 
 def _stage(module: str, *names: str) -> Callable[[argparse.Namespace], int | None]:
     def call(args: argparse.Namespace) -> int | None:
-        import contextlib
-        import importlib
-        import os
-
         from r2kd import handoff, launch
-        from r2kd.config import load_params
-
         from r2kd.lock import stage_lock
 
         params = load_params(args.params)  # validated before anything heavy happens
@@ -178,18 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args)
     except UserError as exc:
-        err.print("[bold red]error:[/] " + _escape(str(exc)), highlight=False)
+        err.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]; rerun the same command to resume from the last completed epoch")
         return 130
     return code or 0
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 if __name__ == "__main__":

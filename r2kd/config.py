@@ -1,13 +1,10 @@
 """The params.yaml schema: every parameter a user may change, typed and validated, in one module.
 
-This module is a leaf: it imports pydantic and the YAML reader, never torch, torch-pruning or the
-implementations, so `r2kd check`, the pipeline's first stage and Snakemake's parse stay fast and can
-run before anything heavy. Names that select an implementation (methods, views, models, datasets)
-are literals declared here; tests/test_config.py keeps them equal to the registries.
-
-Every value that ends up in a shell command or a path (pair ids, architecture names, method and
-augment names, seeds) is restricted to a strict character set or a literal here, and the pipeline's
-`check` stage runs this validation before DVC or Snakemake runs any other stage.
+A leaf (pydantic and the YAML reader, never torch or the implementations), so `r2kd check` and
+Snakemake's parse stay fast. Names that select an implementation are literals declared here
+(tests/test_config.py keeps them equal to the registries). Every value that ends up in a shell
+command or a path is restricted to a strict character set or a literal, and the pipeline's `check`
+stage validates before DVC or Snakemake runs any other stage.
 """
 
 from __future__ import annotations
@@ -20,8 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from r2kd import pipeline
-from r2kd.method_params import names as method_names
+from r2kd import method_params, pipeline
 from r2kd.errors import ConfigError
 from r2kd.yamlfile import read_yaml
 
@@ -49,23 +45,10 @@ RESIZED_DATASETS: dict[str, int | None] = {"imagefolder": None, "imagenet": 224}
 PINNABLE_DATASETS = ("mnist", "kmnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet")
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
-
-def _pin_path_problem(rel: str) -> str | None:
-    """What is wrong with a data.checksums key, or None: a plain relative POSIX path under data.root."""
-    if not rel or "\x00" in rel or "\\" in rel:
-        return "must be a non-empty path with / separators"
-    if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
-        return "must be relative to data.root, not absolute"
-    parts = rel.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        return "must not contain '..', '.' or empty parts (a file under data.root, e.g. MNIST/raw/train-images-idx3-ubyte.gz)"
-    return None
-
-
 # The standard ImageNet evaluation resize: 256 for a 224 crop, kept proportional for other sizes.
 EVAL_RESIZE_RATIO = 256 / 224
 ViewName = Literal["none", "mixup", "cutmix", "cutout", "autoaugment", "cutmixpick"]
-MethodName = Literal[method_names()]  # the modules of r2kd/method_params/
+MethodName = Literal[method_params.names()]  # the modules of r2kd/method_params/
 AugmentName = Literal["default", "none", "mixup", "cutmix", "cutout", "autoaugment", "cutmixpick"]
 PruneMethod = Literal["l1_unstructured", "torch_pruning"]
 
@@ -96,7 +79,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
-# --- data ---------------------------------------------------------------------------------------
 class DataConfig(_Strict):
     """Which dataset ``prepare`` materialises, where its source files are, and how much of it.
 
@@ -115,30 +97,26 @@ class DataConfig(_Strict):
     test_limit: int | None = Field(None, ge=1)
     # imagefolder (required) and imagenet (default 224): images are resized / cropped to it.
     image_size: int | None = Field(None, ge=4, le=1024, validate_default=True)
-    # memory: decode every image once into uint8 tensors (data/prepared/train.pt); stream: prepare
-    # writes an index of the files and the loader decodes them each epoch with DataLoader workers;
-    # auto: stream when the train split at image_size would exceed memory_limit_mb (imagenet: always).
+    # storage (memory: decode into uint8 tensors; stream: an index, decoded each epoch; auto: stream past
+    # memory_limit_mb), the streaming keys and checksums (your own copy's file -> SHA-256): docs/data.md.
     storage: Literal["auto", "memory", "stream"] = "auto"
     memory_limit_mb: int = Field(2048, ge=1, le=16_777_216)
-    # Streaming eval transform: Resize(eval_resize) of the shorter side, then CenterCrop(image_size).
-    # null: round(image_size * 256 / 224) (256 for 224, the standard ImageNet recipe).
-    eval_resize: int | None = Field(None, ge=4, le=4096)
-    # What the streaming index records per file, checked on every read: sha256 (content; prepare reads
-    # every file once) or size (stat only: fast for 1.28M files, misses same-size edits).
+    eval_resize: int | None = Field(None, ge=4, le=4096)  # null: round(image_size * 256 / 224)
     index_hash: Literal["sha256", "size"] = "sha256"
-    # Your own copy of an official dataset: file (relative to root, e.g. MNIST/raw/train-images-idx3-ubyte.gz)
-    # -> its SHA-256. A pinned file is accepted when its SHA-256 is this one (checked on every prepare),
-    # whatever the published sums say; meta.json's "verified" records it as verified by you.
     checksums: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("checksums", mode="after")
     @classmethod
     def _checksums_are_pins(cls, value: dict[str, str]) -> dict[str, str]:
         pins = {}
-        for rel, digest in value.items():
-            problem = _pin_path_problem(rel)
-            if problem:
-                raise ValueError(f"data.checksums key {rel!r} {problem}")
+        for rel, digest in value.items():  # each key a plain relative POSIX path under data.root
+            if not rel or "\x00" in rel or "\\" in rel:
+                raise ValueError(f"data.checksums key {rel!r} must be a non-empty path with / separators")
+            if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
+                raise ValueError(f"data.checksums key {rel!r} must be relative to data.root, not absolute")
+            if any(p in ("", ".", "..") for p in rel.split("/")):
+                raise ValueError(f"data.checksums key {rel!r} must not contain '..', '.' or empty parts (a file under "
+                                 "data.root, e.g. MNIST/raw/train-images-idx3-ubyte.gz)")
             if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
                 raise ValueError(f"data.checksums[{rel!r}] must be a SHA-256: 64 hex digits (found {digest!r}); "
                                  f"`sha256sum <file>` prints it")
@@ -156,8 +134,7 @@ class DataConfig(_Strict):
                 raise ValueError(f"data.image_size only applies to names {sorted(RESIZED_DATASETS)}; "
                                  f"{name!r} has a fixed size")
             return value
-        if value is None:
-            value = RESIZED_DATASETS[name]
+        value = RESIZED_DATASETS[name] if value is None else value
         if value is None:
             raise ValueError(f"data.image_size is required for name {name!r} (images are resized to it)")
         return value
@@ -188,7 +165,6 @@ class DataConfig(_Strict):
         return self.eval_resize if self.eval_resize is not None else round(self.image_size * EVAL_RESIZE_RATIO)
 
 
-# --- training recipes ---------------------------------------------------------------------------
 class TrainRecipe(_Strict):
     """SGD with step decay, METHOD.md §7."""
 
@@ -230,8 +206,7 @@ class TeacherSource(_Strict):
         return self
 
 
-# --- the pruned (second) teacher ----------------------------------------------------------------
-class PruneFinetune(_Strict):
+class PruneFinetune(TrainRecipe):
     """Recovery fine-tune of a structurally pruned teacher: plain CE on the prepared train split,
     SGD with step decay as :class:`TrainRecipe`, seeded from ``train_teacher.seed``."""
 
@@ -240,10 +215,6 @@ class PruneFinetune(_Strict):
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
-    milestones: list[int] = Field(default_factory=list)
-    gamma: float = Field(0.1, gt=0, le=1)
-
-    _increasing = field_validator("milestones")(TrainRecipe._increasing.__func__)
 
     def recipe(self) -> TrainRecipe:
         """The equivalent training recipe (only for epochs > 0)."""
@@ -276,7 +247,6 @@ class PruneConfig(_Strict):
         return self
 
 
-# --- methods: the hyper-parameters of each distiller (r2kd/methods/<name>.py) ---------------------
 class MethodParams(_Strict):
     """Fields every method shares. ``aug_view`` lets a baseline train under R2KD's augmentation."""
 
@@ -289,8 +259,6 @@ class MethodParams(_Strict):
 # Each method's own model lives in r2kd/method_params/<name>.py: adding a method edits no file every
 # stage runs (this one). METHOD_PARAMS and the <Name>Params names are read from there on first use.
 def __getattr__(name: str) -> Any:
-    from r2kd import method_params
-
     if name == "METHOD_PARAMS":
         return {m: method_params.module(m).PARAMS for m in method_params.names()}
     for method in method_params.names():
@@ -300,7 +268,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# --- scoring and shipping: the evaluate and export stages ------------------------------------------
 class EvaluateConfig(_Strict):
     """What the ``corrupt`` and ``evaluate`` stages score beyond clean accuracy (docs/robustness.md).
 
@@ -325,12 +292,9 @@ class ExportConfig(_Strict):
     check_batches: int = Field(2, ge=1, description="test batches (of 64) compared")
     latency_runs: int = Field(50, ge=5, le=100_000, description="timed batch-1 runs per model")
     throughput_runs: int = Field(10, ge=1, le=100_000, description="timed batch-64 runs per model")
-    # strict: a failed export (or a failed check) makes the stage exit non-zero after every other
-    # model was exported and recorded; false: failures are only recorded (export.json, the report).
-    strict: bool = True
+    strict: bool = True  # false: a failed export or check is only recorded (export.json), the stage succeeds
 
 
-# --- the experiment matrix ----------------------------------------------------------------------
 class Pair(_Strict):
     teacher: ModelName
     student: ModelName
@@ -341,33 +305,22 @@ class Pair(_Strict):
 class Runtime(_Strict):
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d{1,3})?)$")
     amp: Literal["none", "bf16", "fp16"] = "none"
-    # Torch threads per job. Results on CPU depend on it (reductions split differently), so it is a
-    # tracked parameter with a machine-independent default, not "all cores".
+    # Torch threads per job: CPU results depend on it (reductions split differently), so it is tracked,
+    # with a machine-independent default, not "all cores".
     threads: int = Field(default=1, ge=1, le=256)
     deterministic: bool = True
-    # Speed-ups that may change float rounding: channels_last memory format; on CUDA also the
-    # teacher's clean and augmented views as one batch and the step replayed as a CUDA graph
-    # (3.1x the reference step on an H100). auto = on for CUDA only, so CPU runs keep their bits.
-    # Bit-identical speed-ups are always on. docs/performance.md.
+    # Speed-ups that may change float rounding; auto = on for CUDA only, so CPU runs keep their bits
+    # (bit-identical speed-ups are always on). docs/performance.md.
     fast_path: Literal["auto", "always", "never"] = "auto"
-    # Processes (one per GPU on CUDA) that train_teacher and distill run as, through torchrun, with
-    # DistributedDataParallel. The batch sizes stay GLOBAL: N processes give one process's results
-    # (to float tolerance). docs/distributed.md.
+    # Processes per train_teacher/distill run, through torchrun; batch sizes stay GLOBAL, so N processes
+    # give one process's results to float tolerance (docs/distributed.md, also for sync_frozen_bn).
     nproc_per_node: int = Field(default=1, ge=1, le=64)
-    # With nproc_per_node > 1: a frozen network in train-mode BatchNorm (the pruned teacher,
-    # prune.bn_mode train) normalises with the statistics of the global batch (true, as one process)
-    # instead of its own shard's (false, as the reference under data parallelism).
     sync_frozen_bn: bool = False
-    # DataLoader worker processes of the streaming loader (0: decode in the training process), and
-    # prepare's threads for indexing. Results do not depend on it (each sample's randomness comes
-    # from the run's generator, not the worker), so no stage lists it: changing it reruns nothing.
-    # The in-memory path ignores it.
+    # Streaming loader and indexing workers, and the cohorts of r2kd.fast.cohort: results do not depend
+    # on them (each sample's randomness comes from the run's generator; a cohort's runs end bit-identical
+    # to each alone), so no stage lists them and changing one reruns nothing.
     workers: int = Field(default=4, ge=0, le=64)
-    # Train the student runs of one (pair, seed) that are due together, in one process, computing
-    # each batch's views and each frozen teacher's forward once for all of them (r2kd.fast.cohort). Every
-    # run ends bit-identical to the same run alone, so no stage lists it: changing it reruns nothing.
-    # The first distill stage of a (pair, seed) trains the cohort; the others then resume from the
-    # final state it left them. docs/architecture.md.
+    # bit-identical to training each run alone, so no stage lists it (r2kd.fast.cohort; docs/architecture.md)
     share_teachers: bool = False
 
     def result_settings(self) -> dict[str, Any]:
@@ -415,9 +368,7 @@ class Params(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
     runtime: Runtime = Runtime()
-    resources: dict[ResourceKey, Resources] = (
-        Field(default_factory=lambda: {"default": Resources()})
-    )
+    resources: dict[ResourceKey, Resources] = Field(default_factory=lambda: {"default": Resources()})
 
     @field_validator("pairs")
     @classmethod
@@ -497,15 +448,12 @@ class Params(_Strict):
             where = f"pairs.{pair}.method_params.{method}"
         if augment != DEFAULT_AUGMENT:
             raw["aug_view"] = augment
-        from r2kd import method_params
-
         return _validate_section(method_params.module(method).PARAMS, raw, where)
 
     def resources_for(self, stage_group: str) -> Resources:
         return self.resources.get(stage_group, self.resources["default"])
 
 
-# --- loading ------------------------------------------------------------------------------------
 def _validate_section(model: type[BaseModel], raw: Any, where: str, source: str = PARAMS_FILE) -> Any:
     try:
         return model.model_validate(raw)
@@ -514,9 +462,7 @@ def _validate_section(model: type[BaseModel], raw: Any, where: str, source: str 
 
 
 # Keys that moved: an old params.yaml gets told where, not just "unknown key".
-MOVED_KEYS = {
-    "data.workers": "runtime.workers (results do not depend on it, so it no longer reruns every stage)",
-}
+MOVED_KEYS = {"data.workers": "runtime.workers (results do not depend on it, so it no longer reruns every stage)"}
 
 
 def _format_errors(exc: ValidationError, prefix: str = "", source: str = PARAMS_FILE) -> str:
@@ -542,9 +488,10 @@ def _short(value: Any, limit: int = 120) -> str:
 
 def _warn_ineffective(params: Params) -> None:
     """Settings that validate but cannot do what the user expects: warn, do not refuse."""
-    for name, recipe in (("train_teacher", params.train_teacher), ("distill", params.distill)):
+    for name, recipe in (("train_teacher", params.train_teacher), ("distill", params.distill),
+                         ("prune.finetune", params.prune.finetune)):
         late = [m for m in recipe.milestones if m >= recipe.epochs]
-        if late:
+        if recipe.epochs and late:  # prune.finetune.epochs 0: no fine-tune at all
             warnings.warn(f"{name}.milestones {late} are >= {name}.epochs ({recipe.epochs}) and never apply")
     for pair in [None, *params.pairs]:
         if "dkd" in params.methods:
@@ -555,10 +502,6 @@ def _warn_ineffective(params: Params) -> None:
                 warnings.warn(f"{where}.warmup ({dkd.warmup}) exceeds distill.epochs ({params.distill.epochs}): "
                               f"the DKD term never exceeds {share:.2f} of its weight")
                 break
-    finetune = params.prune.finetune
-    late = [m for m in finetune.milestones if m >= finetune.epochs]
-    if finetune.epochs and late:
-        warnings.warn(f"prune.finetune.milestones {late} are >= prune.finetune.epochs ({finetune.epochs}) and never apply")
     if params.prune.ratio > 0.5:
         warnings.warn(f"prune.ratio {params.prune.ratio} removes most of the teacher without retraining; "
                       "expect a near-chance second teacher (the reference uses 0.1)")

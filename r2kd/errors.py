@@ -1,9 +1,5 @@
-"""User-facing errors.
-
-Anything a user can cause (bad params, missing data, a corrupt checkpoint) raises a subclass of
-:class:`UserError`; the CLI prints its message and exits with code 2, without a traceback.
-Anything else is a bug and keeps its traceback.
-"""
+"""User-facing errors: anything a user can cause (bad params, missing data, a corrupt checkpoint)
+raises a :class:`UserError`; anything else is a bug and keeps its traceback."""
 
 
 class UserError(Exception):

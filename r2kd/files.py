@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 # torch is imported where a checkpoint or tensor is handled, not here: `r2kd check` (the first stage
 # of every `dvc repro`) and the JSON writers then start in 0.2 s instead of 2 s.
+_T = TypeVar("_T")
 
 
 @contextlib.contextmanager
@@ -36,7 +37,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
+        mask = os.umask(0)  # read it (mkstemp makes 0600; results are ordinary files)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
     tmp_path = Path(tmp)
@@ -51,14 +54,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             raise
         raise UserError(f"cannot write {path}: {reason}") from exc
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        tmp_path.unlink(missing_ok=True)
 
 
 # What torch's zip writer (PyTorchStreamWriter) says when the underlying write fails. On a full disk
 # it raises RuntimeError("[enforce fail at inline_container.cc:...] ...") and the OSError, if any,
 # is only its __context__.
-_T = TypeVar("_T")
 _ZIP_WRITER_FAILURES = ("inline_container.cc", "PytorchStreamWriter failed", "file write failed")
 
 
@@ -81,12 +82,6 @@ def write_failure(exc: BaseException, directory: Path) -> str | None:
         full = False
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return os.strerror(errno.ENOSPC) if full else f"write failed ({detail})"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -167,12 +162,9 @@ def load_checkpoint(
     ) from None
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: str | os.PathLike) -> str:
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def sha256_state_dict(state: dict[str, torch.Tensor]) -> str:
@@ -190,10 +182,10 @@ def sha256_state_dict(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-# --- progress of the stages that are not training (corrupt, evaluate, export) --------------------------------
 class Ticker:
-    """A progress count: a rich bar on a terminal; elsewhere (a log file, CI, DVC's captured output)
-    one plain line at the start, then one every ``every`` seconds and one at the end, on stderr."""
+    """The progress count of the stages that do not train (corrupt, evaluate, export): a rich bar on a
+    terminal; elsewhere (a log file, CI, DVC's captured output) one plain line at the start, then one
+    every ``every`` seconds and one at the end, on stderr."""
 
     def __init__(self, total: int, description: str, every: float = 10.0):
         self.total, self.description, self.every, self.done = total, description, every, 0

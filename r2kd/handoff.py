@@ -1,33 +1,32 @@
 """What Snakemake builds, DVC knows: so neither tool deletes a result nobody can restore.
 
-DVC deletes what it does not know: `dvc exp run` starts with a forced checkout of dvc.lock, and
-`dvc repro` removes a stage's outputs before it runs the stage. A result made outside DVC (by
-Snakemake, or a stage command run by hand) is in no DVC cache, so such a deletion loses it. Hence:
-
-- every stage command that succeeds outside DVC leaves a note (``note_result``), and when the
-  Snakemake run ends, however it ends short of SIGKILL, `dvc commit` records the noted stages in
-  dvc.lock and DVC's cache (``record_in_dvc``); a run killed outright is recorded when the next
-  Snakemake run starts. DVC's forced checkout then finds nothing to change, and `dvc checkout`
-  restores anything DVC removes later;
-- while Snakemake runs in a checkout it holds DVC's own repo lock, so a DVC command that arrives
-  fails at its lock, before it deletes anything; and Snakemake refuses to start while a DVC stage
-  command runs here (DVC lists those in .dvc/tmp/rwlock while it releases its repo lock).
-
-docs/reliability.md (its rows on DVC and Snakemake in one checkout) says what holds and what does not.
+DVC deletes what it does not know (`dvc exp run` starts with a forced checkout of dvc.lock, `dvc
+repro` removes a stage's outputs before it runs it), and a result made outside DVC is in no DVC
+cache. So every stage command that succeeds outside DVC leaves a note (``note_result``), and `dvc
+commit` records the noted stages when the Snakemake run ends, or when the next one starts after a
+kill (``record_in_dvc``); while Snakemake runs it holds DVC's repo lock, and it refuses to start while
+a DVC stage command runs here. docs/reliability.md (its rows on DVC and Snakemake in one checkout)
+says what holds and what does not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import IO
 
+import yaml
+
 from r2kd.errors import UserError
+from r2kd.files import write_text
 from r2kd.lock import running_dvc
+from r2kd.recorded import PARAMS_ENV
 
 NOTES = Path(".r2kd/unrecorded")  # one file per stage made outside DVC and not yet in dvc.lock
 DVC_REPO_LOCK = Path(".dvc/tmp/lock")  # DVC's repo lock (zc.lockfile: an flock on this file)
@@ -49,18 +48,13 @@ def note_result(stage: str, params: str | Path = PARAMS) -> None:
     if os.environ.get("DVC_STAGE") or not Path(".dvc").is_dir():
         return  # DVC records what it runs itself; without DVC there is nothing to tell
     try:
-        NOTES.mkdir(parents=True, exist_ok=True)
-        tmp = NOTES / f".{stage}.tmp"
-        tmp.write_text(f"{_params_digest(params)}\n{params}\n")
-        os.replace(tmp, NOTES / stage)
-    except OSError as exc:  # the result itself is complete: say what is missing, do not fail the stage
-        print(f"r2kd: warning: cannot note {stage} for dvc.lock ({exc.strerror or exc}); run `dvc commit "
+        write_text(NOTES / stage, f"{_params_digest(params)}\n{params}\n")
+    except UserError as exc:  # the result itself is complete: say what is missing, do not fail the stage
+        print(f"r2kd: warning: cannot note {stage} for dvc.lock ({exc}); run `dvc commit "
               f"{stage}` before any `dvc exp run`", file=sys.stderr)
 
 
 def _dvc(*args: str) -> subprocess.CompletedProcess:
-    from r2kd.recorded import PARAMS_ENV
-
     env = {k: v for k, v in os.environ.items() if k != PARAMS_ENV}  # DVC's stages read params.yaml
     return subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True, env=env)
 
@@ -74,22 +68,18 @@ def record_in_dvc(say=print) -> list[str]:
     if not NOTES.is_dir():
         return []
     now = _params_digest()
-    notes = sorted(p for p in NOTES.iterdir() if not p.name.startswith("."))
-    due, stale, overridden = [], [], []
-    for note in notes:
+    due, overridden = [], []
+    for note in sorted(p for p in NOTES.iterdir() if not p.name.startswith(".")):
         made_with, _, source = note.read_text().strip().partition("\n")
         if made_with == now:
             due.append(note.name)
-        elif source and Path(source).resolve() != PARAMS.resolve():
+            continue
+        note.unlink(missing_ok=True)  # made with other values than params.yaml's: DVC must not call it current
+        if source and Path(source).resolve() != PARAMS.resolve():
             overridden.append(note.name)
-        else:
-            stale.append(note.name)
-    for name in stale:  # made with a params.yaml that has changed since: DVC must not call it current
-        (NOTES / name).unlink(missing_ok=True)
-        say(f"r2kd: not recording {name} in dvc.lock: params.yaml changed after it ran, so DVC will "
-            "rerun it")
-    for name in overridden:  # made with other values than params.yaml's: DVC must not call it current
-        (NOTES / name).unlink(missing_ok=True)
+        else:  # made with a params.yaml that has changed since
+            say(f"r2kd: not recording {note.name} in dvc.lock: params.yaml changed after it ran, so DVC will "
+                "rerun it")
     if overridden:
         say(f"r2kd: {len(overridden)} result(s) made with snakemake --config/--configfile overrides "
             f"({overridden[0]}, ...); not recorded in dvc.lock (`dvc status` shows them modified)")
@@ -120,16 +110,19 @@ def missing_results() -> list[str]:
 
 def remove_empty_folders(top: Path = Path("runs")) -> None:
     for folder in sorted((p for p in top.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
-        try:
+        with contextlib.suppress(OSError):
             folder.rmdir()  # only an empty one goes
-        except OSError:
-            pass
 
 
-def hold_dvc_lock() -> IO | None:
-    """Take DVC's repo lock for as long as the returned file stays open (the Snakemake run)."""
+_held: IO | None = None  # DVC's repo lock, held for as long as this file stays open (the Snakemake run)
+
+
+def snakemake_started() -> None:
+    """Snakemake's `onstart`: record what a killed run left, then hold DVC off for the run."""
+    global _held
+    record_in_dvc()
     if not Path(".dvc").is_dir():
-        return None
+        return
     DVC_REPO_LOCK.parent.mkdir(parents=True, exist_ok=True)
     handle = open(DVC_REPO_LOCK, "a+")
     try:
@@ -143,29 +136,14 @@ def hold_dvc_lock() -> IO | None:
         handle.close()
         raise UserError(f"DVC is running a stage in this checkout ({others[0]}); wait for it to finish, "
                         "then rerun snakemake")
-    return handle
-
-
-def release(handle: IO | None) -> None:
-    if handle is not None and not handle.closed:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
-
-
-_held: IO | None = None
-
-
-def snakemake_started() -> None:
-    """Snakemake's `onstart`: record what a killed run left, then hold DVC off for the run."""
-    global _held
-    record_in_dvc()
-    _held = hold_dvc_lock()
+    _held = handle
 
 
 def snakemake_ended() -> None:
     """Snakemake's `onsuccess` and `onerror`: let DVC in again, and record what this run made."""
     global _held
-    release(_held)
+    if _held is not None:
+        _held.close()  # releases the flock
     _held = None
     record_in_dvc()
 
@@ -193,14 +171,9 @@ LOCK_PATHS = Path(".r2kd/dvc-lock-paths.json")  # _lock_stages' answer, for the 
 
 
 def _lock_stages() -> dict[str, dict[str, list[str]]]:
-    """Each stage's dep and out paths in dvc.lock. Parsing dvc.lock is most of align_with_dvc's time
-    (about 1 s at 1,000 student runs: 2.5 MB, mostly params values), and Snakemake parses its rules on
-    every call, so the paths are kept in LOCK_PATHS with the SHA-256 of the dvc.lock they came from
-    (a few ms to hash) and parsed again only when the file's content changes."""
-    import json
-
-    import yaml
-
+    """Each stage's dep and out paths in dvc.lock, kept in LOCK_PATHS with the file's SHA-256 (a few ms):
+    parsing it (about 1 s at 1,000 student runs) is most of align_with_dvc's time, and Snakemake
+    parses its rules on every call."""
     try:
         text = Path("dvc.lock").read_bytes()
     except OSError:
@@ -218,27 +191,19 @@ def _lock_stages() -> dict[str, dict[str, list[str]]]:
                   for name, stage in lock.get("stages", {}).items()}
     except (UnicodeDecodeError, yaml.YAMLError, AttributeError, KeyError, TypeError):
         return {}
-    try:
-        LOCK_PATHS.parent.mkdir(parents=True, exist_ok=True)
-        tmp = LOCK_PATHS.with_name(f".{LOCK_PATHS.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"dvc.lock": key, "stages": stages}))
-        os.replace(tmp, LOCK_PATHS)
-    except OSError:
-        pass  # a read-only checkout: parse again next time
+    with contextlib.suppress(UserError):  # a read-only checkout: parse again next time
+        write_text(LOCK_PATHS, json.dumps({"dvc.lock": key, "stages": stages}))
     return stages
 
 
 def align_with_dvc(say=print) -> int:
     """Date the outputs DVC vouches for after their inputs, so Snakemake agrees with `dvc status`.
 
-    DVC restores files (`dvc checkout`, `dvc exp apply`) in no particular order and does not keep
-    mtimes, and a forced bit-identical `dvc repro -f` rewrites a file; Snakemake, which compares
-    mtimes (and checksums only of what it made itself, up to 1 MB), would then redo everything
-    downstream of a file that merely came back or was rewritten. Nothing in Snakemake knows what
-    DVC verified by content, so: when some output recorded in dvc.lock is older than one of its
-    stage's inputs (a stat of each, nothing more), ask DVC which stages are current, and give each
-    current stage's outputs the mtime of its newest input. Stages DVC finds changed keep their dates,
-    and Snakemake reruns them as DVC would. Returns how many files were redated.
+    DVC restores files in no order and without mtimes (and `dvc repro -f` rewrites them bit for bit),
+    so Snakemake, comparing mtimes, would redo everything downstream (docs/reliability.md). When some
+    output in dvc.lock is older than one of its stage's inputs (a stat of each, nothing more), ask DVC
+    which stages are current and give their outputs the mtime of their newest input; changed stages
+    keep their dates, and Snakemake reruns them as DVC would. Returns how many files were redated.
     """
     stages = _lock_stages()
     stages.pop("check", None)  # DVC's gate: no Snakemake job reads or writes it

@@ -1,13 +1,8 @@
 """Run a training stage as N processes: the stage command re-launches itself through torchrun.
 
-`r2kd distill ...` (from DVC, Snakemake or a shell) checks ``runtime.nproc_per_node``; with N > 1
-and no torchrun world around it, it runs ``python -m torch.distributed.run --standalone
---nproc_per_node N -m r2kd <the same arguments>`` and exits with its status. Each of the N
-processes then finds itself inside a world (torchrun sets WORLD_SIZE, RANK and LOCAL_RANK) and
-trains its shard. The command is a list (no shell): the arguments are the validated ones this
-process was started with.
-
-Torch-free, so the launching process (which only waits) never imports torch.
+With ``runtime.nproc_per_node`` N > 1 and no torchrun world around it, `r2kd distill ...` runs the
+same arguments (a list, no shell) as N processes on this machine and exits with their status
+(docs/distributed.md). Torch-free, so the launching process (which only waits) never imports torch.
 """
 
 from __future__ import annotations
@@ -17,11 +12,9 @@ import subprocess
 import sys
 from typing import Sequence
 
-# The stages that train with DistributedDataParallel (the pipeline table says which, Stage.distributed);
-# every other stage runs as one process.
-from r2kd.pipeline import DISTRIBUTED_STAGES
-# Set in the children of a launch: the launcher holds the stage lock for them.
-LOCK_HELD_ENV = "R2KD_STAGE_LOCK_HELD"
+from r2kd.pipeline import DISTRIBUTED_STAGES  # the others run as one process
+
+LOCK_HELD_ENV = "R2KD_STAGE_LOCK_HELD"  # set in the children of a launch: the launcher holds the stage lock for them
 _WORLD_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 
 

@@ -1,9 +1,8 @@
 """One run of a stage at a time per checkout, and never under two tools at once.
 
-DVC and Snakemake each lock a checkout against themselves, not against each other: run both in one
-checkout and they read each other's half-written outputs and live resume files. Every stage command
-therefore (1) refuses to start while the *other* tool is running here, naming it, and (2) holds a
-per-stage lock, so two processes never run the same stage (and write the same resume file) at once.
+DVC and Snakemake each lock a checkout against themselves, not against each other. So every stage
+command refuses to start while the *other* tool is running here, naming it, and holds a per-stage
+lock: two processes never run the same stage (and write the same resume file) at once.
 """
 
 from __future__ import annotations

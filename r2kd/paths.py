@@ -3,7 +3,10 @@ checks that both tools agree with this module."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+from r2kd.pipeline import STAGES
 
 PREPARED = Path("data/prepared")
 RUNS = Path("runs")
@@ -12,8 +15,7 @@ REPORTS = Path("reports")
 CORRUPTED = Path("data/corrupted")
 CORRUPTED_TEST = CORRUPTED / "test_c.pt"
 CORRUPTED_META = CORRUPTED / "meta.json"
-# The `evaluate` stage's one output (deterministic).
-EVAL = REPORTS / "eval.json"
+EVAL = REPORTS / "eval.json"  # the `evaluate` stage's one output (deterministic)
 # The `export` stage: ONNX files under EXPORT, mirroring runs/ (export_file); EXPORT_RECORD is
 # deterministic (hashes, sizes, check verdicts, failures). LATENCY holds what a clock measured
 # (latency, throughput, the measured logit differences): outside every output, like TIMING, so a
@@ -23,14 +25,12 @@ EXPORT_RECORD = EXPORT / "export.json"
 # Written by the `check` stage once params.yaml validates; every other stage depends on it, so
 # neither tool runs a stage (or deletes its outputs) for a params.yaml that did not validate.
 CHECKED = RUNS / "checked.txt"
-# runs/code/<stage>.json: written by `check`, the one code dep of each DVC stage (r2kd/stagecode.py).
-CODE_STAMPS = RUNS / "code"
+CODE_STAMPS = RUNS / "code"  # <stage>.json: written by `check`, the one code dep of each DVC stage (r2kd/stagecode.py)
 # Resume state lives outside every declared output: DVC deletes outputs before rerunning a stage,
 # and a checkpoint there would be lost exactly when it is needed.
 STATE = Path(".r2kd/state")
 TIMING = Path(".r2kd/timing")  # wall-clock times: not results, so outside every output
 LATENCY = TIMING / "export-latency.json"
-LOCK = Path(".r2kd/lock")
 GPU_SLOTS = Path(".r2kd/gpu-slots")  # r2kd.gpu_slots: which job holds which GPU
 
 
@@ -76,17 +76,12 @@ def timing_file(run_dir: Path) -> Path:
 def producer(path: Path) -> str | None:
     """The command (and DVC stage) that writes ``path``, from the pipeline table (r2kd/pipeline.py):
     the way out when an input is missing."""
-    import re
-
-    from r2kd.pipeline import STAGES
-
     text = Path(path).as_posix()
     for stage in STAGES.values():
         for template in stage.outputs:
-            pattern = re.escape(template).replace(r"\{", "{").replace(r"\}", "}")
-            pattern = re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", pattern)
-            pattern += "" if template.endswith("/") else "$"  # a directory output holds whatever is inside it
-            match = re.match(pattern, text + ("/" if template.endswith("/") and template.rstrip("/") == text else ""))
+            directory = template.endswith("/")  # a directory output holds whatever is inside it
+            pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + ("" if directory else "$")
+            match = re.match(pattern, text + ("/" if directory and template.rstrip("/") == text else ""))
             if match:
                 args = match.groupdict()
                 return f"`{stage.cmd(**args).replace('workflow/scripts/r2kd', 'r2kd')}` (DVC stage {stage.dvc_name(**args)})"

@@ -1,22 +1,20 @@
 """The pipeline's stages, declared once: what each one runs, reads, writes and records.
 
-The CLI (r2kd/cli.py), the paths of its results (r2kd/recorded.py, r2kd/paths.py), its code
-(r2kd/stagecode.py), the expanded stage list (r2kd/runs.py), the launcher (r2kd/launch.py) and the
-Snakemake rules' helpers (workflow/rules/common.smk) read this table. dvc.yaml and workflow/rules/
-stay hand-written, each in its tool's own form; tests/test_dag.py holds both to this table
-(commands, params keys, outputs, code deps).
-
-Templates use the stage's arguments by name: ``{teacher}``, ``{pair}``, ``{method}``, ``{augment}``,
-``{seed}``. Torch-free: Snakemake's parse and `r2kd check` import it without torch.
+The CLI, paths, records, code stamps, the expanded stage list, the launcher and the Snakemake rules'
+helpers read this table; dvc.yaml and workflow/rules/ stay hand-written in each tool's own form, and
+tests/test_dag.py holds both to it (docs/architecture.md). Templates use the stage's arguments by
+name (``{teacher}``, ``{pair}``, ...). Torch-free: Snakemake's parse and `r2kd check` import it.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from r2kd import method_params
 
 SCRIPT = "workflow/scripts/r2kd"  # every stage command runs through it (it finds the environment)
 
@@ -26,14 +24,13 @@ LIST_KEYS = ("teachers", "pairs", "methods", "augments", "seeds", "prune.method"
 # What every stage command runs before its own code (tests/closure.py: CLI); directories stand for
 # every .py file under them.
 _CLI = ("workflow/scripts/r2kd", "r2kd/__init__.py", "r2kd/__main__.py", "r2kd/cli.py", "r2kd/config.py",
-        "r2kd/method_params/__init__.py", "r2kd/pipeline.py", "r2kd/errors.py", "r2kd/files.py", "r2kd/paths.py", "r2kd/pickle_scan.py",
-        "r2kd/stages/__init__.py", "r2kd/yamlfile.py")
+        "r2kd/method_params/__init__.py", "r2kd/pipeline.py", "r2kd/errors.py", "r2kd/files.py", "r2kd/paths.py",
+        "r2kd/pickle_scan.py", "r2kd/stages/__init__.py", "r2kd/yamlfile.py")
 _DATA = ("r2kd/data/__init__.py", "r2kd/data/index.py", "r2kd/data/loader.py", "r2kd/data/prepared.py",
          "r2kd/data/registry.py", "r2kd/data/stream.py", "r2kd/data/transforms.py")
 _TRAIN = ("r2kd/distributed.py", "r2kd/evaluation.py", "r2kd/gpu_slots.py", "r2kd/fast/__init__.py",
-          "r2kd/fast/graphs.py", "r2kd/modelfile.py",
-          "r2kd/models", "r2kd/optim.py", "r2kd/runtime.py", "r2kd/stages/dataset.py", "r2kd/stages/record.py",
-          "r2kd/train.py",
+          "r2kd/fast/graphs.py", "r2kd/modelfile.py", "r2kd/models", "r2kd/optim.py", "r2kd/runtime.py",
+          "r2kd/stages/dataset.py", "r2kd/stages/record.py", "r2kd/train.py",
           "r2kd/recorded.py",  # r2kd.stages.record: which params file the stage read (R2KD_PARAMS)
           "r2kd/stagecode.py")  # r2kd.stages.record keys resume state on the stage's code
 
@@ -48,8 +45,6 @@ class Method:
     @property
     def uses_pruned_teacher(self) -> bool:
         """Its students depend on the pair's pruned teacher (r2kd/stages/pair_pruned.py)."""
-        from r2kd import method_params
-
         return bool(method_params.module(self.name).USES_PRUNED_TEACHER)
 
     @property
@@ -58,32 +53,9 @@ class Method:
         return (f"r2kd/methods/{self.name}.py", f"r2kd/method_params/{self.name}.py")
 
 
-class _Methods(Mapping[str, Method]):
-    """The methods: one per module of r2kd/method_params/ (found, not listed: adding a method edits
-    no file that every stage runs, this one included)."""
-
-    def __getitem__(self, name: str) -> Method:
-        if name not in self:
-            raise KeyError(name)
-        return Method(name)
-
-    def __contains__(self, name: object) -> bool:
-        from r2kd import method_params
-
-        return name in method_params.names()
-
-    def __iter__(self) -> Iterator[str]:
-        from r2kd import method_params
-
-        return iter(method_params.names())
-
-    def __len__(self) -> int:
-        from r2kd import method_params
-
-        return len(method_params.names())
-
-
-METHODS: Mapping[str, Method] = _Methods()
+# One per module of r2kd/method_params/ (found, not listed: adding a method edits no file that every
+# stage runs, this one included).
+METHODS: Mapping[str, Method] = {name: Method(name) for name in method_params.names()}
 
 
 @dataclass(frozen=True)
@@ -118,18 +90,13 @@ class Stage:
     def record_path(self, **args: Any) -> Path:
         return Path(self.fill(self.record, **args))
 
-    def code_entries(self, method: str | None = None) -> tuple[str, ...]:
-        if self.per_method and method:
-            return (*self.code, *METHODS[method].files)
-        return self.code
-
 
 _PAIR_CODE = (*_CLI, "r2kd/gpu_slots.py", "r2kd/models/__init__.py", "r2kd/models/complexity.py",
-                "r2kd/models/layers.py", "r2kd/models/mobilenetv1.py", "r2kd/models/mobilenetv2.py",
-                "r2kd/models/registry.py", "r2kd/models/resnet.py", "r2kd/models/shufflenetv1.py",
-                "r2kd/models/shufflenetv2.py", "r2kd/models/torchvision_zoo.py", "r2kd/models/vgg.py",
-                "r2kd/models/wrn.py", "r2kd/recorded.py", "r2kd/runtime.py", "r2kd/stages/pair.py",
-                "r2kd/stages/record.py", "r2kd/stagecode.py")
+              "r2kd/models/layers.py", "r2kd/models/mobilenetv1.py", "r2kd/models/mobilenetv2.py",
+              "r2kd/models/registry.py", "r2kd/models/resnet.py", "r2kd/models/shufflenetv1.py",
+              "r2kd/models/shufflenetv2.py", "r2kd/models/torchvision_zoo.py", "r2kd/models/vgg.py",
+              "r2kd/models/wrn.py", "r2kd/recorded.py", "r2kd/runtime.py", "r2kd/stages/pair.py",
+              "r2kd/stages/record.py", "r2kd/stagecode.py")
 _STUDENT = "runs/students/{pair}/{method}-{augment}/s{seed}/"
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
@@ -146,8 +113,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                 "runtime.nproc_per_node"),
           code=(*_CLI, *_DATA, *_TRAIN, "r2kd/parallel.py", "r2kd/pretrained.py", "r2kd/stages/csvlog.py",
                 "r2kd/stages/train_teacher.py", "r2kd/syncbn.py"),
-          outputs=tuple(f"runs/teachers/{{teacher}}/{f}" for f in ("model.pt", "provenance.json", "metrics.json",
-                                                                  "log.csv")),
+          outputs=tuple(f"runs/teachers/{{teacher}}/{f}"
+                        for f in ("model.pt", "provenance.json", "metrics.json", "log.csv")),
           record="runs/teachers/{teacher}/provenance.json", distributed=True),
     Stage("prune", "prune", "prune one trained teacher", args=("teacher",),
           keys=("data", "prune", "train_teacher.seed", *RUNTIME_KEYS),
@@ -173,15 +140,15 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           code=(*_CLI, *_DATA, *_TRAIN, "r2kd/augment.py", "r2kd/fast/cohort.py", "r2kd/lock.py",
                 "r2kd/methods/__init__.py", "r2kd/methods/_common.py", "r2kd/methods/base.py",
                 "r2kd/methods/objective.py", "r2kd/parallel.py", "r2kd/recorded.py", "r2kd/pruning/__init__.py",
-                "r2kd/pruning/bn.py", "r2kd/pruning/methods.py", "r2kd/runs.py",
-                "r2kd/stages/csvlog.py", "r2kd/stages/distill.py", "r2kd/stages/pair.py",
-                "r2kd/syncbn.py"),
+                "r2kd/pruning/bn.py", "r2kd/pruning/methods.py", "r2kd/runs.py", "r2kd/stages/csvlog.py",
+                "r2kd/stages/distill.py", "r2kd/stages/pair.py", "r2kd/syncbn.py"),
           outputs=tuple(_STUDENT + f for f in ("model.pt", "provenance.json", "metrics.json", "log.csv")),
           record=_STUDENT + "provenance.json", distributed=True, per_method=True),
     Stage("corrupt", "corrupt", "draw the corrupted test set (15 corruptions x 5 severities) once",
           keys=("evaluate.corruptions", "evaluate.corruption_limit", "evaluate.corruption_seed"),
           code=(*_CLI, "r2kd/corruptions.py", "r2kd/data/__init__.py", "r2kd/data/corrupted.py",
-                "r2kd/data/prepared.py", "r2kd/recorded.py", "r2kd/stages/corrupt.py", "r2kd/workers.py"),
+                "r2kd/data/prepared.py", "r2kd/data/registry.py", "r2kd/recorded.py", "r2kd/stages/corrupt.py",
+                "r2kd/workers.py"),
           outputs=("data/corrupted/test_c.pt", "data/corrupted/meta.json"), record="data/corrupted/meta.json"),
     Stage("evaluate", "evaluate", "score every final model on the test set",
           keys=(*LIST_KEYS, "evaluate", "runtime.device", "runtime.amp", "runtime.threads"),
@@ -211,10 +178,6 @@ CHECK_CMD = f"{SCRIPT} check --stamp"
 DISTRIBUTED_STAGES = frozenset(name for name, stage in STAGES.items() if stage.distributed)
 
 
-def stage(name: str) -> Stage:
-    return STAGES[name]
-
-
 def code_name(stage_name: str, method: str | None = None) -> str:
     """The name of a code stamp: the stage's, or ``distill-<method>`` for one method's students."""
     return f"{stage_name}-{method}" if method and STAGES[stage_name].per_method else stage_name
@@ -230,5 +193,5 @@ def code_entries(name: str) -> tuple[str, ...]:
     if method in METHODS and prefix == "method":
         return METHODS[method].files
     if method in METHODS and prefix in STAGES and STAGES[prefix].per_method:
-        return STAGES[prefix].code_entries(method)
+        return (*STAGES[prefix].code, *METHODS[method].files)
     raise KeyError(name)

@@ -1,11 +1,9 @@
 """Which params a result was made with, as the result itself records them.
 
-Snakemake knows the params behind an output only when it made that output itself, and DVC only
-what it made: after `dvc exp run -S distill.lr=0.02`, `dvc checkout` or `dvc exp apply`, the files on
-disk were made with params Snakemake never saw. So every stage's result records the values of its
-stage's keys under "params" (``record_file`` says where), and either tool can ask the result
-(workflow/rules/common.smk dates Snakemake's params stamps by it). Torch-free: it runs when
-Snakemake parses the workflow.
+Each tool knows the params only of what it made itself (after `dvc exp run -S`, `dvc checkout` or
+`dvc exp apply`, the files on disk were made with values Snakemake never saw), so every stage's
+result records the values of its stage's keys under "params", and either tool can ask the result
+(docs/architecture.md). Torch-free: it runs when Snakemake parses the workflow.
 """
 
 from __future__ import annotations
@@ -50,17 +48,11 @@ def stage_keys(stage: str, **args: Any) -> list[str]:
     return STAGES[stage].params_keys(**args)
 
 
-def record_file(stage: str, **args: Any) -> Path:
-    """The output of a stage's job that records the params it was made with."""
-    return STAGES[stage].record_path(**args)
-
-
 def params_record(params: Params, stage: str, **wildcards: Any) -> dict[str, Any]:
     """The values of a stage's keys, as its result records them (under "params")."""
     from r2kd.config import section
 
-    record = {key: section(params, key) for key in stage_keys(stage, **wildcards)}
-    return mark_overrides(record)
+    return mark_overrides({key: section(params, key) for key in stage_keys(stage, **wildcards)})
 
 
 def mark_overrides(record: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from r2kd import paths
 from r2kd.config import Params
+from r2kd.errors import ConfigError
+from r2kd.pipeline import CHECK_CMD, STAGES
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,6 @@ class StudentRun:
     @property
     def stage(self) -> str:
         """DVC's name for this run's stage: built from content, so editing a list renames nothing."""
-        from r2kd.pipeline import STAGES
-
         return STAGES["distill"].dvc_name(**vars(self))
 
 
@@ -43,8 +43,6 @@ def student_runs(params: Params) -> list[StudentRun]:
 
 def find_run(params: Params, pair: str, method: str, augment: str, seed: int) -> StudentRun:
     """The run these CLI arguments select; arguments select a run of params.yaml, never override it."""
-    from r2kd.errors import ConfigError
-
     for run in student_runs(params):
         if (run.pair, run.method, run.augment, run.seed) == (pair, method, augment, seed):
             return run
@@ -56,8 +54,6 @@ def find_run(params: Params, pair: str, method: str, augment: str, seed: int) ->
 def stage_commands(params: Params) -> list[tuple[str, str]]:
     """Every stage of the DAG with its command, in DVC's names, computed from params alone (no DVC
     import: `r2kd stages` stays fast at thousands of runs). tests/test_dag.py checks it against DVC."""
-    from r2kd.pipeline import CHECK_CMD, STAGES
-
     values = {"teacher": [{"teacher": t} for t in params.teachers], "pair": [{"pair": p} for p in params.pairs],
               "pair-method-augment-seed": [vars(run) for run in student_runs(params)], "": [{}]}
     return [("check", CHECK_CMD)] + [(stage.dvc_name(**args), stage.cmd(**args))

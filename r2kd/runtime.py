@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from r2kd.errors import ConfigError
@@ -54,24 +55,17 @@ def resolve_device(spec: str = "auto", jobs_per_gpu: int | None = None) -> torch
     as asked. In a torchrun world (r2kd.distributed: an initialised process group of more than one
     process) on CUDA, each process is on cuda:LOCAL_RANK, one GPU per process.
     """
+    import torch.distributed as dist
+
     device = _requested_device(spec, jobs_per_gpu)
-    local_rank = _local_rank_in_world()
-    if device.type == "cuda" and local_rank is not None:
+    if device.type == "cuda" and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if local_rank >= torch.cuda.device_count():
             raise ConfigError(f"runtime.nproc_per_node: process {local_rank} needs cuda:{local_rank}, "
                               f"but only {torch.cuda.device_count()} CUDA devices exist")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     return device
-
-
-def _local_rank_in_world() -> int | None:
-    """This process's LOCAL_RANK in an initialised process group of more than one process; else None."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return int(os.environ.get("LOCAL_RANK", "0"))
-    return None
 
 
 def _requested_device(spec: str, jobs_per_gpu: int | None) -> torch.device:
@@ -81,16 +75,14 @@ def _requested_device(spec: str, jobs_per_gpu: int | None) -> torch.device:
             and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         from r2kd import gpu_slots, paths
 
-        def waiting() -> None:
-            warnings.warn(f"every GPU runs {jobs_per_gpu} job(s) of this kind already "
-                          f"(resources.<stage>.jobs_per_gpu); waiting for a free slot")
-
         # One slot per process: a stage function called again in the same process (as tests do) keeps
         # the GPU it holds instead of waiting, forever, for a second slot.
         key = (os.getpid(), jobs_per_gpu)
         if key not in _claimed_gpu:
-            _claimed_gpu[key] = gpu_slots.claim(gpu_slots.cuda_gpu_ids(), jobs_per_gpu, paths.GPU_SLOTS,
-                                                on_wait=waiting)
+            _claimed_gpu[key] = gpu_slots.claim(
+                gpu_slots.cuda_gpu_ids(), jobs_per_gpu, paths.GPU_SLOTS,
+                on_wait=lambda: warnings.warn(f"every GPU runs {jobs_per_gpu} job(s) of this kind already "
+                                              "(resources.<stage>.jobs_per_gpu); waiting for a free slot"))
         index = _claimed_gpu[key]
         torch.cuda.set_device(index)
         return torch.device("cuda", index)
@@ -101,9 +93,8 @@ def _requested_device(spec: str, jobs_per_gpu: int | None) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(f"runtime.device: {spec!r} asked for, but no CUDA device is available")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"runtime.device: {spec!r} asked for, but only {torch.cuda.device_count()} CUDA devices exist"
-            )
+            raise ConfigError(f"runtime.device: {spec!r} asked for, but only {torch.cuda.device_count()} CUDA "
+                              "devices exist")
     return device
 
 
@@ -111,21 +102,14 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     """Seed every RNG and return a CPU generator for the run's own random draws."""
     random.seed(seed)
     torch.manual_seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-    except ImportError:  # numpy is optional for the package itself
-        pass
+    np.random.seed(seed % 2**32)
     # CPU kernels are deterministic already; the switch matters (and costs a ~5 s torch._dynamo
     # import) only on CUDA.
     if deterministic and torch.cuda.is_available():
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return generator
+    return torch.Generator().manual_seed(seed)
 
 
 def set_threads(threads: int) -> None:
@@ -152,12 +136,9 @@ def fast_layout(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def effective_amp(amp: str, device: torch.device) -> str:
-    """The mixed precision a run actually uses on ``device``.
-
-    bf16 autocast works on CPU and GPU, and users opt in to it, so it is applied everywhere. fp16
-    needs a GPU (loss scaling, fp16 kernels): on the CPU it falls back to float32, recorded as
-    ``none``.
-    """
+    """The mixed precision a run actually uses on ``device``: bf16 autocast works on CPU and GPU (users
+    opt in to it), so it applies everywhere; fp16 needs a GPU (loss scaling, fp16 kernels) and on the
+    CPU falls back to float32, recorded as ``none``."""
     return "none" if amp == "fp16" and device.type == "cpu" else amp
 
 

@@ -32,14 +32,11 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses aliases, anchors, duplicate keys and version-dependent scalars."""
 
     def compose_node(self, parent, index):  # noqa: ANN001
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise ConfigError(f"{self._source}: line {event.start_mark.line + 1}: YAML aliases (*name) are not "
-                              "allowed in params.yaml; write the value out")
         event = self.peek_event()
-        if getattr(event, "anchor", None):
-            raise ConfigError(f"{self._source}: line {event.start_mark.line + 1}: YAML anchors (&name) are not "
-                              "allowed in params.yaml; write the value out")
+        if getattr(event, "anchor", None):  # an alias (*name) or an anchor (&name)
+            what = "aliases (*name)" if isinstance(event, yaml.AliasEvent) else "anchors (&name)"
+            raise ConfigError(f"{self._source}: line {event.start_mark.line + 1}: YAML {what} are not allowed in "
+                              "params.yaml; write the value out")
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):  # noqa: ANN001
@@ -86,8 +83,6 @@ def _kind(mode: int) -> str:
 def _check_regular(path: Path, info: os.stat_result) -> None:
     """Refuse what is not a regular file of bounded size, before reading a byte of it: /dev/zero
     would be read without end, a FIFO would block until someone writes to it."""
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"{path} is a directory, not a params file")
     if not stat.S_ISREG(info.st_mode):
         link = " (through a symbolic link)" if path.is_symlink() else ""
         raise ConfigError(f"{path} is {_kind(info.st_mode)}{link}, not a regular file; params.yaml must be a "
@@ -114,8 +109,6 @@ def read_yaml(path: Path) -> Any:
         text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path} not found; run from the repository root") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a directory, not a params file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text") from None
     except OSError as exc:

@@ -1,7 +1,5 @@
 """Cross-entropy alone (the baseline without a teacher): the hyper-parameters of `method_params.ce` (r2kd/methods/ce.py runs them)."""
 
-from __future__ import annotations
-
 from pydantic import Field
 
 from r2kd.config import MethodParams

@@ -1,7 +1,5 @@
 """DIST (Huang et al. 2022): the hyper-parameters of `method_params.dist` (r2kd/methods/dist.py runs them)."""
 
-from __future__ import annotations
-
 from pydantic import Field
 
 from r2kd.config import MethodParams

@@ -1,7 +1,5 @@
 """Decoupled KD (Zhao et al. 2022): the hyper-parameters of `method_params.dkd` (r2kd/methods/dkd.py runs them)."""
 
-from __future__ import annotations
-
 from pydantic import Field
 
 from r2kd.config import MethodParams

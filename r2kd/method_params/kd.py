@@ -1,7 +1,5 @@
 """Hinton knowledge distillation: the hyper-parameters of `method_params.kd` (r2kd/methods/kd.py runs them)."""
 
-from __future__ import annotations
-
 from pydantic import Field
 
 from r2kd.config import MethodParams

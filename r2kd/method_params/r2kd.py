@@ -1,7 +1,5 @@
 """R2KD: the teacher and its pruned copy (METHOD.md): the hyper-parameters of `method_params.r2kd` (r2kd/methods/r2kd.py runs them)."""
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field
