@@ -320,7 +320,6 @@ class Runtime(_Strict):
     # on them (each sample's randomness comes from the run's generator; a cohort's runs end bit-identical
     # to each alone), so no stage lists them and changing one reruns nothing.
     workers: int = Field(default=4, ge=0, le=64)
-    # bit-identical to training each run alone, so no stage lists it (r2kd.fast.cohort; docs/architecture.md)
     share_teachers: bool = False
 
     def result_settings(self) -> dict[str, Any]:
