@@ -114,8 +114,9 @@ def make_repo(dest: Path, override: dict | None = None, git: bool = True) -> Pat
 
 @pytest.fixture(scope="session")
 def built_checkouts(tmp_path_factory, worker_id):
-    """The tiny DAG built once per test run, by `dvc repro` and by `snakemake --cores 2`:
-    (dvc_repo, smk_repo, dvc_log, smk_log). Tests that change a checkout work on a copy (copy_repo).
+    """The tiny DAG built once per test run, by `make run` (DVC's check stage, then `dvc repro`, then
+    the results table: the README's command) and by `snakemake --cores 2`: (dvc_repo, smk_repo, dvc_log,
+    smk_log). `make -o` keeps make from remaking the environment running the tests. Tests that change a checkout work on a copy (copy_repo).
 
     Under pytest-xdist each worker has its own session: the first worker to ask builds, under a lock
     in the run's shared temporary folder, and the others wait for it and read the same build."""
@@ -128,7 +129,8 @@ def built_checkouts(tmp_path_factory, worker_id):
         if not done.exists():
             shutil.rmtree(base, ignore_errors=True)  # what a worker that failed half-way left
             dvc_repo, smk_repo = make_repo(base / "dvc"), make_repo(base / "smk")
-            logs = [run(["dvc", "repro"], dvc_repo), run(["snakemake", "--cores", "2"], smk_repo)]
+            logs = [run(["make", "-o", ".venv/.r2kd-installed", "run"], dvc_repo),
+                    run(["snakemake", "--cores", "2"], smk_repo)]
             done.write_text(json.dumps([[log.args, log.stdout, log.stderr] for log in logs]))
     dvc_log, smk_log = (subprocess.CompletedProcess(args, 0, out, err) for args, out, err in json.loads(done.read_text()))
     return base / "dvc", base / "smk", dvc_log, smk_log
