@@ -168,20 +168,19 @@ def curves_csv(logs: dict) -> str:
     lines = ["epoch,mean,min,max,n,method,series"]
     for (pair, method, augment), runs in sorted(logs.items()):
         label = series_label(pair, method, augment, several_pairs)
-        for epoch, rows in _per_epoch(runs):
-            values = [row["test_top1"] for row in rows]
+        for epoch, values in _per_epoch(runs):
             lines.append(f"{epoch},{statistics.fmean(values):.4f},{min(values):.4f},{max(values):.4f},"
                          f"{len(values)},{method},{label}")
     return "\n".join(lines) + "\n"
 
 
-def _per_epoch(runs: list[list[dict]]) -> list[tuple[int, list[dict]]]:
-    """(epoch, that epoch's row of every seed's log), for the epochs every seed reached."""
-    by_epoch: dict[int, list[dict]] = defaultdict(list)
+def _per_epoch(runs: list[list[dict]]) -> list[tuple[int, list[float]]]:
+    """(epoch, that epoch's test top-1 in every seed's log), for the epochs every seed reached."""
+    by_epoch: dict[int, list[float]] = defaultdict(list)
     for log in runs:
         for row in log:
-            by_epoch[int(row["epoch"])].append(row)
-    return [(e, rows) for e, rows in sorted(by_epoch.items()) if len(rows) == len(runs)]
+            by_epoch[int(row["epoch"])].append(row["test_top1"])
+    return [(e, values) for e, values in sorted(by_epoch.items()) if len(values) == len(runs)]
 
 
 def _pruned_top1(prune: dict) -> dict:
@@ -314,36 +313,33 @@ def ablation(records: list[dict]) -> list[dict]:
     refs: dict[tuple, dict[int, dict]] = defaultdict(dict)
     ref_group: dict[tuple, tuple] = {}
     for rec in records:
-        if rec["method"] == "r2kd" and rec.get("hparams") == full:
-            key = (rec["teacher"], rec["student"])
-            if ref_group.setdefault(key, (rec["pair"], rec["augment"])) == (rec["pair"], rec["augment"]):
-                refs[key][rec["seed"]] = rec
+        key, group = (rec["teacher"], rec["student"]), (rec["pair"], rec["augment"])
+        if rec["method"] == "r2kd" and rec.get("hparams") == full and ref_group.setdefault(key, group) == group:
+            refs[key][rec["seed"]] = rec
     by_group: dict[tuple, list[dict]] = defaultdict(list)
     for rec in records:
         by_group[(rec["pair"], rec["method"], rec["augment"])].append(rec)
-    rows = []
+    rows, seen = [], []  # seen: (what makes two groups the same runs, the first one's row)
     for (pair, method, augment), recs in by_group.items():
         key = (recs[0]["teacher"], recs[0]["student"])
         matched = [(r, refs[key][r["seed"]]) for r in recs if r["seed"] in refs.get(key, {})]
         if not matched or all(r["method"] == "r2kd" and r.get("hparams") == full for r in recs):
             continue
-        ref_pair, ref_augment = ref_group[key]
-        same = [r for r in rows if r["method"] == method and r["augment"] == augment and r["hparams"] == recs[0].get("hparams")
-                and r["seeds"] == [x["seed"] for x, _ in matched]
-                and [x["last_top1"] for x in r["runs"]] == [x["last_top1"] for x, _ in matched]]
-        if same:  # the same runs under another pair id (e.g. kd in both pairs of presets/ablation.yaml)
-            same[0]["also_pairs"].append(pair)
+        same = (method, augment, recs[0].get("hparams"), [(r["seed"], r["last_top1"]) for r, _ in matched])
+        twin = next((row for runs, row in seen if runs == same), None)
+        if twin:  # the same runs under another pair id (e.g. kd in both pairs of presets/ablation.yaml)
+            twin["also_pairs"].append(pair)
             continue
+        ref_pair, ref_augment = ref_group[key]
         row = {"pair": pair, "method": method, "augment": augment,
                "variant": variant_label(method, recs[0].get("hparams") or {}, full),
                "reference": f"{ref_pair} r2kd ({ref_augment})", "seeds": [r["seed"] for r, _ in matched],
-               "hparams": recs[0].get("hparams"), "also_pairs": [], "runs": [r for r, _ in matched]}
+               "hparams": recs[0].get("hparams"), "also_pairs": []}
         for metric in ABLATION_METRICS:
             diffs = [r[metric] - f[metric] for r, f in matched if r.get(metric) is not None and f.get(metric) is not None]
             row[metric] = paired(diffs) if diffs else None
         rows.append(row)
-    for row in rows:
-        del row["runs"]
+        seen.append((same, row))
     return rows
 
 
@@ -547,8 +543,7 @@ def figure_epochs(logs: dict, groups: list[dict], b: dict):
         for (p, method, augment), runs in sorted(logs.items()):
             if p != pair:
                 continue
-            epochs, rows = zip(*_per_epoch(runs)) if _per_epoch(runs) else ((), ())
-            values = [[row["test_top1"] for row in r] for r in rows]
+            epochs, values = zip(*_per_epoch(runs)) if _per_epoch(runs) else ((), ())
             means = [statistics.fmean(v) for v in values]
             view = views.get((p, method, augment), augment)
             ns.append(len(runs))
@@ -666,10 +661,8 @@ def figure_severity(groups: list[dict], teachers: list[dict], b: dict):
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     pairs = sorted({g["pair"] for g in groups})
     values: list[float] = []
-    drawn = False
-    for g in groups:
-        if not g.get("top1_by_severity") or g.get("subset_clean_top1_mean") is None:
-            continue
+    drawn = [g for g in groups if g.get("top1_by_severity") and g.get("subset_clean_top1_mean") is not None]
+    for g in drawn:
         ys = [g["subset_clean_top1_mean"], *g["top1_by_severity"]]
         stds = [g["subset_clean_top1_std"], *(g.get("top1_by_severity_std") or [0.0] * len(g["top1_by_severity"]))]
         xs = list(range(len(ys)))
@@ -680,7 +673,6 @@ def figure_severity(groups: list[dict], teachers: list[dict], b: dict):
         ax.fill_between(xs, [y - s for y, s in zip(ys, stds)], [y + s for y, s in zip(ys, stds)], color=colour,
                         alpha=0.06, linewidth=0)
         values += [y - s for y, s in zip(ys, stds)] + [y + s for y, s in zip(ys, stds)]
-        drawn = True
     for t in teachers:
         for r, style, label in ((t, TEACHER_STYLE, f"teacher {t['arch']}"), (t["pruned"], PRUNED_STYLE, f"pruned {t['arch']} (BN eval)")):
             if r.get("top1_by_severity") and r.get("subset_clean_top1") is not None:
