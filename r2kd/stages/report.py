@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from r2kd import paths
 from r2kd.config import Params, R2KDParams
@@ -72,8 +72,7 @@ def run(params: Params) -> None:
             "params": metrics["params"], "macs": metrics["macs"], "hparams": provenance["method_hparams"],
             **robustness(ev),
         })
-        logs[(run_.pair, run_.method, run_.augment)].append(
-            [{**row, "seed": run_.seed} for row in read_log(run_.dir / "log.csv")])
+        logs[(run_.pair, run_.method, run_.augment)].append(read_log(run_.dir / "log.csv"))
 
     teachers = []
     for arch in params.teachers:
@@ -151,9 +150,8 @@ def aggregate(records: list[dict]) -> list[dict]:
 def summary_csv(groups: list[dict]) -> str:
     """The students table as CSV (Snakemake's report shows it as a table)."""
     lines = ["pair,method,augment,view,n,best_top1_mean,best_top1_std,last_top1_mean,last_top1_std"]
-    for g in groups:
-        lines.append(f"{g['pair']},{g['method']},{g['augment']},{g['aug_view']},{g['n']},{g['best_top1_mean']:.2f},"
-                     f"{g['best_top1_std']:.2f},{g['last_top1_mean']:.2f},{g['last_top1_std']:.2f}")
+    lines += [f"{g['pair']},{g['method']},{g['augment']},{g['aug_view']},{g['n']},{g['best_top1_mean']:.2f},"
+              f"{g['best_top1_std']:.2f},{g['last_top1_mean']:.2f},{g['last_top1_std']:.2f}" for g in groups]
     return "\n".join(lines) + "\n"
 
 
@@ -188,9 +186,8 @@ def _pruned_top1(prune: dict) -> dict:
     (prune.bn_mode; train = batch statistics), labelled with it. A prune.json from before the prune stage
     measured it has only the eval-mode figure, labelled eval."""
     distilled = (prune.get("as_distilled") or {}).get("pruned_top1")
-    if distilled is None:
-        return {"top1": prune["top1_after"], "top1_bn_mode": "eval", "top1_eval_bn": prune["top1_after"]}
-    return {"top1": distilled, "top1_bn_mode": prune.get("bn_mode") or "train", "top1_eval_bn": prune["top1_after"]}
+    return {"top1": prune["top1_after"] if distilled is None else distilled, "top1_eval_bn": prune["top1_after"],
+            "top1_bn_mode": "eval" if distilled is None else prune.get("bn_mode") or "train"}
 
 
 def _agreement(prune: dict) -> dict:
@@ -213,11 +210,8 @@ def compact_metrics(groups: list[dict], teachers: list[dict]) -> dict:
     """The one metrics file (`dvc exp show`, `dvc metrics diff`): mean test top-1 over seeds per method
     (best and last epoch), then the teachers; DVC sorts keys, so the method columns come before `teacher`."""
     several_pairs = len({g["pair"] for g in groups}) > 1
-    out: dict = {}
-    for g in groups:
-        name = f"{g['method']}-{g['augment']}"
-        key = f"{g['pair']}/{name}" if several_pairs else name
-        out[key] = {"best": round(g["best_top1_mean"], 2), "last": round(g["last_top1_mean"], 2)}
+    out = {(f"{g['pair']}/" if several_pairs else "") + f"{g['method']}-{g['augment']}":
+           {"best": round(g["best_top1_mean"], 2), "last": round(g["last_top1_mean"], 2)} for g in groups}
     out["teacher"] = {t["arch"]: {"top1": round(t["best_top1"], 2), "pruned": round(t["pruned"]["top1"], 2)}
                       for t in teachers}
     return out
@@ -364,8 +358,7 @@ def ablation_markdown(rows: list[dict]) -> list[str]:
              "Paired per-seed differences, variant − full R2KD (same seed, same teacher and student; "
              "percentage points of test top-1, mean ± sample std over the n paired seeds; (k+/m−): how many "
              f"seeds the variant is above / below). Rule: {NOISE_RULE}; {_rule_here(rows)}; **\\*** marks those. "
-             "*Last* and *best* "
-             "are on the full test split, *corrupted* on the corrupted subset (see Robustness).", "",
+             "*Last* and *best* are on the full test split, *corrupted* on the corrupted subset (see Robustness).", "",
              *_header("variant", "pair", "method (augment)", "reference", "n", "Δ last top-1", "Δ best top-1",
                       "Δ corrupted top-1")]
     for r in rows:
@@ -413,9 +406,7 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict], b: dict | N
             f"| {g['pair']} | {g['method']} | {g['augment']} ({g['aug_view']}) | {g['n']} | "
             f"{_pmo(g, 'best_top1')} | {_pmo(g, 'last_top1')} | "
             f"{_pmo(g, 'noisy_top1')} | {g['ece_mean']:.3f} | {_opt(g['published_top1'])} | {g['params']:,} | {g['macs']:,} |")
-    n_test, n_sub = b.get("test_count"), b.get("corrupted_count")
-    full_col = f"clean top-1 (full test, {n_test:,})" if n_test else "clean top-1 (full test)"
-    sub_col = f"clean top-1 (subset, {n_sub:,})" if n_sub else "clean top-1 (subset)"
+    n_test, n_sub = (f", {n:,}" if n else "" for n in (b.get("test_count"), b.get("corrupted_count")))
     lines += ["", "## Robustness", "",
               f"Scored by `evaluate` on the final (last-epoch) model, every network in eval-mode BatchNorm "
               f"(docs/robustness.md), mean ± sample std over seeds. Basis: the {corrupted_basis(b)}. "
@@ -428,7 +419,8 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict], b: dict | N
               "images (Hendrycks & Dietterich's relative mCE); *agreement* is top-1 "
               "agreement with the teacher (clean / corrupted); ECE before → after temperature scaling "
               "(cross-fitted on two halves of the test split).", "",
-              *_header("pair", "method", "augment", "n", full_col, sub_col, "corrupted top-1", "drop", "mCE", "rel. mCE",
+              *_header("pair", "method", "augment", "n", f"clean top-1 (full test{n_test})",
+                       f"clean top-1 (subset{n_sub})", "corrupted top-1", "drop", "mCE", "rel. mCE",
                        "agreement (clean)", "agreement (corrupted)", "ECE", "ECE, T-scaled")]
     for t in teachers:
         for label, r in ((f"teacher {t['arch']}", t), (f"pruned {t['arch']} (BN eval)", t["pruned"])):
@@ -450,9 +442,7 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict], b: dict | N
 
 
 def _rich_table(title: str, columns: tuple[str, ...], left: tuple[str, ...], rows: list[tuple]) -> Table:
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col, justify="left" if col in left else "right")
+    table = Table(*(Column(col, justify="left" if col in left else "right") for col in columns), title=title)
     for row in rows:
         table.add_row(*row)
     return table
