@@ -529,19 +529,17 @@ def figure_epochs(logs: dict, groups: list[dict], b: dict):
     views = {(g["pair"], g["method"], g["augment"]): g["aug_view"] for g in groups}
     fig, axes = plt.subplots(1, len(pairs), figsize=(6.5 * len(pairs), 4.5), squeeze=False)
     for ax, pair in zip(axes[0], pairs):
-        ns = []
-        for (p, method, augment), runs in sorted(logs.items()):
-            if p != pair:
-                continue
+        curves = [(key, runs) for key, runs in sorted(logs.items()) if key[0] == pair]
+        for (p, method, augment), runs in curves:
             epochs, values = zip(*_per_epoch(runs)) if _per_epoch(runs) else ((), ())
             means = [statistics.fmean(v) for v in values]
             view = views.get((p, method, augment), augment)
-            ns.append(len(runs))
             ax.plot(epochs, means, color=method_colour(method), linestyle=view_linestyle(view), marker="o",
                     markersize=3, label=f"{method} ({augment}: {view}), n={len(runs)}")
             ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=method_colour(method),
                             alpha=0.12, linewidth=0)
-        ax.set(title=f"{pair}: student test top-1 per epoch\nmean over seeds, band = min-max ({seeds_label(ns or [0])})",
+        ax.set(title=f"{pair}: student test top-1 per epoch\nmean over seeds, band = min-max "
+                     f"({seeds_label([len(runs) for _, runs in curves] or [0])})",
                xlabel="epoch", ylabel=f"test top-1 (%), {test_basis(b)}")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
@@ -554,7 +552,6 @@ def figure_methods(groups: list[dict], records: list[dict], teachers: list[dict]
     """Best- and last-epoch test top-1 per group, mean ± std and every seed; the teachers as reference lines."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
-
     several_pairs = len({g["pair"] for g in groups}) > 1
     fig, ax = plt.subplots(figsize=(max(7, (1.35 if several_pairs else 1.1) * len(groups) + 3), 4.8))
     values: list[float] = []
@@ -654,7 +651,7 @@ def figure_severity(groups: list[dict], teachers: list[dict], b: dict):
     drawn = [g for g in groups if g.get("top1_by_severity") and g.get("subset_clean_top1_mean") is not None]
     for g in drawn:
         ys = [g["subset_clean_top1_mean"], *g["top1_by_severity"]]
-        stds = [g["subset_clean_top1_std"], *(g.get("top1_by_severity_std") or [0.0] * len(g["top1_by_severity"]))]
+        stds = [g["subset_clean_top1_std"], *g["top1_by_severity_std"]]
         xs = list(range(len(ys)))
         colour = method_colour(g["method"])
         ax.plot(xs, ys, color=colour, linestyle=view_linestyle(g["aug_view"]),
