@@ -129,12 +129,12 @@ def aggregate(records: list[dict]) -> list[dict]:
     by_group: dict[tuple, list[dict]] = defaultdict(list)
     for rec in records:
         # by pair id, not (teacher, student): two pairs of one teacher and student can differ in method_params
-        by_group[(rec["dataset"], rec["pair"], rec["teacher"], rec["student"], rec["method"], rec["augment"])].append(rec)
+        by_group[(rec["pair"], rec["method"], rec["augment"])].append(rec)
     groups = []
-    for (dataset, _, teacher, student, method, augment), recs in by_group.items():
-        row = {"dataset": dataset, "pair": recs[0]["pair"], "teacher": teacher, "student": student,
-               "method": method, "augment": augment, "aug_view": recs[0]["aug_view"], "n": len(recs),
-               "seeds": [r["seed"] for r in recs], "params": recs[0]["params"], "macs": recs[0]["macs"]}
+    for recs in by_group.values():
+        row = {**{k: recs[0][k] for k in ("dataset", "pair", "teacher", "student", "method", "augment", "aug_view",
+                                          "params", "macs", "published_top1")},
+               "n": len(recs), "seeds": [r["seed"] for r in recs]}
         for key in ("best_top1", "last_top1", "noisy_top1", "ece", "eval_top1", "mce", "relative_mce", "subset_clean_top1",
                     "corruption_top1", "corruption_drop", "agreement", "agreement_corrupted", "ece_scaled"):
             values = [r[key] for r in recs if r.get(key) is not None]
@@ -142,7 +142,6 @@ def aggregate(records: list[dict]) -> list[dict]:
         by_sev = [r["top1_by_severity"] for r in recs if r.get("top1_by_severity")]
         row["top1_by_severity"] = [statistics.fmean(v) for v in zip(*by_sev)] if by_sev else None
         row["top1_by_severity_std"] = [mean_std(list(v))[1] for v in zip(*by_sev)] if by_sev else None
-        row["published_top1"] = recs[0].get("published_top1")
         groups.append(row)
     return groups
 
@@ -487,8 +486,7 @@ def show() -> None:
     print_table(summary["dataset"], summary["groups"], summary["teachers"], summary.get("basis"), summary.get("ablation"))
 
 
-# --- figures: one palette, axes zoomed to the data, every figure names its basis and n ----------------
-# ONE colour per method in every figure; the teachers are black (teacher) and grey (pruned teacher).
+# --- figures: one palette, axes zoomed to the data, every figure names its basis and n (docs/robustness.md) ----
 METHOD_COLOURS = {"ce": "#8c564b", "kd": "#1f77b4", "dist": "#2ca02c", "dkd": "#9467bd", "r2kd": "#d62728"}
 EXTRA_COLOURS = ("#ff7f0e", "#17becf", "#bcbd22", "#e377c2", "#393b79", "#637939")
 TEACHER_STYLE = {"color": "black", "linestyle": "--", "marker": "s", "linewidth": 2.0, "zorder": 3}
