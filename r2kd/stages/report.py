@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from r2kd import paths
 from r2kd.config import Params, R2KDParams
@@ -22,11 +22,12 @@ from r2kd.recorded import params_record
 from r2kd.runs import student_runs
 from r2kd.stages.csvlog import read_log
 
-# Published CIFAR-100 top-1 (%) of the baselines, from mdistiller (METHOD.md §8), shown beside ours.
-PUBLISHED_TOP1 = {("resnet32x4", "resnet8x4"): {"kd": 73.33, "dkd": 76.32},
-                  ("vgg13", "vgg8"): {"kd": 72.98, "dkd": 74.68},
-                  ("resnet56", "resnet20"): {"kd": 70.66, "dkd": 71.97},
-                  ("wrn_40_2", "wrn_16_2"): {"kd": 74.92, "dkd": 76.23}}
+# Published CIFAR-100 top-1 (%) of the baselines, from mdistiller (METHOD.md §8), shown beside ours; with the
+# β of the pair's published DKD run.
+PUBLISHED_TOP1 = {("resnet32x4", "resnet8x4"): ({"kd": 73.33, "dkd": 76.32}, 8.0),
+                  ("vgg13", "vgg8"): ({"kd": 72.98, "dkd": 74.68}, 6.0),
+                  ("resnet56", "resnet20"): ({"kd": 70.66, "dkd": 71.97}, 2.0),
+                  ("wrn_40_2", "wrn_16_2"): ({"kd": 74.92, "dkd": 76.23}, 6.0)}
 # The setting those numbers were measured in (mdistiller's CIFAR-100 configs): a row shows the published
 # number only when its run used it, so a different β or a shorter schedule is never compared with it.
 PUBLISHED_RECIPE = {"epochs": 240, "batch_size": 64, "lr": 0.05, "milestones": [150, 180, 210]}
@@ -34,19 +35,16 @@ PUBLISHED_HPARAMS = {
     "kd": {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9, "aug_view": "none"},
     "dkd": {"temperature": 4.0, "alpha": 1.0, "warmup": 20, "ce_weight": 1.0, "aug_view": "none"},
 }
-PUBLISHED_DKD_BETA = {("resnet32x4", "resnet8x4"): 8.0, ("resnet56", "resnet20"): 2.0, ("wrn_40_2", "wrn_16_2"): 6.0,
-                      ("vgg13", "vgg8"): 6.0}
 
 
 def published_top1(params: Params, dataset: str, teacher: str, student: str, method: str, hparams: dict) -> float | None:
     """The published number for this run, or None when its setting differs from the published one."""
-    number = PUBLISHED_TOP1.get((teacher, student), {}).get(method) if dataset == "cifar100" else None
+    numbers, beta = PUBLISHED_TOP1.get((teacher, student), ({}, None))
+    expected = {**PUBLISHED_HPARAMS.get(method, {}), **({"beta": beta} if method == "dkd" else {})}
     recipe = params.distill.model_dump()
-    expected = {**PUBLISHED_HPARAMS.get(method, {}),
-                **({"beta": PUBLISHED_DKD_BETA.get((teacher, student))} if method == "dkd" else {})}
-    if number is None or any(recipe[k] != v for k, v in PUBLISHED_RECIPE.items()):
+    if dataset != "cifar100" or method not in numbers or any(recipe[k] != v for k, v in PUBLISHED_RECIPE.items()):
         return None
-    return number if all(hparams.get(k) == v for k, v in expected.items()) else None
+    return numbers[method] if all(hparams.get(k) == v for k, v in expected.items()) else None
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -74,8 +72,7 @@ def run(params: Params) -> None:
             "params": metrics["params"], "macs": metrics["macs"], "hparams": provenance["method_hparams"],
             **robustness(ev),
         })
-        logs[(run_.pair, run_.method, run_.augment)].append(
-            [{**row, "seed": run_.seed} for row in read_log(run_.dir / "log.csv")])
+        logs[(run_.pair, run_.method, run_.augment)].append(read_log(run_.dir / "log.csv"))
 
     teachers = []
     for arch in params.teachers:
@@ -132,12 +129,12 @@ def aggregate(records: list[dict]) -> list[dict]:
     by_group: dict[tuple, list[dict]] = defaultdict(list)
     for rec in records:
         # by pair id, not (teacher, student): two pairs of one teacher and student can differ in method_params
-        by_group[(rec["dataset"], rec["pair"], rec["teacher"], rec["student"], rec["method"], rec["augment"])].append(rec)
+        by_group[(rec["pair"], rec["method"], rec["augment"])].append(rec)
     groups = []
-    for (dataset, _, teacher, student, method, augment), recs in by_group.items():
-        row = {"dataset": dataset, "pair": recs[0]["pair"], "teacher": teacher, "student": student,
-               "method": method, "augment": augment, "aug_view": recs[0]["aug_view"], "n": len(recs),
-               "seeds": [r["seed"] for r in recs], "params": recs[0]["params"], "macs": recs[0]["macs"]}
+    for recs in by_group.values():
+        row = {**{k: recs[0][k] for k in ("dataset", "pair", "teacher", "student", "method", "augment", "aug_view",
+                                          "params", "macs", "published_top1")},
+               "n": len(recs), "seeds": [r["seed"] for r in recs]}
         for key in ("best_top1", "last_top1", "noisy_top1", "ece", "eval_top1", "mce", "relative_mce", "subset_clean_top1",
                     "corruption_top1", "corruption_drop", "agreement", "agreement_corrupted", "ece_scaled"):
             values = [r[key] for r in recs if r.get(key) is not None]
@@ -145,7 +142,6 @@ def aggregate(records: list[dict]) -> list[dict]:
         by_sev = [r["top1_by_severity"] for r in recs if r.get("top1_by_severity")]
         row["top1_by_severity"] = [statistics.fmean(v) for v in zip(*by_sev)] if by_sev else None
         row["top1_by_severity_std"] = [mean_std(list(v))[1] for v in zip(*by_sev)] if by_sev else None
-        row["published_top1"] = recs[0].get("published_top1")
         groups.append(row)
     return groups
 
@@ -153,9 +149,8 @@ def aggregate(records: list[dict]) -> list[dict]:
 def summary_csv(groups: list[dict]) -> str:
     """The students table as CSV (Snakemake's report shows it as a table)."""
     lines = ["pair,method,augment,view,n,best_top1_mean,best_top1_std,last_top1_mean,last_top1_std"]
-    for g in groups:
-        lines.append(f"{g['pair']},{g['method']},{g['augment']},{g['aug_view']},{g['n']},{g['best_top1_mean']:.2f},"
-                     f"{g['best_top1_std']:.2f},{g['last_top1_mean']:.2f},{g['last_top1_std']:.2f}")
+    lines += [f"{g['pair']},{g['method']},{g['augment']},{g['aug_view']},{g['n']},{g['best_top1_mean']:.2f},"
+              f"{g['best_top1_std']:.2f},{g['last_top1_mean']:.2f},{g['last_top1_std']:.2f}" for g in groups]
     return "\n".join(lines) + "\n"
 
 
@@ -170,20 +165,19 @@ def curves_csv(logs: dict) -> str:
     lines = ["epoch,mean,min,max,n,method,series"]
     for (pair, method, augment), runs in sorted(logs.items()):
         label = series_label(pair, method, augment, several_pairs)
-        for epoch, rows in _per_epoch(runs):
-            values = [row["test_top1"] for row in rows]
+        for epoch, values in _per_epoch(runs):
             lines.append(f"{epoch},{statistics.fmean(values):.4f},{min(values):.4f},{max(values):.4f},"
                          f"{len(values)},{method},{label}")
     return "\n".join(lines) + "\n"
 
 
-def _per_epoch(runs: list[list[dict]]) -> list[tuple[int, list[dict]]]:
-    """(epoch, that epoch's row of every seed's log), for the epochs every seed reached."""
-    by_epoch: dict[int, list[dict]] = defaultdict(list)
+def _per_epoch(runs: list[list[dict]]) -> list[tuple[int, list[float]]]:
+    """(epoch, that epoch's test top-1 in every seed's log), for the epochs every seed reached."""
+    by_epoch: dict[int, list[float]] = defaultdict(list)
     for log in runs:
         for row in log:
-            by_epoch[int(row["epoch"])].append(row)
-    return [(e, rows) for e, rows in sorted(by_epoch.items()) if len(rows) == len(runs)]
+            by_epoch[int(row["epoch"])].append(row["test_top1"])
+    return [(e, values) for e, values in sorted(by_epoch.items()) if len(values) == len(runs)]
 
 
 def _pruned_top1(prune: dict) -> dict:
@@ -191,14 +185,12 @@ def _pruned_top1(prune: dict) -> dict:
     (prune.bn_mode; train = batch statistics), labelled with it. A prune.json from before the prune stage
     measured it has only the eval-mode figure, labelled eval."""
     distilled = (prune.get("as_distilled") or {}).get("pruned_top1")
-    if distilled is None:
-        return {"top1": prune["top1_after"], "top1_bn_mode": "eval", "top1_eval_bn": prune["top1_after"]}
-    return {"top1": distilled, "top1_bn_mode": prune.get("bn_mode") or "train", "top1_eval_bn": prune["top1_after"]}
+    return {"top1": prune["top1_after"] if distilled is None else distilled, "top1_eval_bn": prune["top1_after"],
+            "top1_bn_mode": "eval" if distilled is None else prune.get("bn_mode") or "train"}
 
 
 def _agreement(prune: dict) -> dict:
-    """Agreement / KL with the teacher from prune.json: in the BN mode distillation uses and in eval
-    mode (None for a prune.json written before the prune stage measured them)."""
+    """Agreement / KL with the teacher from prune.json, in the BN mode distillation uses and in eval mode."""
     distilled, evaluated = prune.get("as_distilled", {}), prune.get("eval_mode", {})
     return {
         "bn_mode": prune.get("bn_mode"), "round_to": prune.get("round_to"), "finetune_epochs": prune.get("finetune_epochs"),
@@ -217,11 +209,8 @@ def compact_metrics(groups: list[dict], teachers: list[dict]) -> dict:
     """The one metrics file (`dvc exp show`, `dvc metrics diff`): mean test top-1 over seeds per method
     (best and last epoch), then the teachers; DVC sorts keys, so the method columns come before `teacher`."""
     several_pairs = len({g["pair"] for g in groups}) > 1
-    out: dict = {}
-    for g in groups:
-        name = f"{g['method']}-{g['augment']}"
-        key = f"{g['pair']}/{name}" if several_pairs else name
-        out[key] = {"best": round(g["best_top1_mean"], 2), "last": round(g["last_top1_mean"], 2)}
+    out = {(f"{g['pair']}/" if several_pairs else "") + f"{g['method']}-{g['augment']}":
+           {"best": round(g["best_top1_mean"], 2), "last": round(g["last_top1_mean"], 2)} for g in groups}
     out["teacher"] = {t["arch"]: {"top1": round(t["best_top1"], 2), "pruned": round(t["pruned"]["top1"], 2)}
                       for t in teachers}
     return out
@@ -273,10 +262,9 @@ def seeds_label(ns) -> str:
 
 # --- ablation: paired per-seed differences against full R2KD ------------------------------------
 # Two-sided 95 % Student-t quantiles t_{0.975, df}; beyond 30 degrees of freedom 2.042 (df 30), conservative.
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-       11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-       20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
-       29: 2.045, 30: 2.042}
+T95 = dict(enumerate((12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+                      2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+                      2.052, 2.048, 2.045, 2.042), start=1))  # df 1..30
 NOISE_RULE = ("a difference exceeds the noise when the 95 % confidence interval of the mean paired difference "
               "excludes 0: |mean| > t(0.975, n − 1) · std / √n (paired t-test, two-sided, α = 0.05)")
 ABLATION_METRICS = ("last_top1", "best_top1", "corruption_top1")
@@ -318,36 +306,33 @@ def ablation(records: list[dict]) -> list[dict]:
     refs: dict[tuple, dict[int, dict]] = defaultdict(dict)
     ref_group: dict[tuple, tuple] = {}
     for rec in records:
-        if rec["method"] == "r2kd" and rec.get("hparams") == full:
-            key = (rec["teacher"], rec["student"])
-            if ref_group.setdefault(key, (rec["pair"], rec["augment"])) == (rec["pair"], rec["augment"]):
-                refs[key][rec["seed"]] = rec
+        key, group = (rec["teacher"], rec["student"]), (rec["pair"], rec["augment"])
+        if rec["method"] == "r2kd" and rec.get("hparams") == full and ref_group.setdefault(key, group) == group:
+            refs[key][rec["seed"]] = rec
     by_group: dict[tuple, list[dict]] = defaultdict(list)
     for rec in records:
         by_group[(rec["pair"], rec["method"], rec["augment"])].append(rec)
-    rows = []
+    rows, seen = [], []  # seen: (what makes two groups the same runs, the first one's row)
     for (pair, method, augment), recs in by_group.items():
         key = (recs[0]["teacher"], recs[0]["student"])
         matched = [(r, refs[key][r["seed"]]) for r in recs if r["seed"] in refs.get(key, {})]
         if not matched or all(r["method"] == "r2kd" and r.get("hparams") == full for r in recs):
             continue
-        ref_pair, ref_augment = ref_group[key]
-        same = [r for r in rows if r["method"] == method and r["augment"] == augment and r["hparams"] == recs[0].get("hparams")
-                and r["seeds"] == [x["seed"] for x, _ in matched]
-                and [x["last_top1"] for x in r["runs"]] == [x["last_top1"] for x, _ in matched]]
-        if same:  # the same runs under another pair id (e.g. kd in both pairs of presets/ablation.yaml)
-            same[0]["also_pairs"].append(pair)
+        same = (method, augment, recs[0].get("hparams"), [(r["seed"], r["last_top1"]) for r, _ in matched])
+        twin = next((row for runs, row in seen if runs == same), None)
+        if twin:  # the same runs under another pair id (e.g. kd in both pairs of presets/ablation.yaml)
+            twin["also_pairs"].append(pair)
             continue
+        ref_pair, ref_augment = ref_group[key]
         row = {"pair": pair, "method": method, "augment": augment,
                "variant": variant_label(method, recs[0].get("hparams") or {}, full),
                "reference": f"{ref_pair} r2kd ({ref_augment})", "seeds": [r["seed"] for r, _ in matched],
-               "hparams": recs[0].get("hparams"), "also_pairs": [], "runs": [r for r, _ in matched]}
+               "hparams": recs[0].get("hparams"), "also_pairs": []}
         for metric in ABLATION_METRICS:
             diffs = [r[metric] - f[metric] for r, f in matched if r.get(metric) is not None and f.get(metric) is not None]
             row[metric] = paired(diffs) if diffs else None
         rows.append(row)
-    for row in rows:
-        del row["runs"]
+        seen.append((same, row))
     return rows
 
 
@@ -372,8 +357,7 @@ def ablation_markdown(rows: list[dict]) -> list[str]:
              "Paired per-seed differences, variant − full R2KD (same seed, same teacher and student; "
              "percentage points of test top-1, mean ± sample std over the n paired seeds; (k+/m−): how many "
              f"seeds the variant is above / below). Rule: {NOISE_RULE}; {_rule_here(rows)}; **\\*** marks those. "
-             "*Last* and *best* "
-             "are on the full test split, *corrupted* on the corrupted subset (see Robustness).", "",
+             "*Last* and *best* are on the full test split, *corrupted* on the corrupted subset (see Robustness).", "",
              *_header("variant", "pair", "method (augment)", "reference", "n", "Δ last top-1", "Δ best top-1",
                       "Δ corrupted top-1")]
     for r in rows:
@@ -417,14 +401,11 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict], b: dict | N
               *_header("pair", "method", "augment (view)", "n", "best top-1", "last top-1", "noisy top-1", "ECE",
                        "published", "params", "MACs")]
     for g in groups:
-        pub = f"{g['published_top1']:.2f}" if g["published_top1"] is not None else "—"
         lines.append(
             f"| {g['pair']} | {g['method']} | {g['augment']} ({g['aug_view']}) | {g['n']} | "
             f"{_pmo(g, 'best_top1')} | {_pmo(g, 'last_top1')} | "
-            f"{_pmo(g, 'noisy_top1')} | {g['ece_mean']:.3f} | {pub} | {g['params']:,} | {g['macs']:,} |")
-    n_test, n_sub = b.get("test_count"), b.get("corrupted_count")
-    full_col = f"clean top-1 (full test, {n_test:,})" if n_test else "clean top-1 (full test)"
-    sub_col = f"clean top-1 (subset, {n_sub:,})" if n_sub else "clean top-1 (subset)"
+            f"{_pmo(g, 'noisy_top1')} | {g['ece_mean']:.3f} | {_opt(g['published_top1'])} | {g['params']:,} | {g['macs']:,} |")
+    n_test, n_sub = (f", {n:,}" if n else "" for n in (b.get("test_count"), b.get("corrupted_count")))
     lines += ["", "## Robustness", "",
               f"Scored by `evaluate` on the final (last-epoch) model, every network in eval-mode BatchNorm "
               f"(docs/robustness.md), mean ± sample std over seeds. Basis: the {corrupted_basis(b)}. "
@@ -437,7 +418,8 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict], b: dict | N
               "images (Hendrycks & Dietterich's relative mCE); *agreement* is top-1 "
               "agreement with the teacher (clean / corrupted); ECE before → after temperature scaling "
               "(cross-fitted on two halves of the test split).", "",
-              *_header("pair", "method", "augment", "n", full_col, sub_col, "corrupted top-1", "drop", "mCE", "rel. mCE",
+              *_header("pair", "method", "augment", "n", f"clean top-1 (full test{n_test})",
+                       f"clean top-1 (subset{n_sub})", "corrupted top-1", "drop", "mCE", "rel. mCE",
                        "agreement (clean)", "agreement (corrupted)", "ECE", "ECE, T-scaled")]
     for t in teachers:
         for label, r in ((f"teacher {t['arch']}", t), (f"pruned {t['arch']} (BN eval)", t["pruned"])):
@@ -459,9 +441,7 @@ def markdown(dataset: str, groups: list[dict], teachers: list[dict], b: dict | N
 
 
 def _rich_table(title: str, columns: tuple[str, ...], left: tuple[str, ...], rows: list[tuple]) -> Table:
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col, justify="left" if col in left else "right")
+    table = Table(*(Column(col, justify="left" if col in left else "right") for col in columns), title=title)
     for row in rows:
         table.add_row(*row)
     return table
@@ -506,8 +486,7 @@ def show() -> None:
     print_table(summary["dataset"], summary["groups"], summary["teachers"], summary.get("basis"), summary.get("ablation"))
 
 
-# --- figures: one palette, axes zoomed to the data, every figure names its basis and n ----------------
-# ONE colour per method in every figure; the teachers are black (teacher) and grey (pruned teacher).
+# --- figures: one palette, axes zoomed to the data, every figure names its basis and n (docs/robustness.md) ----
 METHOD_COLOURS = {"ce": "#8c564b", "kd": "#1f77b4", "dist": "#2ca02c", "dkd": "#9467bd", "r2kd": "#d62728"}
 EXTRA_COLOURS = ("#ff7f0e", "#17becf", "#bcbd22", "#e377c2", "#393b79", "#637939")
 TEACHER_STYLE = {"color": "black", "linestyle": "--", "marker": "s", "linewidth": 2.0, "zorder": 3}
@@ -527,10 +506,8 @@ def view_linestyle(aug_view: str | None) -> str:
 
 def _pyplot():
     import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     return plt
 
 
@@ -550,20 +527,17 @@ def figure_epochs(logs: dict, groups: list[dict], b: dict):
     views = {(g["pair"], g["method"], g["augment"]): g["aug_view"] for g in groups}
     fig, axes = plt.subplots(1, len(pairs), figsize=(6.5 * len(pairs), 4.5), squeeze=False)
     for ax, pair in zip(axes[0], pairs):
-        ns = []
-        for (p, method, augment), runs in sorted(logs.items()):
-            if p != pair:
-                continue
-            epochs, rows = zip(*_per_epoch(runs)) if _per_epoch(runs) else ((), ())
-            values = [[row["test_top1"] for row in r] for r in rows]
+        curves = [(key, runs) for key, runs in sorted(logs.items()) if key[0] == pair]
+        for (p, method, augment), runs in curves:
+            epochs, values = zip(*_per_epoch(runs)) if _per_epoch(runs) else ((), ())
             means = [statistics.fmean(v) for v in values]
             view = views.get((p, method, augment), augment)
-            ns.append(len(runs))
             ax.plot(epochs, means, color=method_colour(method), linestyle=view_linestyle(view), marker="o",
                     markersize=3, label=f"{method} ({augment}: {view}), n={len(runs)}")
             ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=method_colour(method),
                             alpha=0.12, linewidth=0)
-        ax.set(title=f"{pair}: student test top-1 per epoch\nmean over seeds, band = min-max ({seeds_label(ns or [0])})",
+        ax.set(title=f"{pair}: student test top-1 per epoch\nmean over seeds, band = min-max "
+                     f"({seeds_label([len(runs) for _, runs in curves] or [0])})",
                xlabel="epoch", ylabel=f"test top-1 (%), {test_basis(b)}")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
@@ -576,7 +550,6 @@ def figure_methods(groups: list[dict], records: list[dict], teachers: list[dict]
     """Best- and last-epoch test top-1 per group, mean ± std and every seed; the teachers as reference lines."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
-
     several_pairs = len({g["pair"] for g in groups}) > 1
     fig, ax = plt.subplots(figsize=(max(7, (1.35 if several_pairs else 1.1) * len(groups) + 3), 4.8))
     values: list[float] = []
@@ -673,12 +646,10 @@ def figure_severity(groups: list[dict], teachers: list[dict], b: dict):
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     pairs = sorted({g["pair"] for g in groups})
     values: list[float] = []
-    drawn = False
-    for g in groups:
-        if not g.get("top1_by_severity") or g.get("subset_clean_top1_mean") is None:
-            continue
+    drawn = [g for g in groups if g.get("top1_by_severity") and g.get("subset_clean_top1_mean") is not None]
+    for g in drawn:
         ys = [g["subset_clean_top1_mean"], *g["top1_by_severity"]]
-        stds = [g["subset_clean_top1_std"], *(g.get("top1_by_severity_std") or [0.0] * len(g["top1_by_severity"]))]
+        stds = [g["subset_clean_top1_std"], *g["top1_by_severity_std"]]
         xs = list(range(len(ys)))
         colour = method_colour(g["method"])
         ax.plot(xs, ys, color=colour, linestyle=view_linestyle(g["aug_view"]),
@@ -687,7 +658,6 @@ def figure_severity(groups: list[dict], teachers: list[dict], b: dict):
         ax.fill_between(xs, [y - s for y, s in zip(ys, stds)], [y + s for y, s in zip(ys, stds)], color=colour,
                         alpha=0.06, linewidth=0)
         values += [y - s for y, s in zip(ys, stds)] + [y + s for y, s in zip(ys, stds)]
-        drawn = True
     for t in teachers:
         for r, style, label in ((t, TEACHER_STYLE, f"teacher {t['arch']}"), (t["pruned"], PRUNED_STYLE, f"pruned {t['arch']} (BN eval)")):
             if r.get("top1_by_severity") and r.get("subset_clean_top1") is not None:
