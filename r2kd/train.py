@@ -245,7 +245,8 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                 f"loss {sum(float(v) for v in term_sums.values()) / steps_per_epoch:.4f}  "
                 f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {seconds:.1f}s")
 
-    with _progress(disable=not main) as progress:
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True, disable=not main) as progress:
         task = progress.add_task(label, total=epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch)
         for epoch in range(start_epoch + 1, epochs + 1):
             live = [m for m in members if m.failed is None]
@@ -309,8 +310,3 @@ def read_state(path: Path, fmt: str, fingerprint: str, label: str,
 def _say(message: str) -> None:
     if world().is_main:  # every rank of a multi-process run would say the same
         console.print(message)
-
-
-def _progress(disable: bool = False) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, transient=True, disable=disable)
