@@ -164,9 +164,8 @@ def snow(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def frost(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    """ADAPTED: the reference blends a random crop of one of six frost photographs, which are not
-    shipped here; a procedural frost texture (frost_texture) takes their place, blended with the
-    reference's weights."""
+    """ADAPTED (docs/robustness.md): frost_texture in place of the reference's frost photographs (not shipped
+    here), blended with the reference's weights."""
     weight_x, weight_frost = FROST[severity - 1]
     texture = frost_texture(x.shape[0], x.shape[1], rng)
     texture = _grey(texture) if x.shape[2] == 1 else texture
@@ -177,7 +176,7 @@ def fog(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     amount, decay = FOG[severity - 1]
     h, w = x.shape[:2]
     max_val = x.max()
-    x = x + amount * plasma_fractal(_pow2(max(h, w)), decay, rng)[:h, :w, None]
+    x = x + amount * plasma_fractal(h, w, decay, rng)[..., None]
     return np.clip(x * max_val / (max_val + amount), 0, 1)
 
 
@@ -283,7 +282,7 @@ def frost_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """A procedural frost layer (H x W x 3 in [0, 1]): a rough plasma fractal (patchy haze) plus
     thin bright ice-crystal streaks, blue-white, with a mean near that of the reference's 0.2-scaled
     frost photographs (~0.55). Not the published textures: frost numbers are not CIFAR-10-C's."""
-    haze = plasma_fractal(_pow2(max(h, w)), 1.6, rng)[:h, :w]
+    haze = plasma_fractal(h, w, 1.6, rng)
     streaks = np.zeros((h, w))
     for _ in range(max(4, (h * w) // 64)):
         r0, c0 = rng.uniform(0, h), rng.uniform(0, w)
@@ -297,9 +296,10 @@ def frost_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return grey[..., None] * np.array([0.85, 0.93, 1.0])
 
 
-def plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) -> np.ndarray:
-    """The reference's diamond-square height map (mapsize a power of two), scaled to [0, 1]."""
-    assert mapsize & (mapsize - 1) == 0
+def plasma_fractal(h: int, w: int, wibbledecay: float, rng: np.random.Generator) -> np.ndarray:
+    """The reference's diamond-square height map on the smallest power-of-two square covering h x w, scaled to
+    [0, 1], then cropped to h x w."""
+    mapsize = 1 << max(max(h, w) - 1, 1).bit_length()
     heights = np.zeros((mapsize, mapsize))
     step, wibble = mapsize, 100.0
 
@@ -320,7 +320,7 @@ def plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) -
         step //= 2
         wibble /= wibbledecay
     heights -= heights.min()
-    return heights / heights.max()
+    return (heights / heights.max())[:h, :w]
 
 
 def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -367,11 +367,6 @@ def _resize(x: np.ndarray, w: int, h: int, resample: int) -> np.ndarray:
     """Float per-channel resize with PIL (mode 'F': no rounding)."""
     return _per_channel(x, lambda ch: np.asarray(Image.fromarray(ch.astype(np.float32), mode="F")
                                                  .resize((w, h), resample), dtype=np.float64))
-
-
-def _pow2(n: int) -> int:
-    """The smallest power of two >= n."""
-    return 1 << max(n - 1, 1).bit_length()
 
 
 def _to_pil(x: np.ndarray) -> Image.Image:
