@@ -77,9 +77,8 @@ def brightness(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.nda
     """HSV value + c, clipped. Hue and saturation fixed make RGB proportional to V, so the RGB ->
     HSV -> RGB round trip of the reference is ``rgb * V'/V`` (and ``V'`` for black); on one channel,
     V is the grey value itself."""
-    c = BRIGHTNESS[severity - 1]
     value = x.max(axis=2, keepdims=True)
-    new = np.clip(value + c, 0, 1)
+    new = np.clip(value + BRIGHTNESS[severity - 1], 0, 1)
     return np.clip(np.where(value > 0, x * new / np.where(value > 0, value, 1), new), 0, 1)
 
 
@@ -230,11 +229,9 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generato
 
 def corrupt_set(images: np.ndarray, indices: np.ndarray, seed: int, workers: int = 1,
                 on_done: Callable[[str], None] | None = None) -> np.ndarray:
-    """Every image of ``images`` (uint8 N x C x H x W) under every corruption and severity:
-    uint8 [corruption, severity, N, C, H, W]. Image n's randomness is seeded by (seed, corruption,
-    severity, indices[n]) alone, so an image is corrupted the same way whatever else is in the set,
-    and whichever process corrupts it: with ``workers`` > 1 the corruptions are shared out among
-    that many processes (the work is NumPy in small pieces, which threads would serialise).
+    """Every image of ``images`` (uint8 N x C x H x W) under every corruption and severity: uint8 [corruption,
+    severity, N, C, H, W], image n seeded by (seed, corruption, severity, indices[n]) alone (docs/robustness.md),
+    whichever of the ``workers`` processes corrupts it (NumPy in small pieces, which threads would serialise).
     ``on_done(name)`` is called as each corruption is finished (progress)."""
     out = np.empty((len(CORRUPTIONS), len(SEVERITIES), *images.shape), dtype=np.uint8)
     with contextlib.ExitStack() as stack:
