@@ -162,7 +162,6 @@ def _permuting_ops(model: nn.Module, inputs: torch.Tensor) -> list[str]:
         for param in model.parameters():
             param.requires_grad_(True)
         output = model(inputs)
-    found: set[str] = set()
     seen: set[object] = set()  # the nodes themselves: ids of freed wrappers could be reused
     stack = [output.grad_fn]
     while stack:
@@ -170,10 +169,8 @@ def _permuting_ops(model: nn.Module, inputs: torch.Tensor) -> list[str]:
         if node is None or node in seen:
             continue
         seen.add(node)
-        if type(node).__name__.startswith(_PERMUTING_NODES):
-            found.add(type(node).__name__)
         stack.extend(child for child, _ in node.next_functions)
-    return sorted(found)
+    return sorted({type(node).__name__ for node in seen if type(node).__name__.startswith(_PERMUTING_NODES)})
 
 
 def _channel_coupled(module: nn.Module) -> bool:
