@@ -91,8 +91,7 @@ def pixelate(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarr
     """PIL BOX down to int(side * c), BOX back up (on the uint8 image, like the reference)."""
     h, w = x.shape[:2]
     c = PIXELATE[severity - 1]
-    img = _to_pil(x).resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX)
-    return _from_pil(img)
+    return _from_pil(_to_pil(x).resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX))
 
 
 def jpeg_compression(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
@@ -192,8 +191,7 @@ def elastic_transform(x: np.ndarray, severity: int, rng: np.random.Generator) ->
     forward = np.linalg.solve(np.hstack([src.astype(np.float64), np.ones((3, 1))]), dst.astype(np.float64)).T
     inverse = np.linalg.inv(np.vstack([forward, [0, 0, 1]]))[:2]
     cols, rows = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
-    src_cols = inverse[0, 0] * cols + inverse[0, 1] * rows + inverse[0, 2]
-    src_rows = inverse[1, 0] * cols + inverse[1, 1] * rows + inverse[1, 2]
+    src_cols, src_rows = (inverse[i, 0] * cols + inverse[i, 1] * rows + inverse[i, 2] for i in range(2))
     x = _per_channel(x, lambda ch: ndimage.map_coordinates(ch, [src_rows, src_cols], order=1, mode="mirror"))
     # skimage.filters.gaussian(mode='reflect', truncate=3) of uniform noise, dx drawn first (sigma 0: the noise)
     dx, dy = ((ndimage.gaussian_filter(rng.uniform(-1, 1, size=(h, w)), sigma, mode="reflect", truncate=3.0)
