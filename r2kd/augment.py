@@ -26,8 +26,6 @@ CUTMIX_ALPHA = 1.0  # λ ~ Beta(1, 1)     [REF]
 CUTMIXPICK_K = 64  # keep the k highest-entropy samples; k = min(B, 64)  [REF]
 AUTOAUGMENT_SMALL_MAX_SIDE = 32  # CIFAR10 policy up to 32 px, IMAGENET policy above  [REF]
 
-TeacherLogitsFn = Callable[[Tensor], Tensor]
-
 
 @dataclass(frozen=True)
 class View:
@@ -45,7 +43,7 @@ class _Ctx:
     generator: torch.Generator
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    teacher_logits_fn: TeacherLogitsFn | None
+    teacher_logits_fn: Callable[[Tensor], Tensor] | None
     pick_entropy_on: Literal["clean", "view"]
     autoaugment_per: Literal["batch", "image"]
 
@@ -224,7 +222,8 @@ VIEWS: dict[str, Callable[[Tensor, _Ctx], View]] = {
 
 
 def make_view(name: str, x: Tensor, *, generator: torch.Generator, mean: Sequence[float], std: Sequence[float],
-              teacher_logits_fn: TeacherLogitsFn | None = None, pick_entropy_on: Literal["clean", "view"] = "clean",
+              teacher_logits_fn: Callable[[Tensor], Tensor] | None = None,
+              pick_entropy_on: Literal["clean", "view"] = "clean",
               autoaugment_per: Literal["batch", "image"] = "batch") -> View:
     """View ``name`` of the normalised batch ``x`` (N, C, H, W), ``generator`` (CPU) its only randomness,
     ``mean``/``std`` its normalisation (for autoaugment: one sub-policy per batch, as the reference, or
