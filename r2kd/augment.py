@@ -26,8 +26,6 @@ CUTMIX_ALPHA = 1.0  # λ ~ Beta(1, 1)     [REF]
 CUTMIXPICK_K = 64  # keep the k highest-entropy samples; k = min(B, 64)  [REF]
 AUTOAUGMENT_SMALL_MAX_SIDE = 32  # CIFAR10 policy up to 32 px, IMAGENET policy above  [REF]
 
-TeacherLogitsFn = Callable[[Tensor], Tensor]
-
 
 @dataclass(frozen=True)
 class View:
@@ -45,12 +43,9 @@ class _Ctx:
     generator: torch.Generator
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    teacher_logits_fn: TeacherLogitsFn | None
+    teacher_logits_fn: Callable[[Tensor], Tensor] | None
     pick_entropy_on: Literal["clean", "view"]
     autoaugment_per: Literal["batch", "image"]
-
-
-ViewFn = Callable[[Tensor, _Ctx], View]
 
 
 # --- random draws: all from the CPU generator -------------------------------------------------
@@ -188,33 +183,22 @@ def _autoaugment(x: Tensor, ctx: _Ctx) -> View:
     # The ops run on the CPU: 32-64 px images are launch-bound on a GPU, and CPU uint8 kernels
     # make the view bit-identical whatever device the batch came from.
     seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator).item())
-    if ctx.autoaugment_per == "batch":
-        # [REF] torchvision v1 AutoAugment on the whole uint8 batch tensor: one sub-policy (ops,
-        # magnitudes, signs, apply/skip draws) for every image of the batch; pixels truncated.
-        from torchvision import transforms
-
-        pixels = to_pixels(x, mean, std, "truncate")
-        run = transforms.AutoAugment(policy)
+    # [REF] "batch": torchvision v1 AutoAugment on the whole uint8 batch tensor, one sub-policy (ops, magnitudes,
+    # signs, apply/skip draws) for every image of the batch, pixels truncated. "image": torchvision v2 on each
+    # image on its own, pixels rounded.
+    per_image = ctx.autoaugment_per == "image"
+    if per_image:
+        from torchvision.transforms import v2 as transforms
     else:
-        # One sub-policy per image (torchvision v2, each image on its own), pixels rounded.
-        from torchvision.transforms import v2
-
-        pixels = to_pixels(x, mean, std, "round")
-        augment = v2.AutoAugment(policy)
-
-        def run(batch: Tensor) -> Tensor:
-            return torch.stack([augment(img) for img in batch])
+        from torchvision import transforms
+    pixels = to_pixels(x, mean, std, "round" if per_image else "truncate")
+    augment = transforms.AutoAugment(policy)
     # torchvision draws its sub-policy and magnitudes from the global CPU RNG; fork it so that
     # the draws come from our seed and the caller's global stream is left untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        out = run(pixels)
+        out = torch.stack([augment(img) for img in pixels]) if per_image else augment(pixels)
     return View(((out.float().div(255.0) - mean) / std).to(device=x.device, dtype=x.dtype))
-
-
-def _entropy(logits: Tensor) -> Tensor:
-    log_p = F.log_softmax(logits.float(), dim=1)
-    return -(log_p.exp() * log_p).sum(dim=1)
 
 
 def _cutmixpick(x: Tensor, ctx: _Ctx) -> View:
@@ -226,18 +210,20 @@ def _cutmixpick(x: Tensor, ctx: _Ctx) -> View:
         return mixed  # every row kept: no teacher pass needed
     with torch.no_grad():
         # [REF] ranks the *clean* batch by teacher entropy; "view" ranks the mixed samples.
-        source = x if ctx.pick_entropy_on == "clean" else mixed.x
-        entropy = _entropy(ctx.teacher_logits_fn(source))
+        log_p = F.log_softmax(ctx.teacher_logits_fn(x if ctx.pick_entropy_on == "clean" else mixed.x).float(), dim=1)
+        entropy = -(log_p.exp() * log_p).sum(dim=1)
     keep = torch.topk(entropy, k).indices.sort().values.to(x.device)
     return View(mixed.x[keep], index=keep, perm=mixed.perm)
 
 
-VIEWS: dict[str, ViewFn] = {**{name: functools.partial(_drawn_and_applied, name) for name in _DRAWS},
-                             "autoaugment": _autoaugment, "cutmixpick": _cutmixpick}
+VIEWS: dict[str, Callable[[Tensor, _Ctx], View]] = {
+    **{name: functools.partial(_drawn_and_applied, name) for name in _DRAWS},
+    "autoaugment": _autoaugment, "cutmixpick": _cutmixpick}
 
 
 def make_view(name: str, x: Tensor, *, generator: torch.Generator, mean: Sequence[float], std: Sequence[float],
-              teacher_logits_fn: TeacherLogitsFn | None = None, pick_entropy_on: Literal["clean", "view"] = "clean",
+              teacher_logits_fn: Callable[[Tensor], Tensor] | None = None,
+              pick_entropy_on: Literal["clean", "view"] = "clean",
               autoaugment_per: Literal["batch", "image"] = "batch") -> View:
     """View ``name`` of the normalised batch ``x`` (N, C, H, W), ``generator`` (CPU) its only randomness,
     ``mean``/``std`` its normalisation (for autoaugment: one sub-policy per batch, as the reference, or

@@ -77,9 +77,8 @@ def brightness(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.nda
     """HSV value + c, clipped. Hue and saturation fixed make RGB proportional to V, so the RGB ->
     HSV -> RGB round trip of the reference is ``rgb * V'/V`` (and ``V'`` for black); on one channel,
     V is the grey value itself."""
-    c = BRIGHTNESS[severity - 1]
     value = x.max(axis=2, keepdims=True)
-    new = np.clip(value + c, 0, 1)
+    new = np.clip(value + BRIGHTNESS[severity - 1], 0, 1)
     return np.clip(np.where(value > 0, x * new / np.where(value > 0, value, 1), new), 0, 1)
 
 
@@ -92,8 +91,7 @@ def pixelate(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarr
     """PIL BOX down to int(side * c), BOX back up (on the uint8 image, like the reference)."""
     h, w = x.shape[:2]
     c = PIXELATE[severity - 1]
-    img = _to_pil(x).resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX)
-    return _from_pil(img)
+    return _from_pil(_to_pil(x).resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX))
 
 
 def jpeg_compression(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
@@ -164,9 +162,8 @@ def snow(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def frost(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    """ADAPTED: the reference blends a random crop of one of six frost photographs, which are not
-    shipped here; a procedural frost texture (frost_texture) takes their place, blended with the
-    reference's weights."""
+    """ADAPTED (docs/robustness.md): frost_texture in place of the reference's frost photographs (not shipped
+    here), blended with the reference's weights."""
     weight_x, weight_frost = FROST[severity - 1]
     texture = frost_texture(x.shape[0], x.shape[1], rng)
     texture = _grey(texture) if x.shape[2] == 1 else texture
@@ -177,7 +174,7 @@ def fog(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     amount, decay = FOG[severity - 1]
     h, w = x.shape[:2]
     max_val = x.max()
-    x = x + amount * plasma_fractal(_pow2(max(h, w)), decay, rng)[:h, :w, None]
+    x = x + amount * plasma_fractal(h, w, decay, rng)[..., None]
     return np.clip(x * max_val / (max_val + amount), 0, 1)
 
 
@@ -194,8 +191,7 @@ def elastic_transform(x: np.ndarray, severity: int, rng: np.random.Generator) ->
     forward = np.linalg.solve(np.hstack([src.astype(np.float64), np.ones((3, 1))]), dst.astype(np.float64)).T
     inverse = np.linalg.inv(np.vstack([forward, [0, 0, 1]]))[:2]
     cols, rows = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
-    src_cols = inverse[0, 0] * cols + inverse[0, 1] * rows + inverse[0, 2]
-    src_rows = inverse[1, 0] * cols + inverse[1, 1] * rows + inverse[1, 2]
+    src_cols, src_rows = (inverse[i, 0] * cols + inverse[i, 1] * rows + inverse[i, 2] for i in range(2))
     x = _per_channel(x, lambda ch: ndimage.map_coordinates(ch, [src_rows, src_cols], order=1, mode="mirror"))
     # skimage.filters.gaussian(mode='reflect', truncate=3) of uniform noise, dx drawn first (sigma 0: the noise)
     dx, dy = ((ndimage.gaussian_filter(rng.uniform(-1, 1, size=(h, w)), sigma, mode="reflect", truncate=3.0)
@@ -231,11 +227,9 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generato
 
 def corrupt_set(images: np.ndarray, indices: np.ndarray, seed: int, workers: int = 1,
                 on_done: Callable[[str], None] | None = None) -> np.ndarray:
-    """Every image of ``images`` (uint8 N x C x H x W) under every corruption and severity:
-    uint8 [corruption, severity, N, C, H, W]. Image n's randomness is seeded by (seed, corruption,
-    severity, indices[n]) alone, so an image is corrupted the same way whatever else is in the set,
-    and whichever process corrupts it: with ``workers`` > 1 the corruptions are shared out among
-    that many processes (the work is NumPy in small pieces, which threads would serialise).
+    """Every image of ``images`` (uint8 N x C x H x W) under every corruption and severity: uint8 [corruption,
+    severity, N, C, H, W], image n seeded by (seed, corruption, severity, indices[n]) alone (docs/robustness.md),
+    whichever of the ``workers`` processes corrupts it (NumPy in small pieces, which threads would serialise).
     ``on_done(name)`` is called as each corruption is finished (progress)."""
     out = np.empty((len(CORRUPTIONS), len(SEVERITIES), *images.shape), dtype=np.uint8)
     with contextlib.ExitStack() as stack:
@@ -283,7 +277,7 @@ def frost_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """A procedural frost layer (H x W x 3 in [0, 1]): a rough plasma fractal (patchy haze) plus
     thin bright ice-crystal streaks, blue-white, with a mean near that of the reference's 0.2-scaled
     frost photographs (~0.55). Not the published textures: frost numbers are not CIFAR-10-C's."""
-    haze = plasma_fractal(_pow2(max(h, w)), 1.6, rng)[:h, :w]
+    haze = plasma_fractal(h, w, 1.6, rng)
     streaks = np.zeros((h, w))
     for _ in range(max(4, (h * w) // 64)):
         r0, c0 = rng.uniform(0, h), rng.uniform(0, w)
@@ -297,9 +291,10 @@ def frost_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return grey[..., None] * np.array([0.85, 0.93, 1.0])
 
 
-def plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) -> np.ndarray:
-    """The reference's diamond-square height map (mapsize a power of two), scaled to [0, 1]."""
-    assert mapsize & (mapsize - 1) == 0
+def plasma_fractal(h: int, w: int, wibbledecay: float, rng: np.random.Generator) -> np.ndarray:
+    """The reference's diamond-square height map on the smallest power-of-two square covering h x w, scaled to
+    [0, 1], then cropped to h x w."""
+    mapsize = 1 << max(max(h, w) - 1, 1).bit_length()
     heights = np.zeros((mapsize, mapsize))
     step, wibble = mapsize, 100.0
 
@@ -320,7 +315,7 @@ def plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) -
         step //= 2
         wibble /= wibbledecay
     heights -= heights.min()
-    return heights / heights.max()
+    return (heights / heights.max())[:h, :w]
 
 
 def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -367,11 +362,6 @@ def _resize(x: np.ndarray, w: int, h: int, resample: int) -> np.ndarray:
     """Float per-channel resize with PIL (mode 'F': no rounding)."""
     return _per_channel(x, lambda ch: np.asarray(Image.fromarray(ch.astype(np.float32), mode="F")
                                                  .resize((w, h), resample), dtype=np.float64))
-
-
-def _pow2(n: int) -> int:
-    """The smallest power of two >= n."""
-    return 1 << max(n - 1, 1).bit_length()
 
 
 def _to_pil(x: np.ndarray) -> Image.Image:

@@ -18,17 +18,10 @@ NOISE_SEED = 1234  # the noise is the same for every model scored
 
 
 @torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    amp: str = "none",
-    *,
-    noise_std: float | None = None,
-    data_std: Sequence[float] | None = None,
-    logits_out: list[torch.Tensor] | None = None,
-    part: tuple[int, int] = (0, 1),
-    reduce: Callable[[torch.Tensor], None] | None = None,
-) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], amp: str = "none", *,
+             noise_std: float | None = None, data_std: Sequence[float] | None = None,
+             logits_out: list[torch.Tensor] | None = None, part: tuple[int, int] = (0, 1),
+             reduce: Callable[[torch.Tensor], None] | None = None) -> dict[str, float]:
     """Scores of ``model`` on a fixed-order test iterator; ``noise_std`` is in [0, 1] pixel units,
     ``data_std`` the normalisation of the batches (the noise is added after it). ``logits_out``, if
     given, receives the clean logits of every batch (float32, CPU). ``part`` = (i, n): this process

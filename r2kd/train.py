@@ -124,9 +124,15 @@ class Trainer:
             step = GraphedStep(step, batch_size=self.train_batches.batch_size, backend=self.graph_backend)
         start_epoch = self._resume(member.optimizer, member.history)
         member.begin(start_epoch)
-        (outcome,) = run_epochs([member], step, start_epoch, self.recipe.epochs,
-                                save=lambda epoch: self._save_state(epoch, member.optimizer, member.history),
-                                label=self.label, solo=True)
+
+        def save(epoch: int) -> None:
+            # Every rank holds the same state (DDP keeps the replicas equal): rank 0 writes it, the
+            # others wait, so no rank runs ahead of a state a restart would resume from.
+            if world().is_main:
+                self.write_state(epoch, self.state_dict(member.optimizer, member.history))
+            barrier()
+
+        (outcome,) = run_epochs([member], step, start_epoch, self.recipe.epochs, save=save, label=self.label, solo=True)
         self.step_kind = step.kind  # a failed capture turns a graphed run eager
         assert isinstance(outcome, FitResult)
         return outcome
@@ -141,13 +147,6 @@ class Trainer:
         return Member(self, optimizer, step)
 
     # --- resume state -------------------------------------------------------------------------
-    def _save_state(self, epoch: int, optimizer: SGD, history: list[dict]) -> None:
-        # Every rank holds the same state (DDP keeps the replicas equal): rank 0 writes it, the
-        # others wait, so no rank runs ahead of a state a restart would resume from.
-        if world().is_main:
-            self.write_state(epoch, self.state_dict(optimizer, history))
-        barrier()
-
     def write_state(self, epoch: int, state: dict) -> None:
         save_checkpoint(self.state_path,
                         {"format": "r2kd-resume-v1", "fingerprint": self.fingerprint, "epoch": epoch, **state})
@@ -245,7 +244,8 @@ def run_epochs(members: list[Member], step, start_epoch: int, epochs: int, *, sa
                 f"loss {sum(float(v) for v in term_sums.values()) / steps_per_epoch:.4f}  "
                 f"top-1 {row['test_top1']:.2f}  (best {best['test_top1']:.2f} @ {best['epoch']})  {seconds:.1f}s")
 
-    with _progress(disable=not main) as progress:
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True, disable=not main) as progress:
         task = progress.add_task(label, total=epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch)
         for epoch in range(start_epoch + 1, epochs + 1):
             live = [m for m in members if m.failed is None]
@@ -309,8 +309,3 @@ def read_state(path: Path, fmt: str, fingerprint: str, label: str,
 def _say(message: str) -> None:
     if world().is_main:  # every rank of a multi-process run would say the same
         console.print(message)
-
-
-def _progress(disable: bool = False) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, transient=True, disable=disable)

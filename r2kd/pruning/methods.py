@@ -57,10 +57,8 @@ class PruneResult:
 
 
 def prune_teacher(model: nn.Module, example_inputs: torch.Tensor, config: PruneConfig) -> PruneResult:
-    """A pruned deep copy of ``model``, never retrained; ``example_inputs`` is a small batch of the data's shape.
-
-    ``model`` itself is not modified; the copy keeps its train/eval modes and ``requires_grad`` flags.
-    """
+    """A pruned deep copy of ``model`` (``model`` untouched; the copy keeps its train/eval modes and ``requires_grad``
+    flags), never retrained; ``example_inputs`` is a small batch of the data's shape."""
     if config.method not in PRUNE_METHODS:
         raise ConfigError(f"prune.method: unknown method {config.method!r}; choose one of {sorted(PRUNE_METHODS)}")
     start = time.perf_counter()
@@ -79,20 +77,14 @@ def prune_teacher(model: nn.Module, example_inputs: torch.Tensor, config: PruneC
 
 def nonzero_weight_fraction(model: nn.Module) -> float:
     """Fraction of non-zero entries over all Conv and Linear weights together."""
-    total = nonzero = 0
-    for _, layer in weighted_layers(model):
-        total += layer.weight.numel()
-        nonzero += int(torch.count_nonzero(layer.weight.detach()))
-    return nonzero / total if total else 1.0
+    weights = [layer.weight.detach() for _, layer in weighted_layers(model)]
+    total = sum(w.numel() for w in weights)
+    return sum(int(torch.count_nonzero(w)) for w in weights) / total if total else 1.0
 
 
 def prune_l1_unstructured(model: nn.Module, example_inputs: torch.Tensor, config: PruneConfig) -> nn.Module:
-    """The reference: zero the ``ratio`` smallest-magnitude weights of every Conv and Linear layer.
-
-    Layer-wise (each layer loses the same fraction), stem and classifier included, biases and
-    BatchNorm untouched; the masks are folded into the weights so the result is a plain module
-    with no pruning hooks. Shapes do not change, so neither do parameter or MAC counts.
-    """
+    """The reference: zero the ``ratio`` smallest-magnitude weights of every Conv and Linear layer, masks folded
+    into the weights (no pruning hooks left; docs/prune.md)."""
     with torch.no_grad():
         for _, layer in weighted_layers(model):
             torch_prune.l1_unstructured(layer, name="weight", amount=config.ratio)
@@ -101,12 +93,8 @@ def prune_l1_unstructured(model: nn.Module, example_inputs: torch.Tensor, config
 
 
 def prune_torch_pruning(model: nn.Module, example_inputs: torch.Tensor, config: PruneConfig) -> nn.Module:
-    """Structured channel pruning with torch-pruning's dependency graph and magnitude importance.
-
-    Every layer group loses ``ratio`` of its channels (no global ranking), so parameters and MACs
-    fall by about 1 − (1 − ratio)². The classifier is ignored, so its outputs (the classes) stay.
-    The result is checked against the channel-masked original (:func:`_check_channel_pruning`).
-    """
+    """Structured channel pruning with torch-pruning's dependency graph and magnitude importance, per layer group,
+    classifier kept (docs/prune.md); checked against the channel-masked original (:func:`_check_channel_pruning`)."""
     original = copy.deepcopy(model)  # unpruned, for the check
     try:
         classifier = classifier_of(model)
@@ -123,9 +111,7 @@ def prune_torch_pruning(model: nn.Module, example_inputs: torch.Tensor, config: 
 
 
 PRUNE_METHODS: dict[str, Callable[[nn.Module, torch.Tensor, PruneConfig], nn.Module]] = {
-    "torch_pruning": prune_torch_pruning,
-    "l1_unstructured": prune_l1_unstructured,
-}
+    "torch_pruning": prune_torch_pruning, "l1_unstructured": prune_l1_unstructured}
 
 
 # Relative tolerance of the check that the structurally pruned network computes exactly what the
@@ -136,10 +122,8 @@ _EQUIVALENCE_RTOL = 1e-3
 
 @contextlib.contextmanager
 def _kept_modes_and_grads(model: nn.Module) -> Iterator[None]:
-    """Restore every module's train/eval flag and every parameter's requires_grad on exit.
-
-    Keyed by name, not identity: torch-pruning swaps parameter objects but keeps module names.
-    """
+    """Restore every module's train/eval flag and every parameter's requires_grad on exit (keyed by name, not
+    identity: torch-pruning swaps parameter objects but keeps module names)."""
     modes = {name: m.training for name, m in model.named_modules()}
     grads = {name: p.requires_grad for name, p in model.named_parameters()}
     try:
@@ -178,7 +162,6 @@ def _permuting_ops(model: nn.Module, inputs: torch.Tensor) -> list[str]:
         for param in model.parameters():
             param.requires_grad_(True)
         output = model(inputs)
-    found: set[str] = set()
     seen: set[object] = set()  # the nodes themselves: ids of freed wrappers could be reused
     stack = [output.grad_fn]
     while stack:
@@ -186,10 +169,8 @@ def _permuting_ops(model: nn.Module, inputs: torch.Tensor) -> list[str]:
         if node is None or node in seen:
             continue
         seen.add(node)
-        if type(node).__name__.startswith(_PERMUTING_NODES):
-            found.add(type(node).__name__)
         stack.extend(child for child, _ in node.next_functions)
-    return sorted(found)
+    return sorted({type(node).__name__ for node in seen if type(node).__name__.startswith(_PERMUTING_NODES)})
 
 
 def _channel_coupled(module: nn.Module) -> bool:
@@ -199,13 +180,8 @@ def _channel_coupled(module: nn.Module) -> bool:
 
 
 def rounded_kept(current: int, n_pruned: int, round_to: int) -> int:
-    """Channels a group keeps with ``round_to``: rounded down to a multiple, never below one multiple.
-
-    torch-pruning's own rounding (``BasePruner._round_to``) rounds down without a floor, so a
-    16-channel group pruned 10 % with round_to 16 (16 -> 14 -> 0) would lose every channel. A group
-    narrower than ``round_to`` keeps the unrounded count; one of exactly ``round_to`` channels
-    keeps them all.
-    """
+    """Channels a group keeps with ``round_to``: rounded down to a multiple, never below one multiple (torch-pruning's
+    own ``BasePruner._round_to`` has no floor: 16 -> 14 -> 0); a group narrower than ``round_to`` is not rounded."""
     kept = current - n_pruned
     return kept if current < round_to else max(kept - kept % round_to, round_to)
 
@@ -249,13 +225,9 @@ def _prune_channels(model: nn.Module, inputs: torch.Tensor, classifier: nn.Modul
 
 def _check_channel_pruning(original: nn.Module, pruned: nn.Module, inputs: torch.Tensor, reference: torch.Tensor,
                            removed: dict[str, set[int]]) -> None:
-    """Refuse results that are not a sound channel pruning of ``original``.
-
-    Pruning channel c must equal zeroing channel c: the original network with every removed
-    output channel zeroed has to compute the same logits as the pruned one. This catches
-    couplings torch-pruning cannot see (channel shuffles, stored channel counts used in
-    reshapes) instead of handing distillation a scrambled teacher.
-    """
+    """Refuse results that are not a sound channel pruning of ``original``: the original with every removed output
+    channel zeroed must compute the pruned network's logits. This catches couplings torch-pruning cannot see
+    (channel shuffles, stored channel counts used in reshapes) instead of handing distillation a scrambled teacher."""
     if not removed:
         raise _unsupported(original, "torch-pruning found no channel it could remove")
     try:
