@@ -38,6 +38,12 @@ class SharedPasses:
         self._done.clear()
 
 
+def frozen_roles(method: Method | type[Method]) -> tuple[str, ...]:
+    """The frozen networks ``method`` runs: "teacher", "pruned" (the pair file verifies exactly these)."""
+    return tuple(role for role, used in (("teacher", method.uses_teacher), ("pruned", method.uses_pruned_teacher))
+                 if used)
+
+
 def _frozen(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits of a frozen network: no autograd graph, returned as an ordinary tensor."""
     with torch.inference_mode():
@@ -121,9 +127,7 @@ class DistillObjective:
         return x.contiguous(memory_format=torch.channels_last) if self.fast and x.dim() == 4 else x
 
     def _nets(self) -> list[str]:
-        method = self.method
-        return [name for name, used in (("teacher", method.uses_teacher), ("pruned", method.uses_pruned_teacher))
-                if used and getattr(self, name) is not None]
+        return [name for name in frozen_roles(self.method) if getattr(self, name) is not None]
 
     def _clean_passes(self, x: torch.Tensor):
         """The view (but cutmixpick's) and the frozen clean logits (and view logits, where one pass has both)."""
