@@ -47,14 +47,10 @@ _claimed_gpu: dict[tuple[int, int], int] = {}
 
 
 def resolve_device(spec: str = "auto", jobs_per_gpu: int | None = None) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; ``cuda[:N]`` fails clearly without a GPU.
-
-    With ``jobs_per_gpu`` (resources.<stage>.jobs_per_gpu), ``auto`` and ``cuda`` also pick WHICH
-    GPU: a free slot among the visible GPUs, held until the process ends (r2kd.gpu_slots), so that
-    jobs started side by side spread over the GPUs instead of all using cuda:0. ``cuda:N`` is placed
-    as asked. In a torchrun world (r2kd.distributed: an initialised process group of more than one
-    process) on CUDA, each process is on cuda:LOCAL_RANK, one GPU per process.
-    """
+    """``auto`` picks CUDA when present, else CPU; ``cuda[:N]`` fails clearly without a GPU. With ``jobs_per_gpu``,
+    ``auto`` and ``cuda`` claim a free slot on one GPU for the process's life, so that jobs started side by side
+    spread over the GPUs (docs/distributed.md, "Which GPUs"); in a torchrun world on CUDA each process is on
+    cuda:LOCAL_RANK."""
     import torch.distributed as dist
 
     if spec in ("auto", "cuda") and jobs_per_gpu is not None and torch.cuda.is_available() \

@@ -1,8 +1,7 @@
 """One training step's distillation objective (METHOD.md §4): which networks run on the clean batch
 and on the method's augmented view, and which frozen passes share a batch (docs/architecture.md, "How
-the fast paths keep their numbers"). Frozen passes run under ``torch.inference_mode``, their logits
-copied out of it so that a method may use them like any tensor; ``fast`` also feeds the batch as
-channels_last (the caller converts the networks: :func:`r2kd.runtime.fast_layout`).
+the fast paths keep their numbers"); ``fast`` feeds the batch as channels_last (the caller converts the
+networks: :func:`r2kd.runtime.fast_layout`).
 """
 
 from __future__ import annotations

@@ -109,8 +109,7 @@ def corruption_scores(logits: torch.Tensor, corrupted: CorruptedData, clean_subs
                       cal: dict) -> dict:
     """Top-1 per corruption and severity, error per family, mean corruption error, calibration."""
     names, severities = corrupted.meta["corruptions"], corrupted.meta["severities"]
-    n = corrupted.labels.numel()
-    per = logits.view(len(names), len(severities), n, -1)
+    per = logits.view(len(names), len(severities), corrupted.labels.numel(), -1)
     acc = {name: [top1(per[k, s], corrupted.labels) for s in range(len(severities))] for k, name in enumerate(names)}
     error = {name: [100.0 - a for a in values] for name, values in acc.items()}
     families = {fam: sum(sum(error[c]) / len(severities) for c in members) / len(members)
