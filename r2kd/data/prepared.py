@@ -180,13 +180,10 @@ def load_index(out_dir: Path, split: str, meta: dict[str, Any]) -> dict[str, tor
 def write_prepared(cfg: DataConfig, out_dir: Path, found: RawDataset | IndexedDataset,
                    splits: dict[str, dict[str, torch.Tensor]], compute_stats: Callable[[], tuple[list, list, str]],
                    **keys: Any) -> dict[str, Any]:
-    """Write each split's payload to ``<split>.pt`` and then a ``meta.json`` of the keys both storages
-    share plus ``keys``, all or nothing; return the meta.
-
-    mean/std are ``found``'s published statistics, else ``compute_stats()``: (mean, std, stats_from).
-    The old meta.json goes first: until the new one lands, the directory reads as unprepared, and a
-    failure part-way removes the split files already written.
-    """
+    """Write each split's payload to ``<split>.pt``, then a ``meta.json`` of the keys both storages share plus
+    ``keys`` (mean/std: ``found``'s published ones, else ``compute_stats()``: mean, std, stats_from); return the
+    meta. All or nothing: the old meta.json goes first, so until the new one lands the directory reads as
+    unprepared, and a failure part-way removes the split files already written."""
     if found.mean is not None and found.std is not None:
         mean, std, stats_from = found.mean, found.std, found.stats_from or "published"
     else:
@@ -210,13 +207,12 @@ def write_prepared(cfg: DataConfig, out_dir: Path, found: RawDataset | IndexedDa
         **found.extra,
         "params": {"data": cfg.model_dump(mode="json")},  # what it was prepared from (r2kd/recorded.py)
     }
-    out_dir = Path(out_dir)
-    meta_path = out_dir / "meta.json"
+    meta_path = Path(out_dir) / "meta.json"
     written: list[Path] = []
     try:
         meta_path.unlink(missing_ok=True)
         for split in SPLITS:
-            path = out_dir / f"{split}.pt"
+            path = meta_path.with_name(f"{split}.pt")
             save_checkpoint(path, splits[split])
             written.append(path)
         write_json(meta_path, meta)

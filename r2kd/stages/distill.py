@@ -102,9 +102,7 @@ def due_runs(params: Params, selected: StudentRun) -> list[StudentRun]:
             return False
         return all((run.dir / name).is_file() for name in OUTPUTS) and key == keys[run]
 
-    if final(selected):
-        return []
-    return [r for r in runs if r == selected or not (current(r) or final(r))]
+    return [] if final(selected) else [r for r in runs if r == selected or not (current(r) or final(r))]
 
 
 def train_cohort(params: Params, rs: RunSpec, due: list[StudentRun], selected: StudentRun) -> None:
@@ -185,9 +183,8 @@ def build_run(params: Params, rs: RunSpec, run: StudentRun, data: Data, frozen: 
               shared: SharedPasses | None = None, inputs: dict[str, str] | None = None) -> BuiltRun:
     """The student, objective and trainer of ``run``; ``frozen`` and the generators may be shared
     (``view_generator(view)``: the generator the run's view kind draws from)."""
-    hparams = params.method_hparams(run.method, run.augment, run.pair)
     method_cls = METHODS[run.method]
-    chosen = method_cls(hparams)
+    chosen = method_cls(params.method_hparams(run.method, run.augment, run.pair))
     device = rs.device
     torch.manual_seed(run.seed)  # student initialisation depends on the seed only
     spec = arch_spec(run.student, data.meta)

@@ -66,8 +66,7 @@ def run(params: Params) -> None:
     # are scored at once, on threads (r2kd/workers.py); the records are assembled in order, each
     # model's logits dropped once its record is done (a student's corrupted-set logits can be
     # hundreds of MB), as when they are scored one by one.
-    workers = cpu_workers(device, params.runtime.threads)
-    scored = map_in_order(score, jobs, workers, "evaluate")
+    scored = map_in_order(score, jobs, cpu_workers(device, params.runtime.threads), "evaluate")
     records: list[dict] = []
     teacher_logits: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
     images = labels.numel() + (corrupted.images.shape[:3].numel() if corrupted.enabled else 0)  # K x S x N
@@ -179,8 +178,7 @@ def add_mce(records: list[dict], params: Params) -> None:
         baselines[key] = ({c: [sum(e[c][s] for e in errors) / len(errors) for s in range(len(errors[0][c]))]
                            for c in errors[0]}, sum(_clean_error(r) for r in runs) / len(runs))
 
-    def scores(rec: dict, key: tuple[str, str]) -> tuple[float | None, float | None]:
-        """(mCE, relative mCE) of ``rec`` against the ce students of ``key``."""
+    def scores(rec: dict, key: tuple[str, str]) -> tuple[float | None, float | None]:  # (mCE, relative mCE)
         base, base_clean = baselines[key]
         return mce(_errors(rec), base), relative_mce(_errors(rec), _clean_error(rec), base, base_clean)
 
