@@ -37,8 +37,7 @@ def _check(args: argparse.Namespace) -> None:
             from r2kd.handoff import missing_results, remove_empty_folders
 
             remove_empty_folders()  # those DVC made for the outputs of stages an invalid value named
-            missing = missing_results()
-            if missing:  # `dvc exp run` checks out dvc.lock before any stage: say what that removed
+            if missing := missing_results():  # `dvc exp run` checks out dvc.lock before any stage: say what it removed
                 exc = UserError(f"{exc}\n{len(missing)} result(s) recorded in dvc.lock are not on disk "
                                 f"({missing[0]}, ...): fix params.yaml (`git checkout params.yaml` undoes a "
                                 "`dvc exp run -S`), then `dvc checkout` restores them from DVC's cache")
@@ -76,8 +75,7 @@ def _preset(args: argparse.Namespace) -> None:
 
     from r2kd import presets
 
-    found = presets.find(args.name)
-    if found is None:
+    if (found := presets.find(args.name)) is None:
         raise ConfigError(f"no preset {args.name!r}; known presets: {presets.names()}")
     with as_file(found) as source:
         load_params(source)

@@ -47,30 +47,12 @@ _claimed_gpu: dict[tuple[int, int], int] = {}
 
 
 def resolve_device(spec: str = "auto", jobs_per_gpu: int | None = None) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; ``cuda[:N]`` fails clearly without a GPU.
-
-    With ``jobs_per_gpu`` (resources.<stage>.jobs_per_gpu), ``auto`` and ``cuda`` also pick WHICH
-    GPU: a free slot among the visible GPUs, held until the process ends (r2kd.gpu_slots), so that
-    jobs started side by side spread over the GPUs instead of all using cuda:0. ``cuda:N`` is placed
-    as asked. In a torchrun world (r2kd.distributed: an initialised process group of more than one
-    process) on CUDA, each process is on cuda:LOCAL_RANK, one GPU per process.
-    """
+    """``auto`` picks CUDA when present, else CPU; ``cuda[:N]`` fails clearly without a GPU. With ``jobs_per_gpu``,
+    ``auto`` and ``cuda`` claim a free slot on one GPU for the process's life, so that jobs started side by side
+    spread over the GPUs (docs/distributed.md, "Which GPUs"); in a torchrun world on CUDA each process is on
+    cuda:LOCAL_RANK."""
     import torch.distributed as dist
 
-    device = _requested_device(spec, jobs_per_gpu)
-    if device.type == "cuda" and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"runtime.nproc_per_node: process {local_rank} needs cuda:{local_rank}, "
-                              f"but only {torch.cuda.device_count()} CUDA devices exist")
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    return device
-
-
-def _requested_device(spec: str, jobs_per_gpu: int | None) -> torch.device:
-    """The device ``spec`` names (a GPU slot for ``auto``/``cuda`` with ``jobs_per_gpu``), before the
-    torchrun placement of :func:`resolve_device`."""
     if spec in ("auto", "cuda") and jobs_per_gpu is not None and torch.cuda.is_available() \
             and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         from r2kd import gpu_slots, paths
@@ -83,18 +65,24 @@ def _requested_device(spec: str, jobs_per_gpu: int | None) -> torch.device:
                 gpu_slots.cuda_gpu_ids(), jobs_per_gpu, paths.GPU_SLOTS,
                 on_wait=lambda: warnings.warn(f"every GPU runs {jobs_per_gpu} job(s) of this kind already "
                                               "(resources.<stage>.jobs_per_gpu); waiting for a free slot"))
-        index = _claimed_gpu[key]
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
+        device = torch.device("cuda", _claimed_gpu[key])
+        torch.cuda.set_device(device)
+    elif spec == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(spec)
+        if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"runtime.device: {spec!r} asked for, but no CUDA device is available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(f"runtime.device: {spec!r} asked for, but only {torch.cuda.device_count()} CUDA "
                               "devices exist")
+    if device.type == "cuda" and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"runtime.nproc_per_node: process {local_rank} needs cuda:{local_rank}, "
+                              f"but only {torch.cuda.device_count()} CUDA devices exist")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
     return device
 
 

@@ -1,9 +1,5 @@
-"""The format the ``prepare`` stage writes: ``train.pt``, ``test.pt`` and ``meta.json`` (docs/data.md).
-
-``meta.json``'s ``storage`` says what the split files hold: decoded images (``memory``, also when
-the key is absent; :func:`load_prepared`) or an index of source files (``stream``; :func:`load_index`).
-``meta.json`` is a file a user can edit, so every key the loaders rely on is validated here, with an
-error naming the file and the key, before any tensor is trusted against it.
+"""The format the ``prepare`` stage writes: ``train.pt``, ``test.pt`` and ``meta.json``, whose ``storage`` says
+whether the splits hold decoded images or a stream index; docs/data.md ("meta.json") lists the keys and checks.
 """
 
 from __future__ import annotations
@@ -104,25 +100,6 @@ STREAM_META_CHECKS: dict[str, Check] = {
 }
 
 
-def validate_meta(meta: Any, meta_path: Path) -> dict[str, Any]:
-    """Refuse a meta.json whose keys the loaders rely on are missing or invalid, naming the key."""
-    fix = "rerun the prepare stage (or undo the edit)"
-    if not isinstance(meta, dict):
-        raise DataError(f"{meta_path} does not hold a JSON object; {fix}")
-    storage = storage_of(meta)
-    checks = {**META_CHECKS, **(STREAM_META_CHECKS if storage == "stream" else {})}
-    missing = [key for key in checks if key not in meta]
-    if missing:
-        raise DataError(f"{meta_path} lacks the required key(s) {', '.join(map(repr, missing))}; {fix}")
-    if storage not in STORAGES:
-        raise DataError(f"{meta_path}: key 'storage' must be one of {list(STORAGES)} (found {storage!r}); {fix}")
-    for key, check in checks.items():
-        problem = check(meta[key], meta)
-        if problem:
-            raise DataError(f"{meta_path}: key {key!r} {problem} (found {meta[key]!r}); {fix}")
-    return meta
-
-
 def storage_of(meta: dict[str, Any]) -> str:
     return meta.get("storage", "memory")
 
@@ -151,6 +128,7 @@ def _load_split(out_dir: Path, split: str, meta: dict[str, Any], shapes: dict[st
 
 
 def load_meta(out_dir: Path) -> dict[str, Any]:
+    """``out_dir``'s meta.json, refused if a key the loaders rely on is missing or invalid, naming the key."""
     meta_path = Path(out_dir) / "meta.json"
     if not meta_path.is_file():
         raise DataError(f"{meta_path} does not exist; run the prepare stage first")
@@ -158,7 +136,21 @@ def load_meta(out_dir: Path) -> dict[str, Any]:
         meta = read_json(meta_path)
     except UserError as exc:
         raise DataError(str(exc)) from exc
-    return validate_meta(meta, meta_path)
+    fix = "rerun the prepare stage (or undo the edit)"
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_path} does not hold a JSON object; {fix}")
+    storage = storage_of(meta)
+    checks = {**META_CHECKS, **(STREAM_META_CHECKS if storage == "stream" else {})}
+    missing = [key for key in checks if key not in meta]
+    if missing:
+        raise DataError(f"{meta_path} lacks the required key(s) {', '.join(map(repr, missing))}; {fix}")
+    if storage not in STORAGES:
+        raise DataError(f"{meta_path}: key 'storage' must be one of {list(STORAGES)} (found {storage!r}); {fix}")
+    for key, check in checks.items():
+        problem = check(meta[key], meta)
+        if problem:
+            raise DataError(f"{meta_path}: key {key!r} {problem} (found {meta[key]!r}); {fix}")
+    return meta
 
 
 def load_prepared(out_dir: Path) -> PreparedData:
@@ -188,13 +180,10 @@ def load_index(out_dir: Path, split: str, meta: dict[str, Any]) -> dict[str, tor
 def write_prepared(cfg: DataConfig, out_dir: Path, found: RawDataset | IndexedDataset,
                    splits: dict[str, dict[str, torch.Tensor]], compute_stats: Callable[[], tuple[list, list, str]],
                    **keys: Any) -> dict[str, Any]:
-    """Write each split's payload to ``<split>.pt`` and then a ``meta.json`` of the keys both storages
-    share plus ``keys``, all or nothing; return the meta.
-
-    mean/std are ``found``'s published statistics, else ``compute_stats()``: (mean, std, stats_from).
-    The old meta.json goes first: until the new one lands, the directory reads as unprepared, and a
-    failure part-way removes the split files already written.
-    """
+    """Write each split's payload to ``<split>.pt``, then a ``meta.json`` of the keys both storages share plus
+    ``keys`` (mean/std: ``found``'s published ones, else ``compute_stats()``: mean, std, stats_from); return the
+    meta. All or nothing: the old meta.json goes first, so until the new one lands the directory reads as
+    unprepared, and a failure part-way removes the split files already written."""
     if found.mean is not None and found.std is not None:
         mean, std, stats_from = found.mean, found.std, found.stats_from or "published"
     else:
@@ -218,13 +207,12 @@ def write_prepared(cfg: DataConfig, out_dir: Path, found: RawDataset | IndexedDa
         **found.extra,
         "params": {"data": cfg.model_dump(mode="json")},  # what it was prepared from (r2kd/recorded.py)
     }
-    out_dir = Path(out_dir)
-    meta_path = out_dir / "meta.json"
+    meta_path = Path(out_dir) / "meta.json"
     written: list[Path] = []
     try:
         meta_path.unlink(missing_ok=True)
         for split in SPLITS:
-            path = out_dir / f"{split}.pt"
+            path = meta_path.with_name(f"{split}.pt")
             save_checkpoint(path, splits[split])
             written.append(path)
         write_json(meta_path, meta)

@@ -1,8 +1,7 @@
 """The runs of one (pair, seed) trained in one process, in lockstep, each batch's views and frozen passes
 computed once (``runtime.share_teachers``; docs/architecture.md); each run gets exactly the tensors it
-would compute alone, so it ends bit-identical to the run trained alone (tests/test_cohort.py). One
-resume state holds every run's, so they never resume at different epochs; at the end each run gets
-its own final resume state, which its own stage resumes from (docs/reliability.md).
+would compute alone, so it ends bit-identical to the run trained alone (tests/test_cohort.py). One resume
+state holds every run's (docs/reliability.md: why, and the final state each run is left).
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """One training step's distillation objective (METHOD.md §4): which networks run on the clean batch
 and on the method's augmented view, and which frozen passes share a batch (docs/architecture.md, "How
-the fast paths keep their numbers"). Frozen passes run under ``torch.inference_mode``, their logits
-copied out of it so that a method may use them like any tensor; ``fast`` also feeds the batch as
-channels_last (the caller converts the networks: :func:`r2kd.runtime.fast_layout`).
+the fast paths keep their numbers"); ``fast`` feeds the batch as channels_last (the caller converts the
+networks: :func:`r2kd.runtime.fast_layout`).
 """
 
 from __future__ import annotations
@@ -36,6 +35,12 @@ class SharedPasses:
 
     def clear(self) -> None:
         self._done.clear()
+
+
+def frozen_roles(method: Method | type[Method]) -> tuple[str, ...]:
+    """The frozen networks ``method`` runs: "teacher", "pruned" (the pair file verifies exactly these)."""
+    return tuple(role for role, used in (("teacher", method.uses_teacher), ("pruned", method.uses_pruned_teacher))
+                 if used)
 
 
 def _frozen(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -121,9 +126,7 @@ class DistillObjective:
         return x.contiguous(memory_format=torch.channels_last) if self.fast and x.dim() == 4 else x
 
     def _nets(self) -> list[str]:
-        method = self.method
-        return [name for name, used in (("teacher", method.uses_teacher), ("pruned", method.uses_pruned_teacher))
-                if used and getattr(self, name) is not None]
+        return [name for name in frozen_roles(self.method) if getattr(self, name) is not None]
 
     def _clean_passes(self, x: torch.Tensor):
         """The view (but cutmixpick's) and the frozen clean logits (and view logits, where one pass has both)."""

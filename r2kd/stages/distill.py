@@ -25,7 +25,7 @@ from r2kd.fast.cohort import fit_cohort
 from r2kd.files import load_checkpoint, read_json, write_json
 from r2kd.lock import LOCKS, file_lock
 from r2kd.methods import METHODS
-from r2kd.methods.objective import DistillObjective, SharedPasses
+from r2kd.methods.objective import DistillObjective, SharedPasses, frozen_roles
 from r2kd.modelfile import arch_spec, build, load_model, save_model
 from r2kd.pipeline import METHODS as METHOD_SPECS
 from r2kd.pipeline import code_name
@@ -47,17 +47,14 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
     selected = find_run(params, pair, method, augment, seed)
     rs = RunSpec.of(params.runtime, params.resources_for("distill").jobs_per_gpu)
     if rs.share_teachers:
-        def wait(holder: str) -> None:
-            console.print(f"[dim]{selected.stage}: waiting for the cohort of {pair} seed {seed} ({holder})[/]")
-
-        with file_lock(LOCKS / f"cohort-{pair}-s{seed}.lock", on_busy=wait):
-            due = due_runs(params, selected)
-            if due:
+        with file_lock(LOCKS / f"cohort-{pair}-s{seed}.lock", on_busy=lambda holder: console.print(
+                f"[dim]{selected.stage}: waiting for the cohort of {pair} seed {seed} ({holder})[/]")):
+            if due := due_runs(params, selected):
                 train_cohort(params, rs, due, selected)
     data_generator = seed_everything(seed, rs.deterministic)
     view_generator = torch.Generator().manual_seed(view_seed(seed))
     data = load_data(params.distill.batch_size, rs.device, data_generator, workers=rs.workers)
-    frozen = load_frozen(params, rs, selected, data.meta, needs(selected.method))
+    frozen = load_frozen(params, rs, selected, data.meta, frozen_roles(METHODS[selected.method]))
     built = build_run(params, rs, selected, data, frozen, data_generator, lambda view: view_generator)
     began = time.perf_counter()
     result = built.trainer.fit()
@@ -77,11 +74,9 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
 def result_key(params: Params, run: StudentRun, meta: dict, inputs: dict[str, str] | None = None) -> str:
     """A hash of everything ``run``'s result depends on: the fingerprint of its resume state, and
     provenance.json's ``result_key``; ``inputs``: the hashes of the run's input files, if computed."""
-    hparams = params.method_hparams(run.method, run.augment, run.pair)
-    inputs = run_inputs(run, inputs)
     return fingerprint(code_name("distill", run.method), arch_spec(run.student, meta), params.distill.model_dump(),
-                       hparams.model_dump(mode="json"), inputs, run.seed, params.prune.bn_mode,
-                       params.runtime.result_settings())
+                       params.method_hparams(run.method, run.augment, run.pair).model_dump(mode="json"),
+                       run_inputs(run, inputs), run.seed, params.prune.bn_mode, params.runtime.result_settings())
 
 
 def due_runs(params: Params, selected: StudentRun) -> list[StudentRun]:
@@ -107,9 +102,7 @@ def due_runs(params: Params, selected: StudentRun) -> list[StudentRun]:
             return False
         return all((run.dir / name).is_file() for name in OUTPUTS) and key == keys[run]
 
-    if final(selected):
-        return []
-    return [r for r in runs if r == selected or not (current(r) or final(r))]
+    return [] if final(selected) else [r for r in runs if r == selected or not (current(r) or final(r))]
 
 
 def train_cohort(params: Params, rs: RunSpec, due: list[StudentRun], selected: StudentRun) -> None:
@@ -124,7 +117,7 @@ def train_cohort(params: Params, rs: RunSpec, due: list[StudentRun], selected: S
         return view_generators.setdefault(view, torch.Generator().manual_seed(view_seed(first.seed)))
 
     data = load_data(params.distill.batch_size, rs.device, data_generator, workers=rs.workers)
-    roles = tuple(sorted({role for r in due for role in needs(r.method)}))
+    roles = tuple(sorted({role for r in due for role in frozen_roles(METHODS[r.method])}))
     frozen = load_frozen(params, rs, first, data.meta, roles)
     shared = SharedPasses()
     inputs = input_hashes([*data_files(), paths.pair_file(first.pair)])
@@ -158,28 +151,18 @@ def view_seed(seed: int) -> int:
     return seed * 1_000_003 + VIEW_STREAM
 
 
-def needs(method: str) -> tuple[str, ...]:
-    """The frozen networks ``method`` runs: "teacher", "pruned" (the pair file verifies exactly these)."""
-    cls = METHODS[method]
-    return tuple(role for role, used in (("teacher", cls.uses_teacher), ("pruned", cls.uses_pruned_teacher)) if used)
-
-
 def load_frozen(params: Params, rs: RunSpec, run: StudentRun, meta: dict,
                 roles: tuple[str, ...]) -> dict[str, torch.nn.Module]:
-    """The frozen networks of ``run``'s pair, as the pair file pins them (by SHA-256): the teacher in
+    """The frozen networks ``roles`` of ``run``'s pair, as the pair file pins them (by SHA-256): the teacher in
     eval mode, the pruned teacher with BatchNorm as prune.bn_mode says; channels_last on the fast path."""
     # a cohort loads the pruned teacher for all its runs: any method that runs it pins the same file
     pin_method = next((m for m in (run.method, *params.methods) if METHOD_SPECS[m].uses_pruned_teacher), None)
     teacher_file, pruned_file = read_pair(run.pair, run.teacher, verify=roles, pin_method=pin_method)
     arch = arch_spec(run.teacher, meta)  # a pruned file records its teacher's architecture
-    frozen = {}
-    if "teacher" in roles:
-        frozen["teacher"] = set_bn_mode(load_model(teacher_file, arch, device=rs.device), "eval")
-    if "pruned" in roles:
-        frozen["pruned"] = set_bn_mode(load_model(pruned_file, arch, device=rs.device), params.prune.bn_mode)
-    if rs.fast:  # rounding may change; docs/performance.md
-        frozen = {name: fast_layout(m) for name, m in frozen.items()}
-    return frozen
+    load = {"teacher": (teacher_file, "eval"), "pruned": (pruned_file, params.prune.bn_mode)}
+    frozen = {role: set_bn_mode(load_model(file, arch, device=rs.device), bn_mode)
+              for role, (file, bn_mode) in load.items() if role in roles}
+    return {role: fast_layout(m) for role, m in frozen.items()} if rs.fast else frozen  # rounding may change
 
 
 @dataclass
@@ -188,7 +171,6 @@ class BuiltRun:
 
     run: StudentRun
     spec: dict
-    hparams: object  # the method's params model
     method: object  # the Method instance
     inputs: dict[str, str]
     model: torch.nn.Module
@@ -201,9 +183,8 @@ def build_run(params: Params, rs: RunSpec, run: StudentRun, data: Data, frozen: 
               shared: SharedPasses | None = None, inputs: dict[str, str] | None = None) -> BuiltRun:
     """The student, objective and trainer of ``run``; ``frozen`` and the generators may be shared
     (``view_generator(view)``: the generator the run's view kind draws from)."""
-    hparams = params.method_hparams(run.method, run.augment, run.pair)
     method_cls = METHODS[run.method]
-    chosen = method_cls(hparams)
+    chosen = method_cls(params.method_hparams(run.method, run.augment, run.pair))
     device = rs.device
     torch.manual_seed(run.seed)  # student initialisation depends on the seed only
     spec = arch_spec(run.student, data.meta)
@@ -228,7 +209,7 @@ def build_run(params: Params, rs: RunSpec, run: StudentRun, data: Data, frozen: 
         amp=rs.amp, graphs=rs.graphs, forward_model=parallel.for_training(model, device),
         modules_to_save={"pruned": pruned_model} if pruned_model is not None else {},
     )
-    return BuiltRun(run, spec, hparams, chosen, inputs, model, trainer, data)
+    return BuiltRun(run, spec, chosen, inputs, model, trainer, data)
 
 
 def write_outputs(params: Params, built: BuiltRun, result: FitResult, out_dir: Path, device: torch.device,
@@ -242,6 +223,6 @@ def write_outputs(params: Params, built: BuiltRun, result: FitResult, out_dir: P
     write_json(out_dir / "provenance.json", provenance(
         params, keys, built.inputs, run.seed, device, role="student", dataset=built.data.meta["name"], pair=run.pair,
         teacher=run.teacher, student=run.student, method=run.method, augment=run.augment,
-        aug_view=built.method.aug_view, method_hparams=built.hparams.model_dump(mode="json"),
+        aug_view=built.method.aug_view, method_hparams=built.method.params.model_dump(mode="json"),
         world_size=world().world_size, **extra,
     ))

@@ -41,7 +41,10 @@ def run(params: Params) -> None:
     amp = resolve_amp(params.runtime.amp, device)
     labels = data.test.labels.cpu()
     corrupted = load_corrupted(paths.CORRUPTED, data.meta)
-    corrupted_batches = _corrupted_batches(corrupted, data.meta, device) if corrupted.enabled else None
+    corrupted_batches = BatchIterator(
+        corrupted.images.flatten(0, 2), corrupted.labels.repeat(corrupted.images.shape[0] * corrupted.images.shape[1]),
+        batch_size=CORRUPTED_BATCH, mean=data.meta["mean"], std=data.meta["std"], train=False, generator=None,
+        device=device) if corrupted.enabled else None
     jobs: list[tuple[str, str, object, dict]] = []  # kind, architecture, model file, record fields
     for arch in params.teachers:
         jobs.append(("teacher", arch, paths.teacher_dir(arch) / "model.pt", {}))
@@ -49,8 +52,7 @@ def run(params: Params) -> None:
                      {"prune_method": params.prune.method, "prune_ratio": params.prune.ratio}))
     for run_ in student_runs(params):
         jobs.append(("student", run_.student, run_.dir / "model.pt",
-                     {"pair": run_.pair, "teacher": run_.teacher, "method": run_.method, "augment": run_.augment,
-                      "seed": run_.seed}))
+                     {key: getattr(run_, key) for key in ("pair", "teacher", "method", "augment", "seed")}))
 
     def score(job) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
         kind, arch, path, _ = job
@@ -64,12 +66,10 @@ def run(params: Params) -> None:
     # are scored at once, on threads (r2kd/workers.py); the records are assembled in order, each
     # model's logits dropped once its record is done (a student's corrupted-set logits can be
     # hundreds of MB), as when they are scored one by one.
-    workers = cpu_workers(device, params.runtime.threads)
-    scored = map_in_order(score, jobs, workers, "evaluate")
+    scored = map_in_order(score, jobs, cpu_workers(device, params.runtime.threads), "evaluate")
     records: list[dict] = []
     teacher_logits: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    images = labels.numel() + (corrupted.labels.numel() * len(corrupted.meta["corruptions"]) * len(corrupted.meta["severities"])
-                               if corrupted.enabled else 0)
+    images = labels.numel() + (corrupted.images.shape[:3].numel() if corrupted.enabled else 0)  # K x S x N
     for (kind, arch, path, fields), (scores, logits, corr) in progress(
             zip(jobs, scored), len(jobs), f"evaluate: {len(jobs)} models x {images:,} images"):
         record = {"kind": kind, "path": str(path), "arch": arch, **fields, **scores,
@@ -92,13 +92,6 @@ def run(params: Params) -> None:
     })
 
 
-def _corrupted_batches(corrupted: CorruptedData, meta: dict, device) -> BatchIterator:
-    k, s, n = corrupted.images.shape[:3]
-    flat = corrupted.images.reshape(k * s * n, *corrupted.images.shape[3:])
-    return BatchIterator(flat, corrupted.labels.repeat(k * s), batch_size=CORRUPTED_BATCH, mean=meta["mean"],
-                         std=meta["std"], train=False, generator=None, device=device)
-
-
 def calibration_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     """ECE / NLL before and after temperature scaling, the temperature cross-fitted on two halves."""
     halves = [torch.arange(0, labels.numel(), 2), torch.arange(1, labels.numel(), 2)]
@@ -115,8 +108,7 @@ def corruption_scores(logits: torch.Tensor, corrupted: CorruptedData, clean_subs
                       cal: dict) -> dict:
     """Top-1 per corruption and severity, error per family, mean corruption error, calibration."""
     names, severities = corrupted.meta["corruptions"], corrupted.meta["severities"]
-    n = corrupted.labels.numel()
-    per = logits.view(len(names), len(severities), n, -1)
+    per = logits.view(len(names), len(severities), corrupted.labels.numel(), -1)
     acc = {name: [top1(per[k, s], corrupted.labels) for s in range(len(severities))] for k, name in enumerate(names)}
     error = {name: [100.0 - a for a in values] for name, values in acc.items()}
     families = {fam: sum(sum(error[c]) / len(severities) for c in members) / len(members)
@@ -137,23 +129,22 @@ def corruption_scores(logits: torch.Tensor, corrupted: CorruptedData, clean_subs
 def fidelity(teacher: torch.Tensor, student: torch.Tensor, teacher_corr: torch.Tensor | None,
              student_corr: torch.Tensor | None, corrupted: CorruptedData) -> dict:
     """How closely the student matches its teacher (Stanton et al., NeurIPS 2021)."""
-    out = {"clean": {"agreement": agreement(teacher, student), "kl": kl_divergence(teacher, student)}}
+    def match(t: torch.Tensor, s: torch.Tensor) -> dict:
+        return {"agreement": agreement(t, s), "kl": kl_divergence(t, s)}
+
+    out = {"clean": match(teacher, student)}
     if teacher_corr is not None and student_corr is not None:
-        out["corrupted"] = {"agreement": agreement(teacher_corr, student_corr),
-                            "kl": kl_divergence(teacher_corr, student_corr)}
+        out["corrupted"] = match(teacher_corr, student_corr)
         k, s = len(corrupted.meta["corruptions"]), len(corrupted.meta["severities"])
         t, st = teacher_corr.view(k, s, -1, teacher_corr.shape[1]), student_corr.view(k, s, -1, student_corr.shape[1])
-        out["corrupted_by_severity"] = [
-            {"agreement": agreement(t[:, i].flatten(0, 1), st[:, i].flatten(0, 1)),
-             "kl": kl_divergence(t[:, i].flatten(0, 1), st[:, i].flatten(0, 1))} for i in range(s)]
+        out["corrupted_by_severity"] = [match(t[:, i].flatten(0, 1), st[:, i].flatten(0, 1)) for i in range(s)]
     return out
 
 
 def mce(errors: dict[str, list[float]], baseline: dict[str, list[float]]) -> float | None:
     """mean over corruptions c of (Σ_s err_model(c, s) / Σ_s err_baseline(c, s)), as a ratio (1 = the
-    baseline). A corruption the baseline never gets wrong (Σ = 0) has no ratio and is left out."""
-    ratios = [sum(errors[c]) / sum(baseline[c]) for c in errors if sum(baseline[c]) > 0]
-    return sum(ratios) / len(ratios) if ratios else None
+    baseline): :func:`relative_mce` with no clean error (x - 0 is x, so the same numbers)."""
+    return relative_mce(errors, 0.0, baseline, 0.0)
 
 
 def relative_mce(errors: dict[str, list[float]], clean_error: float, baseline: dict[str, list[float]],
@@ -187,8 +178,7 @@ def add_mce(records: list[dict], params: Params) -> None:
         baselines[key] = ({c: [sum(e[c][s] for e in errors) / len(errors) for s in range(len(errors[0][c]))]
                            for c in errors[0]}, sum(_clean_error(r) for r in runs) / len(runs))
 
-    def scores(rec: dict, key: tuple[str, str]) -> tuple[float | None, float | None]:
-        """(mCE, relative mCE) of ``rec`` against the ce students of ``key``."""
+    def scores(rec: dict, key: tuple[str, str]) -> tuple[float | None, float | None]:  # (mCE, relative mCE)
         base, base_clean = baselines[key]
         return mce(_errors(rec), base), relative_mce(_errors(rec), _clean_error(rec), base, base_clean)
 
