@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -113,15 +114,16 @@ def make_repo(dest: Path, override: dict | None = None, git: bool = True) -> Pat
 
 
 @pytest.fixture(scope="session")
-def built_checkouts(tmp_path_factory, worker_id):
+def built_checkouts(tmp_path_factory):
     """The tiny DAG built once per test run, by `make run` (DVC's check stage, then `dvc repro`, then
     the results table: the README's command) and by `snakemake --cores 2`: (dvc_repo, smk_repo, dvc_log,
-    smk_log). `make -o` keeps make from remaking the environment running the tests. Tests that change a checkout work on a copy (copy_repo).
+    smk_log). `make -o` keeps make from remaking the environment running the tests. Tests that change
+    a checkout work on a copy (copy_repo).
 
     Under pytest-xdist each worker has its own session: the first worker to ask builds, under a lock
     in the run's shared temporary folder, and the others wait for it and read the same build."""
     shared = tmp_path_factory.getbasetemp()
-    if worker_id != "master":
+    if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent
     base, done = shared / "built", shared / "built.json"
     with open(shared / "built.lock", "w") as lock:
@@ -129,10 +131,12 @@ def built_checkouts(tmp_path_factory, worker_id):
         if not done.exists():
             shutil.rmtree(base, ignore_errors=True)  # what a worker that failed half-way left
             dvc_repo, smk_repo = make_repo(base / "dvc"), make_repo(base / "smk")
-            logs = [run(["make", "-o", ".venv/.r2kd-installed", "run"], dvc_repo),
-                    run(["snakemake", "--cores", "2"], smk_repo)]
+            with ThreadPoolExecutor(2) as both:  # side by side: DVC runs one stage at a time
+                commands = [["make", "-o", ".venv/.r2kd-installed", "run"], ["snakemake", "--cores", "2"]]
+                logs = list(both.map(run, commands, [dvc_repo, smk_repo]))
             done.write_text(json.dumps([[log.args, log.stdout, log.stderr] for log in logs]))
-    dvc_log, smk_log = (subprocess.CompletedProcess(args, 0, out, err) for args, out, err in json.loads(done.read_text()))
+    dvc_log, smk_log = (subprocess.CompletedProcess(args, 0, out, err)
+                        for args, out, err in json.loads(done.read_text()))
     return base / "dvc", base / "smk", dvc_log, smk_log
 
 
