@@ -9,8 +9,8 @@ reinstalling it): what a fresh clone with its environment installed sees. Every 
 `make run` once in each copy, the order alternating round by round, from a clean copy each time
 (`git clean -xfd`, the link kept), in an environment without an activated venv. Printed: each
 run's wall time and the load average before it (other users of the machine move these numbers),
-the median per variant and baseline/current; and whether the two results tables and eval.json's
-scores are the same bytes (they must be: speed work changes no result). Not a unit test.
+the median per variant and baseline/current; and whether the two summary.json, results tables and
+eval.json's scores are the same bytes (they must be: speed work changes no result). Not a unit test.
 
 `make run` is plain `make run`: DVC's check stage, `dvc repro`, the table. It takes no CORES (since the
 issue "Plain to read, plain to run" it runs the stages one at a time); a baseline older than that
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_startup import REPO, as_fresh_clone, copy_checkout  # noqa: E402
 
-RESULTS = ("reports/summary.md", "reports/eval.json")
+RESULTS = ("reports/summary.json", "reports/summary.md", "reports/eval.json")
 
 
 def archive_checkout(rev: str, dest: Path) -> Path:
@@ -74,7 +74,7 @@ def make_run(copy: Path) -> tuple[float, float | None]:
 
 
 def digest(copy: Path) -> dict[str, str]:
-    """The results table's bytes, and every model's scores in eval.json (its other keys may change
+    """The results' bytes (summary.json, the table), and every model's scores in eval.json (its other keys may change
     with the file's format: it gained the params it was made with on 2026-11-27)."""
     out = {}
     for rel in RESULTS:
@@ -120,7 +120,7 @@ def main() -> None:
         current, baseline = (statistics.median(seconds[name]) for name in names)
         console.print(f"baseline / current: {baseline / current:.2f}x")
         same = digests[names[0]] == digests[names[1]]
-        console.print(f"results (summary.md, eval.json's scores): {'the same bytes' if same else '[red]DIFFER[/]'}")
+        console.print(f"results (summary.json, summary.md, eval.json's scores): {'the same bytes' if same else '[red]DIFFER[/]'}")
         if not same:
             raise SystemExit(1)
 
