@@ -181,16 +181,13 @@ def test_readme_commands_work_as_written_without_an_activated_venv(both_runs, tm
 
 
 
-def test_a_prune_param_change_retrains_only_the_students_that_run_the_pruned_teacher(tmp_path):
+def test_a_prune_param_change_retrains_only_the_students_that_run_the_pruned_teacher(both_runs, tmp_path):
     """`dvc exp run -S prune.ratio=...` used to retrain every student; the ce students came out
     byte-identical. Now both tools plan, and DVC runs, exactly the students of a method that runs the
-    pruned teacher (r2kd), and the others' results stay as they were."""
+    pruned teacher (r2kd: both pairs share the pruned resnet14), and the others' results stay as they were."""
     import yaml
 
-    repo = make_repo(tmp_path / "repo", override={"pairs": {"resnet14-resnet8": {"teacher": "resnet14",
-                                                                                  "student": "resnet8"}},
-                                                  "seeds": [0]})
-    run(["dvc", "repro", "--quiet"], repo)
+    repo = copy_repo(both_runs[0], tmp_path / "repo")
     ce = repo / "runs/students/resnet14-resnet8/ce-default/s0/model.pt"
     before = sha256_file(ce)
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -198,10 +195,11 @@ def test_a_prune_param_change_retrains_only_the_students_that_run_the_pruned_tea
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     plan = run(["snakemake", "--dry-run", "--cores", "2"], repo).stdout
     planned = set(re.findall(r"wildcards: pair=([\w-]+), method=(\w+), augment=\w+, seed=\d+", plan))
-    assert planned == {("resnet14-resnet8", "r2kd")}
+    pairs = ("resnet14-resnet8", "resnet14-wrn_16_1")
+    assert planned == {(pair, "r2kd") for pair in pairs}
     log = run(["dvc", "repro"], repo).stdout
     ran = set(re.findall(r"Running stage '(distill@[^']+)'", log))
-    assert ran == {"distill@resnet14-resnet8-r2kd-default-0"}, log[-3000:]
+    assert ran == {f"distill@{pair}-r2kd-default-{seed}" for pair in pairs for seed in (0, 1)}, log[-3000:]
     assert "Running stage 'prune@resnet14'" in log and "Running stage 'pair@" not in log
     assert sha256_file(ce) == before
     pin = json.loads((repo / "runs/pairs/resnet14-resnet8/r2kd.json").read_text())
