@@ -151,6 +151,12 @@ def tiny_repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo")
 
 
+def pytest_collection_modifyitems(items):
+    """The end-to-end files first: `make test` hands whole files to its workers in this order, so the
+    long ones start at once and the short ones fill the gaps, and the workers finish together."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     import torch
