@@ -1,4 +1,4 @@
-"""What the paper's matrix costs in GPU time with ``runtime.share_teachers``, against the official
+"""What the paper's matrix costs in GPU time with ``cohort_seeds`` (stage distill_cohort), against the official
 code: every run of one (pair, seed) of the CIFAR-100 preset, in ONE process on one device, interleaved.
 
     python benchmarks/bench_cohort.py --device cuda            # the figure in docs/performance.md
@@ -19,7 +19,7 @@ GPU-hours relative to the official code are the ratio of one (pair, seed)'s summ
   fast path, one CUDA graph per step); summed;
 - project, cohort: the 10 runs' steps as ONE r2kd.cohort.CohortStep, views and frozen passes
   computed once (on CUDA: one CUDA graph for all 10, the students on one stream each), as
-  ``share_teachers: true`` runs them; on CUDA also with the students in turn (one stream), and
+  a cohort stage runs them; on CUDA also with the students in turn (one stream), and
   with ``amp: bf16`` (opt-in).
 
 Shape: resnet32x4 -> resnet8x4 at CIFAR-100 shape (the preset's first pair, its costliest teacher),
@@ -155,7 +155,7 @@ def main() -> None:
 
     if fast:  # the students one after another, instead of one CUDA stream each
         fns["project cohort, students in turn"] = cohort("none", concurrent=False)
-    fns["project cohort (share_teachers)"] = cohort("none")
+    fns["project cohort (cohort_seeds)"] = cohort("none")
     if fast:
         fns["project cohort + amp=bf16, students in turn"] = cohort("bf16", concurrent=False)
     fns["project cohort + amp=bf16 (opt-in)"] = cohort("bf16")
@@ -168,7 +168,7 @@ def main() -> None:
     kinds = {k: fn.step.kind for k, fn in fns.items() if hasattr(fn, "step")}
     if fast and any(v != "cuda-graph" for v in kinds.values()):
         console.print(f"[red]a graphed step fell back to eager[/]: {kinds}")
-    shared = fns["project cohort (share_teachers)"].shared
+    shared = fns["project cohort (cohort_seeds)"].shared
     console.print(f"cohort: {shared.computed} views / frozen passes computed, {shared.reused} reused (eager calls only)")
 
     name = {"cpu": "reference"}
@@ -195,7 +195,7 @@ def main() -> None:
         table.add_row(f"official code ({REFERENCES[mode]}), one run at a time", f"{ref_total[mode] * 1e3:.1f}",
                       *(f"{ref_total[mode] / ref_total[o]:.3f}" for o in modes))
     rows = [("project, each run alone (default)", alone_total)]
-    rows += [(k, times[k]) for k in ("project cohort, students in turn", "project cohort (share_teachers)",
+    rows += [(k, times[k]) for k in ("project cohort, students in turn", "project cohort (cohort_seeds)",
                                      "project cohort + amp=bf16, students in turn", "project cohort + amp=bf16 (opt-in)")
              if k in times]
     for k, v in rows:

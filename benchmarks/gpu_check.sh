@@ -68,7 +68,7 @@ export CUBLAS_WORKSPACE_CONFIG=:4096:8  # runtime.deterministic's cuBLAS setting
 # eager trainer (bit for bit), fast path vs eager, loader on CUDA == CPU, a CUDA smoke run, DDP on CUDA.
 want tests && step 120 "pytest -m gpu" python3 -m pytest -q -m gpu -p no:cacheprovider -s tests/test_graphs.py \
     tests/test_fast_path.py tests/test_data.py tests/test_cluster.py tests/test_distributed.py tests/test_cohort.py
-# The matrix with runtime.share_teachers: the 10 runs of a (pair, seed) as one cohort step (one graph,
+# The matrix as cohorts (cohort_seeds): the 10 runs of a (pair, seed) as one cohort step (one graph,
 # teachers' forwards shared) vs each run alone vs the official code's 10 steps (both references).
 want cohort && step 120 "bench_cohort (cuda)" python3 benchmarks/bench_cohort.py --device cuda --steps 30 \
     --reference-mode both

@@ -51,7 +51,7 @@ def _check(args: argparse.Namespace) -> None:
         write_text(paths.CHECKED, "params.yaml validated by `r2kd check`\n")
         # Content that changes only with a stage's own code: an edit reruns the stages that run it.
         for stage in STAGE_CODE:
-            write_text(paths.code_stamp(stage), stamp_text(stage))
+            write_text(paths.code_stamp(stage), stamp_text(stage, methods=params.methods))
 
 
 def _schema(args: argparse.Namespace) -> None:
@@ -132,7 +132,8 @@ def _seed(text: str) -> int:
 
 
 ARG_HELP = {"teacher": "a key of `teachers` in params.yaml", "pair": "a key of `pairs` in params.yaml",
-            "method": "one of `methods`", "augment": "one of `augments`", "seed": "one of `seeds`"}
+            "method": "one of `methods`", "augment": "one of `augments`",
+            "seed": "one of `seeds` (distill) or `cohort_seeds` (distill-cohort)"}
 
 
 def build_parser() -> argparse.ArgumentParser:

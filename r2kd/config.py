@@ -316,25 +316,19 @@ class Runtime(_Strict):
     # give one process's results to float tolerance (docs/distributed.md, also for sync_frozen_bn).
     nproc_per_node: int = Field(default=1, ge=1, le=64)
     sync_frozen_bn: bool = False
-    # Streaming loader and indexing workers, and the cohorts of r2kd.fast.cohort: results do not depend
-    # on them (each sample's randomness comes from the run's generator; a cohort's runs end bit-identical
-    # to each alone), so no stage lists them and changing one reruns nothing.
+    # Streaming loader and indexing workers: results do not depend on them (each sample's randomness
+    # comes from the run's generator), so no stage lists them and changing one reruns nothing.
     workers: int = Field(default=4, ge=0, le=64)
-    share_teachers: bool = False
 
     def result_settings(self) -> dict[str, Any]:
-        """The settings results may depend on: what a resume state must match (not ``workers``,
-        not ``share_teachers``)."""
-        return self.model_dump(exclude={"workers", "share_teachers"})
+        """The settings results may depend on: what a resume state must match (not ``workers``)."""
+        return self.model_dump(exclude={"workers"})
 
     @model_validator(mode="after")
     def _one_device_per_process(self) -> "Runtime":
         if self.nproc_per_node > 1 and self.device.startswith("cuda:"):
             raise ValueError(f"runtime.device: {self.device!r} names one GPU, but runtime.nproc_per_node is "
                              f"{self.nproc_per_node}: use auto or cuda (process i runs on cuda:i)")
-        if self.nproc_per_node > 1 and self.share_teachers:
-            raise ValueError(f"runtime.share_teachers: a cohort of runs trains in one process, but "
-                             f"runtime.nproc_per_node is {self.nproc_per_node}: set one of them back")
         return self
 
 
@@ -359,7 +353,11 @@ class Params(_Strict):
     pairs: dict[str, Pair] = Field(min_length=1)
     methods: list[MethodName] = Field(min_length=1)
     augments: list[AugmentName] = Field(default_factory=lambda: [DEFAULT_AUGMENT], min_length=1)
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[int]  # each run its own stage
+    # Seeds whose runs of a pair train as one stage, a cohort (r2kd/stages/distill_cohort.py): a DAG
+    # node of its own in both tools, so a list, which dvc.yaml's matrix can expand (a flag cannot);
+    # required, even empty, because dvc.yaml names it.
+    cohort_seeds: list[int]
     train_teacher: TeacherRecipe
     prune: PruneConfig = PruneConfig()
     distill: TrainRecipe
@@ -395,7 +393,7 @@ class Params(_Strict):
                                  f"of {arch}; choose one of {list(members)}")
         return teachers
 
-    @field_validator("seeds")
+    @field_validator("seeds", "cohort_seeds")
     @classmethod
     def _seed_range(cls, seeds: list[int]) -> list[int]:
         bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
@@ -415,9 +413,17 @@ class Params(_Strict):
         # ablation: presets/ablation.yaml runs R2KD with and without the pruned teacher side by side).
         if len({(p.teacher, p.student, repr(sorted(p.method_params.items()))) for p in self.pairs.values()}) != len(self.pairs):
             raise ValueError("pairs: the same teacher -> student pair is listed twice with the same method_params")
-        for key, values in (("methods", self.methods), ("augments", self.augments), ("seeds", self.seeds)):
+        for key, values in (("methods", self.methods), ("augments", self.augments), ("seeds", self.seeds),
+                            ("cohort_seeds", self.cohort_seeds)):
             if len(set(values)) != len(values):
                 raise ValueError(f"{key}: duplicate entries in {values}")
+        if not self.seeds and not self.cohort_seeds:
+            raise ValueError("seeds: empty, and so is cohort_seeds: list at least one seed")
+        if both := sorted(set(self.seeds) & set(self.cohort_seeds)):
+            raise ValueError(f"cohort_seeds: {both} also in seeds; a seed's runs train either alone or as a cohort")
+        if self.cohort_seeds and self.runtime.nproc_per_node > 1:
+            raise ValueError(f"cohort_seeds: a cohort trains in one process, but runtime.nproc_per_node is "
+                             f"{self.runtime.nproc_per_node}: move the seeds back to `seeds`, or use one process")
         for name in self.methods:
             # DVC tracks `method_params.<name>` per stage, so the entry must exist (even if empty).
             if name not in self.method_params:
@@ -461,7 +467,8 @@ def _validate_section(model: type[BaseModel], raw: Any, where: str, source: str 
 
 
 # Keys that moved: an old params.yaml gets told where, not just "unknown key".
-MOVED_KEYS = {"data.workers": "runtime.workers (results do not depend on it, so it no longer reruns every stage)"}
+MOVED_KEYS = {"data.workers": "runtime.workers (results do not depend on it, so it no longer reruns every stage)",
+              "runtime.share_teachers": "cohort_seeds (list the seeds whose runs train as one stage per pair)"}
 
 
 def _format_errors(exc: ValidationError, prefix: str = "", source: str = PARAMS_FILE) -> str:

@@ -26,6 +26,7 @@ import yaml
 from r2kd.errors import UserError
 from r2kd.files import write_text
 from r2kd.lock import running_dvc
+from r2kd.paths import CODE_STAMPS
 from r2kd.recorded import PARAMS_ENV
 
 NOTES = Path(".r2kd/unrecorded")  # one file per stage made outside DVC and not yet in dvc.lock
@@ -150,11 +151,36 @@ def snakemake_ended() -> None:
 
 def _newest(path: Path) -> float:
     """The mtime Snakemake would compare: a file's, or the newest file's inside a folder (bytecode,
-    which DVC ignores too, left out)."""
+    which DVC ignores too, left out); a code stamp stands for its source files too (Snakemake's stamp
+    is dated when they last changed)."""
     if path.is_dir():
         return max((p.stat().st_mtime for p in path.rglob("*")
                     if p.is_file() and "__pycache__" not in p.parts), default=path.stat().st_mtime)
-    return path.stat().st_mtime
+    return max([path.stat().st_mtime, *(Path(f).stat().st_mtime for f in _stamped(path) if Path(f).exists())])
+
+
+def _stamped(path: Path) -> dict[str, str]:
+    """A DVC code stamp's files and the SHA-256 each had when `check` last wrote it ({} for another path)."""
+    if path.parent != CODE_STAMPS or path.suffix != ".json":
+        return {}
+    try:
+        stamped = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamped if isinstance(stamped, dict) else {}
+
+
+def _code_edited(deps: list[str]) -> bool:
+    """Whether a source file changed since `check` wrote a stamp in ``deps``: DVC, which sees the stamp,
+    does not know yet (a cohort's method files reach it only through its stamp)."""
+    for dep in deps:
+        for name, digest in _stamped(Path(dep)).items():
+            try:
+                if hashlib.sha256(Path(name).read_bytes()).hexdigest() != digest:
+                    return True
+            except OSError:
+                return True
+    return False
 
 
 def _files(path: Path) -> list[Path]:
@@ -225,6 +251,7 @@ def align_with_dvc(say=print) -> int:
         return 0
     except DvcException:  # e.g. another DVC command holds the repo: leave the dates as they are
         return 0
+    changed |= {name for name in stages if _code_edited(stages[name]["deps"])}
     redated = 0
     for _ in range(len(stages)):  # dvc.lock lists stages upstream first; repeat until nothing moves
         moved = 0

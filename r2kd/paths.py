@@ -56,7 +56,12 @@ def method_pin(pair: str, method: str) -> Path:
 
 
 def student_dir(pair: str, method: str, augment: str, seed: int) -> Path:
-    return RUNS / "students" / pair / f"{method}-{augment}" / f"s{seed}"
+    return cohort_dir(pair, seed) / f"{method}-{augment}"
+
+
+def cohort_dir(pair: str, seed: int) -> Path:
+    """Every run of one pair and seed: the output of a `distill_cohort` stage, for a cohort seed."""
+    return RUNS / "students" / pair / f"s{seed}"
 
 
 def export_file(model_file: Path) -> Path:

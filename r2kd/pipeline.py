@@ -19,7 +19,7 @@ from r2kd import method_params
 SCRIPT = "workflow/scripts/r2kd"  # every stage command runs through it (it finds the environment)
 
 RUNTIME_KEYS = ("runtime.device", "runtime.amp", "runtime.threads", "runtime.deterministic")
-LIST_KEYS = ("teachers", "pairs", "methods", "augments", "seeds", "prune.method", "prune.ratio")
+LIST_KEYS = ("teachers", "pairs", "methods", "augments", "seeds", "cohort_seeds", "prune.method", "prune.ratio")
 
 # What every stage command runs before its own code (tests/closure.py: CLI); directories stand for
 # every .py file under them.
@@ -70,6 +70,7 @@ class Stage:
     record: str = ""  # the output that records the params it was made with (r2kd/recorded.py)
     distributed: bool = False  # runs as runtime.nproc_per_node processes through torchrun (r2kd/launch.py)
     per_method: bool = False  # its code also holds its method's own files (METHODS[...].files)
+    all_methods: bool = False  # its code also holds the own files of every method params.yaml lists
 
     def fill(self, template: str, **args: Any) -> str:
         return template.format_map(defaultdict(str, {k: str(v) for k, v in args.items()}))
@@ -97,7 +98,13 @@ _PAIR_CODE = (*_CLI, "r2kd/gpu_slots.py", "r2kd/models/__init__.py", "r2kd/model
               "r2kd/models/shufflenetv2.py", "r2kd/models/torchvision_zoo.py", "r2kd/models/vgg.py",
               "r2kd/models/wrn.py", "r2kd/recorded.py", "r2kd/runtime.py", "r2kd/stages/pair.py",
               "r2kd/stages/record.py", "r2kd/stagecode.py")
-_STUDENT = "runs/students/{pair}/{method}-{augment}/s{seed}/"
+# A run's folder lies in its (pair, seed)'s, the output of that seed's cohort (distill_cohort)
+_STUDENT = "runs/students/{pair}/s{seed}/{method}-{augment}/"
+_DISTILL_KEYS = ("data", "distill", "pairs.{pair}", "prune.bn_mode", *RUNTIME_KEYS, "runtime.fast_path")
+_DISTILL_CODE = (*_CLI, *_DATA, *_TRAIN, "r2kd/augment.py", "r2kd/methods/__init__.py", "r2kd/methods/_common.py",
+                 "r2kd/methods/base.py", "r2kd/methods/objective.py", "r2kd/parallel.py", "r2kd/pruning/__init__.py",
+                 "r2kd/pruning/bn.py", "r2kd/pruning/methods.py", "r2kd/runs.py", "r2kd/stages/csvlog.py",
+                 "r2kd/stages/distill.py", "r2kd/stages/pair.py", "r2kd/syncbn.py")
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("prepare", "prepare", "materialise the dataset under data/prepared",
@@ -134,16 +141,20 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           record="runs/pairs/{pair}/record.json"),
     Stage("distill", "distill", "train one student run of the experiment matrix",
           args=("pair", "method", "augment", "seed"),
-          keys=("data", "distill", "method_params.{method}", "pairs.{pair}", "prune.bn_mode", *RUNTIME_KEYS,
-                "runtime.fast_path", "runtime.nproc_per_node", "runtime.sync_frozen_bn"),
-          # every method's share; each student adds its own method's files (Method.files)
-          code=(*_CLI, *_DATA, *_TRAIN, "r2kd/augment.py", "r2kd/fast/cohort.py", "r2kd/lock.py",
-                "r2kd/methods/__init__.py", "r2kd/methods/_common.py", "r2kd/methods/base.py",
-                "r2kd/methods/objective.py", "r2kd/parallel.py", "r2kd/recorded.py", "r2kd/pruning/__init__.py",
-                "r2kd/pruning/bn.py", "r2kd/pruning/methods.py", "r2kd/runs.py", "r2kd/stages/csvlog.py",
-                "r2kd/stages/distill.py", "r2kd/stages/pair.py", "r2kd/syncbn.py"),
+          keys=(*_DISTILL_KEYS[:2], "method_params.{method}", *_DISTILL_KEYS[2:], "runtime.nproc_per_node",
+                "runtime.sync_frozen_bn"),
+          code=_DISTILL_CODE,  # every method's share; each student adds its own method's files (Method.files)
           outputs=tuple(_STUDENT + f for f in ("model.pt", "provenance.json", "metrics.json", "log.csv")),
           record=_STUDENT + "provenance.json", distributed=True, per_method=True),
+    # A cohort: every run of a pair and one of `cohort_seeds`, trained together in one process, each
+    # batch's views and frozen forwards computed once for all (r2kd/fast/cohort.py); each run's folder
+    # gets the same files as a run's own stage would write.
+    Stage("distill_cohort", "distill-cohort", "train every run of one pair and cohort seed together",
+          args=("pair", "seed"),
+          keys=(*_DISTILL_KEYS[:2], "method_params", "methods", "augments", *_DISTILL_KEYS[2:]),
+          code=(*_DISTILL_CODE, "r2kd/fast/cohort.py", "r2kd/stages/distill_cohort.py"),
+          outputs=("runs/students/{pair}/s{seed}/",), record="runs/students/{pair}/s{seed}/cohort.json",
+          all_methods=True),
     Stage("corrupt", "corrupt", "draw the corrupted test set (15 corruptions x 5 severities) once",
           keys=("evaluate.corruptions", "evaluate.corruption_limit", "evaluate.corruption_seed"),
           code=(*_CLI, "r2kd/corruptions.py", "r2kd/data/__init__.py", "r2kd/data/corrupted.py",
@@ -157,7 +168,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                 "r2kd/runtime.py", "r2kd/stages/dataset.py", "r2kd/stages/evaluate.py", "r2kd/workers.py"),
           outputs=("reports/eval.json",), record="reports/eval.json"),
     Stage("export", "export", "export every model to ONNX, check it and time it with onnxruntime",
-          keys=("export", *LIST_KEYS[:5], "runtime.threads", "runtime.deterministic"),
+          keys=("export", *LIST_KEYS[:6], "runtime.threads", "runtime.deterministic"),
           code=(*_CLI, *_DATA, "r2kd/distributed.py", "r2kd/export.py", "r2kd/gpu_slots.py", "r2kd/modelfile.py",
                 "r2kd/models", "r2kd/recorded.py", "r2kd/runs.py", "r2kd/runtime.py", "r2kd/stages/dataset.py",
                 "r2kd/stages/export.py"),
@@ -183,12 +194,14 @@ def code_name(stage_name: str, method: str | None = None) -> str:
     return f"{stage_name}-{method}" if method and STAGES[stage_name].per_method else stage_name
 
 
-def code_entries(name: str) -> tuple[str, ...]:
-    """The entries of a code stamp: a stage's (``distill``: what every method shares),
-    ``distill-<method>`` (one method's students: the shared code and the method's own files) or
-    ``method-<method>`` (the method's own files alone)."""
+def code_entries(name: str, methods: tuple[str, ...] | list[str] = ()) -> tuple[str, ...]:
+    """The entries of a code stamp: a stage's (``distill``: what every method shares; a stage with
+    ``all_methods``: with the own files of ``methods``, the ones params.yaml lists, so that adding a
+    method's files reruns no cohort), ``distill-<method>`` (one method's students: the shared code and
+    the method's own files) or ``method-<method>`` (the method's own files alone)."""
     if name in STAGES:
-        return STAGES[name].code
+        stage = STAGES[name]
+        return (*stage.code, *(f for m in methods for f in METHODS[m].files)) if stage.all_methods else stage.code
     prefix, _, method = name.partition("-")
     if method in METHODS and prefix == "method":
         return METHODS[method].files

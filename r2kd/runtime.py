@@ -26,7 +26,6 @@ class RunSpec:
     deterministic: bool
     workers: int
     sync_frozen_bn: bool
-    share_teachers: bool
     settings: dict[str, Any]  # runtime.result_settings(): part of every fingerprint
 
     @property
@@ -39,8 +38,7 @@ class RunSpec:
         set_threads(runtime.threads)
         device = resolve_device(runtime.device, jobs_per_gpu)
         return cls(device, resolve_amp(runtime.amp, device), fast_path_enabled(runtime.fast_path, device),
-                   runtime.deterministic, runtime.workers, runtime.sync_frozen_bn, runtime.share_teachers,
-                   runtime.result_settings())
+                   runtime.deterministic, runtime.workers, runtime.sync_frozen_bn, runtime.result_settings())
 
 
 _claimed_gpu: dict[tuple[int, int], int] = {}

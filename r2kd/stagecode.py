@@ -23,12 +23,12 @@ from r2kd.pipeline import STAGES, code_entries
 STAGE_CODE: dict[str, tuple[str, ...]] = {name: stage.code for name, stage in STAGES.items()}
 
 
-def code_files(stage: str, root: str | Path = ".") -> list[str]:
-    """The source files of code stamp ``stage`` (r2kd.pipeline.code_entries), directories expanded
-    to their .py files, repository-relative."""
+def code_files(stage: str, root: str | Path = ".", methods: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The source files of code stamp ``stage`` (r2kd.pipeline.code_entries; ``methods``: the ones
+    params.yaml lists), directories expanded to their .py files, repository-relative."""
     root = Path(root)
     files: set[str] = set()
-    for entry in code_entries(stage):
+    for entry in code_entries(stage, methods):
         path = root / entry
         if path.is_dir():
             files.update(p.relative_to(root).as_posix() for p in path.rglob("*.py"))
@@ -37,9 +37,9 @@ def code_files(stage: str, root: str | Path = ".") -> list[str]:
     return sorted(files)
 
 
-def code_digests(stage: str, root: str | Path = ".") -> dict[str, str]:
-    return {f: hashlib.sha256((Path(root) / f).read_bytes()).hexdigest() for f in code_files(stage, root)}
+def code_digests(stage: str, root: str | Path = ".", methods: tuple[str, ...] | list[str] = ()) -> dict[str, str]:
+    return {f: hashlib.sha256((Path(root) / f).read_bytes()).hexdigest() for f in code_files(stage, root, methods)}
 
 
-def stamp_text(stage: str, root: str | Path = ".") -> str:
-    return json.dumps(code_digests(stage, root), indent=0, sort_keys=True)
+def stamp_text(stage: str, root: str | Path = ".", methods: tuple[str, ...] | list[str] = ()) -> str:
+    return json.dumps(code_digests(stage, root, methods), indent=0, sort_keys=True)

@@ -114,7 +114,6 @@ class Trainer:
     step_kind: str = field(default="eager", init=False)  # what ran: eager | cuda-graph | ... (provenance)
     # What the objective calls instead of ``model`` (r2kd.parallel.for_training's DDP); ``model`` is scored and saved.
     forward_model: torch.nn.Module | None = None
-    trained_by: dict = field(default_factory=dict, init=False)  # {"step", "cohort"} of a cohort's final state
 
     def fit(self) -> FitResult:
         member = self._start()
@@ -181,7 +180,6 @@ class Trainer:
             return 0
         epoch = int(state["epoch"])
         self.load_state_dict(state, optimizer, history)
-        self.trained_by = state.get("trained_by", {})
         _say(f"[green]{self.label}: resuming after epoch {epoch}[/] (state {self.state_path})")
         return epoch
 

@@ -66,6 +66,7 @@ STAGE_MODULES = {
     "pair": ["r2kd.stages.pair"],
     "pair_pruned": ["r2kd.stages.pair_pruned"],
     "distill": ["r2kd.stages.distill"],
+    "distill_cohort": ["r2kd.stages.distill_cohort"],
     "corrupt": ["r2kd.stages.corrupt"],
     "evaluate": ["r2kd.stages.evaluate"],
     "export": ["r2kd.stages.export"],

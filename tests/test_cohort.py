@@ -1,12 +1,12 @@
-"""runtime.share_teachers: the runs of a (pair, seed) trained together, sharing views and frozen
-forwards, must end bit-identical to the same runs trained alone (CPU), do less frozen work, and
-leave every other run its final resume state, which its own stage takes under its own fingerprint only."""
+"""Stage `distill_cohort` (a seed of `cohort_seeds`): the runs of a (pair, seed) trained together,
+sharing views and frozen forwards, must end bit-identical to the same runs trained alone (CPU), do
+less frozen work, resume after a crash, and write nothing when one of them diverges. (Both tools
+run it in the session's built checkouts: tests/conftest.py's TINY has a cohort seed.)"""
 
 from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +15,7 @@ import yaml
 from conftest import make_repo
 from r2kd import paths
 from r2kd.config import load_params
-from r2kd.files import read_json, sha256_file, write_text
+from r2kd.files import read_json, sha256_file
 
 PAIR = "resnet14-resnet8"
 SETUP = {
@@ -24,6 +24,7 @@ SETUP = {
     "methods": ["ce", "kd", "dkd", "r2kd"],
     "augments": ["none", "cutmix"],
     "seeds": [0],
+    "cohort_seeds": [],
     "distill": {"epochs": 2, "milestones": [1], "batch_size": 32},
     "method_params": {"ce": {}, "kd": {"temperature": 4.0}, "dist": {}, "dkd": {"warmup": 1},
                       "r2kd": {"aug_view": "cutmix", "rank": "hard"}},
@@ -60,10 +61,11 @@ def work(repo, tmp_path, monkeypatch):
     return copy
 
 
-def _set_sharing(on: bool, device: str = "cpu") -> object:
+def _params(cohort: bool, device: str = "cpu") -> object:
+    """The checkout's params, its one seed alone (`seeds`) or as a cohort (`cohort_seeds`)."""
     params = load_params("params.yaml")
-    return params.model_copy(update={"runtime": params.runtime.model_copy(update={"share_teachers": on,
-                                                                                  "device": device})})
+    seeds = {"seeds": [], "cohort_seeds": [0]} if cohort else {"seeds": [0], "cohort_seeds": []}
+    return params.model_copy(update={**seeds, "runtime": params.runtime.model_copy(update={"device": device})})
 
 
 def _runs(params):
@@ -73,8 +75,8 @@ def _runs(params):
 
 
 def _count_frozen_forwards(monkeypatch) -> dict[str, int]:
-    """Count every forward of the frozen networks the distill stage loads."""
-    from r2kd.stages import distill
+    """Count every forward of the frozen networks the distill stages load."""
+    from r2kd.stages import distill, distill_cohort
 
     counts = {"teacher": 0, "pruned": 0}
     real = distill.load_frozen
@@ -86,6 +88,7 @@ def _count_frozen_forwards(monkeypatch) -> dict[str, int]:
         return frozen
 
     monkeypatch.setattr(distill, "load_frozen", counting)
+    monkeypatch.setattr(distill_cohort, "load_frozen", counting)
     return counts
 
 
@@ -95,33 +98,33 @@ def test_a_cohort_gives_each_run_the_bytes_it_gets_alone_with_a_fraction_of_the_
                                                                                           device):
     """On CUDA too (deterministic kernels, the fast path: one CUDA graph per run alone, one for the
     whole cohort)."""
-    from r2kd.stages import distill
+    from r2kd.stages import distill, distill_cohort
 
     counts = _count_frozen_forwards(monkeypatch)
-    alone = _set_sharing(False, device)
+    alone = _params(False, device)
     runs = _runs(alone)
     assert len(runs) == 8
     for run in runs:
         distill.run(alone, run.pair, run.method, run.augment, run.seed)
-    solo = {run: {name: sha256_file(run.dir / name) for name in RESULTS} for run in runs}
+    solo = {run.dir: {name: sha256_file(run.dir / name) for name in RESULTS} for run in runs}
     solo_counts = dict(counts)
     shutil.rmtree(paths.RUNS / "students")
 
     counts.update(teacher=0, pruned=0)
-    shared = _set_sharing(True, device)
-    first, rest = runs[0], runs[1:]
-    distill.run(shared, first.pair, first.method, first.augment, first.seed)
-    # the first stage trained all eight; the seven others' final resume states wait, outside any output
-    assert all(paths.state_file(run.dir).is_file() for run in rest) and not any(run.dir.exists() for run in rest)
-    for run in rest:
-        distill.run(shared, run.pair, run.method, run.augment, run.seed)
-    assert not any(paths.state_file(run.dir).exists() for run in runs)  # each taken by its stage, then dropped
-
+    together = _params(True, device)
+    runs = _runs(together)
+    distill_cohort.run(together, PAIR, 0)
+    stage = f"distill_cohort@{PAIR}-0"
+    assert [run.stage for run in runs] == [stage] * 8
     for run in runs:
-        assert {name: sha256_file(run.dir / name) for name in RESULTS} == solo[run], run.stage
+        assert {name: sha256_file(run.dir / name) for name in RESULTS} == solo[run.dir], run.dir
         provenance = read_json(run.dir / "provenance.json")
-        assert provenance["cohort"] == [r.stage for r in runs]
-        assert provenance["result_key"] == distill.result_key(shared, run, read_json("data/prepared/meta.json"))
+        assert provenance["cohort"] == stage
+        assert provenance["result_key"] == distill.result_key(together, run, read_json("data/prepared/meta.json"))
+    record = read_json(paths.cohort_dir(PAIR, 0) / "cohort.json")
+    assert record["runs"] == [run.dir.name for run in runs]
+    assert record["params"]["methods"] == SETUP["methods"] and "method_params" in record["params"]
+    assert not list(paths.STATE.rglob("*.pt"))  # the cohort's resume state goes once the results are written
     if device == "cuda":
         assert read_json(runs[-1].dir / "provenance.json")["step"] == "cuda-graph"
         return  # the fast path batches the teacher's two views on CUDA: other pass counts
@@ -137,7 +140,7 @@ def test_scoring_models_on_threads_changes_no_byte_of_the_evaluation(work, monke
     reports/eval.json byte for byte as scored one by one."""
     from r2kd.stages import corrupt, distill, evaluate
 
-    base = _set_sharing(False)
+    base = _params(False)
     for run in _runs(base):
         distill.run(base, run.pair, run.method, run.augment, run.seed)
     corrupt.run(base)
@@ -150,128 +153,53 @@ def test_scoring_models_on_threads_changes_no_byte_of_the_evaluation(work, monke
     assert digests[2] == digests[1]
 
 
-def test_only_the_runs_a_change_touches_are_trained_again(work, monkeypatch):
-    from r2kd.stages import distill
-
-    shared = _set_sharing(True)
-    runs = _runs(shared)
-    for run in runs:
-        distill.run(shared, run.pair, run.method, run.augment, run.seed)
-    before = {run: sha256_file(run.dir / "model.pt") for run in runs}
-
-    # what `dvc exp run -S method_params.kd.temperature=2` does: it reruns the two kd stages
-    raw = yaml.safe_load(Path("params.yaml").read_text())
-    raw["method_params"]["kd"]["temperature"] = 2.0
-    raw["runtime"].update(share_teachers=True, device="cpu")
-    Path("params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    changed = load_params("params.yaml")
-    kd = [run for run in runs if run.method == "kd"]
-    trained = []
-    monkeypatch.setattr("r2kd.stages.distill.train_cohort", _spy(trained))
-    for run in kd:
-        for name in ("model.pt", "provenance.json"):  # DVC deletes a stage's outputs before running it
-            (run.dir / name).unlink()
-        distill.run(changed, run.pair, run.method, run.augment, run.seed)
-    assert trained == [[run.stage for run in kd]]  # one cohort: both kd runs, nothing else
-    for run in runs:
-        assert (sha256_file(run.dir / "model.pt") == before[run]) == (run.method != "kd"), run.stage
-
-
-def _spy(calls: list):
-    from r2kd.stages import distill
-
-    real = distill.train_cohort
-
-    def spy(params, spec, due, *rest):
-        calls.append([run.stage for run in due])
-        return real(params, spec, due, *rest)
-
-    return spy
-
-
-def test_a_final_state_is_taken_only_under_its_own_fingerprint(work, monkeypatch):
-    from r2kd.stages import distill
-
-    shared = _set_sharing(True)
-    runs = _runs(shared)
-    distill.run(shared, runs[0].pair, runs[0].method, runs[0].augment, runs[0].seed)
-    later = runs[1]
-    assert paths.state_file(later.dir).is_file()
-    # the distill code changes before the later run's stage runs: its fingerprint changes, the final
-    # state (trained by the old code) is not taken; the stage trains a cohort of what is due now
-    meta = read_json("data/prepared/meta.json")
-    key = distill.result_key(shared, later, meta)
-    source = Path("r2kd/optim.py")
-    write_text(source, source.read_text() + "\n# an edit\n")
-    new_key = distill.result_key(shared, later, meta)
-    trained = []
-    monkeypatch.setattr(distill, "train_cohort", _spy(trained))
-    distill.run(shared, later.pair, later.method, later.augment, later.seed)
-    assert new_key != key and trained == [[run.stage for run in runs]]  # runs[0]'s outputs are stale too
-    assert read_json(later.dir / "provenance.json")["result_key"] == new_key
-
-
-def test_a_run_that_diverges_in_a_cohort_is_trained_again_by_its_own_stage(work, monkeypatch):
+def test_a_cohort_where_a_run_diverges_writes_nothing_and_names_the_run(work, monkeypatch):
+    """The stage fails, naming each diverged run; no run's folder is written (the others went on to
+    the end, so the rerun resumes there and says the same, until params change)."""
     from r2kd.errors import TrainingDiverged
     from r2kd.fast import cohort as cohort_lib
-    from r2kd.stages import distill
+    from r2kd.stages import distill_cohort
 
-    shared = _set_sharing(True)
-    runs = _runs(shared)
+    params = _params(True)
     real_run_epochs = cohort_lib.run_epochs
 
-    def first_two_diverge(members, *args, **kwargs):
+    def second_diverges(members, *args, **kwargs):
         outcomes = real_run_epochs(members, *args, **kwargs)
-        for i in (0, 1):
-            members[i].failed = outcomes[i] = TrainingDiverged(f"loss is nan at epoch 2 (run {i})")
+        members[1].failed = outcomes[1] = TrainingDiverged("loss is nan at epoch 2 (run 1)")
         return outcomes
 
-    monkeypatch.setattr(cohort_lib, "run_epochs", first_two_diverge)
-    trained = []
-    monkeypatch.setattr(distill, "train_cohort", _spy(trained))
-    first = runs[0]
-    with pytest.raises(TrainingDiverged, match=r"run 0"):  # the stage's own run: reported at once
-        distill.run(shared, first.pair, first.method, first.augment, first.seed)
-    monkeypatch.setattr(cohort_lib, "run_epochs", real_run_epochs)
-    assert [paths.state_file(run.dir).is_file() for run in runs] == [False, False] + [True] * 6
-    for run in runs[1:]:  # the second run's stage trains both diverged runs again; the others take their states
-        distill.run(shared, run.pair, run.method, run.augment, run.seed)
-    assert trained == [[run.stage for run in runs], [runs[0].stage, runs[1].stage]]
-    assert all((run.dir / "model.pt").is_file() for run in runs[1:])
+    monkeypatch.setattr(cohort_lib, "run_epochs", second_diverges)
+    with pytest.raises(TrainingDiverged, match=rf"distill_cohort@{PAIR}-0: 1 of 8 runs diverged:\n.*run 1"):
+        distill_cohort.run(params, PAIR, 0)
+    assert not paths.cohort_dir(PAIR, 0).exists()
 
 
-def test_cohort_resumes_after_a_crash_and_ends_as_an_uninterrupted_cohort(work, monkeypatch):
+def test_a_cohort_killed_mid_way_resumes_and_ends_as_an_uninterrupted_cohort(work, monkeypatch):
     from r2kd.fast import cohort as cohort_lib
-    from r2kd.files import load_checkpoint
-    from r2kd.runtime import RunSpec
-    from r2kd.stages import distill
+    from r2kd.stages import distill_cohort
 
-    shared = _set_sharing(True)
-    spec = RunSpec.of(shared.runtime, None)
-    runs = [run for run in _runs(shared) if run.method in ("kd", "r2kd")]
+    params = _params(True)
+    params = params.model_copy(update={"methods": ["kd", "r2kd"]})
+    runs = _runs(params)
+    distill_cohort.run(params, PAIR, 0)
+    reference = {run.dir: {name: sha256_file(run.dir / name) for name in RESULTS} for run in runs}
+    shutil.rmtree(paths.cohort_dir(PAIR, 0))  # what either tool does before it runs the stage again
 
-    def final_weights():
-        return {run: load_checkpoint(paths.state_file(run.dir))["model"] for run in runs}
-
-    distill.train_cohort(shared, spec, runs, runs[0])
-    reference = final_weights()
-    for run in runs:
-        paths.state_file(run.dir).unlink()
-
-    def crash_after_first_epoch(members, step, start_epoch, epochs, **kwargs):
+    def killed_after_first_epoch(members, step, start_epoch, epochs, **kwargs):
         real_run_epochs(members, step, start_epoch, 1, **kwargs)
         raise KeyboardInterrupt
 
     real_run_epochs = cohort_lib.run_epochs
-    monkeypatch.setattr(cohort_lib, "run_epochs", crash_after_first_epoch)
+    monkeypatch.setattr(cohort_lib, "run_epochs", killed_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        distill.train_cohort(shared, spec, runs, runs[0])
-    assert list((paths.STATE / "cohort").glob("*.pt"))  # the state of epoch 1, all runs in one file
+        distill_cohort.run(params, PAIR, 0)
+    state = paths.state_file(paths.cohort_dir(PAIR, 0))
+    assert state.is_file() and not paths.cohort_dir(PAIR, 0).exists()  # epoch 1 of every run, in one file
     monkeypatch.setattr(cohort_lib, "run_epochs", real_run_epochs)
-    distill.train_cohort(shared, spec, runs, runs[0])
-    resumed = final_weights()
-    assert all(torch.equal(reference[run][k], resumed[run][k]) for run in runs for k in reference[run])
-    assert not list((paths.STATE / "cohort").glob("*.pt"))  # superseded by each run's final state
+    distill_cohort.run(params, PAIR, 0)
+    for run in runs:
+        assert {name: sha256_file(run.dir / name) for name in RESULTS} == reference[run.dir], run.dir
+    assert not state.exists()
     timing = read_json(paths.timing_file(runs[0].dir))
     assert timing["resumed_from_epoch"] == 1 and timing["cohort_size"] == len(runs)
 
@@ -301,7 +229,7 @@ def test_the_cohort_step_as_one_graph_and_side_by_side_matches_the_eager_cohort(
     from r2kd.stages import distill
     from r2kd.stages.dataset import load_data
 
-    params = _set_sharing(True)
+    params = _params(True)
     spec = RunSpec.of(params.runtime, None)
     runs = [run for run in _runs(params) if run.method in ("ce", "dkd", "r2kd")]
     results, passes = {}, {}
@@ -337,9 +265,19 @@ def test_the_cohort_step_as_one_graph_and_side_by_side_matches_the_eager_cohort(
         assert passes[variant] == passes["eager"]  # the prefetch computed each pass once, the steps reused it
 
 
-def test_sharing_teachers_needs_one_process():
-    from r2kd.config import Runtime
+@pytest.mark.parametrize("change, message", [
+    ({"seeds": [], "cohort_seeds": [0], "runtime": {"nproc_per_node": 2}}, "cohort_seeds: a cohort trains in one"),
+    ({"cohort_seeds": [0]}, r"cohort_seeds: \[0\] also in seeds"),
+    ({"seeds": []}, "seeds: empty, and so is cohort_seeds"),
+    ({"runtime": {"share_teachers": True}}, "runtime.share_teachers: moved to cohort_seeds"),
+])
+def test_cohort_seeds_are_checked_before_any_compute(tmp_path, change, message):
+    from r2kd.errors import ConfigError
 
-    with pytest.raises(ValueError, match="runtime.share_teachers"):
-        Runtime(share_teachers=True, nproc_per_node=2)
-    assert Runtime(share_teachers=True).result_settings() == Runtime().result_settings()
+    raw = yaml.safe_load((make_repo(tmp_path / "repo", override={"seeds": [0], "cohort_seeds": []},
+                                    git=False) / "params.yaml").read_text())
+    for key, value in change.items():
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) else value
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=message):
+        load_params(tmp_path / "p.yaml")

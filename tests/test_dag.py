@@ -58,7 +58,8 @@ def expand_dep(dep: str, stages, root: Path) -> list[str]:
     if dep == load_params(root / "params.yaml").data.root:
         return []  # the user's data: Snakemake's rule reads an index of it (checked below)
     if dep.startswith(str(paths.CODE_STAMPS) + "/"):
-        return code_files(Path(dep).stem, root)  # DVC's code stamp stands for the stage's source files
+        # DVC's code stamp stands for the stage's source files (a cohort's: with the listed methods')
+        return code_files(Path(dep).stem, root, load_params(root / "params.yaml").methods)
     inside = upstream_outputs(dep, stages)
     if inside != [dep]:
         return inside
@@ -97,9 +98,11 @@ def assert_same_dag(root: Path) -> None:
             [stage.group, *([f"method-{stage.name.split('-')[-3]}"] if stage.group == "distill" else [])]), stage.name
         code = {f for stamp in code_stamps for f in json.loads((root / stamp).read_text())}
         assert code <= expected, stage.name
-        assert sorted(set(job["input"]) - set(stamps) - set(code_stamps) - set(data_index)) == \
-            sorted(expected - code), stage.name
-        assert all(not p.startswith(("r2kd/", "workflow/")) for p in expected - code), stage.name
+        # a file inside a DVC directory out, as that folder (a cohort reads pair_pruned's whole folder)
+        inputs = {next((d for d in dirs if p.startswith(d + "/")), p) for p in job["input"]}
+        expected = {next((d for d in dirs if p.startswith(d + "/")), p) for p in expected - code}
+        assert sorted(inputs - set(stamps) - set(code_stamps) - set(data_index)) == sorted(expected), stage.name
+        assert all(not p.startswith(("r2kd/", "workflow/")) for p in expected), stage.name
         assert " ".join(job["cmd"].split()) == " ".join(stage.cmd.split()), stage.name
         # the same params.yaml keys decide when each tool reruns the stage (Snakemake sees them with
         # the schema's defaults filled in; DVC sees what the file says)
@@ -127,10 +130,13 @@ def test_changed_lists_dag_agrees(tmp_path):
         "methods": ["kd", "dist", "r2kd"],
         "augments": ["default", "mixup"],
         "seeds": [3, 7],
+        "cohort_seeds": [0, 5],
     })
     assert_same_dag(root)
     stages = load_stages(root)
     assert sum(s.group == "distill" for s in stages) == 3 * 3 * 2 * 2
+    cohorts = {s.name: s.outs for s in stages if s.group == "distill_cohort"}
+    assert list(cohorts["distill_cohort@w162-w161-5"]) == ["runs/students/w162-w161/s5"] and len(cohorts) == 3 * 2
     assert sum(s.group == "train_teacher" for s in stages) == 2  # each teacher once, shared by its pairs
     assert "distill@w162-w161-kd-mixup-7" in {s.name for s in stages}  # names from content
 
@@ -204,9 +210,10 @@ def test_results_changing_runtime_settings_are_tracked():
 
 
 @pytest.mark.parametrize("group", sorted(set(STAGE_MODULES) - {"check"}))
-def test_code_stamps_cover_each_stages_import_closure(group):
+def test_code_stamps_cover_each_stages_import_closure(group, tmp_path):
     """Every file a stage can import is in its code stamp, which is its one code dep in both tools."""
-    stage = next(s for s in load_stages(REPO) if s.group == group)
+    root = make_repo(tmp_path / "repo", override={}) if group == "distill_cohort" else REPO  # TINY: a cohort seed
+    stage = next(s for s in load_stages(root) if s.group == group)
     files = set(code_files(group, REPO))
     missing = sorted(f for f in stage_closure(group) if f not in files)
     assert not missing, f"{group}: r2kd/stagecode.py lacks {missing}"
@@ -349,8 +356,9 @@ def test_a_method_edit_or_a_new_pruned_teacher_makes_exactly_its_students_stale(
     original = kd_file.read_text()
     kd_file.write_text(original + "# a comment\n")
     kd_students = {r.stage for r in runs if r.method == "kd"}
-    assert dvc_changed(root) == {"check", *kd_students}
-    assert {s for s in snakemake_planned(root) if s.startswith("distill@")} == kd_students
+    cohorts = {r.stage for r in runs if r.in_cohort}  # every listed method's code is theirs
+    assert dvc_changed(root) == {"check", *kd_students - cohorts}  # a cohort depends on kd.py through its stamp
+    assert {s for s in snakemake_planned(root) if s.startswith("distill")} == kd_students
     kd_file.write_text(original)  # back as it was: DVC compares content, nothing to do
     assert dvc_changed(root) - {"check"} == set()  # (check reruns: its dep r2kd/ has a new mtime)
     # and Snakemake agrees: the stamp is dated when kd.py last changed, and the results DVC vouches for
@@ -360,12 +368,12 @@ def test_a_method_edit_or_a_new_pruned_teacher_makes_exactly_its_students_stale(
     # what a new pruned teacher does: its file changes, then each pair's pins are rewritten
     teacher = next(iter(load_params(root / "params.yaml").teachers))
     (root / paths.pruned_dir(teacher) / "model.pt").write_text("pruned v2\n")
-    assert {s for s in snakemake_planned(root) if s.startswith("distill@")} == \
+    assert {s for s in snakemake_planned(root) if s.startswith("distill")} == \
         {r.stage for r in runs if r.method == "r2kd"}
     for pair in load_params(root / "params.yaml").pairs:
         run(["workflow/scripts/r2kd", "pair-pruned", pair], root)
     changed = dvc_changed(root)
-    assert {s for s in changed if s.startswith("distill@")} == {r.stage for r in runs if r.method == "r2kd"}
+    assert {s for s in changed if s.startswith("distill")} == {r.stage for r in runs if r.method == "r2kd"}
     assert not {s for s in changed if s.startswith("pair@")}  # the teacher pin holds no pruned teacher
 
 
@@ -383,7 +391,8 @@ def test_dvc_yaml_declares_each_stage_as_the_pipeline_table_does(root, tmp_path)
         root = make_repo(tmp_path / "repo", override={"methods": ["kd", "r2kd", "dkd"],
                                                       "method_params": {"kd": {}, "r2kd": {}, "dkd": {}}})
     stages = load_stages(root)
-    assert {s.group for s in stages} == {"check", *STAGE_TABLE}
+    cohorts = load_params(root / "params.yaml").cohort_seeds
+    assert {s.group for s in stages} == {"check", *STAGE_TABLE} - (set() if cohorts else {"distill_cohort"})
     for stage in stages:
         if stage.group == "check":
             assert " ".join(stage.cmd.split()) == CHECK_CMD
@@ -428,4 +437,7 @@ def test_adding_a_method_changes_no_other_stages_code(tmp_path):
     params["methods"].append("mse")
     params["method_params"]["mse"] = {"temperature": 2.0}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert "is valid" in run(["workflow/scripts/r2kd", "check"], root).stderr
+    assert "is valid" in run(["workflow/scripts/r2kd", "check", "--stamp"], root).stderr
+    # listed, it is part of the cohorts' code (a cohort trains every listed method), no one else's
+    after = {p.name: p.read_text() for p in (root / paths.CODE_STAMPS).iterdir()}
+    assert sorted(name for name in after if after[name] != before[name]) == ["distill_cohort.json"]

@@ -191,7 +191,7 @@ def _free_port() -> int:
 TINY_TEACHER = {"data": {"train_limit": 6, "test_limit": 4},
                 "teachers": {"resnet14": {"checkpoint": None, "checkpoint_sha256": None}},
                 "pairs": {"resnet14-resnet8": {"teacher": "resnet14", "student": "resnet8"}},
-                "methods": ["kd"], "seeds": [0],
+                "methods": ["kd"], "seeds": [0], "cohort_seeds": [],
                 "train_teacher": {"epochs": 2, "milestones": [1], "batch_size": 16},
                 "runtime": {"device": "cpu", "nproc_per_node": 2}}
 

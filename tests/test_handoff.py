@@ -53,7 +53,7 @@ def copy(repo: Path, dest: Path) -> Path:
 
 def test_snakemake_records_every_job_in_dvc_lock_and_dvc_finds_nothing_to_do(built):
     smk, _, log = built
-    assert "recorded 19 stage(s) Snakemake ran in dvc.lock" in log.stdout + log.stderr  # every job but `all`
+    assert "recorded 17 stage(s) Snakemake ran in dvc.lock" in log.stdout + log.stderr  # every job but `all`
     assert "Data and pipelines are up to date" in run(["dvc", "status"], smk).stdout
     assert not any((smk / ".r2kd" / "unrecorded").iterdir())
 
@@ -199,7 +199,7 @@ def test_snakemake_plans_what_dvc_status_says_after_dvc_restores(tmp_path):
     repo = make_repo(tmp_path / "repo", override={
         "teachers": {"wrn_16_2": {"checkpoint": None, "checkpoint_sha256": None}},
         "pairs": {"wrn_16_2-resnet8": {"teacher": "wrn_16_2", "student": "resnet8"}},
-        "methods": ["r2kd"], "seeds": [0], "evaluate": {"corruptions": False}, "export": {"onnx": False}})
+        "methods": ["r2kd"], "seeds": [0], "cohort_seeds": [], "evaluate": {"corruptions": False}, "export": {"onnx": False}})
     pruned = repo / "runs/pruned/wrn_16_2/model.pt"
     run(["snakemake", "--cores", "2"], repo)
     assert pruned.stat().st_size > 1_000_000
@@ -244,7 +244,8 @@ def test_a_dry_run_between_an_edit_and_its_undo_changes_nothing(built, tmp_path)
     assert "distill@resnet14-resnet8-r2kd-default-0" in run(["dvc", "status"], repo).stdout
     plan = run(["snakemake", "-n", "--cores", "1"], repo).stdout
     distill_outputs = [block.split("output: ", 1)[1].split("\n", 1)[0] for block in plan.split("rule distill:")[1:]]
-    assert len(distill_outputs) == 4 and all("/r2kd-default/" in out for out in distill_outputs)  # 2 pairs x 2 seeds
+    assert len(distill_outputs) == 2 and all("/r2kd-default/" in out for out in distill_outputs)  # 2 pairs, seed 0
+    assert plan.count("rule distill_cohort:") == 2  # each pair's seed-1 cohort, which trains an r2kd run
     source.write_text(original)
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo).stdout
     plan = run(["snakemake", "-n", "--cores", "1"], repo)

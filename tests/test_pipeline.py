@@ -22,7 +22,7 @@ from r2kd.stagecode import STAGE_CODE
 
 pytestmark = pytest.mark.slow
 
-STUDENT = "runs/students/resnet14-resnet8/r2kd-default/s0"
+STUDENT = "runs/students/resnet14-resnet8/s0/r2kd-default"
 
 
 def outputs(root: Path) -> dict[str, Path]:
@@ -85,7 +85,7 @@ def test_outputs_have_required_content(both_runs):
     assert prov["method"] == "r2kd" and prov["aug_view"] == "cutmix"
     pair = json.loads((dvc_repo / "runs/pairs/resnet14-resnet8.json").read_text())
     assert pair["files"]["runs/teachers/resnet14/model.pt"] == sha256_file(dvc_repo / "runs/teachers/resnet14/model.pt")
-    timing = json.loads((dvc_repo / ".r2kd/timing/students/resnet14-resnet8/r2kd-default/s0/timing.json").read_text())
+    timing = json.loads((dvc_repo / ".r2kd/timing/students/resnet14-resnet8/s0/r2kd-default/timing.json").read_text())
     assert timing["wall_seconds"] > 0  # wall-clock lives outside every output
     log = (dvc_repo / STUDENT / "log.csv").read_text().splitlines()
     assert log[0].split(",")[:1] == ["epoch"] and len(log) == 3
@@ -102,7 +102,7 @@ def test_outputs_have_required_content(both_runs):
     assert {"best", "last"} <= set(headline["resnet14-resnet8/r2kd-default"])
     import torch
 
-    blob = torch.load(dvc_repo / "runs/students/resnet14-resnet8/ce-default/s0/model.pt", weights_only=True)
+    blob = torch.load(dvc_repo / "runs/students/resnet14-resnet8/s0/ce-default/model.pt", weights_only=True)
     assert blob["arch"]["name"] == "resnet8"
 
 
@@ -172,14 +172,14 @@ def test_exp_run_on_a_student_key_keeps_the_teacher_and_the_old_value_comes_from
 def test_snakemake_reruns_only_what_a_param_touches(both_runs):
     _, smk_repo, *_ = both_runs
     original = (smk_repo / "params.yaml").read_text()
-    params = original.replace("seeds:\n- 0\n- 1", "seeds:\n- 0\n- 1\n- 2")
+    params = original.replace("seeds:\n- 0\n", "seeds:\n- 0\n- 2\n")
     assert "- 2" in params
     (smk_repo / "params.yaml").write_text(params)
     try:
         plan = run(["snakemake", "--dry-run", "--cores", "2"], smk_repo).stdout
     finally:
         (smk_repo / "params.yaml").write_text(original)
-    assert re.search(r"seed=2", plan) and not re.search(r"seed=0\b", plan)
+    assert re.search(r"seed=2", plan) and not re.search(r"seed=[01]\b", plan)  # not the cohorts (seed 1) either
     assert "rule train_teacher:" not in plan and "rule prune:" not in plan
 
 
@@ -205,6 +205,8 @@ def _record_of(out: str) -> str | None:
         return str(paths.EXPORT_RECORD)
     if Path(out).parent == paths.RUNS / "pairs" and not out.endswith(".json"):  # pair_pruned: the pins
         return f"{out}/record.json"
+    if re.fullmatch(r"runs/students/[^/]+/s\d+", out):  # a cohort: its (pair, seed)'s folder
+        return f"{out}/cohort.json"
     if out.endswith(("provenance.json", "meta.json", "eval.json", "summary.json")) or out.startswith("runs/pairs/"):
         return out
     return None
@@ -225,4 +227,5 @@ def test_every_result_records_the_params_its_stage_reruns_on(both_runs):
         assert len(records) == 1, stage.name
         values = {key: section(params, key) for key in stage.params}
         assert made_with(dvc_repo / records.pop(), values) is True, stage.name
-    assert len(stages) == 1 + 1 + 1 + 2 + 2 + 8 + 1 + 1 + 1 + 1  # prepare, teacher, prune, 2 pairs, their pins, 8 students, ...
+    # prepare, teacher, prune, 2 pairs, their pins, 4 students (seed 0), 2 cohorts (seed 1), ...
+    assert len(stages) == 1 + 1 + 1 + 2 + 2 + 4 + 2 + 1 + 1 + 1 + 1

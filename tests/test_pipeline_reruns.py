@@ -1,7 +1,7 @@
 """End to end, continued (tests/test_pipeline.py builds nothing of its own either: both start from
 the session's built checkouts, conftest.built_checkouts): what `make run` prints and leaves, the
 README's commands, and the changes (a params edit, DVC runs in a Snakemake-built checkout,
-`runtime.share_teachers`) after which each tool reruns exactly what the change touches.
+a cohort seed made a seed of its own) after which each tool reruns exactly what the change touches.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 
 from conftest import copy_repo, make_repo, run
-from r2kd import paths
 from r2kd.config import load_params
 from r2kd.files import sha256_file
 from r2kd.runs import student_runs
 
 pytestmark = pytest.mark.slow
 
-STUDENT = "runs/students/resnet14-resnet8/r2kd-default/s0"
+STUDENT = "runs/students/resnet14-resnet8/s0/r2kd-default"
 
 
 @pytest.fixture(scope="module")
@@ -32,36 +31,28 @@ def both_runs(tmp_path_factory, built_checkouts):
     return copy_repo(dvc_repo, base / "dvc"), copy_repo(smk_repo, base / "smk"), dvc_log, smk_log
 
 
-@pytest.mark.parametrize("tool", ["dvc", "snakemake"])
-def test_sharing_teachers_changes_no_result_under_either_tool(both_runs, tmp_path, tool):
-    """runtime.share_teachers end to end, in a copy of the tool's built checkout whose students are
-    gone: the first distill stage of a (pair, seed) trains its cohort, the others publish; every
-    result has the bytes of the runs trained alone (the DVC run of both_runs). Under `snakemake
-    --cores 2` two stages of one cohort may start together: the second waits for the first, then
-    publishes. The setting reruns nothing by itself (no stage lists it): only the missing runs run."""
+def test_a_cohort_seed_moved_to_seeds_gives_each_run_the_same_bytes(both_runs, tmp_path):
+    """cohort_seeds end to end: the built checkouts trained each pair's seed-1 runs as one
+    distill_cohort stage (both tools; the agreement tests compare every file they made). Moved to
+    `seeds`, the runs are distill stages of their own, and DVC trains each alone: same bytes."""
     import yaml
 
     dvc_repo = both_runs[0]
-    repo = copy_repo(dvc_repo if tool == "dvc" else both_runs[1], tmp_path / "shared")
+    repo = copy_repo(dvc_repo, tmp_path / "alone")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["runtime"]["share_teachers"] = True
+    assert (params["seeds"], params["cohort_seeds"]) == ([0], [1])
+    params.update(seeds=[0, 1], cohort_seeds=[])
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    students = sorted(p.relative_to(dvc_repo) for p in (dvc_repo / "runs/students").rglob("*")
-                      if p.name in ("model.pt", "log.csv", "metrics.json"))
-    assert len(students) == 8 * 3  # 2 pairs x 2 methods x 2 seeds, 3 files each
-    shutil.rmtree(repo / "runs/students")
-    # the students only (their dependants are current: the new files have the old bytes); DVC
-    # forced, as it would restore the missing files from its cache, which holds these very runs
-    command = (["dvc", "repro", "--force", "--single-item", "--glob", "distill@*"] if tool == "dvc"
-               else ["snakemake", "--cores", "2", *map(str, students)])
-    log = run(command, repo)
-    said = log.stdout + log.stderr
-    assert "Running stage 'train_teacher" not in said and "rule train_teacher:" not in said
-    for rel in students:
+    cohort = sorted(p.relative_to(dvc_repo) for p in (dvc_repo / "runs/students").glob("*/s1/*/*")
+                    if p.name in ("model.pt", "log.csv", "metrics.json"))
+    assert len(cohort) == 2 * 2 * 3  # 2 pairs x 2 methods, 3 files each
+    log = run(["dvc", "repro", "--single-item", "--glob", "distill@*-1"], repo)
+    assert log.stdout.count("Running stage 'distill@") == 4
+    for rel in cohort:
         assert sha256_file(repo / rel) == sha256_file(dvc_repo / rel), rel
-    provenance = json.loads((repo / STUDENT / "provenance.json").read_text())
-    assert len(provenance["cohort"]) == 2  # ce and r2kd of resnet14-resnet8, seed 0
-    assert not list((repo / paths.STATE / "students").rglob("*.pt"))  # every final state was taken by its stage
+    assert json.loads((dvc_repo / "runs/students/resnet14-resnet8/s1/r2kd-default/provenance.json").read_text())[
+        "cohort"] == "distill_cohort@resnet14-resnet8-1"
+    assert "cohort" not in json.loads((repo / "runs/students/resnet14-resnet8/s1/r2kd-default/provenance.json").read_text())
 
 
 def _planned(root: Path) -> set[str]:
@@ -91,8 +82,16 @@ def test_snakemake_leaves_what_dvc_made_in_the_cheap_stages_too(both_runs, tmp_p
 
 
 def _planned_students(root: Path) -> set[tuple[str, str, str]]:
+    """The (pair, method, seed) of each run `snakemake -n` would train: a cohort's job trains all its methods."""
     plan = run(["snakemake", "--dry-run", "--cores", "2"], root).stdout
-    return set(re.findall(r"wildcards: pair=([\w-]+), method=(\w+), augment=\w+, seed=(\d+)", plan))
+    methods = load_params(root / "params.yaml").methods
+    planned = set()
+    for body in re.split(r"^(?:local)?rule ", plan, flags=re.M)[1:]:
+        if body.startswith(("distill:", "distill_cohort:")):
+            wildcards = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"wildcards: (.*)", body).group(1)))
+            planned |= {(wildcards["pair"], m, wildcards["seed"]) for m in ([wildcards.get("method")] if
+                                                                            "method" in wildcards else methods)}
+    return planned
 
 
 @pytest.mark.parametrize("first", ["dvc", "snakemake"])
@@ -157,7 +156,7 @@ README_COMMANDS = [  # verbatim from README.md; the test fails if the README dri
 README_SNAKEMAKE_RUNS = [  # the same, as dry runs (what they would run is checked)
     (".venv/bin/snakemake --cores 2 --forcerun distill", "rule distill:"),
     (".venv/bin/snakemake --cores 2 --until pair", "rule pair:"),
-    (".venv/bin/snakemake --cores 2 runs/students/wrn_16_2-resnet8/kd-default/s0/model.pt", "rule distill:"),
+    (".venv/bin/snakemake --cores 2 runs/students/wrn_16_2-resnet8/s0/kd-default/model.pt", "rule distill:"),
 ]
 
 
@@ -188,18 +187,19 @@ def test_a_prune_param_change_retrains_only_the_students_that_run_the_pruned_tea
     import yaml
 
     repo = copy_repo(both_runs[0], tmp_path / "repo")
-    ce = repo / "runs/students/resnet14-resnet8/ce-default/s0/model.pt"
+    ce = repo / "runs/students/resnet14-resnet8/s0/ce-default/model.pt"
     before = sha256_file(ce)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["prune"]["ratio"] = 0.25
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    plan = run(["snakemake", "--dry-run", "--cores", "2"], repo).stdout
-    planned = set(re.findall(r"wildcards: pair=([\w-]+), method=(\w+), augment=\w+, seed=\d+", plan))
     pairs = ("resnet14-resnet8", "resnet14-wrn_16_1")
-    assert planned == {(pair, "r2kd") for pair in pairs}
+    # seed 0: the r2kd runs alone; seed 1: each pair's cohort, which holds an r2kd run
+    assert _planned_students(repo) == {(pair, "r2kd", "0") for pair in pairs} | {
+        (pair, method, "1") for pair in pairs for method in ("ce", "r2kd")}
     log = run(["dvc", "repro"], repo).stdout
-    ran = set(re.findall(r"Running stage '(distill@[^']+)'", log))
-    assert ran == {f"distill@{pair}-r2kd-default-{seed}" for pair in pairs for seed in (0, 1)}, log[-3000:]
+    ran = set(re.findall(r"Running stage '(distill[^']+)'", log))
+    assert ran == {f"distill@{pair}-r2kd-default-0" for pair in pairs} | {
+        f"distill_cohort@{pair}-1" for pair in pairs}, log[-3000:]
     assert "Running stage 'prune@resnet14'" in log and "Running stage 'pair@" not in log
     assert sha256_file(ce) == before
     pin = json.loads((repo / "runs/pairs/resnet14-resnet8/r2kd.json").read_text())

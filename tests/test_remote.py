@@ -21,7 +21,7 @@ def test_push_clone_pull_and_nothing_to_do(tmp_path):
     run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
     repo = make_repo(tmp_path / "work" / "repo", override={  # small: what travels, not what trains
         "pairs": {"resnet14-resnet8": {"teacher": "resnet14", "student": "resnet8"}}, "methods": ["ce"],
-        "seeds": [0], "evaluate": {"corruptions": False}, "export": {"onnx": False}})
+        "seeds": [0], "cohort_seeds": [], "evaluate": {"corruptions": False}, "export": {"onnx": False}})
     raw = repo / "data/raw/own-archive.bin"
     raw.write_bytes(os.urandom(4096))
     run(["dvc", "add", "data/raw/own-archive.bin"], repo)
@@ -38,7 +38,7 @@ def test_push_clone_pull_and_nothing_to_do(tmp_path):
     (clone / ".venv").symlink_to((repo / ".venv").resolve(), target_is_directory=True)
     run(["dvc", "pull"], clone)
     assert sha256_file(clone / "data/raw/own-archive.bin") == sha256_file(raw)
-    model = "runs/students/resnet14-resnet8/ce-default/s0/model.pt"
+    model = "runs/students/resnet14-resnet8/s0/ce-default/model.pt"
     assert sha256_file(clone / model) == sha256_file(repo / model)
     assert "Data and pipelines are up to date" in run(["dvc", "status"], clone).stdout
     assert "Data and pipelines are up to date" in run(["dvc", "repro"], clone).stdout

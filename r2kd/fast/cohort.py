@@ -1,7 +1,7 @@
 """The runs of one (pair, seed) trained in one process, in lockstep, each batch's views and frozen passes
-computed once (``runtime.share_teachers``; docs/architecture.md); each run gets exactly the tensors it
+computed once (stage `distill_cohort`; docs/architecture.md); each run gets exactly the tensors it
 would compute alone, so it ends bit-identical to the run trained alone (tests/test_cohort.py). One resume
-state holds every run's (docs/reliability.md: why, and the final state each run is left).
+state holds every run's (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -136,14 +136,13 @@ class _Live:
 
 
 def fit_cohort(trainers: list[Trainer], shared: SharedPasses, state_path: Path, fingerprint: str,
-               label: str, concurrent: bool | None = None,
-               trained_by: dict | None = None) -> tuple[list[FitResult | TrainingDiverged], str]:
+               label: str, concurrent: bool | None = None) -> tuple[list[FitResult | TrainingDiverged], str]:
     """Train ``trainers`` together (their objectives hold ``shared``; their loaders, generators, teachers
     and settings are the cohort's): each run's result or the error that stopped it, and the step kind
     that ran. ``concurrent``: the students on CUDA streams of their own (default: on CUDA with bf16).
-    Each run that ends well is left its own final resume state, marked ``trained_by``."""
+    The resume state at ``state_path`` stays, complete, until the caller has written the results."""
     if world().distributed:
-        raise ValueError("a cohort runs in one process (runtime.share_teachers needs nproc_per_node: 1)")
+        raise ValueError("a cohort runs in one process (cohort_seeds needs runtime.nproc_per_node: 1)")
     first = trainers[0]
     members = [t._start() for t in trainers]
     start_epoch = 0
@@ -169,10 +168,4 @@ def fit_cohort(trainers: list[Trainer], shared: SharedPasses, state_path: Path, 
         })
 
     outcomes = run_epochs(members, step, start_epoch, first.recipe.epochs, save=save, label=label)
-    marks = {**(trained_by or {}), "step": step.kind}
-    for m, outcome in zip(members, outcomes):
-        if isinstance(outcome, FitResult):
-            state = m.trainer.state_dict(m.optimizer, m.history)
-            m.trainer.write_state(first.recipe.epochs, {**state, "trained_by": marks})
-    state_path.unlink(missing_ok=True)
     return outcomes, step.kind

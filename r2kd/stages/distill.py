@@ -1,14 +1,11 @@
 """Stage `distill`: train one student run (pair x method x augment x seed) from the frozen teachers.
 
-With ``runtime.share_teachers`` the stage first trains every due run of its (pair, seed) as one cohort
-(r2kd.fast.cohort), leaving each its final resume state, which each run's own stage then resumes from
-to write its outputs (docs/architecture.md, "How a cohort hands its runs": why, and which runs are due).
+The runs of a seed in `cohort_seeds` train together instead, in stage `distill_cohort`, which builds
+each run with :func:`build_run` and writes its outputs with :func:`write_outputs`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +15,8 @@ import torch
 
 from r2kd import parallel, paths
 from r2kd.config import Params
-from r2kd.data.prepared import load_meta
 from r2kd.distributed import barrier, world
-from r2kd.errors import CheckpointError, UserError
-from r2kd.fast.cohort import fit_cohort
-from r2kd.files import load_checkpoint, read_json, write_json
-from r2kd.lock import LOCKS, file_lock
+from r2kd.files import write_json
 from r2kd.methods import METHODS
 from r2kd.methods.objective import DistillObjective, SharedPasses, frozen_roles
 from r2kd.modelfile import arch_spec, build, load_model, save_model
@@ -31,13 +24,13 @@ from r2kd.pipeline import METHODS as METHOD_SPECS
 from r2kd.pipeline import code_name
 from r2kd.models.complexity import complexity
 from r2kd.pruning import set_bn_mode
-from r2kd.runs import StudentRun, find_run, student_runs
+from r2kd.runs import StudentRun, find_run
 from r2kd.runtime import RunSpec, fast_layout, seed_everything
 from r2kd.stages.csvlog import write_log
 from r2kd.stages.dataset import Data, data_files, load_data
 from r2kd.stages.pair import read_pair
 from r2kd.stages.record import fingerprint, input_hashes, metrics, provenance, write_timing
-from r2kd.train import FitResult, Trainer, console
+from r2kd.train import FitResult, Trainer
 
 VIEW_STREAM = 0x5EED  # the augmented view draws from its own stream, so toggling it keeps data order
 OUTPUTS = ("model.pt", "log.csv", "metrics.json", "provenance.json")
@@ -46,11 +39,6 @@ OUTPUTS = ("model.pt", "log.csv", "metrics.json", "provenance.json")
 def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None:
     selected = find_run(params, pair, method, augment, seed)
     rs = RunSpec.of(params.runtime, params.resources_for("distill").jobs_per_gpu)
-    if rs.share_teachers:
-        with file_lock(LOCKS / f"cohort-{pair}-s{seed}.lock", on_busy=lambda holder: console.print(
-                f"[dim]{selected.stage}: waiting for the cohort of {pair} seed {seed} ({holder})[/]")):
-            if due := due_runs(params, selected):
-                train_cohort(params, rs, due, selected)
     data_generator = seed_everything(seed, rs.deterministic)
     view_generator = torch.Generator().manual_seed(view_seed(seed))
     data = load_data(params.distill.batch_size, rs.device, data_generator, workers=rs.workers)
@@ -61,12 +49,9 @@ def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None
     if not world().is_main:  # rank 0 writes; the other processes of a multi-process run hold the same results
         barrier()
         return
-    trained_by = built.trainer.trained_by  # {"step", "cohort"}: what trained it, when a cohort did
-    write_outputs(params, built, result, selected.dir, rs.device, **{"step": built.trainer.step_kind, **trained_by},
-                  result_key=built.trainer.fingerprint)
-    if not trained_by:  # a cohort records its runs' timing itself
-        write_timing(selected.dir, wall_seconds=time.perf_counter() - began, train_seconds=result.train_seconds,
-                     resumed_from_epoch=result.resumed_from_epoch)
+    write_outputs(params, built, result, selected.dir, rs.device, step=built.trainer.step_kind)
+    write_timing(selected.dir, wall_seconds=time.perf_counter() - began, train_seconds=result.train_seconds,
+                 resumed_from_epoch=result.resumed_from_epoch)
     built.trainer.discard_state()
     barrier()
 
@@ -77,66 +62,6 @@ def result_key(params: Params, run: StudentRun, meta: dict, inputs: dict[str, st
     return fingerprint(code_name("distill", run.method), arch_spec(run.student, meta), params.distill.model_dump(),
                        params.method_hparams(run.method, run.augment, run.pair).model_dump(mode="json"),
                        run_inputs(run, inputs), run.seed, params.prune.bn_mode, params.runtime.result_settings())
-
-
-def due_runs(params: Params, selected: StudentRun) -> list[StudentRun]:
-    """The runs of ``selected``'s (pair, seed) a cohort would train now; empty when ``selected``'s final
-    state waits already (the cohort we waited for trained it)."""
-    meta = load_meta(paths.PREPARED)
-    inputs = input_hashes([*data_files(), paths.pair_file(selected.pair)])  # the same for the whole cohort
-    runs = [r for r in student_runs(params) if (r.pair, r.seed) == (selected.pair, selected.seed)]
-    keys = {r: result_key(params, r, meta, inputs) for r in runs}
-
-    def final(run: StudentRun) -> bool:
-        try:
-            state = load_checkpoint(paths.state_file(run.dir))
-        except (CheckpointError, UserError):
-            return False
-        done = (params.distill.epochs, keys[run])  # the last epoch, under the run's current fingerprint
-        return isinstance(state, dict) and (state.get("epoch"), state.get("fingerprint")) == done
-
-    def current(run: StudentRun) -> bool:
-        try:
-            key = read_json(run.dir / "provenance.json").get("result_key")
-        except (UserError, AttributeError):
-            return False
-        return all((run.dir / name).is_file() for name in OUTPUTS) and key == keys[run]
-
-    return [] if final(selected) else [r for r in runs if r == selected or not (current(r) or final(r))]
-
-
-def train_cohort(params: Params, rs: RunSpec, due: list[StudentRun], selected: StudentRun) -> None:
-    """Train ``due`` (runs of one pair and seed) together; leave each run that ends well its final
-    resume state. Raises the error of ``selected`` if its training diverged."""
-    first = due[0]
-    data_generator = seed_everything(first.seed, rs.deterministic)
-    view_generators: dict[str, torch.Generator] = {}
-
-    def view_generator(view: str) -> torch.Generator:
-        # One per view kind: runs of one kind share its draws; another kind draws as if alone.
-        return view_generators.setdefault(view, torch.Generator().manual_seed(view_seed(first.seed)))
-
-    data = load_data(params.distill.batch_size, rs.device, data_generator, workers=rs.workers)
-    roles = tuple(sorted({role for r in due for role in frozen_roles(METHODS[r.method])}))
-    frozen = load_frozen(params, rs, first, data.meta, roles)
-    shared = SharedPasses()
-    inputs = input_hashes([*data_files(), paths.pair_file(first.pair)])
-    built = [build_run(params, rs, r, data, frozen, data_generator, view_generator, shared, inputs) for r in due]
-    trainers = [b.trainer for b in built]
-    key = hashlib.sha256(json.dumps([t.fingerprint for t in trainers]).encode()).hexdigest()
-    state_path = paths.STATE / "cohort" / f"{first.pair}-s{first.seed}-{key[:16]}.pt"
-    label = f"{first.pair} s{first.seed}: {len(due)} run{'s' if len(due) > 1 else ''}"
-    began = time.perf_counter()
-    outcomes, _ = fit_cohort(trainers, shared, state_path, key, label, trained_by={"cohort": [r.stage for r in due]})
-    wall = time.perf_counter() - began
-    for run, outcome in zip(due, outcomes):
-        if isinstance(outcome, FitResult):
-            # The cohort's wall time is shared by its runs; train_seconds is each run's even share
-            # plus its own evaluation.
-            write_timing(run.dir, wall_seconds=wall, train_seconds=outcome.train_seconds,
-                         resumed_from_epoch=outcome.resumed_from_epoch, cohort_size=len(due))
-        elif run == selected:
-            raise outcome
 
 
 def run_inputs(run: StudentRun, inputs: dict[str, str] | None = None) -> dict[str, str]:
@@ -224,5 +149,5 @@ def write_outputs(params: Params, built: BuiltRun, result: FitResult, out_dir: P
         params, keys, built.inputs, run.seed, device, role="student", dataset=built.data.meta["name"], pair=run.pair,
         teacher=run.teacher, student=run.student, method=run.method, augment=run.augment,
         aug_view=built.method.aug_view, method_hparams=built.method.params.model_dump(mode="json"),
-        world_size=world().world_size, **extra,
+        world_size=world().world_size, result_key=built.trainer.fingerprint, **extra,
     ))

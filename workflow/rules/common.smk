@@ -137,13 +137,13 @@ RUNS = student_runs(PARAMS)
 def code(stage):
     """One input standing for the stage's code (r2kd/stagecode.py; ``method-<name>`` for a method's own
     files): a file of its sources' SHA-256, rewritten only when one changes."""
-    text = stamp_text(stage, ROOT)
+    text = stamp_text(stage, ROOT, PARAMS.methods)
     path = Path(ROOT, ".r2kd", "code", f"{stage}.json")
     if not path.is_file() or path.read_text() != text:
         write_stamp(path, text)
         # dated when the code last changed, not when Snakemake noticed: a dry run between an edit and
         # its undo then changes nothing (the undone file is no newer than results DVC vouches for)
-        newest = max(Path(ROOT, f).stat().st_mtime for f in code_files(stage, ROOT))
+        newest = max(Path(ROOT, f).stat().st_mtime for f in code_files(stage, ROOT, PARAMS.methods))
         os.utime(path, (newest, newest))
     return str(path.relative_to(ROOT))
 

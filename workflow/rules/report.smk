@@ -3,7 +3,9 @@ TEACHER_FILES = [f"runs/{kind}/{arch}/{name}" for arch in PARAMS.teachers
                  for kind, names in (("teachers", ("model.pt", "provenance.json", "metrics.json", "log.csv")),
                                      ("pruned", ("model.pt", "provenance.json", "prune.json")))
                  for name in names]
-STUDENT_FILES = [f"{run.dir}/{name}" for run in RUNS for name in ("model.pt", "provenance.json", "metrics.json", "log.csv")]
+STUDENT_FILES = [f"{run.dir}/{name}" for run in RUNS if not run.in_cohort
+                 for name in ("model.pt", "provenance.json", "metrics.json", "log.csv")]
+STUDENT_FILES += sorted({str(run.dir.parent) for run in RUNS if run.in_cohort})  # a cohort's one output
 REPORTS = ["reports/summary.json", "reports/summary.md", "reports/summary.csv", "reports/curves.csv",
            "reports/accuracy_per_epoch.png", "reports/accuracy_per_method.png", "reports/accuracy_vs_latency.png",
            "reports/accuracy_per_severity.png", "reports/metrics.json"]
