@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -75,12 +76,18 @@ def make_run(copy: Path) -> tuple[float, float | None]:
 
 def digest(copy: Path) -> dict[str, str]:
     """The results' bytes (summary.json, the table), and every model's scores in eval.json (its other keys may change
-    with the file's format: it gained the params it was made with on 2026-11-27)."""
+    with the file's format: it gained the params it was made with on 2026-11-27; and a model's path with the runs'
+    layout, which moved the seed up a folder on 2026-12-07: a record names its model by pair, method, augment, seed)."""
     out = {}
     for rel in RESULTS:
         data = (copy / rel).read_bytes()
         if rel.endswith("eval.json"):
-            data = json.dumps(json.loads(data)["models"], sort_keys=True).encode()
+            models = [{k: v for k, v in m.items() if k != "path"} for m in json.loads(data)["models"]]
+            data = json.dumps(sorted(models, key=lambda m: json.dumps(m, sort_keys=True)), sort_keys=True).encode()
+        if rel.endswith("summary.json"):  # apart: the params keys its record holds change with the schema
+            summary = json.loads(data)
+            out["params record"] = json.dumps(summary.pop("params", None), sort_keys=True)
+            out[f"{rel} but its params record"] = hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()
         out[rel] = hashlib.sha256(data).hexdigest()
     return out
 
@@ -120,7 +127,14 @@ def main() -> None:
         current, baseline = (statistics.median(seconds[name]) for name in names)
         console.print(f"baseline / current: {baseline / current:.2f}x")
         same = digests[names[0]] == digests[names[1]]
-        console.print(f"results (summary.json, summary.md, eval.json's scores): {'the same bytes' if same else '[red]DIFFER[/]'}")
+        for rel in digests[names[0]]:
+            ours, theirs = digests[names[0]][rel], digests[names[1]][rel]
+            if rel == "params record":
+                if ours != theirs:
+                    console.print(f"summary.json's params record: {escape(theirs)} -> {escape(ours)}")
+                continue
+            verdict = "the same" if ours == theirs else "[red]DIFFERENT[/]"
+            console.print(f"{rel}{' (scores)' if rel.endswith('eval.json') else ''}: {verdict} bytes")
         if not same:
             raise SystemExit(1)
 
