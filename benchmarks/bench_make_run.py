@@ -87,7 +87,8 @@ def digest(copy: Path) -> dict[str, str]:
         if rel.endswith("summary.json"):  # apart: the params keys its record holds change with the schema
             summary = json.loads(data)
             out["params record"] = json.dumps(summary.pop("params", None), sort_keys=True)
-            out[f"{rel} but its params record"] = hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()
+            rest = json.dumps(summary, sort_keys=True).encode()
+            out[f"{rel} but its params record"] = hashlib.sha256(rest).hexdigest()
         out[rel] = hashlib.sha256(data).hexdigest()
     return out
 

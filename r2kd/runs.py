@@ -56,7 +56,7 @@ def find_run(params: Params, pair: str, method: str, augment: str, seed: int) ->
     for run in student_runs(params):
         if (run.pair, run.method, run.augment, run.seed) == (pair, method, augment, seed) and not run.in_cohort:
             return run
-    cohort = f"; seed {seed} is a cohort seed: `r2kd distill-cohort {pair} {seed}`" if seed in params.cohort_seeds else ""
+    cohort = f"; {seed} is a cohort seed: `r2kd distill-cohort {pair} {seed}`" if seed in params.cohort_seeds else ""
     raise ConfigError(f"distill: no run {pair} {method} {augment} {seed} in params.yaml "
                       f"(pairs {sorted(params.pairs)}, methods {params.methods}, augments {params.augments}, "
                       f"seeds {params.seeds}){cohort}")

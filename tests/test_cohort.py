@@ -281,3 +281,15 @@ def test_cohort_seeds_are_checked_before_any_compute(tmp_path, change, message):
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=message):
         load_params(tmp_path / "p.yaml")
+
+
+def test_each_command_names_the_other_for_a_seed_of_the_other_list(work):
+    from r2kd.errors import ConfigError
+    from r2kd.runs import cohort_runs, find_run
+
+    together = _params(True)
+    with pytest.raises(ConfigError, match=rf"0 is a cohort seed: `r2kd distill-cohort {PAIR} 0`"):
+        find_run(together, PAIR, "kd", "none", 0)
+    assert len(cohort_runs(together, PAIR, 0)) == 8
+    with pytest.raises(ConfigError, match=r"no cohort .* \(pairs .*, cohort_seeds \[\]\)"):
+        cohort_runs(_params(False), PAIR, 0)

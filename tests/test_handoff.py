@@ -199,7 +199,8 @@ def test_snakemake_plans_what_dvc_status_says_after_dvc_restores(tmp_path):
     repo = make_repo(tmp_path / "repo", override={
         "teachers": {"wrn_16_2": {"checkpoint": None, "checkpoint_sha256": None}},
         "pairs": {"wrn_16_2-resnet8": {"teacher": "wrn_16_2", "student": "resnet8"}},
-        "methods": ["r2kd"], "seeds": [0], "cohort_seeds": [], "evaluate": {"corruptions": False}, "export": {"onnx": False}})
+        "methods": ["r2kd"], "seeds": [0], "cohort_seeds": [], "evaluate": {"corruptions": False},
+        "export": {"onnx": False}})
     pruned = repo / "runs/pruned/wrn_16_2/model.pt"
     run(["snakemake", "--cores", "2"], repo)
     assert pruned.stat().st_size > 1_000_000

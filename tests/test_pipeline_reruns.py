@@ -50,9 +50,9 @@ def test_a_cohort_seed_moved_to_seeds_gives_each_run_the_same_bytes(both_runs, t
     assert log.stdout.count("Running stage 'distill@") == 4
     for rel in cohort:
         assert sha256_file(repo / rel) == sha256_file(dvc_repo / rel), rel
-    assert json.loads((dvc_repo / "runs/students/resnet14-resnet8/s1/r2kd-default/provenance.json").read_text())[
-        "cohort"] == "distill_cohort@resnet14-resnet8-1"
-    assert "cohort" not in json.loads((repo / "runs/students/resnet14-resnet8/s1/r2kd-default/provenance.json").read_text())
+    provenance = "runs/students/resnet14-resnet8/s1/r2kd-default/provenance.json"
+    assert json.loads((dvc_repo / provenance).read_text())["cohort"] == "distill_cohort@resnet14-resnet8-1"
+    assert "cohort" not in json.loads((repo / provenance).read_text())
 
 
 def _planned(root: Path) -> set[str]:
