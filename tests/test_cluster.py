@@ -227,9 +227,10 @@ def test_slurm_run_gives_the_local_bytes(slurm_run):
     different = [rel for rel in local if comparable(local[rel]) != comparable(cluster[rel])]
     assert not different, different
     rules = sorted(slurm_run["submitted"].values())  # every job but `all` went through sbatch
-    assert len(rules) == 15 and rules.count("distill") == 4 and rules.count("distill_cohort") == 2, rules
-    assert rules.count("train_teacher") == 1, rules
-    assert sorted(state for _, state in slurm_run["runs"]) == ["COMPLETED"] * 15 + ["REQUEUED"], slurm_run["runs"]
+    # prepare, teacher, prune, 2 pairs and their pins, 4 students alone, 2 cohorts, corrupt, evaluate, export, report
+    assert len(rules) == 17 and rules.count("distill") == 4 and rules.count("distill_cohort") == 2, rules
+    assert rules.count("train_teacher") == 1 and rules.count("pair_pruned") == 2, rules
+    assert sorted(state for _, state in slurm_run["runs"]) == ["COMPLETED"] * 17 + ["REQUEUED"], slurm_run["runs"]
     assert "localrule all" in slurm_run["console"] and "rule distill" in slurm_run["console"]
 
 
