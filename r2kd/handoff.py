@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 import yaml
 
@@ -149,38 +150,33 @@ def snakemake_ended() -> None:
     record_in_dvc()
 
 
-def _newest(path: Path) -> float:
+def _newest(path: Path, code: Callable[[Path], tuple[dict[Path, str], float]]) -> float:
     """The mtime Snakemake would compare: a file's, or the newest file's inside a folder (bytecode,
-    which DVC ignores too, left out); a code stamp stands for its source files too (Snakemake's stamp
-    is dated when they last changed)."""
+    which DVC ignores too, left out); a code stamp's, or its newest source file's: Snakemake's own
+    stamp is dated when they last changed."""
     if path.is_dir():
         return max((p.stat().st_mtime for p in path.rglob("*")
                     if p.is_file() and "__pycache__" not in p.parts), default=path.stat().st_mtime)
-    return max([path.stat().st_mtime, *(Path(f).stat().st_mtime for f in _stamped(path) if Path(f).exists())])
+    return max(path.stat().st_mtime, code(path)[1])
 
 
-def _stamped(path: Path) -> dict[str, str]:
-    """A DVC code stamp's files and the SHA-256 each had when `check` last wrote it ({} for another path)."""
-    if path.parent != CODE_STAMPS or path.suffix != ".json":
-        return {}
+def _code(path: Path) -> tuple[dict[Path, str], float]:
+    """A DVC code stamp's source files with the SHA-256 each had when `check` wrote it, and the newest
+    one's mtime (({}, 0) for another file)."""
     try:
-        stamped = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return stamped if isinstance(stamped, dict) else {}
+        sources = {Path(n): d for n, d in json.loads(path.read_text()).items()} if path.parent == CODE_STAMPS else {}
+    except (OSError, ValueError, AttributeError):
+        return {}, 0.0
+    return sources, max((f.stat().st_mtime for f in sources if f.exists()), default=0.0)
 
 
-def _code_edited(deps: list[str]) -> bool:
-    """Whether a source file changed since `check` wrote a stamp in ``deps``: DVC, which sees the stamp,
-    does not know yet (a cohort's method files reach it only through its stamp)."""
-    for dep in deps:
-        for name, digest in _stamped(Path(dep)).items():
-            try:
-                if hashlib.sha256(Path(name).read_bytes()).hexdigest() != digest:
-                    return True
-            except OSError:
-                return True
-    return False
+def _edited(sources: dict[Path, str]) -> bool:
+    """Whether a source changed since its stamp was written: DVC, which sees only the stamp, does not
+    know yet (a cohort reaches its methods' files only through its stamp)."""
+    try:
+        return any(hashlib.sha256(f.read_bytes()).hexdigest() != digest for f, digest in sources.items())
+    except OSError:
+        return True
 
 
 def _files(path: Path) -> list[Path]:
@@ -234,10 +230,14 @@ def align_with_dvc(say=print) -> int:
     stages = _lock_stages()
     stages.pop("check", None)  # DVC's gate: no Snakemake job reads or writes it
 
+    code = functools.cache(_code)  # each stamp read, and its sources dated, once
+
+    def newest_dep(name: str) -> float:
+        return max((_newest(Path(d), code) for d in stages[name]["deps"] if Path(d).exists()), default=0.0)
+
     def inverted(name: str) -> bool:
-        deps = [Path(d) for d in stages[name]["deps"] if Path(d).exists()]
         outs = [Path(o) for o in stages[name]["outs"] if Path(o).exists()]
-        return bool(deps and outs) and min(map(_oldest, outs)) < max(map(_newest, deps))
+        return bool(outs) and min(map(_oldest, outs)) < newest_dep(name)
 
     try:
         if not any(inverted(name) for name in stages):
@@ -251,14 +251,16 @@ def align_with_dvc(say=print) -> int:
         return 0
     except DvcException:  # e.g. another DVC command holds the repo: leave the dates as they are
         return 0
-    changed |= {name for name in stages if _code_edited(stages[name]["deps"])}
+    stamps = {Path(d) for stage in stages.values() for d in stage["deps"] if Path(d).parent == CODE_STAMPS}
+    edited = {stamp for stamp in stamps if _edited(code(stamp)[0])}
+    changed |= {name for name in stages if edited & {Path(d) for d in stages[name]["deps"]}}
     redated = 0
     for _ in range(len(stages)):  # dvc.lock lists stages upstream first; repeat until nothing moves
         moved = 0
         for name in stages:
             if name in changed or not inverted(name):
                 continue
-            newest = max(_newest(Path(d)) for d in stages[name]["deps"] if Path(d).exists())
+            newest = newest_dep(name)
             for out in map(Path, stages[name]["outs"]):
                 for target in (_files(out) if out.exists() else []):
                     if target.stat().st_mtime < newest:

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from r2kd.errors import UserError
 
@@ -70,30 +70,18 @@ def check_other_tool() -> None:
         raise UserError(f"DVC is running in this checkout ({others[0]}); wait for it to finish, then rerun")
 
 
-@contextlib.contextmanager
-def stage_lock(name: str) -> Iterator[None]:
-    """Hold the lock of stage ``name`` (e.g. "distill@pair-kd-none-0") for the block."""
-    check_other_tool()
-
-    def refuse(holder: str) -> None:
-        raise UserError(f"stage {name} is already running in this checkout ({holder}); "
-                        "wait for it to finish") from None
-
-    with file_lock(LOCKS / f"{name.replace('/', '_')}.lock", on_busy=refuse):
-        yield
-
-
 def _lock_error(path: Path, what: str, exc: OSError) -> UserError:
     """A one-line error for a lock file the OS refused (a full disk, a read-only or foreign folder)."""
     return UserError(f"cannot {what} the lock file {path}: {exc.strerror or exc}")
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, *, on_busy: Callable[[str], None]) -> Iterator[None]:
-    """Hold an exclusive flock on ``path`` for the block, the holder's pid and command written in it.
-    When another process holds it, ``on_busy(holder)`` either raises (give up) or returns (wait for it).
-    The OS refusing the lock file itself (ENOSPC, EACCES, EROFS, …) is a UserError naming it; errors of
-    the block are left as they are."""
+def stage_lock(name: str) -> Iterator[None]:
+    """Hold the lock of stage ``name`` (e.g. "distill@pair-kd-none-0") for the block: an exclusive flock,
+    the holder's pid and command written in it. The OS refusing the lock file itself (ENOSPC, EACCES,
+    EROFS, …) is a UserError naming it; errors of the block are left as they are."""
+    check_other_tool()
+    path = LOCKS / f"{name.replace('/', '_')}.lock"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(path, "a+")
@@ -104,8 +92,8 @@ def file_lock(path: Path, *, on_busy: Callable[[str], None]) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            on_busy(fh.read().strip() or "another process")
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            raise UserError(f"stage {name} is already running in this checkout "
+                            f"({fh.read().strip() or 'another process'}); wait for it to finish") from None
         except OSError as exc:  # e.g. ENOLCK on a file system without locks
             raise _lock_error(path, "lock", exc) from None
         # Written on the descriptor, unbuffered: a line left in a buffer by a failed write (a full

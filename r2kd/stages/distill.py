@@ -33,7 +33,6 @@ from r2kd.stages.record import fingerprint, input_hashes, metrics, provenance, w
 from r2kd.train import FitResult, Trainer
 
 VIEW_STREAM = 0x5EED  # the augmented view draws from its own stream, so toggling it keeps data order
-OUTPUTS = ("model.pt", "log.csv", "metrics.json", "provenance.json")
 
 
 def run(params: Params, pair: str, method: str, augment: str, seed: int) -> None:
