@@ -51,7 +51,7 @@ METHODS = ["ce", "kd", "dist", "dkd", "r2kd"]
 def override(seeds: int) -> dict:
     return {"pairs": {"resnet14-resnet8": {"teacher": "resnet14", "student": "resnet8"},
                       "resnet14-wrn_16_1": {"teacher": "resnet14", "student": "wrn_16_1"}},
-            "methods": METHODS, "augments": ["default"], "seeds": list(range(seeds))}
+            "methods": METHODS, "augments": ["default"], "seeds": list(range(seeds)), "cohort_seeds": []}
 
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, float, subprocess.CompletedProcess]:
@@ -73,7 +73,7 @@ def bare_snakefile(root: Path) -> None:
     """A Snakefile with one rule per dvc.yaml stage: the same wildcards, inputs, outputs, number of
     params; inputs looked up in a JSON table (written here from DVC's expansion)."""
     sys.path.insert(0, str(REPO))
-    from r2kd.dag import load_stages, upstream_outputs
+    from tests.dvc_stages import load_stages, upstream_outputs
 
     spec = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     stages = load_stages(root)
@@ -156,19 +156,20 @@ def placeholder(path: Path) -> None:
 
 
 def fill(root: Path) -> int:
-    """Small random bytes at every out path of every stage, and at every dep nothing makes."""
-    from r2kd.dag import load_stages
+    """Small random bytes at every out path of every stage that is not there yet, and at every dep nothing
+    makes."""
+    from tests.dvc_stages import load_stages
 
     stages = load_stages(root)
     made = 0
     for stage in stages:
         for out in stage.outs:
             path = root / out
-            if path.suffix:  # a file
+            if path.suffix and not path.exists():  # a file (not one `check` wrote already)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 placeholder(path)
                 made += 1
-            else:  # a folder output: runs/pairs/<pair>/ (one pin per method), runs/export
+            elif not path.suffix:  # a folder output: runs/pairs/<pair>/ (one pin per method), runs/export
                 path.mkdir(parents=True, exist_ok=True)
                 for name in [f"{m}.json" for m in METHODS] + ["record.json"]:
                     placeholder(path / name)
@@ -245,6 +246,9 @@ def main() -> None:
 
     snake = [".venv/bin/snakemake", "-n", "--cores", "2"]
     measure("snakemake -n (nothing built)", snake, args.repeat)
+    # ours: first the code stamps `check` writes, as in a real run (a placeholder lists no real source,
+    # which align_with_dvc reads as code changed since the stamp: every stage stale to it)
+    subprocess.run(["workflow/scripts/r2kd", "check", "--stamp"], cwd=ours, env=env(), check=True, capture_output=True)
     for name, root in (("ours", ours), ("bare", bare)):
         shutil.rmtree(root / ".snakemake", ignore_errors=True)
         say(f"  placeholders in {name}: {fill(root)} files")
